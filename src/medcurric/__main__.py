@@ -1,0 +1,7 @@
+"""``python -m medcurric`` runs the command line."""
+
+import sys
+
+from medcurric.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""The ``medcurric`` command line: one thin sub-command per stage of the data flow.
+
+Each sub-command lives next to the code it drives, in a private ``_cli`` module
+exposing ``add_arguments(parser)`` and ``run(args) -> int``; this module only
+dispatches, and imports a sub-command's module when that command is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from medcurric import __version__
+from medcurric.errors import MedcurricError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: name -> (module implementing it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "match": ("medcurric.anatomy._cli", "match lesion boxes to host organs and print a table"),
+    "seeds": ("medcurric.seeds._cli", "detections + organ masks -> factual seeds JSONL"),
+    "generate": ("medcurric.cot._cli", "factual seeds -> QA + chain-of-thought samples JSONL"),
+    "evaluate": ("medcurric.eval._cli", "score VQA answers, reports and grounding"),
+    "review": ("medcurric.review._cli", "write a static HTML review report of generated samples"),
+    "audit": ("medcurric.review._audit_cli", "segmentation-error sensitivity of the organ matching"),
+    "demo": ("medcurric._demo", "run the pipeline on the bundled sample"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {n: v for n, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="medcurric",
+        description="Anatomically grounded VQA + CoT data and curriculum training for medical VLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"medcurric {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except MedcurricError as exc:
+        print(f"medcurric {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
