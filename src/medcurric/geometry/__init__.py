@@ -1,0 +1,30 @@
+"""Box and label-map geometry: conversions, IoU, box/mask overlap, patch grids.
+
+Conventions (see :doc:`/conventions`): 2D boxes ``[N, 4]`` xyxy pixels, 3D boxes
+``[N, 6]`` ``(x1, y1, z1, x2, y2, z2)``; label maps ``[y, x]`` or ``[z, y, x]``;
+a pixel is in a box iff its centre lies in the half-open box.
+"""
+
+from medcurric.geometry.boxes import (
+    box_area,
+    box_convert,
+    box_iou,
+    boxes_to_masks,
+    clip_boxes,
+    masks_to_boxes,
+    validate_boxes,
+)
+from medcurric.geometry.overlap import Overlap, box_mask_overlap, label_histogram
+
+__all__ = [
+    "Overlap",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "box_mask_overlap",
+    "boxes_to_masks",
+    "clip_boxes",
+    "label_histogram",
+    "masks_to_boxes",
+    "validate_boxes",
+]
