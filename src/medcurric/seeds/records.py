@@ -26,6 +26,8 @@ class FactualSeed(JsonRecord):
         outcome: ``"inside"``, ``"adjacent"`` or ``"unmatched"``.
         score: The matcher's score for the host organ (0 when unmatched).
         criterion: ``"ioa"`` or ``"iou"``.
+        iou: IoU of the lesion box with the host organ (``None`` when unmatched or unknown).
+        ioa: Share of the lesion box inside the host organ (``None`` when unmatched or unknown).
         location: The structured location (``Location.to_dict()``), if described.
         location_phrase: The location as words, e.g. ``"right posterior part of the"``.
         size_mm: ``(long axis, short axis)`` in millimetres, if spacing was known.
@@ -57,4 +59,6 @@ class FactualSeed(JsonRecord):
     spacing: tuple[float, ...] | None = None
     template: str = ""
     source: str = ""
+    iou: float | None = None
+    ioa: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
