@@ -6,6 +6,7 @@ a pixel is in a box iff its centre lies in the half-open box.
 """
 
 from medcurric.geometry.boxes import (
+    BoxFormat,
     box_area,
     box_convert,
     box_iou,
@@ -17,6 +18,7 @@ from medcurric.geometry.boxes import (
 from medcurric.geometry.overlap import Overlap, box_mask_overlap, label_histogram
 
 __all__ = [
+    "BoxFormat",
     "Overlap",
     "box_area",
     "box_convert",
