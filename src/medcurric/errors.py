@@ -21,6 +21,7 @@ __all__ = [
     "MedcurricWarning",
     "MissingDependencyError",
     "MissingFileError",
+    "NonFiniteError",
     "ParseError",
     "ShapeError",
     "UnsafePathError",
@@ -71,6 +72,10 @@ class MissingFileError(MedcurricError, FileNotFoundError):
 
 class MissingDependencyError(MedcurricError, ImportError):
     """An optional dependency is needed but not installed."""
+
+
+class NonFiniteError(MedcurricError, ValueError):
+    """A monitored value (a loss, a metric) is NaN or infinite where a finite one is needed."""
 
 
 class MedcurricWarning(UserWarning):
