@@ -70,7 +70,14 @@ class Resample(StrEnum):
 
 
 # PIL.Image.Resampling / transformers.PILImageResampling integer codes.
-_PIL_RESAMPLE_CODES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+_PIL_RESAMPLE_CODES = {
+    0: "nearest",
+    1: "lanczos",
+    2: "bilinear",
+    3: "bicubic",
+    4: "box",
+    5: "hamming",
+}
 
 
 class CoordinateMap(NamedTuple):
@@ -101,7 +108,8 @@ def _hw_pair(value: Any, name: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return (_positive_int(value[0], f"{name}[0]"), _positive_int(value[1], f"{name}[1]"))
     raise InvalidOptionError(
-        f"Expected {name} to be an int or a (height, width) pair of positive ints, but got {value!r}."
+        f"Expected {name} to be an int or a (height, width) pair of positive ints, "
+        f"but got {value!r}."
     )
 
 
@@ -125,12 +133,16 @@ def _shortest_edge_size(
         min_orig, max_orig = float(min(height, width)), float(max(height, width))
         if max_orig / min_orig * size > longest:
             raw_size = longest * min_orig / max_orig
-            size = int(round(raw_size))
+            size = int(round(raw_size))  # noqa: RUF046 (as transformers)
         if (height <= width and height == size) or (width <= height and width == size):
             return height, width
         if width < height:
             ow = size
-            oh = int(raw_size * height / width) if raw_size is not None else int(size * height / width)
+            oh = (
+                int(raw_size * height / width)
+                if raw_size is not None
+                else int(size * height / width)
+            )
             return oh, ow
         oh = size
         ow = int(raw_size * width / height) if raw_size is not None else int(size * width / height)
@@ -164,7 +176,8 @@ class Preprocess(JsonRecord):
         >>> clip.output_size((512, 1024))
         (336, 336)
         >>> clip.coordinate_map((512, 1024))
-        CoordinateMap(scale_x=0.65625, scale_y=0.65625, offset_x=-168.0, offset_y=0.0, height=336, width=336)
+        CoordinateMap(scale_x=0.65625, scale_y=0.65625, offset_x=-168.0, offset_y=0.0,
+                      height=336, width=336)
     """
 
     pad_to_square: bool = False
@@ -201,14 +214,20 @@ class Preprocess(JsonRecord):
                 f"Expected background as three ints in [0, 255], but got {self.background!r}."
             )
         object.__setattr__(self, "background", bg)
-        object.__setattr__(self, "resample", look_up_option(self.resample, Resample, name="resample"))
         object.__setattr__(
-            self, "crop_backend", look_up_option(self.crop_backend, CropBackend, name="crop_backend")
+            self, "resample", look_up_option(self.resample, Resample, name="resample")
+        )
+        object.__setattr__(
+            self,
+            "crop_backend",
+            look_up_option(self.crop_backend, CropBackend, name="crop_backend"),
         )
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def shortest_edge_crop(cls, size: int = 336, crop_size: int | tuple[int, int] | None = None) -> Preprocess:
+    def shortest_edge_crop(
+        cls, size: int = 336, crop_size: int | tuple[int, int] | None = None
+    ) -> Preprocess:
         """HF ``CLIPImageProcessor`` (VIP-LLaVA's default): shortest edge, then centre crop.
 
         Args:
@@ -218,7 +237,10 @@ class Preprocess(JsonRecord):
         Returns:
             The description.
         """
-        return cls(shortest_edge=size, crop_size=_hw_pair(size if crop_size is None else crop_size, "crop_size"))
+        return cls(
+            shortest_edge=size,
+            crop_size=_hw_pair(size if crop_size is None else crop_size, "crop_size"),
+        )
 
     @classmethod
     def pad_square_resize(
@@ -463,7 +485,9 @@ def _as_boxes(boxes: Any) -> tuple[torch.Tensor, str, Any]:
         try:
             arr = np.asarray(boxes, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise InvalidBoxError(f"Expected numeric boxes [N, 4], but could not convert: {exc}") from exc
+            raise InvalidBoxError(
+                f"Expected numeric boxes [N, 4], but could not convert: {exc}"
+            ) from exc
         t = torch.from_numpy(arr)
     if t.ndim == 1 and t.shape[0] == 4:
         t = t[None]
@@ -471,7 +495,8 @@ def _as_boxes(boxes: Any) -> tuple[torch.Tensor, str, Any]:
         t = t.reshape(0, 4)
     if t.ndim != 2 or t.shape[1] != 4:
         raise ShapeError(
-            f"Expected boxes of shape [N, 4] as (x1, y1, x2, y2) pixels, but got shape {tuple(t.shape)}."
+            "Expected boxes of shape [N, 4] as (x1, y1, x2, y2) pixels, "
+            f"but got shape {tuple(t.shape)}."
         )
     if t.numel() and not bool(torch.isfinite(t).all()):
         raise InvalidBoxError("Expected finite box coordinates, but got NaN or inf.")
