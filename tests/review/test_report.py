@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medcurric.errors import DataFormatError
+from medcurric.review import load_samples, review_sample_ids, write_review
+from medcurric.review._html import highlight, script_json
+
+
+def test_highlight_escapes_and_marks() -> None:
+    html = highlight(
+        "<img src=x onerror=alert(1)> a cyst in the Liver [0.1, 0.2, 0.3, 0.4]",
+        {"organ": ["liver"], "lesion": ["cyst"]},
+    )
+    assert "<img" not in html
+    assert '<mark class="organ">Liver</mark>' in html
+    assert '<mark class="lesion">cyst</mark>' in html
+    assert '<mark class="box">[0.1, 0.2, 0.3, 0.4]</mark>' in html
+
+
+def test_script_json_cannot_close_the_script() -> None:
+    text = script_json({"x": "</script><script>alert(1)</script>"})
+    assert "</script" not in text and json.loads(text) == {
+        "x": "</script><script>alert(1)</script>"
+    }
+
+
+def test_review_draw_is_seeded_and_order_free() -> None:
+    ids = [f"id{i}" for i in range(100)]
+    a = review_sample_ids(ids, 10, seed=3)
+    assert a == review_sample_ids(list(reversed(ids)), 10, seed=3)
+    assert a != review_sample_ids(ids, 10, seed=4)
+    assert len(set(a)) == 10 and set(a) <= set(ids)
+
+
+def test_report_escapes_untrusted_text(review_data, tmp_path) -> None:
+    report = write_review(
+        review_data["samples"],
+        tmp_path / "out",
+        rejects=review_data["rejects"],
+        seeds=review_data["seeds"],
+        image_root=review_data["root"],
+        sample_n=3,
+    )
+    html = report.index.read_text()
+    assert "<b>here</b>" not in html and "&lt;b&gt;here&lt;/b&gt;" in html
+    assert report.num_samples == 8 and report.num_rejects == 1
+    assert len(report.review_ids) == 3
+    assert report.summary.read_text().count('data-id="s3"') == 1  # the unmatched lesion is listed
+
+
+def test_paths_leaving_the_root_are_refused(review_data, tmp_path) -> None:
+    import dataclasses
+
+    evil = dataclasses.replace(review_data["samples"][0], id="evil", image="../../etc/passwd")
+    report = write_review([evil], tmp_path / "out", image_root=review_data["root"])
+    assert "leaves the dataset root" in report.index.read_text()
+
+
+def test_duplicate_ids_are_an_error(review_data, tmp_path) -> None:
+    s = review_data["samples"][0]
+    with pytest.raises(DataFormatError, match="unique"):
+        write_review([s, s], tmp_path / "o")
+
+
+def test_rejects_file_with_extra_fields_loads(tmp_path) -> None:
+    path = tmp_path / "rejects.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "seed_id": "s",
+                "stage": "easy",
+                "question": "q",
+                "answer": "a",
+                "reason": "names another organ",
+            }
+        )
+        + "\n"
+    )
+    (sample,) = load_samples(path, accepted=False)
+    assert sample.accepted is False
+    assert (sample.reason or sample.extra["reason"]) == "names another organ"
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(review_data, tmp_path, browser) -> None:
+    report = write_review(
+        review_data["samples"],
+        tmp_path / "out",
+        rejects=review_data["rejects"],
+        seeds=review_data["seeds"],
+        image_root=review_data["root"],
+        masks=review_data["masks"],
+        sample_n=4,
+        seed=0,
+    )
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(report.index.as_uri())
+    page.wait_for_load_state("load")
+    assert errors == []
+    visible = "tr[data-id]:not(.hidden)"
+    assert page.locator(visible).count() == 9
+    page.select_option("#mc-filter-stage", "easy")
+    assert page.locator(visible).count() == 3
+    page.select_option("#mc-filter-stage", "")
+    page.select_option("#mc-filter-status", "rejected")
+    assert page.locator(visible).count() == 1
+    assert page.locator(visible).get_attribute("data-id") == "s2-medium"
+    page.select_option("#mc-filter-status", "")
+
+    # marks: accept the first drawn sample, reject the second, export as JSONL
+    first, second = report.review_ids[:2]
+    page.check(f'.marks[data-id="{first}"] input[value="accept"]')
+    page.check(f'.marks[data-id="{second}"] input[value="reject"]')
+    page.fill(f'.marks[data-id="{second}"] textarea', "wrong organ")
+    with page.expect_download() as info:
+        page.click("#mc-export")
+    lines = [json.loads(x) for x in open(info.value.path()).read().splitlines()]
+    assert {(r["id"], r["decision"]) for r in lines} == {(first, "accept"), (second, "reject")}
+    assert next(r for r in lines if r["id"] == second)["note"] == "wrong organ"
+
+    # the image renders and the red box is drawn where it should be
+    panel = page.locator("#card-s1-easy svg.panel")
+    panel.scroll_into_view_if_needed()
+    shot = tmp_path / "panel.png"
+    panel.screenshot(path=str(shot))
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    h, w = img.shape[:2]
+    red = (img[..., 0] > 180) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    ys, xs = np.nonzero(red)
+    assert red.sum() > 50
+    sx, sy = w / 200.0, h / 160.0
+    x1, y1, x2, y2 = 20.0, 30.0, 60.0, 70.0
+    assert abs(xs.min() - x1 * sx) <= 3 and abs(xs.max() - x2 * sx) <= 3
+    assert abs(ys.min() - y1 * sy) <= 3 and abs(ys.max() - y2 * sy) <= 3
+    gray = img[(img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2])]
+    assert gray.size and gray.mean() > 20  # the CT image itself rendered, not a black box
+
+    page.goto(report.summary.as_uri())
+    page.wait_for_load_state("load")
+    assert errors == []
+    assert page.locator("#mc-checks tbody tr").count() == 2
+    context.close()
