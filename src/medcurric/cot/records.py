@@ -51,6 +51,7 @@ class CoTSample(JsonRecord):
         raw: The raw reply the sample was parsed from.
         attempts: How many requests it took.
         extra: Further fields kept as data (e.g. the seed text).
+        reason: Why the sample was rejected (the failed checks); empty when accepted.
     """
 
     id: str
@@ -74,3 +75,4 @@ class CoTSample(JsonRecord):
     raw: str = ""
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""

@@ -1,0 +1,717 @@
+"""CoTGenerator: factual seeds in, validated QA + chain-of-thought samples out, resumably.
+
+For each seed, stage and question type the generator picks a template, fills it
+with the seed's facts, asks the backend, parses the reply (re-asking a bounded
+number of times when it cannot be parsed), validates the sample against the seed
+and writes it to the samples file when every check passes, else to the rejects
+file with its verdicts and the reason.
+
+Ids are stable: ``sample_id(seed id, stage, template id, backend, model)`` is a
+SHA-256 digest, so a rerun over the same seeds skips every sample already in either
+file (never duplicating one), and ``--shard i/n`` workers split seeds by a stable
+hash of the seed id. Both files are append-only JSON lines, flushed line by line,
+so a run killed at any moment loses nothing already written. A request that fails
+for good (server down, retries exhausted) or a seed whose image cannot be read is
+*not* written anywhere: it is counted in :class:`RunSummary` and tried again by the
+next run.
+
+Unmatched seeds (organ ``None``) get the ``matched=False`` templates: questions
+about the lesion itself (what it is, whether it is there) whose rationales must not
+claim any organ; validation checks that they do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medcurric._jsonl import JsonlWriter
+from medcurric._options import look_up_option
+from medcurric._paths import safe_join
+from medcurric.cot._imaging import image_size as _read_image_size
+from medcurric.cot.backends import Backend, Completion, GenerationRequest
+from medcurric.cot.parsing import ParsedReply, parse_reply
+from medcurric.cot.records import CoTSample, Verdict
+from medcurric.cot.templates import (
+    PromptTemplate,
+    QuestionType,
+    _check_templates,
+    default_templates,
+    reply_format,
+)
+from medcurric.cot.validation import OrganLexicon, validate_sample
+from medcurric.curriculum.stage import Stage
+from medcurric.errors import (
+    DataFormatError,
+    InvalidOptionError,
+    MedcurricError,
+    WrongTypeError,
+)
+from medcurric.seeds.records import FactualSeed
+
+__all__ = ["CoTGenerator", "RunSummary", "parse_shard", "sample_id", "shard_of"]
+
+logger = logging.getLogger(__name__)
+
+
+def _digest(*parts: str) -> str:
+    blob = json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def sample_id(seed_id: str, stage: str, template_id: str, backend: str, model: str = "") -> str:
+    """Return the stable id of a sample: 24 hex digits of SHA-256 over its identity.
+
+    Examples:
+        >>> sample_id("les-1", "easy", "easy-open-v1", "template")
+        '...'
+        >>> len(sample_id("les-1", "easy", "easy-open-v1", "template"))
+        24
+        >>> sample_id("a", "easy", "t", "b") == sample_id("a", "easy", "t", "b")
+        True
+    """
+    return _digest("sample", str(seed_id), str(stage), str(template_id), str(backend), str(model))[
+        :24
+    ]
+
+
+def shard_of(seed_id: str, count: int) -> int:
+    """Return which of ``count`` shards a seed belongs to (stable across runs and machines).
+
+    Examples:
+        >>> shard_of("les-1", 4) == shard_of("les-1", 4)
+        True
+        >>> sorted({shard_of(str(i), 3) for i in range(50)})
+        [0, 1, 2]
+    """
+    if count < 1:
+        raise InvalidOptionError(f"Expected a shard count >= 1, but got {count}.")
+    return int(_digest("shard", str(seed_id))[:16], 16) % count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"i/n"`` (0-based shard ``i`` of ``n``).
+
+    Examples:
+        >>> parse_shard("1/4")
+        (1, 4)
+        >>> parse_shard("4/4")
+        Traceback (most recent call last):
+        ...
+        medcurric.errors.InvalidOptionError: Expected --shard as 'i/n' with 0 <= i < n, ...
+    """
+    try:
+        i_text, n_text = str(text).split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        i, n = -1, 0
+    if n < 1 or not 0 <= i < n:
+        raise InvalidOptionError(f"Expected --shard as 'i/n' with 0 <= i < n, but got {text!r}.")
+    return i, n
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        planned: Samples this run was responsible for (after sharding and the limit).
+        skipped: Of those, already present in the samples or rejects file.
+        accepted: Written to the samples file by this run.
+        rejected: Written to the rejects file by this run.
+        failed: Not written (request failed for good, unreadable image); a rerun retries them.
+        reasked: Re-asks sent after unparseable replies.
+        errors: The first few failure messages.
+    """
+
+    planned: int = 0
+    skipped: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    reasked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def accept_rate(self) -> float:
+        """Accepted / (accepted + rejected) of this run (0 when nothing was judged)."""
+        judged = self.accepted + self.rejected
+        return self.accepted / judged if judged else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the summary as plain JSON types."""
+        return {
+            "planned": self.planned,
+            "skipped": self.skipped,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "reasked": self.reasked,
+            "accept_rate": round(self.accept_rate, 4),
+            "errors": list(self.errors),
+        }
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    seed: FactualSeed
+    template: PromptTemplate
+    box: tuple[float, ...] | None
+    box_norm: tuple[float, ...] | None
+    image_size: tuple[int, int] | None
+    extra: dict[str, Any]
+    reasks: int = 0
+    attempts: int = 0
+
+
+@dataclass
+class _Failure:
+    request_id: str
+    message: str
+    count: int = 1
+
+
+_Outcome = CoTSample | _Failure
+
+
+def _stable_pick(options: Sequence[Any], *key: str) -> Any:
+    return options[int(_digest("pick", *key)[:12], 16) % len(options)]
+
+
+def _default_lexicon(seeds_organs: Iterable[str]) -> OrganLexicon:
+    try:
+        from medcurric.anatomy import ClassMap  # type: ignore[attr-defined]
+
+        return OrganLexicon.from_vocabulary(ClassMap.totalsegmentator())
+    except (ImportError, AttributeError, MedcurricError):
+        return OrganLexicon({n: [] for n in seeds_organs})
+
+
+class CoTGenerator:
+    """Generate stage-specific QA pairs with grounded rationales from factual seeds.
+
+    Args:
+        backend: A :class:`~medcurric.cot.backends.Backend` (template, transformers, OpenAI).
+        templates: Prompt templates; by default :func:`~medcurric.cot.templates.default_templates`.
+            For each (stage, question type, matched/unmatched) the template is chosen by a stable
+            hash of the seed id among those that fit.
+        vocabulary: Organ names and synonyms for validation and closed-question distractors: a
+            :class:`medcurric.anatomy.ClassMap`, an :class:`~medcurric.cot.validation.OrganLexicon`
+            or a dict of organ -> synonyms. By default the TotalSegmentator class map.
+        stages: Stages to generate.
+        question_types: Question types to generate.
+        image_root: Directory the seeds' image paths are relative to (joined with
+            :func:`~medcurric._paths.safe_join`). Needed by backends that send pixels, and for
+            Easy samples unless seeds carry ``extra["image_size"] = [width, height]``.
+        max_reasks: Re-asks after an unparseable reply before the sample is rejected.
+        box_tolerance: Largest per-coordinate error of the cited normalised box (Easy).
+        chunk_size: Requests handed to the backend at once (default: 16 x its concurrency or 64).
+        closed_yes_fraction: Share of closed questions that ask about the host organ (answer
+            yes); the rest ask about a distractor organ (answer no).
+
+    Examples:
+        >>> from medcurric.cot import CoTGenerator, TemplateBackend
+        >>> from medcurric.seeds.records import FactualSeed
+        >>> seed = FactualSeed(id="les-1", text="a 14 mm cyst in the right part of the liver",
+        ...     lesion_type="cyst", organ="liver", organ_label=5, outcome="inside", score=0.9,
+        ...     criterion="ioa", image="ct/001.png", box=(10.0, 20.0, 30.0, 40.0),
+        ...     location_phrase="right part of the", extra={"image_size": [100, 100]})
+        >>> gen = CoTGenerator(TemplateBackend(), vocabulary={"liver": ["hepatic"], "spleen": []})
+        >>> samples = list(gen.generate([seed]))
+        >>> len(samples), all(s.accepted for s in samples)
+        (6, True)
+        >>> easy = [s for s in samples if s.stage == "easy" and s.question_type == "open"][0]
+        >>> easy.box_norm
+        (0.1, 0.2, 0.3, 0.4)
+        >>> "[0.1000, 0.2000, 0.3000, 0.4000]" in easy.rationale
+        True
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        templates: Iterable[PromptTemplate] | None = None,
+        vocabulary: Any = None,
+        stages: Iterable[Stage | str] = (Stage.EASY, Stage.MEDIUM, Stage.HARD),
+        question_types: Iterable[QuestionType | str] = (QuestionType.OPEN, QuestionType.CLOSED),
+        image_root: str | os.PathLike[str] | None = None,
+        max_reasks: int = 1,
+        box_tolerance: float = 0.02,
+        chunk_size: int | None = None,
+        closed_yes_fraction: float = 0.5,
+    ) -> None:
+        for attr in ("name", "model_name", "needs_images", "complete"):
+            if not hasattr(backend, attr):
+                raise WrongTypeError(
+                    f"Expected a backend with name, model_name, needs_images and complete(), but "
+                    f"{type(backend).__name__} has no {attr!r}."
+                )
+        self.backend = backend
+        self.templates = _check_templates(
+            templates if templates is not None else default_templates()
+        )
+        self.stages = tuple(dict.fromkeys(look_up_option(s, Stage, name="stage") for s in stages))
+        self.question_types = tuple(
+            dict.fromkeys(
+                look_up_option(q, QuestionType, name="question_type") for q in question_types
+            )
+        )
+        if not self.stages or not self.question_types:
+            raise InvalidOptionError(
+                "Expected at least one stage and one question type, but got none."
+            )
+        if max_reasks < 0 or not 0.0 <= closed_yes_fraction <= 1.0 or box_tolerance < 0:
+            raise InvalidOptionError(
+                "Expected max_reasks >= 0, 0 <= closed_yes_fraction <= 1 and box_tolerance >= 0, "
+                f"but got {max_reasks}, {closed_yes_fraction}, {box_tolerance}."
+            )
+        self._vocabulary = vocabulary
+        self._lexicon: OrganLexicon | None = (
+            OrganLexicon.from_vocabulary(vocabulary) if vocabulary is not None else None
+        )
+        self.image_root = Path(image_root) if image_root is not None else None
+        self.max_reasks = int(max_reasks)
+        self.box_tolerance = float(box_tolerance)
+        conc = int(getattr(backend, "concurrency", 0) or 0) or int(
+            getattr(backend, "batch_size", 0) or 0
+        )
+        self.chunk_size = int(chunk_size) if chunk_size else max(64, 16 * conc)
+        self.closed_yes_fraction = float(closed_yes_fraction)
+        self._size_cache: dict[str, tuple[int, int]] = {}
+        self._warned: set[tuple[str, str, bool]] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"CoTGenerator(backend={self.backend!r}, stages={[s.value for s in self.stages]}, "
+            f"question_types={[q.value for q in self.question_types]}, "
+            f"max_reasks={self.max_reasks})"
+        )
+
+    # ------------------------------------------------------------------ planning
+
+    def lexicon(self, seeds: Sequence[FactualSeed] = ()) -> OrganLexicon:
+        """The organ lexicon used for validation (built on first use)."""
+        if self._lexicon is None:
+            self._lexicon = _default_lexicon(sorted({s.organ for s in seeds if s.organ}))
+        return self._lexicon
+
+    def _template_for(
+        self, seed: FactualSeed, stage: Stage, qtype: QuestionType
+    ) -> PromptTemplate | None:
+        matched = seed.organ is not None
+        fits = [
+            t
+            for t in self.templates
+            if t.stage is stage and t.question_type is qtype and t.matched == matched
+        ]
+        if not fits:
+            key = (stage.value, qtype.value, matched)
+            if key not in self._warned:
+                self._warned.add(key)
+                logger.warning(
+                    "No template for stage=%s question_type=%s matched=%s: samples skipped.",
+                    *key,
+                )
+            return None
+        return fits[0] if len(fits) == 1 else _stable_pick(fits, seed.id, stage.value, qtype.value)
+
+    def _image_path(self, seed: FactualSeed) -> Path | None:
+        if self.image_root is None:
+            return None
+        return safe_join(self.image_root, seed.image)
+
+    def _image_size(self, seed: FactualSeed, path: Path | None) -> tuple[int, int] | None:
+        given = seed.extra.get("image_size") if isinstance(seed.extra, dict) else None
+        if given is not None:
+            try:
+                w, h = (int(v) for v in given)
+            except (TypeError, ValueError) as exc:
+                raise DataFormatError(
+                    f"Seed {seed.id!r}: expected extra['image_size'] = [width, height], "
+                    f"but got {given!r}."
+                ) from exc
+            return (w, h)
+        if path is None:
+            return None
+        key = str(path)
+        if key not in self._size_cache:
+            self._size_cache[key] = _read_image_size(path)
+        return self._size_cache[key]
+
+    def _fields(
+        self,
+        seed: FactualSeed,
+        stage: Stage,
+        qtype: QuestionType,
+        lexicon: OrganLexicon,
+        box_norm: tuple[float, ...] | None,
+        size: tuple[int, int] | None,
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        organ = lexicon.display_name(seed.organ) if seed.organ else ""
+        phrase = " ".join(seed.location_phrase.split())
+        if organ:
+            location = f"the {phrase} {organ}" if phrase else f"the {organ}"
+            location = location.replace("the the ", "the ")
+        else:
+            location = "an undetermined location"
+        queried, expected = organ, "yes"
+        if seed.organ is not None and qtype is QuestionType.CLOSED:
+            host = set(lexicon.synonyms(seed.organ)) | {seed.organ}
+            others = [
+                n for n in lexicon.names if n != seed.organ and not host & set(lexicon.synonyms(n))
+            ]
+            u = int(_digest("closed", seed.id, stage.value)[:12], 16) / float(16**12)
+            if others and u >= self.closed_yes_fraction:
+                queried = lexicon.display_name(
+                    _stable_pick(others, seed.id, stage.value, "distractor")
+                )
+                expected = "no"
+        size_text = ""
+        if seed.size_mm is not None:
+            long_ax, short_ax = seed.size_mm
+            size_text = f"{long_ax:.0f} x {short_ax:.0f} mm"
+        box_text = ""
+        if stage is Stage.EASY and box_norm is not None:
+            box_text = "[" + ", ".join(f"{v:.4f}" for v in box_norm) + "]"
+        fields = {
+            "seed_text": seed.text,
+            "lesion": seed.lesion_type or "lesion",
+            "organ": organ,
+            "location": location,
+            "size": size_text,
+            "box": box_text,
+            "image_width": str(size[0]) if size else "unknown",
+            "image_height": str(size[1]) if size else "unknown",
+            "modality": seed.modality,
+            "queried_organ": queried,
+            "expected_answer": expected,
+            "stage": stage.value,
+            "question_type": qtype.value,
+            "reply_format": reply_format(stage),
+        }
+        extra = {"seed_text": seed.text}
+        if qtype is QuestionType.CLOSED:
+            extra.update(queried_organ=queried, expected_answer=expected)
+        return fields, extra
+
+    def requests(self, seed: FactualSeed) -> list[GenerationRequest]:
+        """Return the requests the generator would send for one seed.
+
+        Raises:
+            MedcurricError: When the seed cannot be prompted (missing image, unknown image size
+                for an Easy prompt, unsafe image path).
+        """
+        return [job.request for job in self._plan(seed, self.lexicon([seed]))]
+
+    def _plan(self, seed: FactualSeed, lexicon: OrganLexicon) -> list[_Job]:
+        backend_name, model = str(self.backend.name), str(self.backend.model_name)
+        path = self._image_path(seed)
+        if self.backend.needs_images and path is None:
+            raise InvalidOptionError(
+                f"Backend {backend_name!r} sends images, but no image root was given; pass "
+                "image_root=... (--images DIR)."
+            )
+        if self.backend.needs_images and path is not None and not path.is_file():
+            raise DataFormatError(f"Seed {seed.id!r}: image '{path}' does not exist.")
+        box2d = _in_plane_box(seed.box)
+        size: tuple[int, int] | None = None
+        box_norm: tuple[float, ...] | None = None
+        jobs = []
+        for stage in self.stages:
+            for qtype in self.question_types:
+                template = self._template_for(seed, stage, qtype)
+                if template is None:
+                    continue
+                if size is None and (
+                    stage is Stage.EASY or path is not None or seed.extra.get("image_size")
+                ):
+                    size = self._image_size(seed, path)
+                    if size is not None and box2d is not None:
+                        w, h = size
+                        scale = (w, h, w, h)
+                        box_norm = tuple(
+                            round(min(max(v / d, 0.0), 1.0), 4)
+                            for v, d in zip(box2d, scale, strict=True)
+                        )
+                if stage is Stage.EASY and box_norm is None:
+                    raise DataFormatError(
+                        f"Seed {seed.id!r}: an Easy prompt cites the normalised box, which needs "
+                        "the image size; pass image_root=... (--images DIR) or set "
+                        "extra['image_size']."
+                    )
+                fields, extra = self._fields(seed, stage, qtype, lexicon, box_norm, size)
+                system, prompt = template.render(fields)
+                rid = sample_id(seed.id, stage.value, template.id, backend_name, model)
+                request = GenerationRequest(
+                    id=rid,
+                    system=system,
+                    prompt=prompt,
+                    stage=stage,
+                    question_type=qtype,
+                    template_id=template.id,
+                    fields=fields,
+                    image_path=path if self.backend.needs_images else None,
+                )
+                jobs.append(_Job(request, seed, template, box2d, box_norm, size, extra))
+        return jobs
+
+    # ------------------------------------------------------------------ execution
+
+    def _sample(
+        self,
+        job: _Job,
+        parsed: ParsedReply | None,
+        raw: str,
+        verdicts: tuple[Verdict, ...],
+        reason: str,
+    ) -> CoTSample:
+        r = job.request
+        extra = dict(job.extra)
+        if parsed is not None:
+            extra["reply_format"] = parsed.format
+        return CoTSample(
+            id=r.id,
+            seed_id=job.seed.id,
+            stage=r.stage.value,
+            question_type=r.question_type.value,
+            question=parsed.question if parsed else "",
+            rationale=(parsed.rationale if parsed and r.stage is not Stage.HARD else ""),
+            answer=parsed.answer if parsed else "",
+            image=job.seed.image,
+            box=job.box,
+            box_norm=job.box_norm,
+            image_size=job.image_size,
+            organ=job.seed.organ,
+            lesion_type=job.seed.lesion_type or "lesion",
+            template=job.template.id,
+            backend=str(self.backend.name),
+            model=str(self.backend.model_name),
+            verdicts=verdicts,
+            accepted=not reason,
+            raw=raw,
+            attempts=job.attempts,
+            extra=extra,
+            reason=reason,
+        )
+
+    def _judge(
+        self, job: _Job, completion: Completion, lexicon: OrganLexicon
+    ) -> _Outcome | GenerationRequest:
+        r = job.request
+        job.attempts += completion.attempts
+        if completion.text is None:
+            return _Failure(
+                r.id, f"{r.id} (seed {job.seed.id}, {r.stage.value}): {completion.error}"
+            )
+        raw = completion.text
+        try:
+            parsed = parse_reply(raw, require_rationale=r.stage is not Stage.HARD)
+        except MedcurricError as exc:
+            if job.reasks < self.max_reasks:
+                job.reasks += 1
+                follow = (
+                    f"Your reply could not be parsed: {exc} Reply again in exactly this format, "
+                    f"on one line: {reply_format(r.stage)}"
+                )
+                job.request = GenerationRequest(
+                    id=r.id,
+                    system=r.system,
+                    prompt=r.prompt,
+                    stage=r.stage,
+                    question_type=r.question_type,
+                    template_id=r.template_id,
+                    fields=r.fields,
+                    image_path=r.image_path,
+                    history=(*r.history, (raw[:4000], follow)),
+                )
+                return job.request
+            verdict = Verdict("parse", False, str(exc))
+            return self._sample(job, None, raw, (verdict,), f"parse: {exc}")
+        draft = self._sample(job, parsed, raw, (), "")
+        verdicts = (
+            Verdict("parse", True, parsed.format),
+            *validate_sample(draft, lexicon=lexicon, box_tolerance=self.box_tolerance),
+        )
+        failed = [v for v in verdicts if not v.passed]
+        reason = "; ".join(f"{v.check}: {v.detail}" for v in failed)
+        return self._sample(job, parsed, raw, verdicts, reason)
+
+    def _execute(
+        self, jobs: Iterator[_Job | _Failure], lexicon: OrganLexicon, on_reask: Callable[[], None]
+    ) -> Iterator[_Outcome]:
+        reasks: deque[_Job] = deque()
+        exhausted = False
+        while True:
+            chunk: dict[str, _Job] = {}
+            while reasks and len(chunk) < self.chunk_size:
+                job = reasks.popleft()
+                chunk[job.request.id] = job
+            while not exhausted and len(chunk) < self.chunk_size:
+                try:
+                    item = next(jobs)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if isinstance(item, _Failure):
+                    yield item
+                elif item.request.id not in chunk:
+                    chunk[item.request.id] = item
+            if not chunk:
+                return
+            pending = dict(chunk)
+            for completion in self.backend.complete([j.request for j in chunk.values()]):
+                job_or_none = pending.pop(completion.request.id, None)
+                if job_or_none is None:
+                    continue
+                outcome = self._judge(job_or_none, completion, lexicon)
+                if isinstance(outcome, GenerationRequest):
+                    on_reask()
+                    reasks.append(job_or_none)
+                else:
+                    yield outcome
+            for rid, job in pending.items():
+                yield _Failure(
+                    rid, f"{rid} (seed {job.seed.id}): the backend returned no completion"
+                )
+
+    def _jobs(
+        self,
+        seeds: Iterable[FactualSeed],
+        lexicon: OrganLexicon,
+        skip: Callable[[str], bool],
+        counter: RunSummary,
+    ) -> Iterator[_Job | _Failure]:
+        for seed in seeds:
+            try:
+                jobs = self._plan(seed, lexicon)
+            except MedcurricError as exc:
+                if isinstance(exc, InvalidOptionError):
+                    raise
+                per_seed = len(self.stages) * len(self.question_types)
+                counter.planned += per_seed
+                yield _Failure(seed.id, f"seed {seed.id}: {exc}", per_seed)
+                continue
+            for job in jobs:
+                counter.planned += 1
+                if skip(job.request.id):
+                    counter.skipped += 1
+                    continue
+                yield job
+
+    def generate(self, seeds: Iterable[FactualSeed]) -> Iterator[CoTSample]:
+        """Yield every judged sample (accepted and rejected) for ``seeds``, writing no files.
+
+        Failed requests are logged as warnings and not yielded.
+        """
+        seeds = list(seeds)
+        lexicon = self.lexicon(seeds)
+        summary = RunSummary()
+        for outcome in self._execute(
+            self._jobs(seeds, lexicon, lambda _i: False, summary), lexicon, lambda: None
+        ):
+            if isinstance(outcome, _Failure):
+                logger.warning("generation failed: %s", outcome.message)
+                continue
+            yield outcome
+
+    def run(
+        self,
+        seeds: Iterable[FactualSeed],
+        samples_path: str | os.PathLike[str],
+        rejects_path: str | os.PathLike[str] | None = None,
+        *,
+        shard: tuple[int, int] | str = (0, 1),
+        limit: int | None = None,
+        progress: bool | None = None,
+        fsync: bool = False,
+    ) -> RunSummary:
+        """Generate into append-only JSON-lines files, resuming where an earlier run stopped.
+
+        Args:
+            seeds: Factual seeds (all of them: this worker keeps its shard).
+            samples_path: Accepted samples, one JSON line each.
+            rejects_path: Rejected samples with their verdicts and reason; by default
+                ``<samples stem>.rejects.jsonl`` next to ``samples_path``.
+            shard: ``(i, n)`` or ``"i/n"``: keep seeds with ``shard_of(seed.id, n) == i``.
+            limit: Process at most this many seeds of the shard.
+            progress: Show a tqdm bar on stderr (``None``: only on a terminal).
+            fsync: ``os.fsync`` after every line (survives power loss; slower).
+
+        Returns:
+            The :class:`RunSummary`.
+        """
+        index, count = (
+            parse_shard(shard) if isinstance(shard, str) else (int(shard[0]), int(shard[1]))
+        )
+        if count < 1 or not 0 <= index < count:
+            raise InvalidOptionError(
+                f"Expected shard (i, n) with 0 <= i < n, but got {(index, count)}."
+            )
+        if limit is not None and limit < 0:
+            raise InvalidOptionError(f"Expected limit >= 0, but got {limit}.")
+        samples_path = Path(samples_path)
+        if rejects_path is None:
+            rejects_path = samples_path.with_name(
+                samples_path.name.removesuffix(".jsonl") + ".rejects.jsonl"
+            )
+        mine = [s for s in seeds if shard_of(s.id, count) == index]
+        if limit is not None:
+            mine = mine[:limit]
+        lexicon = self.lexicon(mine)
+        summary = RunSummary()
+        from tqdm.auto import tqdm
+
+        total = len(mine) * len(self.stages) * len(self.question_types)
+        disable = None if progress is None else not progress
+        bar = tqdm(total=total, unit="sample", desc="generate", disable=disable, dynamic_ncols=True)
+        with (
+            JsonlWriter(samples_path, fsync=fsync) as good,
+            JsonlWriter(rejects_path, fsync=fsync) as bad,
+        ):
+
+            def skip(rid: str) -> bool:
+                if rid in good or rid in bad:
+                    bar.update(1)
+                    return True
+                return False
+
+            def reasked() -> None:
+                summary.reasked += 1
+
+            jobs = self._jobs(mine, lexicon, skip, summary)
+            for outcome in self._execute(jobs, lexicon, reasked):
+                step = 1
+                if isinstance(outcome, _Failure):
+                    summary.failed += outcome.count
+                    step = outcome.count
+                    if len(summary.errors) < 20:
+                        summary.errors.append(outcome.message)
+                    logger.warning("generation failed: %s", outcome.message)
+                elif outcome.accepted:
+                    if good.write(outcome):
+                        summary.accepted += 1
+                elif bad.write(outcome):
+                    summary.rejected += 1
+                bar.update(step)
+                bar.set_postfix(
+                    accept=f"{summary.accept_rate:.0%}", failed=summary.failed, refresh=False
+                )
+        bar.close()
+        return summary
+
+
+def _in_plane_box(box: Sequence[float]) -> tuple[float, ...] | None:
+    if len(box) == 4:
+        return tuple(float(v) for v in box)
+    if len(box) == 6:  # (x1, y1, z1, x2, y2, z2): the key-slice rectangle
+        return (float(box[0]), float(box[1]), float(box[3]), float(box[4]))
+    return None

@@ -1,0 +1,309 @@
+"""Stage-specific prompt templates and their restricted ``{field}`` substitution.
+
+A template's text names seed fields in braces, e.g. ``"There is a {lesion} in the {organ}."``.
+Only the names in :data:`TEMPLATE_FIELDS` may appear; they are replaced in a single
+pass, and the values (seed text, lesion types, organ names: data from datasets)
+are inserted verbatim and never scanned again. So a value such as ``"{__class__}"``
+stays literally ``"{__class__}"``: data is never template syntax. ``{{`` and ``}}``
+write literal braces. :meth:`str.format` is never used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from medcurric._options import StrEnum, look_up_option
+from medcurric.curriculum.stage import Stage
+from medcurric.errors import DataFormatError
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "TEMPLATE_FIELDS",
+    "PromptTemplate",
+    "QuestionType",
+    "default_templates",
+    "fill_template",
+]
+
+
+class QuestionType(StrEnum):
+    """Kind of question: free-text (``open``) or yes/no (``closed``)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+#: Field names a template may use, with what each holds.
+TEMPLATE_FIELDS: dict[str, str] = {
+    "seed_text": "the factual seed sentence",
+    "lesion": "the lesion type, e.g. 'hypodense lesion'",
+    "organ": "display name of the host organ (empty for unmatched seeds)",
+    "location": "where the lesion is, e.g. 'the right posterior part of the liver'",
+    "size": "size in millimetres, e.g. '14 x 9 mm' (empty when unknown)",
+    "box": "normalised box [x1, y1, x2, y2] with 4 decimals (Easy; empty otherwise)",
+    "image_width": "width in pixels of the image the model sees",
+    "image_height": "height in pixels of the image the model sees",
+    "modality": "imaging modality, e.g. 'CT'",
+    "queried_organ": "organ a closed question asks about (the host organ or a distractor)",
+    "expected_answer": "'yes' or 'no': the answer a closed question must get",
+    "stage": "'easy', 'medium' or 'hard'",
+    "question_type": "'open' or 'closed'",
+    "reply_format": "the reply format the parser expects for this stage",
+}
+
+_FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a radiologist writing training data for a medical vision-language model. "
+    "Write one question about the image, a short step-by-step rationale that first "
+    "localises the finding (which organ, where in it) and then reasons about it, and the answer. "
+    "Use only the facts given; do not invent findings."
+)
+
+_FORMAT_COT = "Question: <question> | Reasoning: <rationale> | Answer: <answer>"
+_FORMAT_HARD = "Question: <question> | Answer: <answer>"
+
+
+def reply_format(stage: Stage) -> str:
+    """Return the reply format the parser expects for ``stage``.
+
+    Examples:
+        >>> reply_format(Stage.HARD)
+        'Question: <question> | Answer: <answer>'
+    """
+    return _FORMAT_HARD if stage is Stage.HARD else _FORMAT_COT
+
+
+def _template_names(text: str) -> list[str]:
+    return [m.group(1) for m in _FIELD.finditer(text) if m.group(1)]
+
+
+def fill_template(text: str, fields: Mapping[str, object]) -> str:
+    """Replace the ``{name}`` fields of ``text`` with values, in one pass.
+
+    Args:
+        text: Template text. ``{{`` / ``}}`` write literal braces.
+        fields: Values for the field names. Values are inserted verbatim and never
+            interpreted as template syntax.
+
+    Returns:
+        The filled text.
+
+    Raises:
+        DataFormatError: When the template names a field that ``fields`` lacks.
+
+    Examples:
+        >>> fill_template("A {lesion} in the {organ} {{sic}}",
+        ...               {"lesion": "{__class__}", "organ": "liver"})
+        'A {__class__} in the liver {sic}'
+    """
+    missing = sorted({n for n in _template_names(text) if n not in fields})
+    if missing:
+        raise DataFormatError(
+            f"Template field(s) {missing} have no value; expected only {sorted(fields)}. "
+            "Write '{{' and '}}' for literal braces."
+        )
+
+    def _sub(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        return str(fields[m.group(1)])
+
+    return _FIELD.sub(_sub, text)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One user-replaceable prompt for a (stage, question type, matched/unmatched seed).
+
+    Attributes:
+        id: Stable template id; part of every sample id, so change it when the text changes.
+        stage: Curriculum stage the template writes samples for.
+        question_type: ``open`` or ``closed``.
+        text: The user prompt, with ``{field}`` names from :data:`TEMPLATE_FIELDS`.
+        system: The system prompt (fields allowed too).
+        matched: ``True`` for seeds with a host organ, ``False`` for unmatched seeds
+            (organ ``None``), whose prompts must not make organ claims.
+
+    Examples:
+        >>> t = PromptTemplate("my-easy", "easy", "open", "Ask about the {lesion} at {box}.")
+        >>> t.stage, t.question_type
+        (<Stage.EASY: 'easy'>, <QuestionType.OPEN: 'open'>)
+        >>> PromptTemplate("bad", "easy", "open", "Ask about {organs}.")
+        Traceback (most recent call last):
+        ...
+        medcurric.errors.DataFormatError: Template 'bad' uses unknown field(s) ['organs']; ...
+    """
+
+    id: str
+    stage: Stage
+    question_type: QuestionType
+    text: str
+    system: str = DEFAULT_SYSTEM_PROMPT
+    matched: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage", look_up_option(self.stage, Stage, name="stage"))
+        object.__setattr__(
+            self,
+            "question_type",
+            look_up_option(self.question_type, QuestionType, name="question_type"),
+        )
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise DataFormatError(f"Expected a non-empty template id, but got {self.id!r}.")
+        for part in (self.text, self.system):
+            unknown = sorted({n for n in _template_names(part) if n not in TEMPLATE_FIELDS})
+            if unknown:
+                raise DataFormatError(
+                    f"Template {self.id!r} uses unknown field(s) {unknown}; expected names from "
+                    f"{sorted(TEMPLATE_FIELDS)}. Write '{{{{' and '}}}}' for literal braces."
+                )
+
+    def render(self, fields: Mapping[str, object]) -> tuple[str, str]:
+        """Return ``(system prompt, user prompt)`` filled with ``fields``."""
+        return fill_template(self.system, fields), fill_template(self.text, fields)
+
+
+_EASY = (
+    "The image ({modality}, {image_width} x {image_height} pixels) has a box drawn at the "
+    "normalised coordinates {box} ([x1, y1, x2, y2], fractions of width and height). "
+    "Fact: {seed_text}. "
+)
+_PLAIN = "The image is a {modality} scan. Fact: {seed_text}. "
+_FMT = "Reply in exactly this format, on one line: {reply_format}"
+
+
+def default_templates() -> tuple[PromptTemplate, ...]:
+    """Return the built-in templates: every stage, open and closed, matched and unmatched seeds.
+
+    Easy prompts cite the box as normalised ``[x1, y1, x2, y2]`` with 4 decimals and
+    require the rationale to cite it; Medium prompts ask about the whole image; Hard
+    prompts ask for a question and answer only.
+
+    Examples:
+        >>> ts = default_templates()
+        >>> len(ts), sorted({t.stage.value for t in ts})
+        (12, ['easy', 'hard', 'medium'])
+    """
+    e, m, h = Stage.EASY, Stage.MEDIUM, Stage.HARD
+    o, c = QuestionType.OPEN, QuestionType.CLOSED
+    return (
+        PromptTemplate(
+            "easy-open-v1",
+            e,
+            o,
+            _EASY + "Write an open question about the finding inside the box. The rationale must "
+            "cite the box exactly as {box}, name the organ ({organ}) and where in it the "
+            "{lesion} lies, then conclude. " + _FMT,
+        ),
+        PromptTemplate(
+            "easy-closed-v1",
+            e,
+            c,
+            _EASY + "Write a yes/no question asking whether the {lesion} inside the box lies in "
+            "the {queried_organ}. The correct answer is '{expected_answer}'. The rationale must "
+            "cite the box exactly as {box} and name the organ the {lesion} is in ({organ}). "
+            "Answer with 'yes' or 'no' first. " + _FMT,
+        ),
+        PromptTemplate(
+            "medium-open-v1",
+            m,
+            o,
+            _PLAIN + "Write an open question about the whole image (do not mention any box or "
+            "marking). The rationale must localise the {lesion} to the {organ} (where in it: "
+            "{location}) before concluding. " + _FMT,
+        ),
+        PromptTemplate(
+            "medium-closed-v1",
+            m,
+            c,
+            _PLAIN + "Write a yes/no question about the whole image asking whether there is a "
+            "{lesion} in the {queried_organ}. The correct answer is '{expected_answer}'. The "
+            "rationale must name the organ the {lesion} is in ({organ}). Answer with 'yes' or "
+            "'no' first. " + _FMT,
+        ),
+        PromptTemplate(
+            "hard-open-v1",
+            h,
+            o,
+            _PLAIN + "Write an open question about the whole image asking where the {lesion} is, "
+            "and its short answer naming the organ ({organ}). No rationale. " + _FMT,
+        ),
+        PromptTemplate(
+            "hard-closed-v1",
+            h,
+            c,
+            _PLAIN + "Write a yes/no question asking whether there is a {lesion} in the "
+            "{queried_organ}; the correct answer is '{expected_answer}'. No rationale. " + _FMT,
+        ),
+        # Unmatched seeds: no host organ is known, so nothing may claim one.
+        PromptTemplate(
+            "easy-open-unmatched-v1",
+            e,
+            o,
+            _EASY + "The host organ is unknown. Write an open question about the finding inside "
+            "the box. The rationale must cite the box exactly as {box} and describe the {lesion} "
+            "without naming any organ as its site. " + _FMT,
+            matched=False,
+        ),
+        PromptTemplate(
+            "easy-closed-unmatched-v1",
+            e,
+            c,
+            _EASY + "The host organ is unknown. Write a yes/no question asking whether the box "
+            "contains a {lesion}; the correct answer is 'yes'. The rationale must cite the box "
+            "exactly as {box} and must not name any organ. " + _FMT,
+            matched=False,
+        ),
+        PromptTemplate(
+            "medium-open-unmatched-v1",
+            m,
+            o,
+            _PLAIN + "The host organ is unknown. Write an open question about the whole image "
+            "asking what abnormality is visible; the rationale describes the {lesion} without "
+            "naming any organ as its site. " + _FMT,
+            matched=False,
+        ),
+        PromptTemplate(
+            "medium-closed-unmatched-v1",
+            m,
+            c,
+            _PLAIN + "The host organ is unknown. Write a yes/no question asking whether the image "
+            "shows a {lesion}; the correct answer is 'yes'. The rationale must not name any "
+            "organ. " + _FMT,
+            matched=False,
+        ),
+        PromptTemplate(
+            "hard-open-unmatched-v1",
+            h,
+            o,
+            _PLAIN + "The host organ is unknown. Write an open question asking what abnormality "
+            "the image shows, answered with the lesion type ({lesion}), naming no organ. " + _FMT,
+            matched=False,
+        ),
+        PromptTemplate(
+            "hard-closed-unmatched-v1",
+            h,
+            c,
+            _PLAIN + "The host organ is unknown. Write a yes/no question asking whether the image "
+            "shows a {lesion}; the correct answer is 'yes'. Name no organ. " + _FMT,
+            matched=False,
+        ),
+    )
+
+
+def _check_templates(templates: Iterable[PromptTemplate]) -> tuple[PromptTemplate, ...]:
+    out = tuple(templates)
+    ids = [t.id for t in out]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise DataFormatError(f"Template ids must be unique, but {dupes} repeat.")
+    for t in out:
+        if not isinstance(t, PromptTemplate):
+            raise DataFormatError(f"Expected PromptTemplate objects, but got {type(t).__name__}.")
+    return out
