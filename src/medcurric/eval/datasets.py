@@ -460,3 +460,30 @@ def load_texts(
             raise DataFormatError(f"{where}: id {rid!r} appears twice; ids must be unique.")
         out[rid] = texts
     return out
+
+
+def _records_by_id(
+    path: str | os.PathLike[str], *, id_key: str | None = None
+) -> list[dict[str, Any]]:
+    """Read records (dicts) and give each a string ``id`` (used by ``medcurric evaluate``)."""
+    id_keys = (id_key,) if id_key else _ID_KEYS
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, (key, record) in enumerate(_read_records(path)):
+        where = f"{path}: record {index}"
+        if isinstance(record, str) and key is not None:
+            record = {"text": record}
+        if not isinstance(record, Mapping):
+            raise DataFormatError(
+                f"{where}: expected a JSON object, but got {type(record).__name__}."
+            )
+        _, rid = _first(record, id_keys)
+        rid = key if rid is None else rid
+        if rid is None:
+            raise DataFormatError(f"{where}: expected an id in one of {list(id_keys)}.")
+        rid = _text(rid, what="the id", where=where)
+        if rid in seen:
+            raise DataFormatError(f"{where}: id {rid!r} appears twice; ids must be unique.")
+        seen.add(rid)
+        out.append({**record, "id": rid})
+    return out
