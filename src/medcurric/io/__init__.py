@@ -1,5 +1,58 @@
-"""Readers for detections, volumes and masks, and the records they return."""
+"""Readers for detections, volumes and masks, and the records they return.
 
-from medcurric.io.records import LabelMap, LesionRecord
+Every volume or mask reader returns arrays indexed ``[z, y, x]`` (or ``[y, x]``)
+reoriented so that ``x`` runs towards the patient's left, ``y`` towards posterior
+and ``z`` towards superior, with the spacing and the affine of the reoriented
+array kept (see :doc:`/conventions`). A lesion box drawn in image pixels therefore
+lands on the same voxels whatever the orientation stored in the file.
+"""
 
-__all__ = ["LabelMap", "LesionRecord"]
+from medcurric.io.detections import (
+    DEEPLESION_TYPES,
+    read_coco_detections,
+    read_deeplesion,
+    read_detection_csv,
+)
+from medcurric.io.dicom import read_dicom_seg, read_dicom_series
+from medcurric.io.nifti import (
+    label_names_from_nifti,
+    read_nifti,
+    read_nifti_labels,
+    read_nifti_slices,
+    write_nifti,
+)
+from medcurric.io.orientation import (
+    CANONICAL_AXCODES,
+    Reorientation,
+    orientation_codes,
+    reorient_to_canonical,
+)
+from medcurric.io.png import DEEPLESION_HU_OFFSET, read_deeplesion_slice, read_png_masks
+from medcurric.io.records import LabelMap, LesionRecord, Volume
+from medcurric.io.totalseg import read_label_map, read_totalsegmentator
+
+__all__ = [
+    "CANONICAL_AXCODES",
+    "DEEPLESION_HU_OFFSET",
+    "DEEPLESION_TYPES",
+    "LabelMap",
+    "LesionRecord",
+    "Reorientation",
+    "Volume",
+    "label_names_from_nifti",
+    "orientation_codes",
+    "read_coco_detections",
+    "read_deeplesion",
+    "read_deeplesion_slice",
+    "read_detection_csv",
+    "read_dicom_seg",
+    "read_dicom_series",
+    "read_label_map",
+    "read_nifti",
+    "read_nifti_labels",
+    "read_nifti_slices",
+    "read_png_masks",
+    "read_totalsegmentator",
+    "reorient_to_canonical",
+    "write_nifti",
+]

@@ -27,7 +27,7 @@ from medcurric.errors import DataFormatError, ShapeError
 if TYPE_CHECKING:
     from medcurric.anatomy.classmap import ClassMap
 
-__all__ = ["LabelMap", "LesionRecord"]
+__all__ = ["LabelMap", "LesionRecord", "Volume"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,58 @@ class LabelMap:
     def replace(self, **changes: Any) -> LabelMap:
         """Return a copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Volume:
+    """An image volume (or slice) with its geometry, as the readers return it.
+
+    Attributes:
+        array: Intensities, ``[y, x]`` or ``[z, y, x]``, reoriented so that ``x`` runs towards the
+            patient's left, ``y`` towards posterior and ``z`` towards superior. CT values are HU.
+        spacing: Millimetres per voxel along each array axis.
+        affine: 4 x 4 voxel ``(x, y, z, 1)`` -> patient RAS+ mm matrix of ``array``, if known.
+        source: Where the volume came from (file path or description).
+        modality: Imaging modality if the file says (``"CT"``, ``"MR"``, ...), else ``""``.
+
+    Examples:
+        >>> v = Volume(np.zeros((2, 3, 4), np.float32), spacing=(2.0, 1.0, 1.0))
+        >>> v.shape, v.ndim
+        ((2, 3, 4), 3)
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...] | None = None
+    affine: np.ndarray | None = None
+    source: str = ""
+    modality: str = ""
+
+    def __post_init__(self) -> None:
+        arr = np.asarray(self.array)
+        if arr.ndim not in (2, 3):
+            raise ShapeError(
+                f"Expected a volume of shape [y, x] or [z, y, x], but got shape {arr.shape}."
+            )
+        self.array = arr
+        if self.spacing is not None:
+            if len(self.spacing) != arr.ndim:
+                raise ShapeError(
+                    f"Expected {arr.ndim} spacing values (one per array axis), "
+                    f"but got {self.spacing}."
+                )
+            self.spacing = tuple(float(s) for s in self.spacing)
+        if self.affine is not None:
+            aff = np.asarray(self.affine, dtype=np.float64)
+            if aff.shape != (4, 4):
+                raise ShapeError(f"Expected a 4 x 4 affine, but got shape {aff.shape}.")
+            self.affine = aff
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        return tuple(int(n) for n in self.array.shape)
+
+    @property
+    def ndim(self) -> int:
+        """2 or 3."""
+        return int(self.array.ndim)

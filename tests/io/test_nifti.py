@@ -1,0 +1,229 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medcurric.anatomy.classmap import ClassMap
+from medcurric.errors import DataFormatError, MissingFileError, ShapeError
+from medcurric.io import (
+    label_names_from_nifti,
+    read_label_map,
+    read_nifti,
+    read_nifti_labels,
+    read_nifti_slices,
+    read_totalsegmentator,
+    write_nifti,
+)
+from nibabel.testing import data_path
+
+CANONICAL = np.diag([-0.8, -0.8, 2.5, 1.0])
+CANONICAL[:3, 3] = (120.0, 90.0, -300.0)
+
+
+def _labels(rng: np.random.Generator) -> np.ndarray:
+    a = np.zeros((6, 7, 8), np.uint8)
+    a[1:4, 2:5, 1:4] = 5  # "liver" block on the patient's right (small x)
+    a[2:5, 1:3, 5:8] = 1  # "spleen" on the left
+    a[rng.random(a.shape) < 0.05] = 3
+    return a
+
+
+def _write_oriented(path: Path, canonical: np.ndarray, target: tuple[str, str, str], ext=None):
+    """Write the canonical array stored in another orientation, with nibabel doing the work."""
+    img = nib.Nifti1Image(canonical.transpose(2, 1, 0).copy(), CANONICAL)
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(CANONICAL), nib.orientations.axcodes2ornt(target)
+    )
+    out = img.as_reoriented(ornt)
+    if ext is not None:
+        out.header.extensions.append(nib.nifti1.Nifti1Extension(0, ext))
+    nib.save(out, str(path))
+    return out
+
+
+ORIENTATIONS = [
+    ("L", "P", "S"),
+    ("R", "A", "S"),
+    ("R", "P", "I"),
+    ("S", "R", "A"),
+    ("P", "I", "L"),
+    ("A", "L", "I"),
+]
+
+
+@pytest.mark.parametrize("target", ORIENTATIONS, ids=["".join(t) for t in ORIENTATIONS])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_every_orientation_reads_back_identical(tmp_path, rng, target, suffix):
+    a = _labels(rng)
+    f = tmp_path / f"seg{suffix}"
+    stored = _write_oriented(f, a, target)
+    assert nib.aff2axcodes(stored.affine) == target
+    lm = read_nifti_labels(f)
+    np.testing.assert_array_equal(lm.array, a)
+    np.testing.assert_allclose(lm.affine, CANONICAL, atol=1e-5)
+    assert lm.spacing == pytest.approx((2.5, 0.8, 0.8))
+    vol = read_nifti(f)
+    np.testing.assert_array_equal(vol.array, a.astype(np.float32))
+    slices, r = read_nifti_slices(f, [0, 3, 5])
+    for z, s in slices.items():
+        np.testing.assert_array_equal(s, a[z])
+    assert r.canonical_shape == a.shape
+
+
+def test_uncompressed_is_memory_mapped(tmp_path, rng):
+    a = _labels(rng)
+    write_nifti(a, tmp_path / "seg.nii", affine=CANONICAL)
+    lm = read_nifti_labels(tmp_path / "seg.nii")
+    base = lm.array
+    while getattr(base, "base", None) is not None and not isinstance(base, np.memmap):
+        base = base.base
+    assert isinstance(base, np.memmap)
+    lm2 = read_nifti_labels(tmp_path / "seg.nii", mmap=False)
+    np.testing.assert_array_equal(lm2.array, a)
+
+
+def test_nibabel_anatomical_matches_closest_canonical():
+    f = Path(data_path) / "anatomical.nii"
+    if not f.is_file():
+        pytest.skip("nibabel's anatomical.nii is not installed")
+    img = nib.load(str(f))
+    ras = nib.as_closest_canonical(img)
+    ref = np.asarray(ras.get_fdata(), np.float32)[::-1, ::-1, :].transpose(2, 1, 0)
+    vol = read_nifti(f)
+    np.testing.assert_array_equal(vol.array, ref)
+    # voxel (0, 0, 0) of our array is the stored voxel at the same patient position
+    world = vol.affine @ [0, 0, 0, 1]
+    ijk = np.round(np.linalg.solve(img.affine, world)[:3]).astype(int)
+    assert vol.array[0, 0, 0] == np.asarray(img.get_fdata(), np.float32)[tuple(ijk)]
+    assert nib.aff2axcodes(vol.affine) == ("L", "P", "S")
+
+
+def test_nibabel_example4d_needs_a_frame():
+    f = Path(data_path) / "example4d.nii.gz"
+    if not f.is_file():
+        pytest.skip("nibabel's example4d.nii.gz is not installed")
+    with pytest.raises(ShapeError, match="frame"):
+        read_nifti(f)
+    img = nib.load(str(f))
+    v = read_nifti(f, frame=1)
+    stored = np.asarray(img.dataobj[..., 1], np.float32)
+    ref, _ = nib.orientations.apply_orientation(stored, nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(img.affine), nib.orientations.axcodes2ornt(("L", "P", "S"))
+    )), None
+    np.testing.assert_array_equal(v.array, ref.transpose(2, 1, 0))
+
+
+# TotalSegmentator writes its label names exactly like this (nifti_ext_header.py).
+def _ts_extension(names: dict[int, str]) -> bytes:
+    pre = (
+        '<?xml version="1.0" encoding="UTF-8"?> <CaretExtension>  <Date><![CDATA[2013-07-14T05:45:09]]>'
+        '</Date>   <VolumeInformation Index="0">   <LabelTable>'
+    )
+    body = "".join(
+        f'<Label Key="{k}" Red="1.0" Green="0.0" Blue="0.0" Alpha="1"><![CDATA[{v}]]></Label>\n'
+        for k, v in names.items()
+    )
+    post = (
+        "  </LabelTable>  <StudyMetaDataLinkSet>  </StudyMetaDataLinkSet>  <VolumeType><![CDATA[Label]]>"
+        "</VolumeType>   </VolumeInformation></CaretExtension>"
+    )
+    return (pre + "\n" + body + "\n" + post + "\n              ").encode()
+
+
+def test_totalsegmentator_extension_names(tmp_path, rng):
+    a = _labels(rng)
+    f = tmp_path / "ml.nii.gz"
+    _write_oriented(f, a, ("R", "A", "S"), ext=_ts_extension({1: "spleen", 3: "kidney_left", 5: "liver"}))
+    assert label_names_from_nifti(f) == {1: "spleen", 3: "kidney_left", 5: "liver"}
+    lm = read_totalsegmentator(f)
+    assert lm.class_map.names == ("spleen", "kidney_left", "liver")
+    np.testing.assert_array_equal(lm.array, a)
+    # with a class map whose ids differ, labels are renumbered by name
+    cm = ClassMap({1: "liver", 2: "spleen", 7: "kidney_left"})
+    lm2 = read_totalsegmentator(f, class_map=cm)
+    expected = np.select([a == 5, a == 1, a == 3], [1, 2, 7], 0)
+    np.testing.assert_array_equal(lm2.array, expected)
+    with pytest.raises(DataFormatError, match="not in"):
+        read_totalsegmentator(f, class_map=ClassMap({1: "liver"}))
+
+
+def test_json_extension_and_fallbacks(tmp_path, rng):
+    a = _labels(rng)
+    f = tmp_path / "j.nii"
+    _write_oriented(f, a, ("L", "P", "S"), ext=b'{"labels": {"5": "liver", "1": "spleen"}}')
+    assert label_names_from_nifti(f) == {5: "liver", 1: "spleen"}
+    g = tmp_path / "plain.nii.gz"
+    _write_oriented(g, a, ("L", "P", "S"))
+    assert label_names_from_nifti(g) is None
+    assert read_nifti_labels(g).class_map.names == ("label_1", "label_3", "label_5")
+    ts = read_totalsegmentator(g)  # no names: TotalSegmentator's total task
+    assert ts.class_map == ClassMap.totalsegmentator()
+    assert read_label_map(g).class_map == ClassMap.totalsegmentator()
+
+
+def test_hostile_label_names_are_data(tmp_path):
+    a = np.zeros((2, 2, 2), np.uint8)
+    a[0, 0, 0] = 2
+    f = tmp_path / "x.nii"
+    names = {2: "{organ.__class__} <b>&amp;"}
+    write_nifti(a, f, label_names=names)
+    assert label_names_from_nifti(f) == names
+
+
+def test_totalsegmentator_folder(tmp_path, rng):
+    a = _labels(rng)
+    d = tmp_path / "case1"
+    d.mkdir()
+    for name, label in (("spleen", 1), ("liver", 5), ("kidney_left", 3)):
+        _write_oriented(d / f"{name}.nii.gz", (a == label).astype(np.uint8), ("R", "A", "S"))
+    lm = read_totalsegmentator(d)
+    assert lm.class_map == ClassMap.totalsegmentator()
+    expected = np.select([a == 5, a == 1, a == 3], [5, 1, 3], 0)
+    np.testing.assert_array_equal(lm.array, expected)
+    np.testing.assert_allclose(lm.affine, CANONICAL, atol=1e-5)
+    np.testing.assert_array_equal(read_label_map(d).array, expected)
+    # names outside the total task: ids follow sorted names
+    e = tmp_path / "other"
+    e.mkdir()
+    for name in ("vessel", "airway"):
+        write_nifti((a == 5).astype(np.uint8), e / f"{name}.nii")
+    lm2 = read_totalsegmentator(e)
+    assert lm2.class_map.names == ("airway", "vessel")
+    # files on different grids are refused
+    write_nifti(np.zeros((2, 2, 2), np.uint8), e / "tiny.nii")
+    with pytest.raises(ShapeError, match="grid"):
+        read_totalsegmentator(e)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(MissingFileError):
+        read_nifti(tmp_path / "absent.nii.gz")
+    with pytest.raises(MissingFileError):
+        read_totalsegmentator(tmp_path / "absent")
+    f = tmp_path / "prob.nii"
+    nib.save(nib.Nifti1Image(np.full((2, 2, 2), 0.5, np.float32), np.eye(4)), str(f))
+    with pytest.raises(DataFormatError, match="integer"):
+        read_nifti_labels(f)
+    g = tmp_path / "s.nii"
+    write_nifti(np.zeros((2, 2, 2), np.uint8), g)
+    with pytest.raises(ShapeError):
+        read_nifti_slices(g, [2])
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(DataFormatError):
+        read_nifti(bad)
+
+
+def test_write_read_roundtrip_all_flips(tmp_path, rng):
+    a = _labels(rng)
+    for signs in itertools.product([1, -1], repeat=3):
+        aff = np.diag([0.8 * signs[0], 0.8 * signs[1], 2.5 * signs[2], 1.0])
+        nib.save(nib.Nifti1Image(a.transpose(2, 1, 0).copy(), aff), str(tmp_path / "f.nii"))
+        lm = read_nifti_labels(tmp_path / "f.nii")
+        ref = a.transpose(2, 1, 0)
+        ref = ref[:: -signs[0] if signs[0] > 0 else 1, :: -signs[1] if signs[1] > 0 else 1, :: signs[2]]
+        np.testing.assert_array_equal(lm.array, ref.transpose(2, 1, 0))
