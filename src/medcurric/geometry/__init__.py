@@ -16,17 +16,41 @@ from medcurric.geometry.boxes import (
     validate_boxes,
 )
 from medcurric.geometry.overlap import Overlap, box_mask_overlap, label_histogram
+from medcurric.geometry.patches import (
+    GaussianSmoothing,
+    SmoothingPadding,
+    box_to_patch_distribution,
+    gaussian,
+)
+from medcurric.geometry.preprocess import (
+    CoordinateMap,
+    CropBackend,
+    MappedBoxes,
+    Preprocess,
+    Resample,
+    map_boxes,
+)
 
 __all__ = [
     "BoxFormat",
+    "CoordinateMap",
+    "CropBackend",
+    "GaussianSmoothing",
+    "MappedBoxes",
     "Overlap",
+    "Preprocess",
+    "Resample",
+    "SmoothingPadding",
     "box_area",
     "box_convert",
     "box_iou",
     "box_mask_overlap",
+    "box_to_patch_distribution",
     "boxes_to_masks",
     "clip_boxes",
+    "gaussian",
     "label_histogram",
+    "map_boxes",
     "masks_to_boxes",
     "validate_boxes",
 ]

@@ -37,7 +37,7 @@ from medcurric._options import StrEnum, look_up_option
 from medcurric._serialization import JsonRecord
 from medcurric.errors import InvalidBoxError, InvalidOptionError, ShapeError, UnsupportedModelError
 
-__all__ = ["CropBackend", "MappedBoxes", "Preprocess", "Resample", "map_boxes"]
+__all__ = ["CoordinateMap", "CropBackend", "MappedBoxes", "Preprocess", "Resample", "map_boxes"]
 
 #: Background of LLaVA's ``expand2square``: ``int(255 * m)`` of the OpenAI CLIP mean.
 CLIP_MEAN_RGB: tuple[int, int, int] = (122, 116, 104)
