@@ -6,6 +6,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from nibabel.testing import data_path
 
 from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
@@ -18,7 +19,6 @@ from medcurric.io import (
     read_totalsegmentator,
     write_nifti,
 )
-from nibabel.testing import data_path
 
 CANONICAL = np.diag([-0.8, -0.8, 2.5, 1.0])
 CANONICAL[:3, 3] = (120.0, 90.0, -300.0)
