@@ -1,0 +1,430 @@
+"""KL divergence between a model's attention over image tokens and a box-derived target.
+
+The Medium stage of the curriculum hides the box and pulls the language model's
+attention toward it: the attention of the supervised (answer/rationale) tokens
+over the image tokens is compared with a target distribution over the patch grid
+(:func:`medcurric.box_to_patch_distribution`).
+
+Smoothing (``eps``): before any logarithm of a distribution is taken it is
+smoothed additively, ``x~ = (x + eps) / (sum(x) + P * eps)``, which keeps it a
+distribution over the ``P`` image tokens and every loss and gradient finite. The
+attention is always smoothed this way (so an un-normalised attention row is also
+renormalised); the target is normalised to sum 1 and smoothed only when its
+logarithm is needed (``direction="attention_to_target"``).
+
+Shape:
+    - attention: ``[B, H, Q, P]`` (per head and supervised token), ``[B, Q, P]`` (heads
+      already reduced) or ``[B, P]`` (one distribution per sample).
+    - target: ``[B, P]``.
+    - token_mask: ``[B, Q]`` (bool; which of the ``Q`` rows are real supervised tokens).
+    - output: a scalar, or ``[B]`` with ``reduction="none"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from medcurric._options import StrEnum, look_up_option, warn_ignored
+from medcurric.errors import InvalidOptionError, ShapeError, WrongTypeError
+
+__all__ = ["AttentionAggregate", "AttentionKLLoss", "KLDirection", "Reduction", "attention_kl_loss"]
+
+
+class KLDirection(StrEnum):
+    """Which divergence :func:`attention_kl_loss` takes.
+
+    Attributes:
+        TARGET_TO_ATTENTION: ``KL(target || attention)`` (the authors' code; mass-covering:
+            every patch of the box must receive attention).
+        ATTENTION_TO_TARGET: ``KL(attention || target)`` (mode-seeking: attention outside
+            the box is penalised, attention may concentrate on part of the box).
+        JS: Jensen-Shannon divergence, symmetric and bounded by ``log 2``.
+    """
+
+    TARGET_TO_ATTENTION = "target_to_attention"
+    ATTENTION_TO_TARGET = "attention_to_target"
+    JS = "js"
+
+
+class AttentionAggregate(StrEnum):
+    """How attention rows are combined before or after the divergence.
+
+    Attributes:
+        MEAN_THEN_KL: Renormalise each row, average the rows over heads and supervised
+            tokens into one distribution per sample, then take one divergence per sample.
+        KL_PER_ROW: Take the divergence of every (head, token) row and average the
+            divergences over heads and supervised tokens.
+    """
+
+    MEAN_THEN_KL = "mean_then_kl"
+    KL_PER_ROW = "kl_per_row"
+
+
+class Reduction(StrEnum):
+    """Reduction over samples.
+
+    Attributes:
+        MEAN: Mean over the samples that have a target (0 when none has one).
+        SUM: Sum over the samples.
+        NONE: One value per sample, ``[B]`` (0 for samples without a target).
+    """
+
+    MEAN = "mean"
+    SUM = "sum"
+    NONE = "none"
+
+
+# Elements of the fp32 work buffer per chunk on CPU: small enough to stay in cache and
+# to avoid fresh page faults, large enough that the Python loop costs nothing.
+_CPU_CHUNK_ELEMENTS = 1 << 18
+
+
+def _chunk_rows(a3: torch.Tensor) -> int:
+    """Rows per chunk for the fused row kernels (``a3`` is ``[B, R, P]``)."""
+    _, rows, p = a3.shape
+    if a3.device.type == "cpu":
+        budget = _CPU_CHUNK_ELEMENTS
+    else:
+        # Few large chunks on accelerators (launch overhead), but never a full fp32 copy.
+        budget = max(1 << 20, a3.numel() // 4)
+    return max(1, min(rows, budget // max(p, 1)))
+
+
+class _RowStats(torch.autograd.Function):
+    """Row sums ``s = sum_p a`` and target-weighted log sums ``c = sum_p t_p log(a_p + eps)``.
+
+    Computed in fp32 chunk by chunk, so the forward never holds more than one small
+    work buffer and the backward writes the gradient in one pass per chunk:
+    ``d/da_p = g_s + g_c * t_p / (a_p + eps)``.
+    """
+
+    @staticmethod
+    def forward(a3: torch.Tensor, t: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        b, rows, p = a3.shape
+        s = torch.empty(b, rows, dtype=t.dtype, device=a3.device)
+        c = torch.empty(b, rows, dtype=t.dtype, device=a3.device)
+        step = _chunk_rows(a3)
+        buf = torch.empty(min(step, rows), p, dtype=t.dtype, device=a3.device)
+        for i in range(b):
+            ti = t[i]
+            for r0 in range(0, rows, step):
+                r1 = min(rows, r0 + step)
+                w = buf[: r1 - r0]
+                w.copy_(a3[i, r0:r1])
+                torch.sum(w, dim=-1, out=s[i, r0:r1])
+                w.add_(eps).log_()
+                torch.mv(w, ti, out=c[i, r0:r1])
+        return s, c
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        a3, t, eps = inputs
+        ctx.save_for_backward(a3, t)
+        ctx.eps = eps
+
+    @staticmethod
+    def backward(ctx: Any, g_s: torch.Tensor | None, g_c: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        a3, t = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        b, rows, p = a3.shape
+        grad = torch.empty_like(a3)
+        if g_s is None and g_c is None:
+            return grad.zero_(), None, None
+        if g_c is None:
+            return grad.copy_(g_s[..., None].expand_as(grad)), None, None  # type: ignore[index]
+        g_s = torch.zeros_like(g_c) if g_s is None else g_s
+        step = _chunk_rows(a3)
+        direct = a3.dtype == t.dtype  # write into the gradient itself, no work buffer
+        buf = None if direct else torch.empty(min(step, rows), p, dtype=t.dtype, device=a3.device)
+        for i in range(b):
+            ti = t[i]
+            for r0 in range(0, rows, step):
+                r1 = min(rows, r0 + step)
+                w = grad[i, r0:r1] if buf is None else buf[: r1 - r0]
+                torch.add(a3[i, r0:r1], ctx.eps, out=w)
+                torch.div(ti, w, out=w)
+                torch.addcmul(g_s[i, r0:r1, None], w, g_c[i, r0:r1, None], out=w)
+                if buf is not None:
+                    grad[i, r0:r1].copy_(w)
+        return grad, None, None
+
+
+def _check_inputs(
+    attention: Any, target: Any, token_mask: Any, has_target: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    if not isinstance(attention, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise WrongTypeError(
+            "Expected attention and target to be torch.Tensor, but got "
+            f"{type(attention).__name__} and {type(target).__name__}. Convert them with torch.as_tensor."
+        )
+    if not attention.is_floating_point():
+        raise WrongTypeError(
+            f"Expected a floating-point attention tensor, but got dtype {attention.dtype}. "
+            "Pass attention probabilities (for example the output of AttentionCapture)."
+        )
+    if attention.ndim not in (2, 3, 4):
+        raise ShapeError(
+            "Expected attention of shape [B, H, Q, P], [B, Q, P] or [B, P], but got shape "
+            f"{tuple(attention.shape)}."
+        )
+    b, p = attention.shape[0], attention.shape[-1]
+    if target.ndim != 2 or tuple(target.shape) != (b, p):
+        raise ShapeError(
+            f"Expected target of shape [B, P] = {[b, p]} to match attention {tuple(attention.shape)}, "
+            f"but got shape {tuple(target.shape)}. Build it with box_to_patch_distribution on the "
+            "same patch grid as the image tokens."
+        )
+    if token_mask is not None:
+        if attention.ndim == 2:
+            warn_ignored("token_mask", "attention of shape [B, P] has no token axis")
+            token_mask = None
+        else:
+            if not isinstance(token_mask, torch.Tensor):
+                raise WrongTypeError(
+                    f"Expected token_mask to be a torch.Tensor, but got {type(token_mask).__name__}."
+                )
+            q = attention.shape[-2]
+            if tuple(token_mask.shape) != (b, q):
+                raise ShapeError(
+                    f"Expected token_mask of shape [B, Q] = {[b, q]}, but got {tuple(token_mask.shape)}."
+                )
+            token_mask = token_mask.to(device=attention.device, dtype=torch.bool)
+    if has_target is not None:
+        if not isinstance(has_target, torch.Tensor):
+            has_target = torch.as_tensor(has_target)
+        if tuple(has_target.shape) != (b,):
+            raise ShapeError(f"Expected has_target of shape [B] = [{b}], but got {tuple(has_target.shape)}.")
+        has_target = has_target.to(device=attention.device, dtype=torch.bool)
+    return attention, target, token_mask, has_target
+
+
+def _smoothed_log(x: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """``log((x + eps) / (sum(x) + P * eps))`` over the last axis, in ``dtype``."""
+    x = x.to(dtype)
+    s = x.sum(-1, keepdim=True)
+    return torch.log(x + eps) - torch.log(s + x.shape[-1] * eps)
+
+
+def _divergence(log_a: torch.Tensor, target: torch.Tensor, direction: KLDirection, eps: float) -> torch.Tensor:
+    """Divergence per row between the attention ``exp(log_a)`` ``[B, R, P]`` and ``target`` ``[B, P]``.
+
+    ``log_a`` is the logarithm of the (already smoothed) attention distribution.
+    """
+    p = log_a.shape[-1]
+    t = target[:, None, :]
+    if direction is KLDirection.TARGET_TO_ATTENTION:
+        return (torch.xlogy(t, t) - t * log_a).sum(-1)
+    a = log_a.exp()
+    if direction is KLDirection.ATTENTION_TO_TARGET:
+        log_t = torch.log((t + eps) / (1.0 + p * eps))
+        return (a * (log_a - log_t)).sum(-1)
+    m = 0.5 * (t + a)
+    log_m = torch.log(m)
+    kl_tm = (torch.xlogy(t, t) - t * log_m).sum(-1)
+    kl_am = (a * (log_a - log_m)).sum(-1)
+    return 0.5 * (kl_tm + kl_am)
+
+
+def attention_kl_loss(
+    attention: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    direction: str | KLDirection = KLDirection.TARGET_TO_ATTENTION,
+    token_mask: torch.Tensor | None = None,
+    aggregate: str | AttentionAggregate = AttentionAggregate.MEAN_THEN_KL,
+    reduction: str | Reduction = Reduction.MEAN,
+    has_target: torch.Tensor | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Divergence between attention over image tokens and a box-derived target distribution.
+
+    Which ``aggregate`` the paper supports: MedCLM's Medium stage "regularises attention
+    maps to match box regions". The box is one region per sample, and the map that is
+    compared with it is the model's attention map *of that sample*: the authors' code
+    compares one attention distribution per sample with the blurred box (a single row,
+    batch mean of ``KL(target || attention)``). Nothing in the wording asks every head and
+    every token to look only at the box, which would forbid heads that attend to text,
+    to position or to context around the lesion. So the default is
+    ``aggregate="mean_then_kl"``: each supervised row is renormalised over the image
+    tokens, the rows are averaged over heads and supervised tokens into the sample's
+    attention map, and one divergence is taken per sample. ``"kl_per_row"`` is the
+    stricter alternative (a divergence per head and token, then averaged); it upper-bounds
+    ``"mean_then_kl"`` for ``direction="target_to_attention"`` (convexity of KL).
+
+    Samples without a box (``target`` all zero, or ``has_target`` false) and samples with
+    no supervised token contribute exactly 0 and never produce NaN. Everything is computed
+    in fp32 whatever the input dtype; the gradient has the attention's dtype.
+
+    Args:
+        attention: Probabilities over the ``P`` image tokens, ``[B, H, Q, P]``, ``[B, Q, P]``
+            or ``[B, P]``. Rows need not sum to 1 (they are renormalised).
+        target: Target distribution over the image tokens, ``[B, P]`` (normalised here;
+            an all-zero row means "no box").
+        direction: ``"target_to_attention"`` (``KL(target || attention)``, default, as the
+            authors' code), ``"attention_to_target"`` or ``"js"``.
+        token_mask: ``[B, Q]`` bool, which rows are supervised tokens (for example
+            ``AttentionCapture.query_mask``). ``None`` means every row.
+        aggregate: ``"mean_then_kl"`` (default) or ``"kl_per_row"``, see above. Ignored
+            (no warning) for ``[B, P]`` attention.
+        reduction: ``"mean"`` over samples with a target, ``"sum"`` or ``"none"`` (``[B]``).
+        has_target: Optional ``[B]`` bool flag; false marks samples without a box.
+        eps: Additive smoothing of distributions before a logarithm (see the module
+            docstring); must be positive.
+
+    Returns:
+        A scalar tensor, or ``[B]`` with ``reduction="none"``, in fp32.
+
+    Raises:
+        ShapeError: When shapes do not match.
+        WrongTypeError: When inputs are not floating-point tensors.
+        InvalidOptionError: For an unknown option or a non-positive ``eps``.
+
+    Shape:
+        - attention: ``[B, H, Q, P]``, ``[B, Q, P]`` or ``[B, P]``
+        - target: ``[B, P]``; token_mask: ``[B, Q]``; has_target: ``[B]``
+        - output: ``[]`` or ``[B]``
+
+    Examples:
+        >>> import torch
+        >>> from medcurric.losses import attention_kl_loss
+        >>> target = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+        >>> att = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]])
+        >>> round(attention_kl_loss(att, target).item(), 6)  # sample 1 has no box
+        0.0
+        >>> att = torch.full((2, 4, 3, 4), 0.25, requires_grad=True)  # [B, H, Q, P]
+        >>> loss = attention_kl_loss(att, target, aggregate="kl_per_row")
+        >>> round(loss.item(), 4)  # KL(target || uniform) = log 4 - log 2
+        0.6931
+        >>> loss.backward(); att.grad.shape
+        torch.Size([2, 4, 3, 4])
+    """
+    attention, target, token_mask, has_target = _check_inputs(attention, target, token_mask, has_target)
+    direction = look_up_option(direction, KLDirection, name="direction")
+    aggregate = look_up_option(aggregate, AttentionAggregate, name="aggregate")
+    reduction = look_up_option(reduction, Reduction, name="reduction")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise InvalidOptionError(f"Expected eps to be a positive finite float, but got {eps!r}. Use e.g. 1e-8.")
+    eps = float(eps)
+
+    a4 = attention
+    if a4.ndim == 2:
+        a4 = a4[:, None, None, :]
+    elif a4.ndim == 3:
+        a4 = a4[:, None, :, :]
+    b, h, q, p = a4.shape
+    device = a4.device
+    work = torch.promote_types(a4.dtype, torch.float32)  # fp32, or fp64 for fp64 input
+
+    # Target: normalised to sum 1; "no box" samples become all zero and contribute nothing.
+    t = target.detach().to(device=device, dtype=work)
+    t_sum = t.sum(-1)
+    valid = t_sum > 0
+    if has_target is not None:
+        valid = valid & has_target
+    t = torch.where(valid[:, None], t / torch.where(valid, t_sum, 1.0)[:, None], 0.0)
+
+    # Row weights: mean over supervised tokens (and heads); zero-token samples drop out.
+    if token_mask is None:
+        m = torch.ones(b, q, dtype=work, device=device)
+    else:
+        m = token_mask.to(work)
+    n_tok = m.sum(-1)
+    valid = valid & (n_tok > 0)
+    m = m * (valid.to(work) / (n_tok.clamp_min(1.0) * h))[:, None]  # [B, Q], sums to 1/h per valid sample
+
+    if b == 0 or p == 0:
+        per_sample = attention.to(work).sum(tuple(range(1, attention.ndim))) * 0.0
+    elif aggregate is AttentionAggregate.KL_PER_ROW or (h == 1 and q == 1):
+        a3 = a4.reshape(b, h * q, p)
+        if direction is KLDirection.TARGET_TO_ATTENTION:
+            s, c = _RowStats.apply(a3, t, eps)
+            neg_entropy = torch.xlogy(t, t).sum(-1)  # [B]
+            t_mass = valid.to(work)  # sum of the normalised target: 1 or 0
+            row = neg_entropy[:, None] - c + t_mass[:, None] * torch.log(s + p * eps)
+        else:
+            row = _divergence(_smoothed_log(a3, eps, work), t, direction, eps)
+        row = row.view(b, h, q)
+        per_sample = (row * m[:, None, :]).sum((1, 2))
+    else:
+        a3 = a4.reshape(b, h * q, p)
+        a3w = a3.to(work)  # no copy for fp32 input
+        s = a3w.sum(-1)
+        # Each row smoothed and renormalised, (a + eps) / (s + P eps), then averaged with weights m.
+        w = (m[:, None, :] / (s.view(b, h, q) + p * eps)).reshape(b, h * q)
+        mean_map = torch.bmm(w[:, None, :], a3w)[:, 0, :] + eps * w.sum(-1, keepdim=True)  # [B, P]
+        log_map = torch.log(torch.where(valid[:, None], mean_map, 1.0))
+        per_sample = _divergence(log_map[:, None, :], t, direction, eps)[:, 0]
+    per_sample = torch.where(valid, per_sample, per_sample * 0.0)
+
+    if reduction is Reduction.NONE:
+        return per_sample
+    total = per_sample.sum()
+    if reduction is Reduction.SUM:
+        return total
+    return total / valid.sum().clamp_min(1).to(work)
+
+
+class AttentionKLLoss(nn.Module):
+    """Module form of :func:`attention_kl_loss`: stores the options and calls it.
+
+    Args:
+        direction: See :func:`attention_kl_loss`.
+        aggregate: See :func:`attention_kl_loss`.
+        reduction: See :func:`attention_kl_loss`.
+        eps: See :func:`attention_kl_loss`.
+
+    Shape:
+        - attention: ``[B, H, Q, P]``, ``[B, Q, P]`` or ``[B, P]``
+        - target: ``[B, P]``; token_mask: ``[B, Q]``; has_target: ``[B]``
+        - output: ``[]`` or ``[B]``
+
+    Examples:
+        >>> import torch
+        >>> from medcurric.losses import AttentionKLLoss
+        >>> loss_fn = AttentionKLLoss(direction="js")
+        >>> att = torch.tensor([[0.25, 0.25, 0.25, 0.25]])
+        >>> round(loss_fn(att, torch.tensor([[1.0, 0.0, 0.0, 0.0]])).item(), 4)  # JS, at most log 2
+        0.3804
+    """
+
+    def __init__(
+        self,
+        *,
+        direction: str | KLDirection = KLDirection.TARGET_TO_ATTENTION,
+        aggregate: str | AttentionAggregate = AttentionAggregate.MEAN_THEN_KL,
+        reduction: str | Reduction = Reduction.MEAN,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.direction = look_up_option(direction, KLDirection, name="direction")
+        self.aggregate = look_up_option(aggregate, AttentionAggregate, name="aggregate")
+        self.reduction = look_up_option(reduction, Reduction, name="reduction")
+        self.eps = eps
+
+    def forward(
+        self,
+        attention: torch.Tensor,
+        target: torch.Tensor,
+        token_mask: torch.Tensor | None = None,
+        has_target: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Compute the loss; see :func:`attention_kl_loss` for the arguments."""
+        return attention_kl_loss(
+            attention,
+            target,
+            direction=self.direction,
+            token_mask=token_mask,
+            aggregate=self.aggregate,
+            reduction=self.reduction,
+            has_target=has_target,
+            eps=self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        """Options, shown by ``print(module)``."""
+        return f"direction={self.direction!s}, aggregate={self.aggregate!s}, reduction={self.reduction!s}, eps={self.eps}"
