@@ -1,0 +1,41 @@
+"""The Easy -> Medium -> Hard curriculum: when to switch, and what each stage looks like.
+
+* :class:`CurriculumScheduler` decides the stage from monitored losses (the
+  paper's plateau rule, or the authors' per-domain mixing policy).
+* :func:`render` turns one :class:`~medcurric.cot.records.CoTSample` into the
+  model input of a stage; :class:`CurriculumCollator` batches rendered samples
+  through a Hugging Face processor, with span masks and attention targets.
+* :func:`plot_history` draws the losses with stage bands and switch points.
+"""
+
+from medcurric.curriculum.collate import CurriculumCollator, Supervise
+from medcurric.curriculum.plot import plot_history
+from medcurric.curriculum.render import format_box, render
+from medcurric.curriculum.scheduler import (
+    CurriculumScheduler,
+    Decision,
+    GapRule,
+    Mode,
+    NonFinitePolicy,
+    Policy,
+    Reason,
+    ThresholdMode,
+)
+from medcurric.curriculum.stage import Stage
+
+__all__ = [
+    "CurriculumCollator",
+    "CurriculumScheduler",
+    "Decision",
+    "GapRule",
+    "Mode",
+    "NonFinitePolicy",
+    "Policy",
+    "Reason",
+    "Stage",
+    "Supervise",
+    "ThresholdMode",
+    "format_box",
+    "plot_history",
+    "render",
+]

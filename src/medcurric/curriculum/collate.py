@@ -1,0 +1,292 @@
+"""Batch rendered samples through a Hugging Face processor, with span masks and attention targets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from medcurric._options import StrEnum, look_up_option
+from medcurric.cot.records import CoTSample
+from medcurric.curriculum.render import render
+from medcurric.curriculum.stage import Stage
+from medcurric.errors import DataFormatError, ShapeError, UnsupportedModelError, WrongTypeError
+
+__all__ = ["MODEL_KEYS", "CurriculumCollator", "Supervise"]
+
+#: The batch keys a ``LlavaForConditionalGeneration``-style model accepts.
+MODEL_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "pixel_values", "labels")
+
+
+class Supervise(StrEnum):
+    """Which tokens' attention is supervised in Medium (the ``supervised_mask``)."""
+
+    ANSWER = "answer"
+    RATIONALE = "rationale"
+    BOTH = "both"
+
+
+def _grid_from_processor(processor: Any) -> tuple[int, int] | None:
+    patch = getattr(processor, "patch_size", None)
+    image_processor = getattr(processor, "image_processor", None)
+    crop = getattr(image_processor, "crop_size", None)
+    if not patch or crop is None:
+        return None
+    h = crop.get("height") if isinstance(crop, dict) else getattr(crop, "height", None)
+    w = crop.get("width") if isinstance(crop, dict) else getattr(crop, "width", None)
+    if not h or not w:
+        return None
+    return (int(h) // int(patch), int(w) // int(patch))
+
+
+def _token_span_mask(
+    offsets: torch.Tensor, valid: torch.Tensor, start: int, end: int
+) -> torch.Tensor:
+    """Tokens whose character range overlaps ``[start, end)``."""
+    if end <= start:
+        return torch.zeros_like(valid)
+    return valid & (offsets[:, 0] < end) & (offsets[:, 1] > start)
+
+
+class CurriculumCollator:
+    """Collate rendered samples (or raw samples, rendered on the fly) into a model batch.
+
+    Each feature is either a dict from :func:`~medcurric.curriculum.render` or a
+    :class:`~medcurric.cot.records.CoTSample` (or its dict form), which is rendered
+    for the stage given by ``scheduler``: its ``.stage`` (a
+    :class:`~medcurric.curriculum.CurriculumScheduler` with the global policy, or
+    either integration's ``CurriculumCallback``), or, for a per-domain scheduler,
+    ``scheduler.sample_stage(domain_fn(sample), rng)`` per sample.
+
+    The text of each sample is ``prompt + " " + target (+ EOS)``; it goes through the
+    processor together with the image, so ``<image>`` is expanded exactly as the
+    model expects. Token spans are found from the tokenizer's offsets mapping,
+    counted from the end of the text (the ``<image>`` expansion only touches the
+    prompt), so they hold for any processor that expands image tokens in the prompt.
+
+    Returns a dict of tensors:
+
+    * ``input_ids``, ``attention_mask`` ``[B, L]``, ``pixel_values`` ``[B, 3, H, W]``;
+    * ``labels`` ``[B, L]``: token ids on the target, ``-100`` on prompt and padding;
+    * ``answer_mask``, ``rationale_mask`` ``[B, L]`` bool: tokens overlapping the answer
+      / rationale text (aligned with ``labels``, for
+      :func:`medcurric.losses.span_weighted_lm_loss`);
+    * ``attention_target`` ``[B, P]`` float (rows of zeros where absent) and
+      ``has_attention_target`` ``[B]`` bool (Medium samples whose box survived the
+      preprocessing);
+    * ``supervised_mask`` ``[B, L]`` bool: the query positions whose attention over
+      the image tokens is supervised (answer and/or rationale tokens of samples with
+      an attention target, per ``supervise``);
+    * ``stage_index`` ``[B]`` long (0 Easy, 1 Medium, 2 Hard).
+
+    Pass only :data:`MODEL_KEYS` to the model (:meth:`model_inputs`).
+
+    Note:
+        With ``DataLoader(num_workers > 0)`` the collator runs in worker processes with
+        a copy of the scheduler, so a stage switch only reaches them when workers are
+        re-created; keep ``num_workers=0`` or render in the main process.
+
+    Args:
+        processor: A ``LlavaProcessor``/``VipLlava``-style processor (``images=``, ``text=``).
+        scheduler: Where the stage of raw samples comes from (see above).
+        overlay: ``StageOverlay`` for Easy renderings.
+        preprocess: ``Preprocess`` of the image processor; read from ``processor`` when ``None``.
+        image_root: Folder that samples' image paths are relative to.
+        grid: ``(rows, cols)`` of the patch grid; read from the processor's ``patch_size`` and
+            crop size when ``None``.
+        supervise: ``"answer"``, ``"rationale"`` or ``"both"``.
+        add_eos: Append the tokenizer's EOS token to the target (so the model learns to stop).
+        domain_fn: Sample -> domain name for a per-domain scheduler (default: ``lesion_type``).
+        rng: Random generator for per-domain stage draws and the overlay.
+        render_options: Further keyword arguments for :func:`~medcurric.curriculum.render`.
+
+    Examples:
+        >>> from medcurric.tiny import build_tiny_vlm
+        >>> from medcurric.cot.records import CoTSample
+        >>> vlm = build_tiny_vlm()
+        >>> s = CoTSample(id="a", seed_id="k", stage="hard", question_type="closed",
+        ...     question="Is the liver normal?", rationale="A mass is in the liver.", answer="no",
+        ...     image="x.png", box=(8.0, 8.0, 24.0, 24.0), image_size=(48, 48))
+        >>> img = np.zeros((48, 48, 3), np.uint8)
+        >>> batch = CurriculumCollator(vlm.processor)([render(s, "medium", image=img, grid=(6, 6))])
+        >>> vlm.tokenizer.decode(batch["input_ids"][0][batch["answer_mask"][0]]).strip()
+        'no'
+        >>> batch["attention_target"].shape, bool(batch["has_attention_target"][0])
+        (torch.Size([1, 36]), True)
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        *,
+        scheduler: Any = None,
+        overlay: Any = None,
+        preprocess: Any = None,
+        image_root: str | os.PathLike[str] | None = None,
+        grid: tuple[int, int] | None = None,
+        supervise: Supervise | str = "both",
+        add_eos: bool = True,
+        domain_fn: Callable[[CoTSample], str] | None = None,
+        rng: Any = None,
+        render_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is None or not callable(processor):
+            raise UnsupportedModelError(
+                f"Expected a multimodal processor with a .tokenizer (e.g. LlavaProcessor), "
+                f"but got {type(processor).__name__}."
+            )
+        if not getattr(tokenizer, "is_fast", False):
+            raise UnsupportedModelError(
+                f"CurriculumCollator needs a fast tokenizer (offsets mapping), but "
+                f"{type(tokenizer).__name__} is not; load the processor with use_fast=True."
+            )
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.overlay = overlay
+        if preprocess is None:
+            from medcurric.geometry import Preprocess
+
+            try:
+                preprocess = Preprocess.from_processor(processor)
+            except (UnsupportedModelError, AttributeError):
+                preprocess = None
+        self.preprocess = preprocess
+        self.image_root = image_root
+        self.grid = tuple(grid) if grid is not None else _grid_from_processor(processor)
+        self.supervise = look_up_option(supervise, Supervise, name="supervise")
+        self.add_eos = bool(add_eos)
+        self.domain_fn = domain_fn or (lambda s: s.lesion_type)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.render_options = dict(render_options or {})
+
+    @staticmethod
+    def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The subset of a batch the model's ``forward`` accepts (:data:`MODEL_KEYS`)."""
+        return {k: batch[k] for k in MODEL_KEYS if k in batch}
+
+    def _stage_for(self, sample: CoTSample) -> Stage:
+        sched = self.scheduler
+        if sched is None:
+            return look_up_option(sample.stage, Stage, name="sample.stage")
+        policy = getattr(sched, "policy", None)
+        if policy is not None and str(policy) == "per_domain":
+            return Stage(sched.sample_stage(self.domain_fn(sample), self.rng))
+        stage = getattr(sched, "stage", None)
+        if stage is None:
+            raise WrongTypeError(
+                f"Expected `scheduler` to have a .stage (a CurriculumScheduler or CurriculumCallback), "
+                f"but {type(sched).__name__} has none."
+            )
+        return look_up_option(stage, Stage, name="stage")
+
+    def _render(self, feature: Any) -> dict[str, Any]:
+        if isinstance(feature, Mapping) and "prompt" in feature and "target" in feature:
+            return dict(feature)
+        sample = feature if isinstance(feature, CoTSample) else None
+        if sample is None:
+            if not isinstance(feature, Mapping):
+                raise WrongTypeError(
+                    f"Expected rendered dicts or CoTSamples, but got {type(feature).__name__}."
+                )
+            sample = CoTSample.from_dict(dict(feature))
+        options = dict(self.render_options)
+        if self.grid is not None:
+            options.setdefault("grid", self.grid)
+        return render(
+            sample,
+            self._stage_for(sample),
+            overlay=self.overlay,
+            preprocess=self.preprocess,
+            rng=self.rng,
+            image_root=self.image_root,
+            **options,
+        )
+
+    def __call__(self, features: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Collate a list of features into a batch (see the class docstring)."""
+        if len(features) == 0:
+            raise DataFormatError("Expected at least one feature to collate, but got an empty list.")
+        rendered = [self._render(f) for f in features]
+        eos = self.tokenizer.eos_token if self.add_eos and self.tokenizer.eos_token else ""
+        texts, target_starts, spans = [], [], []
+        for r in rendered:
+            text = r["prompt"] + " " + r["target"] + eos
+            t0 = len(r["prompt"]) + 1
+            texts.append(text)
+            # Character positions counted from the end of the text.
+            target_starts.append(len(text) - t0)
+            spans.append(
+                {
+                    name: None if r.get(f"{name}_span") is None else (
+                        len(text) - (t0 + r[f"{name}_span"][0]),
+                        len(text) - (t0 + r[f"{name}_span"][1]),
+                    )
+                    for name in ("answer", "rationale")
+                }
+            )
+        enc = self.processor(
+            images=[r["image"] for r in rendered],
+            text=texts,
+            padding=True,
+            return_tensors="pt",
+            return_offsets_mapping=True,
+        )
+        input_ids = enc["input_ids"]
+        attention = enc["attention_mask"].bool()
+        offsets = enc.pop("offset_mapping")
+        bsz, length = input_ids.shape
+        labels = torch.full_like(input_ids, -100)
+        masks = {name: torch.zeros(bsz, length, dtype=torch.bool) for name in ("answer", "rationale")}
+        for i in range(bsz):
+            off = offsets[i]
+            valid = attention[i] & (off[:, 1] > off[:, 0])
+            total = int(off[valid, 1].max()) if bool(valid.any()) else 0
+            start = total - target_starts[i]
+            in_target = attention[i] & (off[:, 1] > start)
+            labels[i] = torch.where(in_target, input_ids[i], labels[i])
+            for name, span in spans[i].items():
+                if span is None:
+                    continue
+                masks[name][i] = _token_span_mask(off, valid, total - span[0], total - span[1])
+            masks["rationale"][i] &= ~masks["answer"][i]
+        P = self.grid[0] * self.grid[1] if self.grid is not None else None
+        targets = [r.get("attention_target") for r in rendered]
+        has_target = torch.tensor([t is not None for t in targets], dtype=torch.bool)
+        if P is None:
+            sizes = {int(np.asarray(t).size) for t in targets if t is not None}
+            P = sizes.pop() if len(sizes) == 1 else 0
+        attention_target = torch.zeros(bsz, P, dtype=torch.float32)
+        for i, t in enumerate(targets):
+            if t is None:
+                continue
+            arr = torch.as_tensor(np.asarray(t, dtype=np.float32)).reshape(-1)
+            if arr.numel() != P:
+                raise ShapeError(
+                    f"Expected attention targets of {P} patches (grid {self.grid}), but sample "
+                    f"{rendered[i].get('id')!r} has {arr.numel()}; render with the model's grid."
+                )
+            attention_target[i] = arr
+        if self.supervise is Supervise.ANSWER:
+            supervised = masks["answer"].clone()
+        elif self.supervise is Supervise.RATIONALE:
+            supervised = masks["rationale"].clone()
+        else:
+            supervised = masks["answer"] | masks["rationale"]
+        supervised &= has_target[:, None]
+        stage_index = torch.tensor([Stage(r["stage"]).order for r in rendered], dtype=torch.long)
+        batch = dict(enc)
+        batch.update(
+            labels=labels,
+            answer_mask=masks["answer"],
+            rationale_mask=masks["rationale"],
+            attention_target=attention_target,
+            has_attention_target=has_target,
+            supervised_mask=supervised,
+            stage_index=stage_index,
+        )
+        return batch

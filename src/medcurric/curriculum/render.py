@@ -1,0 +1,312 @@
+r"""Turn one :class:`~medcurric.cot.records.CoTSample` into the model input of a stage.
+
+=========  ===============================  ==========================================  ================================
+Stage      Image                            Prompt                                      Target
+=========  ===============================  ==========================================  ================================
+EASY       box drawn (``StageOverlay``)     question + overlay phrase + box ``[x1, y1,  ``Reasoning: {cot}\n\nAnswer: {answer}``
+                                            x2, y2]`` normalised, 4 decimals
+MEDIUM     clean                            question (about the whole image)            ``Reasoning: {cot}\n\nAnswer: {answer}``
+                                                                                        + patch-grid attention target ``[P]``
+HARD       clean                            question                                    ``Answer: {answer}``
+=========  ===============================  ==========================================  ================================
+
+The prompt is wrapped in VIP-LLaVA's template ``"###Human: <image>\n{question}###Assistant:"``.
+Text from the sample is data: it is inserted by plain substitution of the known
+``{question}`` / ``{phrase}`` / ``{box}`` fields, never used as a format string,
+and image paths are resolved inside ``image_root`` only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from medcurric._options import look_up_option
+from medcurric._paths import safe_join
+from medcurric.cot.records import CoTSample
+from medcurric.curriculum.stage import Stage
+from medcurric.errors import DataFormatError, InvalidBoxError, MissingFileError, WrongTypeError
+
+__all__ = ["EASY_PROMPT", "PROMPT_TEMPLATE", "format_box", "render", "substitute"]
+
+#: VIP-LLaVA's conversation template; ``{question}`` is replaced by the stage's question.
+PROMPT_TEMPLATE = "###Human: <image>\n{question}###Assistant:"
+
+#: How an Easy question cites the drawn box: ``{question}``, ``{phrase}`` (from the
+#: overlay, e.g. "within the red rectangle") and ``{box}`` (normalised, 4 decimals).
+EASY_PROMPT = "{question}\nThe region of interest is {phrase}, at box {box}."
+
+
+def format_box(box: Any) -> str:
+    """Format a normalised box as ``[x1, y1, x2, y2]`` with 4 decimals.
+
+    Args:
+        box: Four numbers in ``[0, 1]``.
+
+    Returns:
+        The text cited in Easy prompts.
+
+    Raises:
+        InvalidBoxError: When the box does not have four finite numbers.
+
+    Examples:
+        >>> format_box((0.125, 0.25, 0.375, 0.5))
+        '[0.1250, 0.2500, 0.3750, 0.5000]'
+    """
+    arr = np.asarray(box, dtype=np.float64).reshape(-1)
+    if arr.shape != (4,) or not np.isfinite(arr).all():
+        raise InvalidBoxError(f"Expected a normalised box of four finite numbers, but got {box!r}.")
+    return "[" + ", ".join(f"{v:.4f}" for v in arr) + "]"
+
+
+def substitute(template: str, fields: Mapping[str, str]) -> str:
+    """Replace the known ``{name}`` fields of a trusted template with untrusted text.
+
+    Unlike :meth:`str.format`, braces inside the substituted values are never
+    interpreted, and fields are replaced in one left-to-right pass, so a value that
+    contains ``{box}`` stays as it is.
+
+    Args:
+        template: The (trusted) template.
+        fields: Field name -> text.
+
+    Returns:
+        The filled-in text.
+
+    Examples:
+        >>> substitute("Q: {question} {box}", {"question": "is {box} here?", "box": "[0]"})
+        'Q: is {box} here? [0]'
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(template):
+        if template[i] == "{":
+            end = template.find("}", i)
+            name = template[i + 1 : end] if end != -1 else ""
+            if end != -1 and name in fields:
+                out.append(fields[name])
+                i = end + 1
+                continue
+        out.append(template[i])
+        i += 1
+    return "".join(out)
+
+
+def _as_sample(sample: Any) -> CoTSample:
+    if isinstance(sample, CoTSample):
+        return sample
+    if isinstance(sample, Mapping):
+        return CoTSample.from_dict(dict(sample))
+    raise WrongTypeError(
+        f"Expected a CoTSample (or its dict form), but got {type(sample).__name__}."
+    )
+
+
+def _load_image(sample: CoTSample, image: Any, image_root: str | os.PathLike[str] | None) -> Any:
+    from PIL import Image
+
+    if image is None:
+        if image_root is None:
+            raise MissingFileError(
+                f"Sample {sample.id!r} refers to image {sample.image!r}, but no image_root was given; "
+                "pass image_root= (the folder the sample's image paths are relative to) or image=."
+            )
+        path = safe_join(image_root, sample.image)
+        if not path.is_file():
+            raise MissingFileError(
+                f"Image {sample.image!r} of sample {sample.id!r} not found under {os.fspath(image_root)!r}."
+            )
+        with Image.open(path) as img:
+            img.load()
+            image = img.copy()
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            lo, hi = float(np.min(arr)), float(np.max(arr))
+            arr = ((arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)).astype(np.uint8)
+        image = Image.fromarray(arr)
+    if not hasattr(image, "convert"):
+        raise WrongTypeError(f"Expected a PIL image or a numpy array, but got {type(image).__name__}.")
+    return image.convert("RGB")
+
+
+def _pixel_box(sample: CoTSample, width: int, height: int) -> np.ndarray | None:
+    if sample.box is not None:
+        box = np.asarray(sample.box, dtype=np.float64).reshape(-1)
+        if box.shape != (4,):
+            raise InvalidBoxError(
+                f"Expected sample.box as (x1, y1, x2, y2) pixels, but sample {sample.id!r} has {sample.box!r}."
+            )
+        return box
+    if sample.box_norm is not None:
+        box = np.asarray(sample.box_norm, dtype=np.float64).reshape(-1)
+        return box * np.array([width, height, width, height], dtype=np.float64)
+    return None
+
+
+def _norm_box(sample: CoTSample, pixel_box: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    if sample.box_norm is not None:
+        return np.asarray(sample.box_norm, dtype=np.float64).reshape(-1)
+    if pixel_box is None:
+        raise DataFormatError(
+            f"Sample {sample.id!r} has neither box nor box_norm; an Easy or Medium rendering needs the box."
+        )
+    w, h = sample.image_size if sample.image_size is not None else (width, height)
+    return np.clip(pixel_box / np.array([w, h, w, h], dtype=np.float64), 0.0, 1.0)
+
+
+def _reasoning_target(rationale: str, answer: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    head = "Reasoning: "
+    mid = "\n\nAnswer: "
+    target = head + rationale + mid + answer
+    r0 = len(head)
+    a0 = r0 + len(rationale) + len(mid)
+    return target, (r0, r0 + len(rationale)), (a0, a0 + len(answer))
+
+
+def _attention_target(
+    pixel_box: np.ndarray, preprocess: Any, image_hw: tuple[int, int], grid: tuple[int, int], options: Mapping[str, Any]
+) -> np.ndarray:
+    from medcurric import geometry
+
+    mapped = geometry.map_boxes(pixel_box[None], preprocess, image_hw)
+    dist = geometry.box_to_patch_distribution(
+        mapped.boxes, mapped.image_size, grid, **dict(options)
+    )
+    arr = np.asarray(dist.detach().cpu().numpy() if hasattr(dist, "detach") else dist, dtype=np.float32)
+    return arr.reshape(-1)
+
+
+def render(
+    sample: CoTSample | Mapping[str, Any],
+    stage: Stage | str,
+    *,
+    overlay: Any = None,
+    preprocess: Any = None,
+    rng: Any = None,
+    image_root: str | os.PathLike[str] | None = None,
+    image: Any = None,
+    grid: tuple[int, int] = (24, 24),
+    prompt_template: str = PROMPT_TEMPLATE,
+    easy_prompt: str = EASY_PROMPT,
+    target_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    r"""Render a sample for a stage.
+
+    Args:
+        sample: The sample (or its dict form). Its ``stage`` field is not consulted:
+            one sample can be rendered for any stage (a Hard rendering drops the rationale).
+        stage: ``"easy"``, ``"medium"`` or ``"hard"``.
+        overlay: A :class:`medcurric.overlay.StageOverlay` for Easy; a default one when ``None``.
+        preprocess: A :class:`medcurric.geometry.Preprocess` describing the model's image
+            processor, needed for the Medium attention target (e.g.
+            ``Preprocess.from_processor(processor)``); VIP-LLaVA's CLIP default
+            (shortest edge 336, crop 336) when ``None``.
+        rng: Random generator handed to the overlay (random colours/shapes).
+        image_root: Folder that ``sample.image`` is relative to (untrusted paths stay inside).
+        image: The image itself (PIL or numpy ``[H, W(, 3)]``) instead of loading ``sample.image``.
+        grid: ``(rows, cols)`` of the model's patch grid (VIP-LLaVA: 24 x 24).
+        prompt_template: Conversation template with a ``{question}`` field.
+        easy_prompt: Easy question template with ``{question}``, ``{phrase}``, ``{box}``.
+        target_options: Keyword arguments for
+            :func:`medcurric.geometry.box_to_patch_distribution` (e.g. blur).
+
+    Returns:
+        A dict with ``id``, ``stage`` (:class:`Stage`), ``image`` (PIL RGB), ``question``
+        (after the Easy citation), ``prompt`` (templated), ``target``, ``rationale``
+        (``None`` for Hard), ``answer``, ``rationale_span`` / ``answer_span`` (character
+        ranges in ``target``; rationale ``None`` for Hard), ``box_norm`` (or ``None``),
+        ``phrase`` (Easy), and ``attention_target`` (Medium: float32 ``[P]`` summing to
+        1, ``P = rows * cols`` row-major; ``None`` otherwise or when the box was cropped away).
+
+    Raises:
+        MissingFileError: The image cannot be found.
+        UnsafePathError: ``sample.image`` leaves ``image_root``.
+        DataFormatError: Easy/Medium without a box.
+
+    Examples:
+        >>> import numpy as np
+        >>> from medcurric.cot.records import CoTSample
+        >>> s = CoTSample(id="s1", seed_id="k1", stage="hard", question_type="closed",
+        ...     question="Is there a lesion in the liver?", rationale="The liver shows a mass.",
+        ...     answer="yes", image="ct.png", box=(4.0, 8.0, 12.0, 16.0), image_size=(32, 32))
+        >>> out = render(s, "hard", image=np.zeros((32, 32), np.uint8))
+        >>> out["prompt"], out["target"]
+        ('###Human: <image>\nIs there a lesion in the liver?###Assistant:', 'Answer: yes')
+    """
+    sample = _as_sample(sample)
+    st = look_up_option(stage, Stage, name="stage")
+    img = _load_image(sample, image, image_root)
+    width, height = img.size
+    pixel_box = _pixel_box(sample, width, height)
+    out: dict[str, Any] = {"id": sample.id, "stage": st, "answer": sample.answer, "phrase": None}
+    question = sample.question
+    box_norm: np.ndarray | None = None
+    if st is not Stage.HARD:
+        box_norm = _norm_box(sample, pixel_box, width, height)
+    if st is Stage.EASY:
+        if overlay is None:
+            from medcurric.overlay import StageOverlay
+
+            overlay = StageOverlay()
+        draw_box = pixel_box if pixel_box is not None else box_norm * np.array([width, height] * 2)
+        img, phrase = _draw(overlay, img, draw_box, rng)
+        out["phrase"] = phrase
+        question = substitute(
+            easy_prompt, {"question": question, "phrase": phrase, "box": format_box(box_norm)}
+        )
+    attention_target = None
+    if st is Stage.MEDIUM:
+        if pixel_box is None:
+            raise DataFormatError(f"Sample {sample.id!r} has no box; Medium needs it for the attention target.")
+        if preprocess is None:
+            from medcurric.geometry import Preprocess
+
+            preprocess = Preprocess.shortest_edge_crop(336)
+        attention_target = _attention_target(
+            pixel_box, preprocess, (height, width), (int(grid[0]), int(grid[1])), target_options or {}
+        )
+        if not np.isfinite(attention_target).all() or attention_target.sum() <= 0:
+            attention_target = None
+    if st is Stage.HARD:
+        target = "Answer: " + sample.answer
+        out["rationale"] = None
+        out["rationale_span"] = None
+        out["answer_span"] = (len("Answer: "), len(target))
+    else:
+        target, r_span, a_span = _reasoning_target(sample.rationale, sample.answer)
+        out["rationale"] = sample.rationale
+        out["rationale_span"] = r_span
+        out["answer_span"] = a_span
+    out.update(
+        image=img,
+        question=question,
+        prompt=substitute(prompt_template, {"question": question}),
+        target=target,
+        box_norm=None if box_norm is None else tuple(float(v) for v in box_norm),
+        attention_target=attention_target,
+    )
+    return out
+
+
+def _draw(overlay: Any, image: Any, box: np.ndarray, rng: Any) -> tuple[Any, str]:
+    """Call the overlay and normalise what it returns to ``(image, phrase)``."""
+    result = overlay(image, box, rng=rng) if callable(overlay) else overlay.draw(image, box, rng=rng)
+    if isinstance(result, tuple) and len(result) == 2:
+        drawn, phrase = result
+    else:
+        drawn = getattr(result, "image", None)
+        phrase = getattr(result, "phrase", None)
+        if drawn is None or phrase is None:
+            raise WrongTypeError(
+                f"Expected the overlay to return (image, phrase) or an object with .image and .phrase, "
+                f"but got {type(result).__name__}."
+            )
+    if isinstance(drawn, np.ndarray):
+        from PIL import Image
+
+        drawn = Image.fromarray(drawn)
+    return drawn.convert("RGB"), str(phrase)

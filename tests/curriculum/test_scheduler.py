@@ -1,0 +1,361 @@
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from medcurric.curriculum import CurriculumScheduler, Decision, GapRule, Reason, Stage
+from medcurric.errors import DataFormatError, InvalidOptionError, NonFiniteError
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def loss_curves(draw: st.DrawFn, min_size: int = 1, max_size: int = 40) -> list[float]:
+    """Loss curves with repeated values and small moves, so plateaus and near-ties are common."""
+    n = draw(st.integers(min_size, max_size))
+    start = draw(st.sampled_from([-2.0, 0.0, 0.5, 1.0, 3.0]))
+    deltas = st.one_of(
+        st.just(0.0),
+        st.sampled_from([-0.1, -0.05, -0.01, 0.01, 0.05, 0.1, -0.001, 0.001]),
+        st.floats(-0.5, 0.5, allow_nan=False, allow_infinity=False),
+    )
+    out, value = [], start
+    for _ in range(n):
+        value += draw(deltas)
+        out.append(value)
+    return out
+
+
+plateau_options = st.fixed_dictionaries(
+    {
+        "patience": st.integers(0, 4),
+        "min_delta": st.sampled_from([0.0, 1e-3, 0.01, 0.05, 0.1]),
+        "threshold_mode": st.sampled_from(["abs", "rel"]),
+        "mode": st.sampled_from(["min", "max"]),
+    }
+)
+
+
+def first_reduction(values: list[float], patience: int, min_delta: float, threshold_mode: str, mode: str) -> int | None:
+    """Index of the step at which torch's ReduceLROnPlateau first lowers the learning rate."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode=mode, factor=0.5, patience=patience, threshold=min_delta, threshold_mode=threshold_mode, eps=0.0
+    )
+    for i, v in enumerate(values):
+        sched.step(v)
+        if opt.param_groups[0]["lr"] < 1.0:
+            return i
+    return None
+
+
+def switches(sched: CurriculumScheduler, values: list[float]) -> list[int]:
+    return [i for i, v in enumerate(values) if sched.step({"loss": v}).switched]
+
+
+@SETTINGS
+@given(values=loss_curves(), opts=plateau_options)
+def test_switch_matches_reduce_lr_on_plateau(values: list[float], opts: dict) -> None:
+    sched = CurriculumScheduler(**opts)
+    got = switches(sched, values)
+    expected = first_reduction(values, **opts)
+    assert got == ([] if expected is None else [expected])
+
+
+@SETTINGS
+@given(values=loss_curves(max_size=60), opts=plateau_options)
+def test_tracker_restarts_after_a_switch(values: list[float], opts: dict) -> None:
+    sched = CurriculumScheduler(stages=("easy", "medium", "hard"), **opts)
+    got = switches(sched, values)
+    expected: list[int] = []
+    offset = 0
+    while len(expected) < 2:
+        idx = first_reduction(values[offset:], **opts)
+        if idx is None:
+            break
+        expected.append(offset + idx)
+        offset += idx + 1
+    assert got == expected
+    assert sched.stage is [Stage.EASY, Stage.MEDIUM, Stage.HARD][len(expected)]
+
+
+@SETTINGS
+@given(values=loss_curves(), opts=plateau_options, warmup=st.integers(0, 6))
+def test_warmup_checks_are_ignored(values: list[float], opts: dict, warmup: int) -> None:
+    sched = CurriculumScheduler(warmup=warmup, **opts)
+    decisions = [sched.step({"loss": v}) for v in values]
+    assert all(d.reason is Reason.WARMUP and not d.switched for d in decisions[:warmup])
+    got = [i for i, d in enumerate(decisions) if d.switched]
+    expected = first_reduction(values[warmup:], **opts)
+    assert got == ([] if expected is None else [warmup + expected])
+
+
+def test_paper_rule_example_and_reasons() -> None:
+    sched = CurriculumScheduler(patience=2, min_delta=0.01)
+    reasons = [sched.step({"loss": v}).reason for v in (1.0, 0.9, 0.895, 0.9, 0.899)]
+    assert reasons == [Reason.IMPROVED, Reason.IMPROVED, Reason.NO_IMPROVEMENT, Reason.NO_IMPROVEMENT, Reason.PLATEAU]
+    last = sched.history[-1]
+    assert last.switched and last.previous_stage is Stage.EASY and last.stage is Stage.MEDIUM
+    assert sched.stage is Stage.MEDIUM and sched.best is None and sched.num_bad_checks == 0
+    # Hard is off by default: Medium is final, nothing more happens.
+    for v in (1.0, 1.0, 1.0, 1.0, 1.0):
+        d = sched.step({"loss": v})
+        assert d.reason is Reason.FINAL_STAGE and not d.switched
+    assert sched.stage is Stage.MEDIUM
+
+
+def test_tensor_and_numpy_metrics_are_accepted() -> None:
+    sched = CurriculumScheduler(patience=0, min_delta=0.0)
+    sched.step({"loss": torch.tensor(1.0)})
+    d = sched.step({"loss": np.float32(1.0)})
+    assert d.switched and d.value == 1.0
+
+
+# ------------------------------------------------------------------ non-finite values
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_raises_a_value_error(bad: float) -> None:
+    sched = CurriculumScheduler()
+    sched.step({"loss": 1.0})
+    with pytest.raises(NonFiniteError, match="on_non_finite='skip'") as info:
+        sched.step({"loss": bad})
+    assert isinstance(info.value, ValueError)
+    assert sched.stage is Stage.EASY and sched.best == 1.0
+
+
+@SETTINGS
+@given(values=loss_curves(), opts=plateau_options, data=st.data())
+def test_skipped_non_finite_checks_change_nothing(values: list[float], opts: dict, data: st.DataObject) -> None:
+    positions = data.draw(st.sets(st.integers(0, len(values)), max_size=5))
+    noisy: list[float] = []
+    for i, v in enumerate(values):
+        if i in positions:
+            noisy.append(data.draw(st.sampled_from([math.nan, math.inf, -math.inf])))
+        noisy.append(v)
+    clean = CurriculumScheduler(**opts)
+    skip = CurriculumScheduler(on_non_finite="skip", **opts)
+    clean_d = [clean.step({"loss": v}) for v in values]
+    skip_d = [skip.step({"loss": v}) for v in noisy]
+    kept = [d for d, v in zip(skip_d, noisy, strict=True) if math.isfinite(v)]
+    dropped = [d for d, v in zip(skip_d, noisy, strict=True) if not math.isfinite(v)]
+    assert all(d.reason is Reason.SKIPPED_NON_FINITE and not d.switched for d in dropped)
+    assert [(d.stage, d.switched, d.reason, d.best) for d in kept] == [
+        (d.stage, d.switched, d.reason, d.best) for d in clean_d
+    ]
+
+
+def test_nan_never_switches_even_with_patience_zero() -> None:
+    sched = CurriculumScheduler(patience=0, on_non_finite="skip")
+    sched.step({"loss": 1.0})
+    for _ in range(5):
+        assert not sched.step({"loss": math.nan}).switched
+    assert sched.stage is Stage.EASY
+
+
+def test_gap_rule_gates_the_switch_and_names_the_metrics() -> None:
+    rule = GapRule(min_gap=-0.1)
+    sched = CurriculumScheduler(patience=0, min_delta=0.0, gap_rule=rule)
+    with pytest.raises(DataFormatError, match="rationale_loss_easy"):
+        sched.step({"loss": 1.0})
+    m = {"loss": 1.0, "rationale_loss_easy": 1.0, "rationale_loss_medium": 1.5}
+    assert sched.step(m).reason is Reason.IMPROVED
+    d = sched.step(m)
+    assert d.reason is Reason.GAP_NOT_MET and not d.switched and d.gap == pytest.approx(-0.5)
+    d = sched.step({**m, "rationale_loss_medium": 1.05})  # still on the plateau, gap now allows it
+    assert d.switched and d.reason is Reason.PLATEAU and d.gap == pytest.approx(-0.05)
+
+
+def test_gap_rule_only_gates_easy_to_medium_by_default() -> None:
+    m = {"loss": 1.0, "rationale_loss_easy": 1.0, "rationale_loss_medium": 9.0}
+    sched = CurriculumScheduler(stages=("medium", "hard"), patience=0, min_delta=0.0, gap_rule=GapRule())
+    sched.step(m)
+    assert sched.step(m).switched
+    strict = CurriculumScheduler(
+        stages=("medium", "hard"), patience=0, min_delta=0.0, gap_rule=GapRule(all_switches=True)
+    )
+    strict.step(m)
+    assert strict.step(m).reason is Reason.GAP_NOT_MET
+
+
+# ------------------------------------------------------------------ options and state
+
+
+def test_options_are_checked_with_suggestions() -> None:
+    with pytest.raises(InvalidOptionError, match="Did you mean 'min'"):
+        CurriculumScheduler(mode="mni")
+    with pytest.raises(InvalidOptionError, match="threshold_mode"):
+        CurriculumScheduler(threshold_mode="relative-ish")
+    with pytest.raises(InvalidOptionError, match="patience"):
+        CurriculumScheduler(patience=-1)
+    with pytest.raises(InvalidOptionError, match="curriculum order"):
+        CurriculumScheduler(stages=("medium", "easy"))
+    with pytest.raises(DataFormatError, match="'val_loss'"):
+        CurriculumScheduler(monitor="val_loss").step({"loss": 1.0})
+
+
+def run_global(sched: CurriculumScheduler, values: list[float]) -> list[dict]:
+    out = []
+    for v in values:
+        metrics = {"loss": v, "rationale_loss_easy": 1.0, "rationale_loss_medium": 1.0 + (v % 0.3)}
+        out.append(sched.step(metrics).to_dict())
+    return out
+
+
+@SETTINGS
+@given(values=loss_curves(max_size=50), opts=plateau_options, data=st.data())
+def test_resumed_run_makes_the_same_decisions(values: list[float], opts: dict, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(values)))
+    kwargs = dict(stages=("easy", "medium", "hard"), gap_rule=GapRule(min_gap=-0.2), warmup=2, **opts)
+    full = run_global(CurriculumScheduler(**kwargs), values)
+    first = CurriculumScheduler(**kwargs)
+    head = run_global(first, values[:cut])
+    state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+    resumed = CurriculumScheduler(**kwargs)
+    resumed.load_state_dict(state)
+    tail = run_global(resumed, values[cut:])
+    assert head + tail == full
+    assert [d.to_dict() for d in resumed.history] == full
+
+
+def test_older_state_loads_with_defaults() -> None:
+    sched = CurriculumScheduler(stages=("easy", "medium", "hard"))
+    sched.load_state_dict({"stage": "medium", "best": 0.5})  # a version-0 state: most keys missing
+    assert sched.stage is Stage.MEDIUM and sched.best == 0.5 and sched.num_bad_checks == 0
+    assert sched.history == [] and sched.hard_budget == 0.0
+    with pytest.raises(DataFormatError, match="newer"):
+        sched.load_state_dict({"version": 99})
+    with pytest.raises(DataFormatError, match="same `stages`"):
+        CurriculumScheduler().load_state_dict({"stage": "hard"})
+
+
+def test_decision_round_trips_through_json() -> None:
+    sched = CurriculumScheduler(patience=0)
+    d = sched.step({"loss": 2.0})
+    again = Decision.from_dict(json.loads(json.dumps(d.to_dict())))
+    assert again == d
+
+
+def test_config_rebuilds_the_scheduler() -> None:
+    sched = CurriculumScheduler(stages=("easy", "medium", "hard"), patience=7, gap_rule=GapRule(min_gap=0.2))
+    cfg = json.loads(json.dumps(sched.config()))
+    assert CurriculumScheduler.from_config(cfg).config() == sched.config()
+
+
+# ------------------------------------------------------------------ per-domain policy
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_per_domain_probabilities_follow_the_authors_formula() -> None:
+    sched = CurriculumScheduler(policy="per_domain")
+    losses = {"liver|CT": [(2.0, 1.5), (1.8, 0.7), (1.6, 0.5)], "lung|CT": [(1.0, 1.2)]}
+    ema: dict[str, dict[str, float]] = {}
+    for domain, pairs in losses.items():
+        for easy, medium in pairs:
+            sched.observe(domain, "easy", easy)
+            sched.observe(domain, Stage.MEDIUM, medium)
+            e = ema.setdefault(domain, {})
+            e["easy"] = easy if "easy" not in e else 0.9 * easy + 0.1 * e["easy"]
+            e["medium"] = medium if "medium" not in e else 0.9 * medium + 0.1 * e["medium"]
+    for epoch in range(12):
+        sched.step({"loss": 1.0}, epoch=epoch)
+        e_now = epoch + 1
+        beta = min(1.0, max(0.0, (e_now - 4) / 10))
+        for domain, e in ema.items():
+            gap = (e["easy"] - e["medium"]) / e["easy"]
+            p = beta * sigmoid((gap - 0.5) / 0.1)
+            probs = sched.stage_probabilities(domain)
+            assert probs[Stage.EASY] == pytest.approx(1 - p, abs=1e-12)
+            assert probs[Stage.MEDIUM] == pytest.approx(p, abs=1e-12)
+            if e_now < 4:
+                assert probs[Stage.MEDIUM] == 0.0
+        # An unseen domain uses default_gap = 0.
+        assert sched.stage_probabilities("bone|CT")[Stage.MEDIUM] == pytest.approx(beta * sigmoid(-5.0))
+    assert sched.stage is Stage.MEDIUM
+
+
+def test_per_domain_sampling_matches_probabilities() -> None:
+    sched = CurriculumScheduler(policy="per_domain", mixing_start_epoch=0, mixing_ramp_epochs=1)
+    sched.observe("d", "easy", 1.0)
+    sched.observe("d", "medium", 0.45)
+    sched.step({"loss": 1.0})
+    p = sched.stage_probabilities("d")[Stage.MEDIUM]
+    rng = np.random.default_rng(0)
+    n = 4000
+    draws = [sched.sample_stage("d", rng) for _ in range(n)]
+    frac = sum(s is Stage.MEDIUM for s in draws) / n
+    assert abs(frac - p) < 4 * math.sqrt(p * (1 - p) / n)
+    assert sched.sample_stage("d", random.Random(1)) in (Stage.EASY, Stage.MEDIUM)
+
+
+def test_hard_budget_grows_when_flat_and_shrinks_on_a_rise() -> None:
+    kw = dict(policy="per_domain", stages=("easy", "medium", "hard"), hard_start_epoch=3, hard_window=2)
+    sched = CurriculumScheduler(**kw)
+    sched.observe("d", "easy", 1.0)
+    sched.observe("d", "medium", 0.3)  # gap 0.7 >= 0.6
+    reasons = [sched.step({"loss": 1.0}, epoch=e).reason for e in range(6)]
+    # epochs 0-2: before hard_start; 3, 4, 5: flat window of 2 steps -> grows each epoch.
+    assert reasons[:3] == [Reason.WARMUP] * 3
+    assert reasons[3:] == [Reason.HARD_BUDGET_GREW] * 3
+    assert sched.hard_budget == pytest.approx(0.15)
+    assert sched.stage is Stage.HARD
+    for e in range(6, 12):
+        sched.step({"loss": 1.0}, epoch=e)
+    assert sched.hard_budget == pytest.approx(0.3)  # capped
+    d = sched.step({"loss": 2.0}, epoch=12)  # EMA rises by 0.9 >= 0.05
+    assert d.reason is Reason.HARD_BUDGET_SHRANK and sched.hard_budget == pytest.approx(0.27)
+    probs = sched.stage_probabilities("d")
+    assert probs[Stage.HARD] == pytest.approx(0.27) and sum(probs.values()) == pytest.approx(1.0)
+    # Without Hard enabled the budget never moves.
+    no_hard = CurriculumScheduler(policy="per_domain", hard_start_epoch=0, hard_window=1)
+    no_hard.observe("d", "easy", 1.0)
+    no_hard.observe("d", "medium", 0.3)
+    for e in range(5):
+        no_hard.step({"loss": 1.0}, epoch=e)
+    assert no_hard.hard_budget == 0.0 and Stage.HARD not in no_hard.stage_probabilities("d")
+
+
+def test_hard_budget_needs_the_median_gap() -> None:
+    sched = CurriculumScheduler(policy="per_domain", stages=("easy", "medium", "hard"), hard_start_epoch=0, hard_window=1)
+    sched.observe("d", "easy", 1.0)
+    sched.observe("d", "medium", 0.9)  # gap 0.1 < 0.6
+    for e in range(5):
+        sched.step({"loss": 1.0}, epoch=e)
+    assert sched.hard_budget == 0.0
+
+
+@SETTINGS
+@given(
+    values=loss_curves(min_size=2, max_size=30),
+    data=st.data(),
+)
+def test_per_domain_resume_is_identical(values: list[float], data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(values)))
+    kw = dict(policy="per_domain", stages=("easy", "medium", "hard"), hard_start_epoch=5, mixing_start_epoch=2)
+
+    def run(sched: CurriculumScheduler, vals: list[float], start: int) -> list[tuple]:
+        out = []
+        for i, v in enumerate(vals, start=start):
+            sched.observe(f"d{i % 3}", "easy", abs(v) + 1.0)
+            sched.observe(f"d{i % 3}", "medium", abs(v) * 0.3 + 0.1)
+            d = sched.step({"loss": v})
+            out.append((d.to_dict(), sched.stage_probabilities("d0"), sched.stage_probabilities("d1")))
+        return out
+
+    full = run(CurriculumScheduler(**kw), values, 0)
+    first = CurriculumScheduler(**kw)
+    head = run(first, values[:cut], 0)
+    resumed = CurriculumScheduler(**kw)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict(), allow_nan=False)))
+    assert head + run(resumed, values[cut:], cut) == full
