@@ -1,5 +1,14 @@
 """Look at the data before training on it: an HTML review report and a segmentation-error audit."""
 
+from medcurric.review.audit import (
+    DEFAULT_PERTURBATIONS,
+    AuditResult,
+    AuditRow,
+    Perturbation,
+    PerturbationKind,
+    audit_matching,
+    perturb_labels,
+)
 from medcurric.review.report import (
     ReviewReport,
     load_samples,
@@ -8,4 +17,17 @@ from medcurric.review.report import (
     write_review,
 )
 
-__all__ = ["ReviewReport", "load_samples", "load_seeds", "review_sample_ids", "write_review"]
+__all__ = [
+    "AuditResult",
+    "AuditRow",
+    "DEFAULT_PERTURBATIONS",
+    "Perturbation",
+    "PerturbationKind",
+    "ReviewReport",
+    "audit_matching",
+    "load_samples",
+    "load_seeds",
+    "perturb_labels",
+    "review_sample_ids",
+    "write_review",
+]

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medcurric.anatomy import BoxOrganMatcher, ClassMap
+from medcurric.data import make_phantom
+from medcurric.errors import DataFormatError, InvalidOptionError
+from medcurric.io import LabelMap
+from medcurric.review.audit import (
+    DEFAULT_PERTURBATIONS,
+    Perturbation,
+    audit_matching,
+    perturb_labels,
+)
+
+
+def _edge_voxels(lab: np.ndarray) -> list[tuple[int, ...]]:
+    out = []
+    for idx in itertools.product(*(range(n) for n in lab.shape)):
+        for axis in range(lab.ndim):
+            for step in (-1, 1):
+                j = list(idx)
+                j[axis] += step
+                if 0 <= j[axis] < lab.shape[axis] and lab[tuple(j)] != lab[idx]:
+                    out.append(idx)
+                    break
+            else:
+                continue
+            break
+    return out
+
+
+label_maps = st.integers(0, 2**32 - 1).map(
+    lambda s: np.random.default_rng(s).choice([0, 0, 1, 2], size=(7, 8)).astype(np.uint8)
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(label_maps, st.sampled_from([0.5, 1.0, 1.5, 2.5]), st.sampled_from([(1.0, 1.0), (2.0, 0.7)]))
+def test_erosion_matches_brute_force(lab, k, spacing) -> None:
+    out = perturb_labels(lab, Perturbation("erode", k), spacing=spacing)
+    edges = np.array(_edge_voxels(lab), dtype=float).reshape(-1, 2)
+    expected = lab.copy()
+    for idx in itertools.product(range(lab.shape[0]), range(lab.shape[1])):
+        if lab[idx] == 0 or not len(edges):
+            continue
+        d = np.sqrt((((edges - np.array(idx)) * np.array(spacing)) ** 2).sum(axis=1)).min()
+        if d < k:
+            expected[idx] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(label_maps, st.sampled_from([1.0, 2.0, 3.5]))
+def test_dilation_assigns_a_nearest_organ_within_reach(lab, k) -> None:
+    spacing = (1.0, 1.5)
+    out = perturb_labels(lab, Perturbation("dilate", k), spacing=spacing)
+    organ = np.argwhere(lab != 0).astype(float)
+    assert np.all(out[lab != 0] == lab[lab != 0])  # organs never shrink or change
+    for idx in map(tuple, np.argwhere(lab == 0)):
+        if not len(organ):
+            assert out[idx] == 0
+            continue
+        d = np.sqrt((((organ - np.array(idx)) * np.array(spacing)) ** 2).sum(axis=1))
+        if d.min() > k + 1e-9:
+            assert out[idx] == 0
+        else:
+            nearest = {
+                int(lab[tuple(organ[i].astype(int))])
+                for i in np.flatnonzero(np.isclose(d, d.min()))
+            }
+            assert int(out[idx]) in nearest
+
+
+def test_shift_moves_by_whole_voxels_and_fills_background() -> None:
+    lab = np.arange(1, 13, dtype=np.uint8).reshape(3, 4)
+    out = perturb_labels(lab, Perturbation("shift", 2.0), spacing=(1.0, 1.0), direction=(0.0, 1.0))
+    np.testing.assert_array_equal(
+        out, np.concatenate([np.zeros((3, 2), np.uint8), lab[:, :2]], axis=1)
+    )
+    up = perturb_labels(lab, Perturbation("shift", 2.0), spacing=(2.0, 1.0), direction=(-1.0, 0.0))
+    np.testing.assert_array_equal(up, np.concatenate([lab[1:], np.zeros((1, 4), np.uint8)]))
+
+
+def test_swap_and_drop() -> None:
+    cm = ClassMap.totalsegmentator()
+    left, right, liver = (
+        cm.label_of("kidney_left"),
+        cm.label_of("kidney_right"),
+        cm.label_of("liver"),
+    )
+    lab = np.array([[left, right, liver, 0]], dtype=np.uint8)
+    swapped = perturb_labels(lab, Perturbation("swap_lr"), spacing=(1.0, 1.0), class_map=cm)
+    assert swapped.tolist() == [[right, left, liver, 0]]
+    with pytest.raises(DataFormatError, match="class_map"):
+        perturb_labels(lab, Perturbation("swap_lr"), spacing=(1.0, 1.0))
+    big = np.zeros((20, 20), dtype=np.uint8)
+    big[:10] = liver  # 200 px of 1 mm² = 2 cm²
+    big[15, 15] = left  # 0.01 cm²
+    dropped = perturb_labels(big, Perturbation("drop_small", 1.0), spacing=(1.0, 1.0))
+    assert (dropped == left).sum() == 0 and (dropped == liver).sum() == 200
+
+
+def test_perturbation_validation() -> None:
+    with pytest.raises(InvalidOptionError, match="Did you mean 'erode'"):
+        Perturbation("erdoe", 1.0)
+    with pytest.raises(DataFormatError):
+        Perturbation("shift", -1.0)
+    assert Perturbation.from_json(Perturbation("dilate", 2).to_json()) == Perturbation(
+        "dilate", 2.0
+    )
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom()
+
+
+@pytest.mark.parametrize("mode", ["3d", "2d"])
+def test_audit_baseline_equals_full_map_match(phantom, mode) -> None:
+    matcher = BoxOrganMatcher(phantom.class_map)
+    lesions = phantom.lesions if mode == "3d" else phantom.key_slice_lesions
+    result = audit_matching(
+        [(phantom.label_map(), lesions)], matcher, [Perturbation("erode", 0.0)], progress=False
+    )
+    slices = None if mode == "3d" else phantom.key_slices
+    full = matcher.match(phantom.boxes(mode), phantom.label_map(), slice_index=slices)
+    assert [(r.organ, r.outcome) for r in result.rows] == [(m.organ, m.outcome.value) for m in full]
+    # a zero-size perturbation changes nothing
+    assert not any(r.host_changed or r.outcome_changed or r.seed_changed for r in result.rows)
+
+
+def test_audit_is_deterministic_and_aggregates_correctly(phantom) -> None:
+    matcher = BoxOrganMatcher(phantom.class_map)
+    case = [(phantom.label_map(), phantom.lesions)]
+    a = audit_matching(case, matcher, seed=1, progress=False)
+    b = audit_matching(case, matcher, seed=1, progress=False)
+    assert [r.to_dict() for r in a.rows] == [r.to_dict() for r in b.rows]
+    assert len(a.rows) == len(phantom.lesions) * len(DEFAULT_PERTURBATIONS)
+    # swapping left and right must move every lateral host to its partner
+    lateral = [
+        r
+        for r in a.rows
+        if r.kind == "swap_lr" and r.organ and ("left" in r.organ or "right" in r.organ)
+    ]
+    assert lateral and all(r.host_changed for r in lateral)
+    for s in a.summary():
+        rows = [
+            r
+            for r in a.rows
+            if r.perturbation == s["perturbation"]
+            and (s["organ"] == "all" or (r.organ or "(unmatched)") == s["organ"])
+        ]
+        assert s["n"] == len(rows)
+        assert s["host_changed"] == pytest.approx(sum(r.host_changed for r in rows) / len(rows))
+    assert "host changes from size" in a.to_markdown()
+    assert a.lesions_per_second > 0
+
+
+def test_adjacent_lesion_flips_under_dilation() -> None:
+    cm = ClassMap.from_list(["background", "liver"])
+    lab = np.zeros((40, 40), dtype=np.uint8)
+    lab[:, :20] = 1  # liver: x < 20
+    lm = LabelMap(lab, cm, spacing=(1.0, 1.0))
+    from medcurric.io import LesionRecord
+
+    lesion = LesionRecord(
+        id="edge", image="x", box=(23.0, 10.0, 27.0, 14.0)
+    )  # 3 mm right of the liver
+    matcher = BoxOrganMatcher(cm, adjacent_mm=5.0)
+    res = audit_matching(
+        [(lm, [lesion])],
+        matcher,
+        [Perturbation("dilate", 2.0), Perturbation("dilate", 8.0), Perturbation("erode", 4.0)],
+        progress=False,
+    )
+    by = {r.perturbation: r for r in res.rows}
+    assert by["dilate 2 mm"].outcome == "adjacent" and by["dilate 2 mm"].new_outcome == "adjacent"
+    assert by["dilate 8 mm"].new_outcome == "inside" and by["dilate 8 mm"].outcome_changed
+    assert by["erode 4 mm"].new_outcome == "unmatched"
+
+
+def test_audit_cli_on_phantom(tmp_path) -> None:
+    from medcurric.cli import main
+
+    assert main(["audit", "--phantom", "--out", str(tmp_path), "--seed", "0"]) == 0
+    data = json.loads((tmp_path / "audit.json").read_text())
+    assert data["num_lesions"] == 10 and data["rows"] and data["summary"]
+    assert (tmp_path / "audit.md").read_text().startswith("Audited 10 lesions")
+    assert (tmp_path / "audit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "audit.csv").read_text().splitlines()[0].startswith("lesion_id,")
