@@ -5,7 +5,8 @@ It speaks enough HTTP/1.1 (keep-alive, ``Content-Length`` bodies) for ``httpx``,
 answers ``POST .../chat/completions`` after a fixed latency, and can inject faults
 per request: ``"500"``, ``"429"`` (with ``Retry-After``), ``"timeout"`` (never answers),
 ``"drop"`` (closes the connection), ``"truncate"`` (half a body, then closes),
-``"malformed"`` (200 with a body that is not JSON), ``"nochoices"`` (JSON without choices).
+``"malformed"`` (200 with a body that is not JSON), ``"nochoices"`` (JSON without choices),
+``"401echo"`` (401 whose body echoes the ``Authorization`` header).
 
 Run it on its own (prints the port on the first line of stdout)::
 
@@ -86,6 +87,8 @@ class FakeChatServer:
         self.hits: list[Hit] = []
         self.attempts: dict[str, int] = {}
         self.port = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -158,7 +161,11 @@ class FakeChatServer:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                if len(parts) < 2 or parts[0] != "POST" or not parts[1].endswith("/chat/completions"):
+                if (
+                    len(parts) < 2
+                    or parts[0] != "POST"
+                    or not parts[1].endswith("/chat/completions")
+                ):
                     await self._send(writer, 404, b'{"error": "not found"}')
                     continue
                 try:
@@ -179,11 +186,18 @@ class FakeChatServer:
                 )
                 with self._lock:
                     self.hits.append(hit)
+                    self.in_flight += 1
+                    self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    if action == "timeout":
+                        await asyncio.sleep(3600)
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
+                finally:
+                    with self._lock:
+                        self.in_flight -= 1
                 if action == "timeout":
-                    await asyncio.sleep(3600)
                     break
-                if self.latency:
-                    await asyncio.sleep(self.latency)
                 if action == "drop":
                     break
                 if action == "500":
@@ -199,6 +213,10 @@ class FakeChatServer:
                     continue
                 if action == "nochoices":
                     await self._send(writer, 200, b'{"object": "chat.completion"}')
+                    continue
+                if action == "401echo":  # a careless server that echoes the credentials
+                    echo = json.dumps({"error": f"bad key {hit.authorization}"}).encode()
+                    await self._send(writer, 401, echo)
                     continue
                 text = self.reply(payload)
                 data = json.dumps(
@@ -238,9 +256,13 @@ class FakeChatServer:
     async def _send(
         writer: asyncio.StreamWriter, status: int, body: bytes, extra: dict[str, str] | None = None
     ) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}.get(
-            status, "Internal Server Error"
-        )
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            401: "Unauthorized",
+            404: "Not Found",
+            429: "Too Many Requests",
+        }.get(status, "Internal Server Error")
         head = [
             f"HTTP/1.1 {status} {reason}",
             "Content-Type: application/json",

@@ -103,9 +103,20 @@ class Backend(Protocol):
         needs_images: Whether requests must carry an image path.
     """
 
-    name: str
-    model_name: str
-    needs_images: bool
+    @property
+    def name(self) -> str:
+        """Backend name."""
+        ...
+
+    @property
+    def model_name(self) -> str:
+        """Model name (may be empty)."""
+        ...
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether requests must carry an image path."""
+        ...
 
     def complete(self, requests: Sequence[GenerationRequest]) -> Iterator[Completion]:
         """Yield one :class:`Completion` per request as each finishes, in any order."""

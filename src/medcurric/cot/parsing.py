@@ -27,7 +27,10 @@ __all__ = ["MAX_REPLY_CHARS", "ParsedReply", "parse_reply"]
 MAX_REPLY_CHARS = 20_000
 
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_-]*[ \t]*\n?|```|~~~")
-_EMPHASIS = re.compile(r"\*\*|__|(?<![A-Za-z0-9])\*(?=\S)|(?<=\S)\*(?![A-Za-z0-9])")
+_EMPHASIS = re.compile(
+    r"\*\*|(?<![A-Za-z0-9])\*(?=\S)|(?<=\S)\*(?![A-Za-z0-9])"
+    r"|__(?=(?i:question|q|reasoning|rationale|answer|a)[ \t]*:)|(?<=:)__"
+)
 _HEADING = re.compile(r"(?m)^[ \t]*#{1,6}[ \t]*")
 _LABEL = re.compile(
     r"(?i)(?:^|(?<=[\s|>\-*•.:;,)]))"
@@ -172,13 +175,12 @@ def _parse(text: object, require_rationale: bool) -> ParsedReply:
         )
     if not text.strip():
         raise ParseError("Expected a reply, but it is empty.")
-    cleaned = _strip_noise(text)
-    obj = _json_candidate(cleaned)
+    obj = _json_candidate(_FENCE.sub("\n", text))  # JSON values are data: no other cleaning
     fmt = "json"
     parts = _from_json(obj) if obj is not None else {}
     if not parts:
         fmt = "labelled"
-        parts = _from_labels(cleaned)
+        parts = _from_labels(_strip_noise(text))
     if not parts:
         raise ParseError(
             "Expected 'Question: ... | Reasoning: ... | Answer: ...' or a JSON object with "

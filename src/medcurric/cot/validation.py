@@ -19,7 +19,8 @@ when all of them pass. The checks, and the rule each one applies:
     unless that mention is preceded (within four words) by a negation or
     relation cue: ``not``, ``no``, ``rather than``, ``instead of``, ``excluding``,
     ``sparing``, ``spares``, ``than``, ``adjacent to``, ``next to``, ``near``,
-    ``abutting``, ``separate from``, ``outside``. So "the lesion is in the liver,
+    ``abutting``, ``separate from``, ``outside``, ``anterior/posterior/medial/
+    lateral/superior/inferior to``, ``above``, ``below``. So "the lesion is in the liver,
     not the kidney" passes and "the lesion is in the kidney" fails for a liver
     seed. Organ names are matched longest first ("left kidney" before "kidney"),
     and a phrase that is a synonym of the host organ is never "another" organ.
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from medcurric.cot.records import Verdict
-from medcurric.errors import WrongTypeError
+from medcurric.errors import MedcurricError, WrongTypeError
 
 __all__ = [
     "OrganLexicon",
@@ -69,6 +70,14 @@ _CUES = (
     "separate from",
     "outside",
     "outside of",
+    "anterior to",
+    "posterior to",
+    "medial to",
+    "lateral to",
+    "superior to",
+    "inferior to",
+    "above",
+    "below",
 )
 _CUE_WINDOW = 4
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
@@ -115,6 +124,7 @@ class OrganLexicon:
         synonyms: Organ name -> phrases naming it. The display name of each organ
             (``kidney_right`` -> ``right kidney``) and the name itself are added.
         display_names: Optional organ name -> display name.
+        source: The vocabulary it was built from, asked for organs added later.
 
     Examples:
         >>> lex = OrganLexicon({"liver": ["hepatic"], "kidney_right": ["right kidney"]})
@@ -128,7 +138,10 @@ class OrganLexicon:
         self,
         synonyms: Mapping[str, Iterable[str]],
         display_names: Mapping[str, str] | None = None,
+        source: Any = None,
     ) -> None:
+        self._source = source
+        self._extended: dict[str, OrganLexicon] = {}
         self._display: dict[str, str] = {}
         self._synonyms: dict[str, tuple[str, ...]] = {}
         phrase_to_organs: dict[str, set[str]] = {}
@@ -175,7 +188,7 @@ class OrganLexicon:
         for n in names:
             syn[n] = [str(s) for s in vocabulary.synonyms(n)]
             disp[n] = str(vocabulary.display_name(n))
-        return cls(syn, disp)
+        return cls(syn, disp, source=vocabulary)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -194,9 +207,19 @@ class OrganLexicon:
         """Return this lexicon, extended with ``name`` when it is missing."""
         if name in self._synonyms:
             return self
+        if name in self._extended:
+            return self._extended[name]
         syn = {n: list(s) for n, s in self._synonyms.items()}
+        display = dict(self._display)
         syn[name] = [name]
-        return OrganLexicon(syn, self._display)
+        if self._source is not None:
+            try:  # e.g. a group name of a class map ("lung_left")
+                syn[name] = [str(p) for p in self._source.synonyms(name)]
+                display[name] = str(self._source.display_name(name))
+            except (MedcurricError, KeyError, ValueError):
+                pass
+        self._extended[name] = OrganLexicon(syn, display, source=self._source)
+        return self._extended[name]
 
     def find(self, text: str) -> list[tuple[str, int, int, frozenset[str]]]:
         """Find organ mentions in ``text``, longest phrase first, without overlaps.
