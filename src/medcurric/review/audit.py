@@ -158,9 +158,7 @@ def _direction(key: str, seed: int, ndim: int, in_plane: bool) -> np.ndarray:
 
 
 def _shift_offset(direction: np.ndarray, size_mm: float, spacing: Sequence[float]) -> list[int]:
-    return [
-        round(size_mm * float(d) / float(s)) for d, s in zip(direction, spacing, strict=True)
-    ]
+    return [round(size_mm * float(d) / float(s)) for d, s in zip(direction, spacing, strict=True)]
 
 
 def perturb_labels(
@@ -551,12 +549,11 @@ def audit_matching(
             sub = arr[crop]
             local_box = _box_in_crop(box, crop)
             local_slice = (slice_index - crop[0].start) if slice_index is not None else None
-            base = _match_one(matcher, local_box, sub, cm, spacing, local_slice, rec.id)
-            base_text = text_of(rec, base)
             in_plane = slice_index is not None or arr.ndim == 2
             direction = _direction(rec.id, seed, arr.ndim, in_plane)
             bdist = None
             dil: dict[float, np.ndarray] = {}
+            maps = [sub]
             for p in perts:
                 if p.kind == "erode":
                     if bdist is None:
@@ -575,7 +572,12 @@ def audit_matching(
                 else:
                     assert lr_lut is not None
                     new = lr_lut[np.minimum(sub, len(lr_lut) - 1)].astype(sub.dtype, copy=False)
-                m = _match_one(matcher, local_box, new, cm, spacing, local_slice, rec.id)
+                maps.append(new)
+            base, *matches = _match_tiled(
+                matcher, local_box, maps, cm, spacing, local_slice, rec.id, margin[-1]
+            )
+            base_text = text_of(rec, base)
+            for p, m in zip(perts, matches, strict=True):
                 rows.append(
                     AuditRow(
                         lesion_id=rec.id,
@@ -597,15 +599,34 @@ def audit_matching(
     return AuditResult(rows, perts, seconds=time.perf_counter() - start, num_lesions=n_lesions)
 
 
-def _match_one(
+def _match_tiled(
     matcher: BoxOrganMatcher,
     box: np.ndarray,
-    labels: np.ndarray,
+    maps: Sequence[np.ndarray],
     class_map: ClassMap,
     spacing: Sequence[float],
     slice_index: int | None,
     lesion_id: str,
-) -> OrganMatch:
-    lm = LabelMap(array=labels, class_map=class_map, spacing=tuple(spacing))
-    (m,) = matcher.match(box[None, :], lm, slice_index=slice_index, ids=[lesion_id], clip=True)
-    return m
+    gap: int,
+) -> list[OrganMatch]:
+    """Match one box on several versions of a crop with a single matcher call.
+
+    The crops are laid side by side along x, separated by ``gap`` background
+    columns (at least the matcher's adjacency reach), and the box is repeated
+    once per crop, so each copy sees only its own crop.
+    """
+    width = maps[0].shape[-1]
+    spacer = np.zeros((*maps[0].shape[:-1], gap), dtype=maps[0].dtype)
+    tiles: list[np.ndarray] = []
+    for i, m in enumerate(maps):
+        if i:
+            tiles.append(spacer)
+        tiles.append(m)
+    tiled = np.concatenate(tiles, axis=-1)
+    step = width + gap
+    boxes = np.repeat(box[None, :], len(maps), axis=0)
+    shift = np.arange(len(maps), dtype=np.float64) * step
+    x_cols = [0, 3] if box.shape[0] == 6 else [0, 2]
+    boxes[:, x_cols] += shift[:, None]
+    lm = LabelMap(array=tiled, class_map=class_map, spacing=tuple(spacing))
+    return matcher.match(boxes, lm, slice_index=slice_index, ids=[lesion_id] * len(maps), clip=True)
