@@ -1,0 +1,35 @@
+"""Easy-stage visual prompts (VIP-LLaVA style) and CT/MR windowing to RGB.
+
+:class:`StageOverlay` draws a rectangle, ellipse, arrow, point, contour, triangle
+or scribble around a lesion box, alpha-blended in VIP-LLaVA's colours, on numpy,
+PIL or torch images (single or batched, CPU or CUDA), and returns the phrase the
+prompt text should use ("within the red rectangle"). :func:`window_to_rgb` turns
+CT/MR intensities into the RGB images those prompts are drawn on.
+"""
+
+from medcurric.overlay.draw import DrawBackend, OverlayResult, StageOverlay, draw_overlay
+from medcurric.overlay.style import COLORS, Color, OverlayStyle, RandomStyle, Shape
+from medcurric.overlay.window import (
+    Window,
+    WindowFormula,
+    WindowPreset,
+    apply_window,
+    window_to_rgb,
+)
+
+__all__ = [
+    "COLORS",
+    "Color",
+    "DrawBackend",
+    "OverlayResult",
+    "OverlayStyle",
+    "RandomStyle",
+    "Shape",
+    "StageOverlay",
+    "Window",
+    "WindowFormula",
+    "WindowPreset",
+    "apply_window",
+    "draw_overlay",
+    "window_to_rgb",
+]

@@ -1,0 +1,471 @@
+"""Rasterising visual prompts: primitives, anti-aliased coverage, alpha blending.
+
+Every prompt is a union of *primitives*, each with a half width ``hw``; a pixel
+whose centre lies at distance ``d`` from the primitive's centre line is covered by
+``clamp(hw - d + 0.5, 0, 1)`` (one pixel of anti-aliasing). The union takes the
+maximum coverage, so overlapping strokes are blended once. Kinds:
+
+* ``SEGMENT`` ``(x0, y0, x1, y1)``: a thick line (a capsule); a dot when both ends agree;
+* ``BOX`` ``(x1, y1, x2, y2)``: the outline of a rectangle (distance to its boundary);
+* ``ELLIPSE`` ``(cx, cy, rx, ry)``: the outline of an axis-aligned ellipse (a
+  first-order distance estimate, exact on the axes).
+
+Two interchangeable back ends draw them:
+
+* ``torch``: pure tensor ops over each prompt's bounding region, batched (any device);
+* ``numba``: a CPU kernel that visits only the pixels near each stroke (row spans),
+  in place on a uint8 / float ``[B, H, W, C]`` view. The two agree to one grey level.
+
+Blending of 8-bit images is integer: ``a = round(255 * alpha * coverage)``,
+``out = (img * (255 - a) + colour * a + 127) // 255``; float images in ``[0, 1]`` use
+``img + (colour / 255 - img) * alpha * coverage``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+
+SEGMENT, BOX, ELLIPSE, NONE = 0, 1, 2, -1
+NPARAM = 10  # kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1
+
+# ----------------------------------------------------------------------------- randomness
+
+
+def uniforms(seeds: np.ndarray, k: int) -> np.ndarray:
+    """Deterministic ``[n, k]`` uniforms in ``[0, 1)`` from integer seeds (splitmix64)."""
+    s = np.asarray(seeds, dtype=np.int64).astype(np.uint64)[:, None]
+    z = s * np.uint64(0x9E3779B97F4A7C15) + (np.arange(1, k + 1, dtype=np.uint64)[None, :] << np.uint64(32))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def _with_bbox(kind: int, a: np.ndarray, hw: np.ndarray) -> np.ndarray:
+    """[n, NPARAM] rows for one primitive per item."""
+    n = a.shape[0]
+    out = np.empty((n, NPARAM), np.float64)
+    out[:, 0] = kind
+    out[:, 1:5] = a
+    out[:, 5] = hw
+    m = hw + 1.0
+    if kind == ELLIPSE:
+        out[:, 6] = a[:, 0] - a[:, 2] - m
+        out[:, 7] = a[:, 1] - a[:, 3] - m
+        out[:, 8] = a[:, 0] + a[:, 2] + m
+        out[:, 9] = a[:, 1] + a[:, 3] + m
+    else:
+        out[:, 6] = np.minimum(a[:, 0], a[:, 2]) - m
+        out[:, 7] = np.minimum(a[:, 1], a[:, 3]) - m
+        out[:, 8] = np.maximum(a[:, 0], a[:, 2]) + m
+        out[:, 9] = np.maximum(a[:, 1], a[:, 3]) + m
+    return out
+
+
+def _segments(points: np.ndarray, hw: np.ndarray, closed: bool = False) -> np.ndarray:
+    """Polyline ``[n, P, 2]`` -> ``[n, P - 1 (+1), NPARAM]`` segment rows."""
+    if closed:
+        points = np.concatenate([points, points[:, :1]], axis=1)
+    n, p = points.shape[:2]
+    a = np.concatenate([points[:, :-1], points[:, 1:]], axis=2).reshape(-1, 4)
+    return _with_bbox(SEGMENT, a, np.repeat(hw, p - 1)).reshape(n, p - 1, NPARAM)
+
+
+def rectangle(boxes: np.ndarray, lw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Outline just outside the box, kept inside the image. ``[n, 1, NPARAM]``."""
+    h, w = size
+    hw = lw / 2
+    a = np.stack(
+        [
+            np.maximum(boxes[:, 0] - hw, hw),
+            np.maximum(boxes[:, 1] - hw, hw),
+            np.minimum(boxes[:, 2] + hw, w - hw),
+            np.minimum(boxes[:, 3] + hw, h - hw),
+        ],
+        axis=1,
+    )
+    a[:, 2] = np.maximum(a[:, 2], a[:, 0])
+    a[:, 3] = np.maximum(a[:, 3], a[:, 1])
+    return _with_bbox(BOX, a, hw)[:, None]
+
+
+def ellipse(boxes: np.ndarray, lw: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Ellipse around the box: radii = half sides x scale, plus half the line. ``[n, 1, NPARAM]``."""
+    hw = lw / 2
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    r = (boxes[:, 2:] - boxes[:, :2]) / 2 * scale[:, None] + hw[:, None]
+    r = np.maximum(r, hw[:, None] + 0.5)
+    return _with_bbox(ELLIPSE, np.concatenate([c, r], axis=1), hw)[:, None]
+
+
+def point(boxes: np.ndarray, radius: np.ndarray, seeds: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+    """A filled dot near the box centre (jittered within the central half). ``[n, 1, NPARAM]``."""
+    u = uniforms(seeds, 2) - 0.5
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2 + u * 0.5 * (boxes[:, 2:] - boxes[:, :2]) * jitter[:, None]
+    return _with_bbox(SEGMENT, np.concatenate([c, c], axis=1), radius)[:, None]
+
+
+def arrow(
+    boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.ndarray, size: tuple[int, int], s: float
+) -> np.ndarray:
+    """An arrow from outside the box to its edge, tail inside the image. ``[n, 3, NPARAM]``.
+
+    The direction starts from the upper left (rotated by up to 180 degrees times
+    ``jitter``); of eight directions 45 degrees apart, the first whose tail fits in
+    the image is used, else the tail is clamped into the image.
+    """
+    h, w = size
+    n = boxes.shape[0]
+    hw = lw / 2
+    u = uniforms(seeds, 2)
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, 0.5)
+    length = np.clip(0.8 * 2 * half.min(axis=1), 28 * s, 60 * s) * (1 + 0.4 * jitter * (u[:, 1] - 0.5))
+    theta0 = math.radians(225) + jitter * (u[:, 0] - 0.5) * 2 * math.pi
+    thetas = theta0[:, None] + np.arange(8)[None, :] * (math.pi / 4)  # [n, 8]
+    d = np.stack([np.cos(thetas), np.sin(thetas)], axis=-1)  # [n, 8, 2], centre -> tail
+    with np.errstate(divide="ignore"):
+        reach = np.minimum(half[:, None, 0] / np.abs(d[..., 0]), half[:, None, 1] / np.abs(d[..., 1]))
+    gap = lw[:, None] + 1.0
+    tip = c[:, None, :] + d * (reach + gap)[..., None]
+    tail = tip + d * length[:, None, None]
+    margin = hw[:, None] + 1
+    fits = (
+        (tail[..., 0] >= margin) & (tail[..., 0] <= w - margin)
+        & (tail[..., 1] >= margin) & (tail[..., 1] <= h - margin)
+    )
+    pick = np.where(fits.any(axis=1), fits.argmax(axis=1), 0)
+    rows = np.arange(n)
+    tip, tail, d = tip[rows, pick], tail[rows, pick], d[rows, pick]
+    tail = np.stack(
+        [np.clip(tail[:, 0], hw + 1, w - hw - 1), np.clip(tail[:, 1], hw + 1, h - hw - 1)], axis=1
+    )
+    head = np.maximum(0.35 * np.linalg.norm(tail - tip, axis=1), 6 * s + lw)
+    out = np.empty((n, 3, NPARAM))
+    out[:, 0] = _with_bbox(SEGMENT, np.concatenate([tip, tail], axis=1), hw)
+    for k, ang in enumerate((math.pi / 6, -math.pi / 6)):
+        ca, sa = math.cos(ang), math.sin(ang)
+        rot = np.stack([d[:, 0] * ca - d[:, 1] * sa, d[:, 0] * sa + d[:, 1] * ca], axis=1)
+        end = tip + rot * head[:, None]
+        out[:, 1 + k] = _with_bbox(SEGMENT, np.concatenate([tip, end], axis=1), hw)
+    return out
+
+
+def triangle(boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+    """An equilateral triangle around the box (apex up, rotated by jitter). ``[n, 3, NPARAM]``."""
+    hw = lw / 2
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 + lw[:, None]
+    # apex-up equilateral triangle containing the (padded) box, centred on the box
+    tan60 = math.sqrt(3.0)
+    height = 2 * half[:, 1] + half[:, 0] * tan60
+    base_half = height / tan60
+    apex = np.stack([np.zeros_like(height), -half[:, 1] - half[:, 0] * tan60], axis=1)
+    left = np.stack([-base_half, half[:, 1]], axis=1)
+    right = np.stack([base_half, half[:, 1]], axis=1)
+    pts = np.stack([apex, right, left], axis=1)  # [n, 3, 2] relative to the box centre
+    phi = jitter * (uniforms(seeds, 1)[:, 0] - 0.5) * (math.pi / 6)
+    cp, sp = np.cos(phi)[:, None], np.sin(phi)[:, None]
+    rot = np.stack([pts[..., 0] * cp - pts[..., 1] * sp, pts[..., 0] * sp + pts[..., 1] * cp], axis=-1)
+    return _segments(rot + c[:, None, :], hw, closed=True)
+
+
+def scribble(
+    boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.ndarray, n_seg: int = 24
+) -> np.ndarray:
+    """A wobbly cubic curve inside the box, seeded. ``[n, n_seg, NPARAM]``."""
+    hw = lw / 2
+    u = uniforms(seeds, 10)
+    base = np.array([[0.2, 0.55], [0.4, 0.2], [0.6, 0.8], [0.8, 0.45]])
+    ctrl = base[None] + jitter[:, None, None] * (u[:, :8].reshape(-1, 4, 2) - 0.5) * 0.5
+    ctrl = np.clip(ctrl, 0.1, 0.9)
+    t = np.linspace(0.0, 1.0, n_seg + 1)[None, :, None]
+    bez = (
+        (1 - t) ** 3 * ctrl[:, None, 0] + 3 * (1 - t) ** 2 * t * ctrl[:, None, 1]
+        + 3 * (1 - t) * t**2 * ctrl[:, None, 2] + t**3 * ctrl[:, None, 3]
+    )  # [n, S+1, 2] in box units
+    phase = u[:, 8:9] * 2 * math.pi
+    wob = 0.04 * np.sin(2 * math.pi * 3 * t[..., 0] + phase)
+    bez = bez + wob[..., None]
+    size = boxes[:, None, 2:] - boxes[:, None, :2]
+    pts = boxes[:, None, :2] + np.clip(bez, 0.0, 1.0) * size
+    return _segments(pts, hw)
+
+
+# ----------------------------------------------------------------------------- numba kernel
+
+
+@numba.njit(cache=True, nogil=True)
+def _coverage(p: np.ndarray, px: float, py: float) -> float:  # pragma: no cover - numba
+    kind = p[0]
+    hw = p[5]
+    if kind == 0.0:
+        dx = p[3] - p[1]
+        dy = p[4] - p[2]
+        l2 = dx * dx + dy * dy
+        t = 0.0
+        if l2 > 0.0:
+            t = ((px - p[1]) * dx + (py - p[2]) * dy) / l2
+            t = min(max(t, 0.0), 1.0)
+        ex = px - (p[1] + t * dx)
+        ey = py - (p[2] + t * dy)
+        d = math.sqrt(ex * ex + ey * ey)
+    elif kind == 1.0:
+        cx = 0.5 * (p[1] + p[3])
+        cy = 0.5 * (p[2] + p[4])
+        qx = abs(px - cx) - 0.5 * (p[3] - p[1])
+        qy = abs(py - cy) - 0.5 * (p[4] - p[2])
+        ox = max(qx, 0.0)
+        oy = max(qy, 0.0)
+        d = abs(math.sqrt(ox * ox + oy * oy) + min(max(qx, qy), 0.0))
+    elif kind == 2.0:
+        x = px - p[1]
+        y = py - p[2]
+        rx = p[3]
+        ry = p[4]
+        k0 = math.sqrt((x / rx) ** 2 + (y / ry) ** 2)
+        k1 = math.sqrt((x / (rx * rx)) ** 2 + (y / (ry * ry)) ** 2)
+        d = abs(k0 * (k0 - 1.0) / k1) if k1 > 0.0 else min(rx, ry)
+    else:
+        return 0.0
+    c = hw - d + 0.5
+    return min(max(c, 0.0), 1.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _spans(p: np.ndarray, py: float, out: np.ndarray) -> int:  # pragma: no cover - numba
+    """Conservative x-ranges (pixel centres) of row ``py`` that primitive ``p`` may cover."""
+    kind = p[0]
+    m = p[5] + 0.5
+    if py < p[7] or py > p[9]:
+        return 0
+    if kind == 1.0:
+        if py > p[2] + m and py < p[4] - m:
+            out[0, 0], out[0, 1] = p[1] - m, p[1] + m
+            out[1, 0], out[1, 1] = p[3] - m, p[3] + m
+            return 2
+        out[0, 0], out[0, 1] = p[1] - m, p[3] + m
+        return 1
+    if kind == 2.0:
+        big = 2.0 * m + 1.0
+        ro_x, ro_y = p[3] + big, p[4] + big
+        dy = py - p[2]
+        if abs(dy) >= ro_y:
+            return 0
+        xo = ro_x * math.sqrt(1.0 - (dy / ro_y) ** 2)
+        ri_x, ri_y = p[3] - big, p[4] - big
+        if ri_x > 0.0 and ri_y > 0.0 and abs(dy) < ri_y:
+            xi = ri_x * math.sqrt(1.0 - (dy / ri_y) ** 2)
+            out[0, 0], out[0, 1] = p[1] - xo, p[1] - xi
+            out[1, 0], out[1, 1] = p[1] + xi, p[1] + xo
+            return 2
+        out[0, 0], out[0, 1] = p[1] - xo, p[1] + xo
+        return 1
+    if kind == 0.0:
+        lo, hi = p[6], p[8]
+        dx = p[3] - p[1]
+        dy = p[4] - p[2]
+        length = math.sqrt(dx * dx + dy * dy)
+        if abs(dy) > 1e-9 * (length + 1.0):
+            xl = p[1] + (py - p[2]) * dx / dy
+            half = m * length / abs(dy) + 1.0
+            lo = max(lo, xl - half)
+            hi = min(hi, xl + half)
+        if hi < lo:
+            return 0
+        out[0, 0], out[0, 1] = lo, hi
+        return 1
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_numba(
+    img: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray, is_float: bool
+) -> None:  # pragma: no cover - numba
+    """Draw ``prims[b]`` on ``img[b]`` (``[B, H, W, C]``), in place, visiting only stroke pixels."""
+    nb, h, w = img.shape[0], img.shape[1], img.shape[2]
+    nk = prims.shape[1]
+    spans = np.empty((2, 2), np.float64)
+    for b in range(nb):
+        # region of this prompt, in pixels
+        x0, y0, x1, y1 = w, h, 0, 0
+        for k in range(nk):
+            p = prims[b, k]
+            if p[0] < 0:
+                continue
+            x0 = min(x0, max(0, int(math.floor(p[6]))))
+            y0 = min(y0, max(0, int(math.floor(p[7]))))
+            x1 = max(x1, min(w, int(math.ceil(p[8])) + 1))
+            y1 = max(y1, min(h, int(math.ceil(p[9])) + 1))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        scratch = np.zeros((y1 - y0, x1 - x0), np.float32)
+        for stage in range(2):
+            for k in range(nk):
+                p = prims[b, k]
+                if p[0] < 0:
+                    continue
+                ya = max(y0, int(math.floor(p[7])))
+                yb = min(y1, int(math.ceil(p[9])) + 1)
+                for y in range(ya, yb):
+                    ns = _spans(p, y + 0.5, spans)
+                    for s in range(ns):
+                        xa = max(x0, int(math.ceil(spans[s, 0] - 0.5)))
+                        xb = min(x1, int(math.floor(spans[s, 1] - 0.5)) + 1)
+                        for x in range(xa, xb):
+                            if stage == 0:
+                                c = _coverage(p, x + 0.5, y + 0.5)
+                                if c > scratch[y - y0, x - x0]:
+                                    scratch[y - y0, x - x0] = c
+                            else:
+                                c = scratch[y - y0, x - x0]
+                                if c > 0.0:
+                                    scratch[y - y0, x - x0] = 0.0
+                                    a = alphas[b] * c
+                                    if is_float:
+                                        for ch in range(img.shape[3]):
+                                            v = img[b, y, x, ch]
+                                            img[b, y, x, ch] = v + (colors[b, ch] / 255.0 - v) * a
+                                    else:
+                                        ai = int(a * 255.0 + 0.5)
+                                        for ch in range(img.shape[3]):
+                                            v = int(img[b, y, x, ch])
+                                            img[b, y, x, ch] = (
+                                                v * (255 - ai) + int(colors[b, ch]) * ai + 127
+                                            ) // 255
+
+
+def draw_numba(img_bhwc: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray) -> None:
+    """Draw in place on a numpy ``[B, H, W, C]`` (uint8 or float) view."""
+    _draw_numba(
+        img_bhwc,
+        np.ascontiguousarray(prims, np.float64),
+        np.ascontiguousarray(colors, np.float64),
+        np.ascontiguousarray(alphas, np.float64),
+        img_bhwc.dtype.kind == "f",
+    )
+
+
+# ----------------------------------------------------------------------------- torch path
+
+
+def _coverage_torch(p: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Coverage of ``[B, Hr, Wr]`` pixel centres by primitives ``p`` ``[B, NPARAM]``."""
+
+    def col(i: int) -> torch.Tensor:
+        return p[:, i].view(-1, 1, 1)
+
+    kind, hw = col(0), col(5)
+    # segment
+    dx, dy = col(3) - col(1), col(4) - col(2)
+    l2 = dx * dx + dy * dy
+    t = ((px - col(1)) * dx + (py - col(2)) * dy) / torch.where(l2 > 0, l2, torch.ones_like(l2))
+    t = torch.where(l2 > 0, t.clamp(0, 1), torch.zeros_like(t))
+    d_seg = torch.hypot(px - (col(1) + t * dx), py - (col(2) + t * dy))
+    # box outline
+    qx = (px - 0.5 * (col(1) + col(3))).abs() - 0.5 * (col(3) - col(1))
+    qy = (py - 0.5 * (col(2) + col(4))).abs() - 0.5 * (col(4) - col(2))
+    d_box = (torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)).abs()
+    # ellipse outline
+    rx = torch.where(kind == ELLIPSE, col(3), torch.ones_like(col(3)))
+    ry = torch.where(kind == ELLIPSE, col(4), torch.ones_like(col(4)))
+    x, y = px - col(1), py - col(2)
+    k0 = torch.hypot(x / rx, y / ry)
+    k1 = torch.hypot(x / (rx * rx), y / (ry * ry))
+    d_ell = torch.where(
+        k1 > 0, (k0 * (k0 - 1) / torch.where(k1 > 0, k1, torch.ones_like(k1))).abs(), torch.minimum(rx, ry)
+    )
+    d = torch.where(kind == SEGMENT, d_seg, torch.where(kind == BOX, d_box, d_ell))
+    cov = (hw - d + 0.5).clamp(0, 1)
+    return torch.where(kind < 0, torch.zeros_like(cov), cov)
+
+
+def draw_torch(images: torch.Tensor, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray) -> None:
+    """Draw in place on a torch ``[B, C, H, W]`` batch (uint8 or float), any device.
+
+    Each prompt is drawn over its own bounding region; the regions of a batch are
+    padded to a common size so the whole batch is one set of tensor ops.
+    """
+    b, ch, h, w = images.shape
+    if b == 0 or prims.shape[1] == 0:
+        return
+    valid = prims[..., 0] >= 0
+    big = np.where(valid[..., None], prims[..., 6:10], np.array([np.inf, np.inf, -np.inf, -np.inf]))
+    x0 = np.clip(np.floor(big[..., 0].min(axis=1)), 0, w).astype(np.int64)
+    y0 = np.clip(np.floor(big[..., 1].min(axis=1)), 0, h).astype(np.int64)
+    x1 = np.clip(np.ceil(big[..., 2].max(axis=1)) + 1, 0, w).astype(np.int64)
+    y1 = np.clip(np.ceil(big[..., 3].max(axis=1)) + 1, 0, h).astype(np.int64)
+    x1, y1 = np.maximum(x1, x0), np.maximum(y1, y0)
+    hr, wr = int((y1 - y0).max()), int((x1 - x0).max())
+    if hr == 0 or wr == 0:
+        return
+    dev = images.device
+    fdt = torch.float64 if images.dtype == torch.float64 else torch.float32
+    rows = torch.as_tensor(np.minimum(y0[:, None] + np.arange(hr)[None], h - 1), device=dev)
+    cols = torch.as_tensor(np.minimum(x0[:, None] + np.arange(wr)[None], w - 1), device=dev)
+    py = (rows.to(fdt) + 0.5)[:, :, None]
+    px = (cols.to(fdt) + 0.5)[:, None, :]
+    # pixels past a region's own end (padding) are clamped duplicates of its last row/col:
+    # they compute the same value, so writing them back is harmless.
+    pt = torch.as_tensor(prims, dtype=fdt, device=dev)
+    cov = torch.zeros((b, hr, wr), dtype=fdt, device=dev)
+    for k in range(prims.shape[1]):
+        cov = torch.maximum(cov, _coverage_torch(pt[:, k], px, py))
+    a = cov * torch.as_tensor(alphas, dtype=fdt, device=dev).view(-1, 1, 1)
+    bi = torch.arange(b, device=dev)[:, None, None]
+    ri, ci = rows[:, :, None], cols[:, None, :]
+    col = torch.as_tensor(colors, dtype=fdt, device=dev)[:, None, None, :]  # [B, 1, 1, C]
+    patch = images.permute(0, 2, 3, 1)[bi, ri, ci]  # [B, Hr, Wr, C]
+    if images.dtype == torch.uint8:
+        ai = torch.floor(a * 255 + 0.5).to(torch.int32)[..., None]
+        new = (patch.to(torch.int32) * (255 - ai) + col.to(torch.int32) * ai + 127) // 255
+        new = new.to(torch.uint8)
+    else:
+        new = (patch + (col / 255 - patch) * a[..., None]).to(images.dtype)
+    images.permute(0, 2, 3, 1)[bi, ri, ci] = new
+
+
+def blend_coverage(images: torch.Tensor, cov: torch.Tensor, colors: np.ndarray, alphas: np.ndarray) -> None:
+    """Blend a full-image coverage ``[B, H, W]`` (e.g. a mask contour) in place."""
+    dev = images.device
+    fdt = torch.float64 if images.dtype == torch.float64 else torch.float32
+    a = cov.to(fdt) * torch.as_tensor(alphas, dtype=fdt, device=dev).view(-1, 1, 1)
+    col = torch.as_tensor(colors, dtype=fdt, device=dev)[:, :, None, None]
+    if images.dtype == torch.uint8:
+        ai = torch.floor(a * 255 + 0.5).to(torch.int32)[:, None]
+        new = (images.to(torch.int32) * (255 - ai) + col.to(torch.int32) * ai + 127) // 255
+        images.copy_(new.to(torch.uint8))
+    else:
+        images.copy_(images + (col / 255 - images) * a[:, None])
+
+
+def contour_coverage(masks: torch.Tensor, lw: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W]`` coverage of a band of width ``lw`` (pixels) along each mask's boundary."""
+    m = masks.to(torch.float32)[:, None]
+    eroded = -torch.nn.functional.max_pool2d(-m, 3, stride=1, padding=1)
+    edge = (m - eroded).clamp(0, 1)
+    out = torch.zeros_like(m)
+    for k in torch.unique(lw).tolist():
+        size = max(1, int(round(k)))
+        size += 1 - size % 2
+        band = torch.nn.functional.max_pool2d(edge, size, stride=1, padding=size // 2)
+        sel = (lw == k).view(-1, 1, 1, 1)
+        out = torch.where(sel, band, out)
+    return out[:, 0]
+
+
+def to_bhwc_numpy(images: Any) -> np.ndarray | None:
+    """A writable numpy ``[B, H, W, C]`` view of a CPU tensor ``[B, C, H, W]`` (or None)."""
+    if isinstance(images, torch.Tensor):
+        if images.device.type != "cpu" or images.dtype not in (torch.uint8, torch.float32, torch.float64):
+            return None
+        return images.detach().permute(0, 2, 3, 1).numpy()
+    return None

@@ -1,0 +1,406 @@
+"""Drawing VIP-LLaVA-style visual prompts on images and batches: :class:`StageOverlay`.
+
+The Easy curriculum stage shows the model where to look: the lesion box is drawn
+on the image as a visual prompt and the prompt text refers to it ("the lesion
+within the red rectangle"). :func:`draw_overlay` is the functional core;
+:class:`StageOverlay` adds the style policy (fixed for evaluation, seeded random
+for training) and returns the referring phrases.
+
+Inputs and outputs keep their type:
+
+* numpy ``[H, W, 3]`` (or a batch ``[B, H, W, 3]``) ``uint8`` -> numpy;
+* ``PIL.Image`` -> ``PIL.Image`` (RGB);
+* torch ``[B, 3, H, W]`` (or ``[3, H, W]``), ``uint8`` or float in ``[0, 1]``, on any
+  device -> torch on the same device, same dtype.
+
+Shapes are rasterised as anti-aliased coverage over each prompt's own region and
+alpha-blended once (see :mod:`medcurric.overlay._raster`); there is no Python loop
+over pixels. On CPU a numba kernel visits only the pixels near each stroke; on
+other devices (or with ``backend="torch"``) pure tensor ops draw the whole batch.
+Line widths scale with ``max(H, W) / 336`` as in VIP-LLaVA. Rectangles are drawn
+just outside the box so the lesion itself stays visible; arrows point at the
+box's edge from outside and keep their tail inside the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from medcurric._options import StrEnum, look_up_option
+from medcurric.errors import ShapeError, WrongTypeError
+from medcurric.geometry.preprocess import _as_boxes
+from medcurric.overlay import _raster
+from medcurric.overlay.style import OverlayStyle, RandomStyle, Shape
+
+__all__ = ["DrawBackend", "OverlayResult", "StageOverlay", "draw_overlay"]
+
+#: Reference image size of VIP-LLaVA's widths.
+REFERENCE_SIZE = 336
+
+
+class DrawBackend(StrEnum):
+    """Which rasteriser draws: ``AUTO`` (numba on CPU, torch elsewhere), ``TORCH``, ``NUMBA``."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    NUMBA = "numba"
+
+
+@dataclass(frozen=True)
+class OverlayResult:
+    """An overlaid image (or batch) with the phrases that refer to its prompts.
+
+    Unpacks as ``image, phrase`` for one image and ``images, phrases`` for a batch.
+
+    Attributes:
+        image: The drawn image(s), same type as the input.
+        phrases: One referring phrase per image.
+        styles: The style used for each image.
+        batched: Whether the input was a batch.
+    """
+
+    image: Any
+    phrases: list[str]
+    styles: list[OverlayStyle]
+    batched: bool = False
+
+    @property
+    def phrase(self) -> str:
+        """The phrase of a single image (the first one of a batch)."""
+        return self.phrases[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.image
+        yield self.phrases if self.batched else self.phrases[0]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class _Canvas:
+    kind: str  # "numpy" | "pil" | "torch"
+    single: bool
+    bhwc: np.ndarray | None  # numpy view for the numba kernel
+    bchw: torch.Tensor  # torch view (shares memory with bhwc when on CPU)
+    original: Any
+
+
+def _canvas(image: Any, inplace: bool) -> _Canvas:
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise WrongTypeError(
+                f"Expected a uint8 numpy image [H, W, 3], but got dtype {image.dtype}. "
+                "Convert CT/MR intensities with medcurric.overlay.window_to_rgb first."
+            )
+        single = image.ndim == 3
+        arr = image[None] if single else image
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ShapeError(
+                f"Expected a numpy image [H, W, 3] or batch [B, H, W, 3], but got shape {image.shape}."
+            )
+        if not inplace:
+            arr = arr.copy()
+        return _Canvas("numpy", single, arr, torch.from_numpy(arr).permute(0, 3, 1, 2), image)
+    if isinstance(image, torch.Tensor):
+        single = image.ndim == 3
+        t = image[None] if single else image
+        if t.ndim != 4 or t.shape[1] != 3:
+            raise ShapeError(
+                f"Expected a torch image [3, H, W] or batch [B, 3, H, W], but got shape "
+                f"{tuple(image.shape)}. Channels-last numpy arrays go in as numpy."
+            )
+        if not (t.dtype == torch.uint8 or t.is_floating_point()):
+            raise WrongTypeError(f"Expected uint8 or float images in [0, 1], but got {t.dtype}.")
+        if not inplace:
+            t = t.clone()
+        return _Canvas("torch", single, _raster.to_bhwc_numpy(t), t, image)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a core dependency
+        Image = None  # type: ignore[assignment]  # noqa: N806
+    if Image is not None and isinstance(image, Image.Image):
+        arr = np.array(image.convert("RGB"), dtype=np.uint8)[None]
+        return _Canvas("pil", True, arr, torch.from_numpy(arr).permute(0, 3, 1, 2), image)
+    raise WrongTypeError(
+        f"Expected a numpy uint8 image, a PIL image or a torch tensor, but got {type(image).__name__}."
+    )
+
+
+def _boxes_for(boxes: Any, n: int, single: bool) -> np.ndarray:
+    t, _, _ = _as_boxes(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes)
+    b = t.to(torch.float64).numpy()
+    if b.shape[0] != n:
+        what = "one box [4] (or [1, 4])" if single else f"one box per image, [{n}, 4]"
+        raise ShapeError(f"Expected {what}, but got boxes of shape {tuple(b.shape)}.")
+    return b
+
+
+def _masks_for(masks: Any, n: int, size: tuple[int, int], device: torch.device) -> list[Any]:
+    if masks is None:
+        return [None] * n
+    if isinstance(masks, (np.ndarray, torch.Tensor)):
+        mt = torch.as_tensor(np.asarray(masks) if isinstance(masks, np.ndarray) else masks)
+        if mt.ndim == 2:
+            mt = mt[None]
+        if mt.ndim != 3 or mt.shape[0] != n or tuple(mt.shape[1:]) != size:
+            raise ShapeError(
+                f"Expected masks [{n}, {size[0]}, {size[1]}] (or [H, W] for one image), but got "
+                f"{tuple(mt.shape)}."
+            )
+        return [m.to(device) for m in mt.bool()]
+    if isinstance(masks, Sequence) and len(masks) == n:
+        return [None if m is None else _masks_for(m, 1, size, device)[0] for m in masks]
+    raise ShapeError(f"Expected one mask per image ({n}), but got {type(masks).__name__}.")
+
+
+# ----------------------------------------------------------------------------- core
+
+
+def _primitives(
+    boxes: np.ndarray, styles: Sequence[OverlayStyle], size: tuple[int, int], fallback: np.ndarray
+) -> np.ndarray:
+    """``[B, K, NPARAM]`` primitives; ``fallback[i]``: draw a contour as the box's ellipse."""
+    n = len(styles)
+    s = max(size) / REFERENCE_SIZE
+    width = np.array([st.width for st in styles], np.float64)
+    lw = np.maximum(width * s, 1.0)
+    seeds = np.array([st.seed for st in styles], np.int64)
+    jitter = np.array([st.jitter for st in styles], np.float64)
+    scale = np.array([st.scale for st in styles], np.float64)
+    shapes = np.array([st.shape.value for st in styles])
+    parts: dict[int, np.ndarray] = {}
+    for shape in dict.fromkeys(shapes.tolist()):
+        idx = np.nonzero(shapes == shape)[0]
+        if shape == Shape.CONTOUR:
+            idx = idx[fallback[idx]]
+            if idx.size == 0:
+                continue
+        b, w_, sd, jt = boxes[idx], lw[idx], seeds[idx], jitter[idx]
+        if shape == Shape.RECTANGLE:
+            p = _raster.rectangle(b, w_, size)
+        elif shape == Shape.ELLIPSE:
+            p = _raster.ellipse(b, w_, scale[idx])
+        elif shape == Shape.CONTOUR:
+            p = _raster.ellipse(b, w_, np.ones(idx.size))
+        elif shape == Shape.POINT:
+            p = _raster.point(b, np.maximum(width[idx] * s, 1.0), sd, jt)
+        elif shape == Shape.ARROW:
+            p = _raster.arrow(b, w_, sd, jt, size, s)
+        elif shape == Shape.TRIANGLE:
+            p = _raster.triangle(b, w_, sd, jt)
+        else:
+            p = _raster.scribble(b, w_, sd, jt)
+        for j, i in enumerate(idx.tolist()):
+            parts[i] = p[j]
+    k = max((p.shape[0] for p in parts.values()), default=0)
+    out = np.full((n, k, _raster.NPARAM), float(_raster.NONE))
+    for i, p in parts.items():
+        out[i, : p.shape[0]] = p
+    return out
+
+
+def draw_overlay(
+    image: Any,
+    boxes: Any,
+    styles: OverlayStyle | Sequence[OverlayStyle] | None = None,
+    *,
+    masks: Any = None,
+    inplace: bool = False,
+    backend: str | DrawBackend = "auto",
+) -> Any:
+    """Draw one visual prompt per image around its box.
+
+    Args:
+        image: numpy ``[H, W, 3]``/``[B, H, W, 3]`` uint8, a PIL image, or torch
+            ``[3, H, W]``/``[B, 3, H, W]`` uint8 or float in ``[0, 1]``.
+        boxes: ``[4]`` for one image, ``[B, 4]`` for a batch; ``(x1, y1, x2, y2)`` pixels.
+        styles: One style for all images or one per image (default: :class:`OverlayStyle`).
+        masks: For ``contour`` prompts: ``[H, W]`` / ``[B, H, W]`` bool masks, or a list
+            with ``None`` for images without one (those get the box's ellipse).
+        inplace: Draw into ``image`` itself (numpy/torch only) instead of a copy.
+        backend: ``"auto"``, ``"torch"`` or ``"numba"`` (CPU only).
+
+    Returns:
+        The drawn image(s), same type (and device, dtype) as ``image``.
+
+    Raises:
+        ShapeError: Image, boxes or masks have the wrong shape.
+        WrongTypeError: Unsupported image type or dtype.
+
+    Examples:
+        >>> import numpy as np
+        >>> img = np.zeros((64, 64, 3), np.uint8)
+        >>> out = draw_overlay(img, [20, 20, 40, 40], OverlayStyle(alpha=1.0))
+        >>> out[19, 30].tolist(), out[30, 30].tolist(), int(img.max())
+        ([255, 0, 0], [0, 0, 0], 0)
+    """
+    bk = look_up_option(backend, DrawBackend, name="backend")
+    canvas = _canvas(image, inplace)
+    t = canvas.bchw
+    n, _, h, w = t.shape
+    if styles is None:
+        styles = OverlayStyle()
+    style_list = [styles] * n if isinstance(styles, OverlayStyle) else list(styles)
+    if len(style_list) != n or not all(isinstance(s, OverlayStyle) for s in style_list):
+        raise ShapeError(f"Expected one OverlayStyle or {n} of them, but got {styles!r}.")
+    box_arr = _boxes_for(boxes, n, canvas.single)
+    mask_list = _masks_for(masks, n, (h, w), t.device)
+    is_contour = np.array([s.shape is Shape.CONTOUR for s in style_list])
+    has_mask = np.array([m is not None and bool(m.any()) for m in mask_list])
+    fallback = is_contour & ~has_mask
+    colors = np.array([s.rgb for s in style_list], np.float64).reshape(n, 3)
+    alphas = np.array([s.alpha for s in style_list], np.float64)
+
+    prims = _primitives(box_arr, style_list, (h, w), fallback)
+    use_numba = bk is DrawBackend.NUMBA or (bk is DrawBackend.AUTO and canvas.bhwc is not None)
+    if use_numba and canvas.bhwc is None:
+        raise WrongTypeError(
+            "backend='numba' draws CPU uint8/float32/float64 images only; use backend='torch'."
+        )
+    if prims.shape[1]:
+        if use_numba:
+            assert canvas.bhwc is not None  # for mypy; checked above
+            _raster.draw_numba(canvas.bhwc, prims, colors, alphas)
+        else:
+            _raster.draw_torch(t, prims, colors, alphas)
+    sel = np.nonzero(is_contour & has_mask)[0]
+    if sel.size:
+        s = max(h, w) / REFERENCE_SIZE
+        lw = torch.tensor([max(style_list[i].width * s, 1.0) for i in sel], device=t.device)
+        cov = _raster.contour_coverage(torch.stack([mask_list[i] for i in sel]), lw)
+        sub = t[torch.as_tensor(sel, device=t.device)]
+        _raster.blend_coverage(sub, cov, colors[sel], alphas[sel])
+        t[torch.as_tensor(sel, device=t.device)] = sub
+
+    if canvas.kind == "pil":
+        from PIL import Image
+
+        assert canvas.bhwc is not None
+        return Image.fromarray(canvas.bhwc[0])
+    if canvas.kind == "numpy":
+        assert canvas.bhwc is not None
+        return canvas.bhwc[0] if canvas.single else canvas.bhwc
+    return t[0] if canvas.single else t
+
+
+class StageOverlay:
+    """Easy-stage visual prompts with their referring phrases.
+
+    Args:
+        style: ``"fixed"`` (default :class:`OverlayStyle`, for evaluation), ``"random"``
+            (default :class:`RandomStyle`, for training), a shape name for a fixed style
+            of that shape, an :class:`OverlayStyle`, or a :class:`RandomStyle` policy.
+        seed: Seed of the random policy; the same seed and the same calls give the
+            same images.
+        backend: Rasteriser, see :func:`draw_overlay`.
+
+    Examples:
+        >>> import numpy as np
+        >>> overlay = StageOverlay("ellipse")
+        >>> image, phrase = overlay(np.zeros((336, 336, 3), np.uint8), [100, 120, 180, 200])
+        >>> phrase, image.shape, int(image.max()) > 0
+        ('within the red ellipse', (336, 336, 3), True)
+        >>> a = StageOverlay("random", seed=3)(np.zeros((2, 64, 64, 3), np.uint8), [[5, 5, 30, 30]] * 2)
+        >>> b = StageOverlay("random", seed=3)(np.zeros((2, 64, 64, 3), np.uint8), [[5, 5, 30, 30]] * 2)
+        >>> a.phrases == b.phrases and bool((a.image == b.image).all())
+        True
+    """
+
+    def __init__(
+        self,
+        style: OverlayStyle | RandomStyle | str = "fixed",
+        *,
+        seed: int = 0,
+        backend: str | DrawBackend = "auto",
+    ) -> None:
+        if isinstance(style, str):
+            key = style.strip().lower()
+            if key == "fixed":
+                style = OverlayStyle()
+            elif key == "random":
+                style = RandomStyle()
+            else:
+                style = OverlayStyle(shape=look_up_option(key, Shape, name="style"))
+        if not isinstance(style, (OverlayStyle, RandomStyle)):
+            raise WrongTypeError(
+                f"Expected 'fixed', 'random', a shape name, an OverlayStyle or a RandomStyle, but got "
+                f"{type(style).__name__}."
+            )
+        self.style = style
+        self.seed = int(seed)
+        self.backend = look_up_option(backend, DrawBackend, name="backend")
+        self._rng = np.random.default_rng(self.seed)
+
+    def styles_for(self, n: int, key: int | Sequence[int] | None = None) -> list[OverlayStyle]:
+        """The styles for the next ``n`` images.
+
+        Args:
+            n: Number of images.
+            key: ``None`` draws from the overlay's own generator (advancing it); an int
+                or one int per image draws from ``(seed, key)`` instead, so a dataset
+                item always gets the same style whatever the order of calls.
+
+        Returns:
+            ``n`` styles.
+        """
+        if isinstance(self.style, OverlayStyle):
+            return [self.style] * n
+        if key is None:
+            return self.style.sample_many(n, self._rng)
+        keys = [int(key)] * n if isinstance(key, (int, np.integer)) else [int(k) for k in key]
+        if len(keys) != n:
+            raise ShapeError(f"Expected one key per image ({n}), but got {len(keys)}.")
+        if isinstance(key, (int, np.integer)):
+            return self.style.sample_many(n, np.random.default_rng([self.seed, keys[0]]))
+        return [self.style.sample(np.random.default_rng([self.seed, k])) for k in keys]
+
+    def __call__(
+        self,
+        image: Any,
+        boxes: Any,
+        *,
+        masks: Any = None,
+        key: int | Sequence[int] | None = None,
+        inplace: bool = False,
+    ) -> OverlayResult:
+        """Draw the prompt(s) and return the image(s) with the referring phrase(s).
+
+        Args:
+            image: See :func:`draw_overlay`.
+            boxes: ``[4]`` for one image, ``[B, 4]`` for a batch.
+            masks: Lesion masks for ``contour`` prompts (optional).
+            key: Per-item key(s) for reproducible random styles, see :meth:`styles_for`.
+            inplace: Draw into ``image`` (numpy/torch only).
+
+        Returns:
+            The :class:`OverlayResult`.
+        """
+        n = _batch_size(image)
+        styles = self.styles_for(n, key)
+        out = draw_overlay(
+            image, boxes, styles, masks=masks, inplace=inplace, backend=self.backend
+        )
+        batched = not _is_single(image)
+        return OverlayResult(out, [s.phrase for s in styles], styles, batched)
+
+    def __repr__(self) -> str:
+        return f"StageOverlay(style={self.style!r}, seed={self.seed}, backend='{self.backend.value}')"
+
+
+def _is_single(image: Any) -> bool:
+    if isinstance(image, np.ndarray | torch.Tensor):
+        return image.ndim == 3
+    return True
+
+
+def _batch_size(image: Any) -> int:
+    if isinstance(image, np.ndarray | torch.Tensor) and image.ndim == 4:
+        return int(image.shape[0])
+    return 1
+
