@@ -35,7 +35,12 @@ def test_liver_1frame_seg():
     np.testing.assert_array_equal(seg.array[0], ds.pixel_array.astype(bool) * 1)
     assert seg.spacing == pytest.approx((1.0, 0.810547, 0.810547))
     # voxel (0, 0, 0) lies at Image Position (Patient), converted from LPS to RAS
-    ipp = [float(v) for v in ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient]
+    ipp = [
+        float(v)
+        for v in ds.PerFrameFunctionalGroupsSequence[0]
+        .PlanePositionSequence[0]
+        .ImagePositionPatient
+    ]
     np.testing.assert_allclose((seg.affine @ [0, 0, 0, 1])[:3], [-ipp[0], -ipp[1], ipp[2]])
     # the liver lies on the patient's right = small x (image left)
     xs = np.nonzero(seg.array[0])[1]
@@ -51,7 +56,10 @@ def test_liver_3frame_seg_orders_frames_by_position():
     ds = pydicom.dcmread(path)
     seg = read_dicom_seg(path)
     frames = ds.pixel_array
-    z = [float(f.PlanePositionSequence[0].ImagePositionPatient[2]) for f in ds.PerFrameFunctionalGroupsSequence]
+    z = [
+        float(f.PlanePositionSequence[0].ImagePositionPatient[2])
+        for f in ds.PerFrameFunctionalGroupsSequence
+    ]
     order = np.argsort(z)  # canonical z runs towards superior
     assert seg.array.shape == (3, 512, 512)
     for k, f in enumerate(order):
@@ -65,7 +73,9 @@ def test_seg_with_shuffled_and_reversed_frames(tmp_path):
     # reverse the frame order in the file: the result must not change
     frames = ds.pixel_array[::-1].copy()
     pf = ds.PerFrameFunctionalGroupsSequence
-    ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([copy.deepcopy(pf[i]) for i in (2, 1, 0)])
+    ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence(
+        [copy.deepcopy(pf[i]) for i in (2, 1, 0)]
+    )
     packed = pydicom.pixels.pack_bits(frames.reshape(-1))
     ds.PixelData = packed
     out = tmp_path / "rev.dcm"
@@ -125,3 +135,31 @@ def test_dicom_errors(tmp_path):
     ds.save_as(tmp_path / "b.dcm")
     with pytest.raises(DataFormatError, match="distinct"):
         read_dicom_series(tmp_path)
+
+
+def test_liver_seg_matches_lesions_inside_and_outside():
+    from scipy import ndimage
+
+    from medcurric.anatomy import BoxOrganMatcher, describe_location
+
+    seg = read_dicom_seg(_testfile("liver_1frame.dcm"), class_map=ClassMap.totalsegmentator())
+    liver = seg.array[0] == 5
+    core = ndimage.binary_erosion(liver, iterations=8)
+    ys, xs = np.nonzero(core)
+    y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+    inside = [x - 5, y - 5, x + 5, y + 5]
+    outside = [470, 10, 480, 20]  # top-right corner: air, far from the liver
+    edge_y, edge_x = np.nonzero(liver & ~ndimage.binary_erosion(liver))
+    ey, ex = int(edge_y[0]), int(edge_x[0])
+    matches = BoxOrganMatcher(adjacent_mm=5.0).match([inside, outside], seg, slice_index=0)
+    assert (matches[0].outcome.value, matches[0].organ) == ("inside", "liver")
+    assert matches[0].score == 1.0
+    assert matches[1].outcome.value == "unmatched"
+    # a box straddling the edge: part inside
+    straddle = BoxOrganMatcher(adjacent_mm=5.0).match(
+        [[ex - 6, ey - 6, ex + 6, ey + 6]], seg, slice_index=0
+    )[0]
+    assert straddle.organ == "liver" and 0 < straddle.candidates[0].ioa < 1
+    loc = describe_location(inside, seg, matches[0], slice_index=0)
+    assert loc.laterality == "right"  # the liver is on the patient's right
+    assert loc.size_mm == pytest.approx((8.11, 8.11), abs=0.01)

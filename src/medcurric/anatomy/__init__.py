@@ -7,6 +7,7 @@
 """
 
 from medcurric.anatomy.classmap import ClassMap, Laterality
+from medcurric.anatomy.location import Location, describe_location
 from medcurric.anatomy.matcher import (
     BoxOrganMatcher,
     Candidate,
@@ -22,7 +23,9 @@ __all__ = [
     "ClassMap",
     "Criterion",
     "Laterality",
+    "Location",
     "MatchLevel",
     "MatchOutcome",
     "OrganMatch",
+    "describe_location",
 ]

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medcurric.anatomy import BoxOrganMatcher, ClassMap, Location, describe_location
+from medcurric.anatomy.location import organ_extents
+from medcurric.data import make_phantom
+from medcurric.errors import InvalidBoxError, ShapeError
+from medcurric.io import LabelMap
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom()
+
+
+def _reference_fractions(labels, members, affine, centre_xyz):
+    """Brute force: world extent of every organ voxel's corners, then the centre's fraction."""
+    zz, yy, xx = np.nonzero(np.isin(labels, members))
+    pts = []
+    for dx in (-0.5, 0.5):
+        for dy in (-0.5, 0.5):
+            for dz in (-0.5, 0.5):
+                v = np.stack([xx + dx, yy + dy, zz + dz, np.ones_like(xx, dtype=float)])
+                pts.append((affine @ v)[:3])
+    pts = np.concatenate(pts, axis=1)
+    lo, hi = pts.min(axis=1), pts.max(axis=1)
+    c = affine @ np.array([*centre_xyz, 1.0])
+    return (c[:3] - lo) / (hi - lo)
+
+
+def test_phantom_locations(phantom):
+    lm = phantom.label_map()
+    cm = lm.class_map
+    matches = BoxOrganMatcher(level="group").match_records(phantom.key_slice_lesions, lm)
+    by_id = {}
+    for r, m in zip(phantom.key_slice_lesions, matches, strict=True):
+        loc = describe_location(r.box, lm, m, slice_index=r.slice_index)
+        by_id[r.id.removesuffix("-key")] = (m, loc)
+        assert Location.from_json(loc.to_json()) == loc
+        if m.organ is not None:
+            cx = (r.box[0] + r.box[2]) / 2 - 0.5
+            cy = (r.box[1] + r.box[3]) / 2 - 0.5
+            ref = _reference_fractions(
+                lm.array, cm.member_labels(m.organ), lm.affine, (cx, cy, r.slice_index)
+            )
+            np.testing.assert_allclose(loc.relative_position, ref, atol=1e-3)
+    assert by_id["liver-small"][1].laterality == "right"
+    assert by_id["kidney-left"][1].laterality == "left"
+    assert by_id["spine-l2"][1].laterality == "midline"
+    rll = by_id["lung-rll"][1]
+    assert (rll.region, rll.region_phrase, rll.phrase) == (
+        "lung_lower_lobe_right",
+        "lower lobe",
+        "lower lobe of the",
+    )
+    spine = by_id["spine-l2"][1]
+    assert (spine.region, spine.phrase) == ("vertebrae_L2", "L2 vertebra of the")
+    fat_m, fat = by_id["fat"]
+    assert (
+        fat_m.organ is None
+        and fat.organ is None
+        and fat.phrase == ""
+        and fat.laterality in ("left", "right")
+    )
+    # size from the in-plane spacing (3 mm pixels)
+    r = phantom.key_slice_lesions[0]
+    w = (r.box[2] - r.box[0]) * 3.0
+    assert by_id["liver-small"][1].size_mm == (w, w)
+
+
+def test_left_right_follow_the_affine(phantom):
+    lm = phantom.label_map()
+    r = next(x for x in phantom.key_slice_lesions if x.id == "liver-small-key")
+    base = describe_location(r.box, lm, "liver", slice_index=r.slice_index)
+    # same array, affine saying x runs towards the patient's right: the liver is now on the left
+    flipped_aff = lm.affine.copy()
+    flipped_aff[0, 0] *= -1
+    other = describe_location(
+        r.box, lm.replace(affine=flipped_aff), "liver", slice_index=r.slice_index
+    )
+    assert (base.laterality, other.laterality) == ("right", "left")
+    assert base.transverse != other.transverse or base.transverse == "middle"
+    # flipping the array in x AND the affine describes the same patient: same location
+    w = lm.array.shape[2]
+    arr = lm.array[:, :, ::-1]
+    aff = lm.affine @ np.array([[-1, 0, 0, w - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    box = (w - r.box[2], r.box[1], w - r.box[0], r.box[3])
+    same = describe_location(
+        box, LabelMap(arr, lm.class_map, lm.spacing, aff), "liver", slice_index=r.slice_index
+    )
+    assert same.laterality == base.laterality and same.phrase == base.phrase
+    np.testing.assert_allclose(same.relative_position, base.relative_position, atol=1e-6)
+    np.testing.assert_allclose(same.centre_mm, base.centre_mm, atol=1e-6)
+
+
+def _block():
+    a = np.zeros((30, 30, 30), np.uint8)
+    a[0:30, 0:30, 0:15] = 1  # "liver" on array x < 15 (the patient's right)
+    a[0:30, 0:30, 15:30] = 2  # "spleen" (keeps the body symmetric)
+    return LabelMap(
+        a, ClassMap({1: "liver", 2: "spleen", 3: "kidney_left"}), spacing=(1.0, 1.0, 1.0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("xyz", "words"),
+    [
+        ((2, 2, 28), ("right", "upper", "anterior")),
+        ((12, 27, 2), ("left", "lower", "posterior")),
+        ((7, 15, 15), ("middle", "middle", "middle")),
+    ],
+)
+def test_thirds(xyz, words):
+    lm = _block()
+    x, y, z = xyz
+    loc = describe_location((x, y, z, x + 1, y + 1, z + 1), lm, "liver")
+    assert (loc.transverse, loc.vertical, loc.anterior_posterior) == words
+    expected_phrase = " ".join(w for w in words if w != "middle")
+    assert loc.phrase == (
+        f"{expected_phrase} part of the" if expected_phrase else "central part of the"
+    )
+
+
+def test_medial_lateral_for_sided_organs():
+    a = np.zeros((10, 10, 30), np.uint8)
+    a[:, :, 20:29] = 3  # left kidney at large x = patient's left
+    a[:, :, 1:10] = 1
+    lm = LabelMap(a, ClassMap({1: "liver", 3: "kidney_left"}), spacing=(1.0, 1.0, 1.0))
+    lateral = describe_location((27, 4, 4, 28, 5, 5), lm, "kidney_left")
+    medial = describe_location((20, 4, 4, 21, 5, 5), lm, 3)
+    assert (lateral.transverse, medial.transverse) == ("lateral", "medial")
+    assert lateral.laterality == "left"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(0, 25),
+    st.integers(0, 25),
+    st.integers(0, 25),
+    st.integers(1, 5),
+    st.integers(1, 5),
+    st.floats(0.3, 3.0),
+    st.floats(0.3, 3.0),
+    st.floats(0.3, 3.0),
+)
+def test_fractions_and_size_match_brute_force(x, y, z, w, h, sz, sy, sx):
+    lm = _block().replace(spacing=(sz, sy, sx), affine=None)
+    loc = describe_location((x, y, x + w, y + h), lm, "liver", slice_index=z)
+    aff = np.diag([-sx, -sy, sz, 1.0])
+    ref = _reference_fractions(lm.array, [1], aff, (x + w / 2 - 0.5, y + h / 2 - 0.5, z))
+    np.testing.assert_allclose(loc.relative_position, ref, atol=1e-3)
+    assert loc.size_mm == (round(max(w * sx, h * sy), 2), round(min(w * sx, h * sy), 2))
+
+
+def test_boolean_mask_and_2d_views():
+    m = np.zeros((40, 40), bool)
+    m[0:40, 0:20] = True
+    loc = describe_location((2, 2, 6, 6), m, "right lung", spacing=(0.5, 0.5), view="coronal")
+    # coronal radiograph: rows run inferior, so the top rows are the organ's upper part
+    assert (loc.vertical, loc.anterior_posterior, loc.transverse) == ("upper", None, "lateral")
+    assert loc.laterality == "right" and loc.size_mm == (2.0, 2.0)
+    ax = describe_location((2, 36, 6, 39), m, "liver")
+    assert (ax.vertical, ax.anterior_posterior) == (None, "posterior") and ax.size_mm is None
+    ext = organ_extents(m, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    assert describe_location((2, 36, 6, 39), m, "liver", extents=ext) == ax
+
+
+def test_errors(phantom):
+    lm = phantom.label_map()
+    with pytest.raises(ShapeError, match="slice_index"):
+        describe_location((1, 1, 2, 2), lm, "liver")
+    with pytest.raises(InvalidBoxError):
+        describe_location((5, 1, 2, 2), lm, "liver", slice_index=3)
+    with pytest.raises(ShapeError):
+        describe_location((1, 1, 2), lm, "liver")
+    with pytest.raises(Exception, match="Did you mean"):
+        describe_location((1, 1, 2, 2), lm, "livr", slice_index=3)
