@@ -368,6 +368,8 @@ class BoxOrganMatcher:
         arr, cm, spacing_t = self._resolve_map(label_map, spacing)
         units = self._units(cm)
         b = _as_box_array(boxes)
+        if b.size == 0:
+            return []
         n = b.shape[0]
         if ids is not None:
             ids = [str(i) for i in ids]
@@ -569,8 +571,8 @@ def _as_box_array(boxes: Any) -> np.ndarray:
         raise WrongTypeError(f"Expected boxes as numbers of shape [N, 4] or [N, 6] ({exc}).") from exc
     if b.ndim == 1 and b.shape[0] in (4, 6):
         b = b[None, :]
-    if b.ndim == 2 and b.shape[0] == 0:
-        b = b.reshape(0, b.shape[1] if b.shape[1] in (4, 6) else 4)
+    if b.size == 0:
+        return b.reshape(0, 4)
     if b.ndim != 2 or b.shape[1] not in (4, 6):
         raise ShapeError(
             f"Expected boxes of shape [N, 4] (x1, y1, x2, y2) or [N, 6] (x1, y1, z1, x2, y2, z2), "
