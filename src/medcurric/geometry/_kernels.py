@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 __all__: list[str] = []
 
@@ -21,6 +22,8 @@ _REP8 = np.uint64(0x0101010101010101)
 _REP16 = np.uint64(0x0001000100010001)
 _M8 = np.uint64(0xFF)
 _M16 = np.uint64(0xFFFF)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_ONE = np.uint64(1)
 
 # ---------------------------------------------------------------------------
 # Whole-array histograms
@@ -173,7 +176,9 @@ def hist_runs(values: np.ndarray, counts: np.ndarray) -> np.int64:  # pragma: no
 
 
 @nb.njit(cache=True, nogil=True)
-def box_label_counts(vol: np.ndarray, ranges: np.ndarray, out: np.ndarray) -> np.int64:  # pragma: no cover - jit
+def box_label_counts(
+    vol: np.ndarray, ranges: np.ndarray, out: np.ndarray
+) -> np.int64:  # pragma: no cover - jit
     """Per-box label histograms of a ``[D, H, W]`` label volume.
 
     One pass over each box's contiguous x-rows, counting runs of equal labels in
@@ -220,6 +225,83 @@ def box_label_counts(vol: np.ndarray, ranges: np.ndarray, out: np.ndarray) -> np
     return np.int64(-1)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _feed_u8(w, lo, hi, cur, run, counts):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Feed bytes ``lo..hi-1`` of the little-endian word ``w`` into a run-length state.
+
+    Jumps from one label change to the next with a trailing-zero count of
+    ``w XOR (8 copies of the current label)``; returns the new ``(cur, run)``.
+    """
+    mask = _ONES if hi == 8 else (_ONE << np.uint64(8 * hi)) - _ONE
+    mask &= ~((_ONE << np.uint64(8 * lo)) - _ONE)
+    x = (w ^ (np.uint64(cur) * _REP8)) & mask
+    pos = lo
+    while x != 0:
+        k = np.int64(trailing_zeros(x)) >> 3  # type: ignore[call-arg]
+        run += k - pos
+        counts[cur] += run
+        cur = np.int64((w >> np.uint64(8 * k)) & _M8)
+        run = 0
+        pos = k
+        x = (w ^ (np.uint64(cur) * _REP8)) & mask & ~((_ONE << np.uint64(8 * k)) - _ONE)
+    run += hi - pos
+    return cur, run
+
+
+@nb.njit(cache=True, nogil=True)
+def box_label_counts_u8(
+    words: np.ndarray, shape: np.ndarray, ranges: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - jit
+    """Per-box label histograms of a uint8 ``[D, H, W]`` volume read as machine words.
+
+    Each box row ``[x0, x1)`` is read eight labels at a time: a word equal to the
+    current label repeated extends the run, a word with label changes is split at
+    each change with a trailing-zero count. Nearly memory speed on segmentations.
+
+    Args:
+        words: uint64 view of the C-contiguous uint8 volume (size a multiple of 8,
+            8-byte aligned).
+        shape: int64 ``(D, H, W)``.
+        ranges: int64 ``[N, 6]`` half-open ranges ``(z0, z1, y0, y1, x0, x1)``.
+        out: int64 ``[N, 256]`` zero-filled counts.
+    """
+    height = shape[1]
+    width = shape[2]
+    for n in range(ranges.shape[0]):
+        z0 = ranges[n, 0]
+        z1 = ranges[n, 1]
+        y0 = ranges[n, 2]
+        y1 = ranges[n, 3]
+        x0 = ranges[n, 4]
+        x1 = ranges[n, 5]
+        if z1 <= z0 or y1 <= y0 or x1 <= x0:
+            continue
+        cnt = out[n]
+        cur = np.int64(0)
+        run = np.int64(0)
+        for z in range(z0, z1):
+            for y in range(y0, y1):
+                p = (z * height + y) * width + x0
+                q = p + (x1 - x0)
+                wp = p >> 3
+                wq = q >> 3
+                if wp == wq:
+                    cur, run = _feed_u8(words[wp], p & 7, q & 7, cur, run, cnt)
+                    continue
+                cur, run = _feed_u8(words[wp], p & 7, 8, cur, run, cnt)
+                pat = np.uint64(cur) * _REP8
+                for i in range(wp + 1, wq):
+                    w = words[i]
+                    if w == pat:
+                        run += 8
+                    else:
+                        cur, run = _feed_u8(w, 0, 8, cur, run, cnt)
+                        pat = np.uint64(cur) * _REP8
+                if q & 7:
+                    cur, run = _feed_u8(words[wq], 0, q & 7, cur, run, cnt)
+        cnt[cur] += run
+
+
 @nb.njit(cache=True, nogil=True)
 def label_sat(plane: np.ndarray, nbins: int) -> np.ndarray:  # pragma: no cover - jit
     """Per-label summed-area tables of a ``[H, W]`` label plane, laid out ``[H + 1, W + 1, L]``.
@@ -242,7 +324,9 @@ def label_sat(plane: np.ndarray, nbins: int) -> np.ndarray:  # pragma: no cover 
 
 
 @nb.njit(cache=True, nogil=True)
-def sat_lookup(sat: np.ndarray, ranges: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - jit
+def sat_lookup(
+    sat: np.ndarray, ranges: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - jit
     """Box counts from summed-area tables: four lookups per (box, label)."""
     nbins = sat.shape[2]
     for n in range(ranges.shape[0]):
@@ -261,7 +345,9 @@ def sat_lookup(sat: np.ndarray, ranges: np.ndarray, out: np.ndarray) -> None:  #
 
 
 @nb.njit(cache=True, nogil=True)
-def box_mask_counts(masks: np.ndarray, ranges: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - jit
+def box_mask_counts(
+    masks: np.ndarray, ranges: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - jit
     """Per-box, per-channel counts of nonzero voxels in a ``[L, D, H, W]`` uint8 mask stack."""
     for c in range(masks.shape[0]):
         for n in range(ranges.shape[0]):
@@ -280,7 +366,9 @@ def box_mask_counts(masks: np.ndarray, ranges: np.ndarray, out: np.ndarray) -> N
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
-def iou_2d(a: np.ndarray, b: np.ndarray, out: np.ndarray, zero: float, tiny: float) -> None:  # pragma: no cover - jit
+def iou_2d(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, zero: float, tiny: float
+) -> None:  # pragma: no cover - jit
     """IoU of ``[4, N]`` and ``[4, M]`` coordinate rows (SoA) into ``out[N, M]``.
 
     ``zero`` and ``tiny`` (the smallest normal number) come typed as ``out``'s dtype
@@ -309,7 +397,9 @@ def iou_2d(a: np.ndarray, b: np.ndarray, out: np.ndarray, zero: float, tiny: flo
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
-def iou_3d(a: np.ndarray, b: np.ndarray, out: np.ndarray, zero: float, tiny: float) -> None:  # pragma: no cover - jit
+def iou_3d(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, zero: float, tiny: float
+) -> None:  # pragma: no cover - jit
     """IoU of ``[6, N]`` and ``[6, M]`` coordinate rows (SoA) into ``out[N, M]``."""
     bx1 = b[0]
     by1 = b[1]

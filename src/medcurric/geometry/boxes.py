@@ -20,6 +20,7 @@ in gives numpy out, a torch tensor in gives a torch tensor out on the same devic
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, TypeAlias, overload
 
@@ -156,7 +157,7 @@ def _check_boxes(
             _axis_sizes(image_shape, dims, name=name)
         return
     is_t = _is_torch(arr)
-    finite = torch.isfinite(arr).all(dim=1) if is_t else np.isfinite(arr).all(axis=1)  # type: ignore[arg-type, call-overload]
+    finite: Any = torch.isfinite(arr).all(dim=1) if is_t else np.isfinite(arr).all(axis=1)  # type: ignore[arg-type, call-overload]
     if not bool(finite.all()):
         bad = int(np.flatnonzero(~_np(finite))[0])
         raise InvalidBoxError(
@@ -165,7 +166,7 @@ def _check_boxes(
         )
     lo = arr[:, :dims]
     hi = arr[:, dims:]
-    inverted = (hi < lo).any(1) if is_t else (hi < lo).any(axis=1)  # type: ignore[call-arg]
+    inverted: Any = (hi < lo).any(1)
     if bool(inverted.any()):
         bad = int(np.flatnonzero(_np(inverted))[0])
         corners = "(x1, y1, x2, y2)" if dims == 2 else "(x1, y1, z1, x2, y2, z2)"
@@ -197,9 +198,7 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _pixel_ranges(
-    boxes: np.ndarray, sizes: Sequence[int]
-) -> np.ndarray:
+def _pixel_ranges(boxes: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     """Half-open integer pixel ranges covered by ``boxes`` under the centre rule.
 
     Args:
@@ -381,7 +380,9 @@ def _from_xyxy_parts(lo: Any, hi: Any, fmt: BoxFormat) -> tuple[Any, Any]:
 
 
 @overload
-def box_convert(boxes: torch.Tensor, in_fmt: str | BoxFormat, out_fmt: str | BoxFormat) -> torch.Tensor: ...
+def box_convert(
+    boxes: torch.Tensor, in_fmt: str | BoxFormat, out_fmt: str | BoxFormat
+) -> torch.Tensor: ...
 @overload
 def box_convert(
     boxes: np.ndarray | Sequence[Sequence[float]],
@@ -517,7 +518,9 @@ def box_iou(boxes1: BoxesLike, boxes2: BoxesLike) -> np.ndarray | torch.Tensor:
             )
         if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
             ndt = np.dtype(np.float32) if dtype_t == torch.float32 else np.dtype(np.float64)
-            res = _box_iou_numpy(a.detach().numpy(), b.detach().numpy(), ndt)
+            res = _box_iou_numpy(
+                a.detach().to(dtype_t).numpy(), b.detach().to(dtype_t).numpy(), ndt
+            )
             return torch.from_numpy(res)
         return _box_iou_torch(a.to(dtype_t), b.to(dtype_t), dims)
     assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)  # for mypy; checked above
@@ -567,14 +570,14 @@ def boxes_to_masks(
     sizes = _axis_sizes(image_shape, dims)
     ranges = _pixel_ranges(_np(arr), sizes)  # [N, dims, 2] in x, y(, z) order
     shape = (arr.shape[0], *tuple(int(s) for s in image_shape))
-    masks: np.ndarray | torch.Tensor
+    masks: Any
     if isinstance(arr, torch.Tensor):
         masks = torch.zeros(shape, dtype=torch.bool, device=arr.device)
     else:
         masks = np.zeros(shape, dtype=bool)
     for n, r in enumerate(ranges.tolist()):
-        index = tuple(slice(lo, hi) for lo, hi in reversed(r))
-        masks[(n, *index)] = True
+        index: tuple[int | slice, ...] = (n, *(slice(lo, hi) for lo, hi in reversed(r)))
+        masks[index] = True
     return masks
 
 
@@ -617,8 +620,10 @@ def masks_to_boxes(masks: np.ndarray | torch.Tensor | Sequence[Any]) -> np.ndarr
             )
         nz = mt != 0
         dims = mt.ndim - 1
-        out_t = torch.zeros((mt.shape[0], 2 * dims), dtype=torch.get_default_dtype(), device=mt.device)
-        nonempty = nz.reshape(mt.shape[0], -1).any(dim=1)
+        out_t = torch.zeros(
+            (mt.shape[0], 2 * dims), dtype=torch.get_default_dtype(), device=mt.device
+        )
+        nonempty = nz.reshape(mt.shape[0], math.prod(mt.shape[1:])).any(dim=1)
         for k in range(dims):  # k = 0 -> x (last array axis)
             axis = mt.ndim - 1 - k
             other = tuple(a for a in range(1, mt.ndim) if a != axis)
@@ -639,7 +644,7 @@ def masks_to_boxes(masks: np.ndarray | torch.Tensor | Sequence[Any]) -> np.ndarr
     nzm = m != 0
     dims = m.ndim - 1
     out = np.zeros((m.shape[0], 2 * dims), dtype=np.float64)
-    nonempty_np = nzm.reshape(m.shape[0], -1).any(axis=1)
+    nonempty_np = nzm.reshape(m.shape[0], math.prod(m.shape[1:])).any(axis=1)
     for k in range(dims):
         axis = m.ndim - 1 - k
         other = tuple(a for a in range(1, m.ndim) if a != axis)
@@ -654,4 +659,3 @@ def masks_to_boxes(masks: np.ndarray | torch.Tensor | Sequence[Any]) -> np.ndarr
 def _n_pixels(ranges: np.ndarray) -> np.ndarray:
     """Pixel counts of ``[N, K, 2]`` ranges."""
     return np.prod(ranges[..., 1] - ranges[..., 0], axis=1)
-

@@ -107,10 +107,10 @@ def _safe_div(num: Any, den: Any) -> Any:
         num64 = num.to(torch.float64)
         den64 = torch.as_tensor(den, device=num.device).to(torch.float64).expand_as(num64)
         return torch.where(den64 > 0, num64 / den64.clamp(min=1), torch.zeros_like(num64))
-    num64 = np.asarray(num, dtype=np.float64)
-    den64 = np.broadcast_to(np.asarray(den, dtype=np.float64), num64.shape)
-    out = np.zeros(num64.shape, dtype=np.float64)
-    np.divide(num64, den64, out=out, where=den64 > 0)
+    num_np = np.asarray(num, dtype=np.float64)
+    den_np = np.broadcast_to(np.asarray(den, dtype=np.float64), num_np.shape)
+    out = np.zeros(num_np.shape, dtype=np.float64)
+    np.divide(num_np, den_np, out=out, where=den_np > 0)
     return out
 
 
@@ -128,7 +128,9 @@ _INT_HINT = (
 def _as_label_array(label_map: Any, *, name: str = "label_map") -> np.ndarray | torch.Tensor:
     if isinstance(label_map, torch.Tensor):
         if label_map.is_floating_point() or label_map.is_complex():
-            raise WrongTypeError(f"Expected an integer {name}, but got dtype {label_map.dtype}. {_INT_HINT}")
+            raise WrongTypeError(
+                f"Expected an integer {name}, but got dtype {label_map.dtype}. {_INT_HINT}"
+            )
         return label_map
     try:
         arr = np.asarray(label_map)
@@ -242,7 +244,9 @@ def _check_num_labels(num_labels: int | None) -> int | None:
 @overload
 def label_histogram(label_map: torch.Tensor, num_labels: int | None = ...) -> torch.Tensor: ...
 @overload
-def label_histogram(label_map: np.ndarray | Sequence[Any], num_labels: int | None = ...) -> np.ndarray: ...
+def label_histogram(
+    label_map: np.ndarray | Sequence[Any], num_labels: int | None = ...
+) -> np.ndarray: ...
 def label_histogram(
     label_map: np.ndarray | torch.Tensor | Sequence[Any], num_labels: int | None = None
 ) -> np.ndarray | torch.Tensor:
@@ -308,10 +312,16 @@ def _slice_indices(slice_index: Any, n: int, depth: int) -> np.ndarray:
     if isinstance(slice_index, torch.Tensor):
         slice_index = slice_index.detach().cpu().numpy()
     if isinstance(slice_index, (bool, np.bool_)):
-        raise WrongTypeError(f"Expected slice_index as an int or one int per box, but got {slice_index!r}.")
+        raise WrongTypeError(
+            f"Expected slice_index as an int or one int per box, but got {slice_index!r}."
+        )
     arr = np.asarray(slice_index)
     if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        if (
+            np.issubdtype(arr.dtype, np.floating)
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
+        ):
             arr = arr.astype(np.int64)
         else:
             raise WrongTypeError(
@@ -379,8 +389,10 @@ def _counts_np(
     out = np.zeros((ranges.shape[0], num_bins), dtype=np.int64)
     if ranges.shape[0] == 0:
         return out
-    use_sat = strategy == "sat" if strategy is not None else (
-        plane is not None and _use_sat(ranges, vol.shape[1:], num_bins)
+    use_sat = (
+        strategy == "sat"
+        if strategy is not None
+        else (plane is not None and _use_sat(ranges, vol.shape[1:], num_bins))
     )
     if use_sat and plane is not None:
         sheet = vol[plane]
@@ -388,6 +400,17 @@ def _counts_np(
             raise _too_large_error(int(sheet.max()), num_bins, "label_map")
         sat = _kernels.label_sat(sheet, num_bins)
         _kernels.sat_lookup(sat, ranges, out)
+        return out
+    flat = vol.reshape(-1)
+    if vol.dtype == np.uint8 and flat.size % 8 == 0 and flat.ctypes.data % 8 == 0:
+        wide = np.zeros((ranges.shape[0], 256), dtype=np.int64)
+        _kernels.box_label_counts_u8(
+            flat.view(np.uint64), np.asarray(vol.shape, dtype=np.int64), ranges, wide
+        )
+        extra = np.flatnonzero(wide[:, num_bins:].any(axis=0))
+        if extra.size:
+            raise _too_large_error(int(extra[-1]) + num_bins, num_bins, "label_map")
+        out[:] = wide[:, :num_bins]
         return out
     bad = int(_kernels.box_label_counts(vol, ranges, out))
     if bad >= 0:
@@ -398,13 +421,15 @@ def _counts_np(
     return out
 
 
-def _counts_torch(vol: torch.Tensor, ranges: np.ndarray, num_bins: int, binary: bool) -> torch.Tensor:
+def _counts_torch(
+    vol: torch.Tensor, ranges: np.ndarray, num_bins: int, binary: bool
+) -> torch.Tensor:
     """Pure-torch per-box counts (any device). ``vol`` is ``[D, H, W]`` or ``[L, D, H, W]``."""
     rows = []
     for z0, z1, y0, y1, x0, x1 in ranges.tolist():
         if binary:
             crop = vol[:, z0:z1, y0:y1, x0:x1]
-            rows.append((crop != 0).reshape(vol.shape[0], -1).sum(dim=1))
+            rows.append((crop != 0).sum(dim=(1, 2, 3)))
         else:
             crop = vol[z0:z1, y0:y1, x0:x1].reshape(-1).to(torch.int64)
             counts = torch.bincount(crop, minlength=num_bins)
@@ -495,7 +520,7 @@ def box_mask_overlap(
         >>> ov = box_mask_overlap([[0, 0, 0, 4, 4, 3]], vol)
         >>> ov.intersection[:, [0, 5]].tolist(), ov.box_area.tolist()
         ([[40, 8]], [48])
-        >>> box_mask_overlap([[1, 1, 3, 3]], vol, slice_index=2).ioa()[0, 5]
+        >>> float(box_mask_overlap([[1, 1, 3, 3]], vol, slice_index=2).ioa()[0, 5])
         1.0
     """
     nl = _check_num_labels(num_labels)
@@ -513,7 +538,9 @@ def box_mask_overlap(
             f"of shape {tuple(b.shape)}."
         )
     if dims == 3 and slice_index is not None:
-        raise ShapeError("slice_index is only for 2D boxes [N, 4] on a volume; got 3D boxes [N, 6].")
+        raise ShapeError(
+            "slice_index is only for 2D boxes [N, 4] on a volume; got 3D boxes [N, 6]."
+        )
     if dims == 2 and len(spatial) == 3 and slice_index is None:
         raise ShapeError(
             f"Expected slice_index for 2D boxes [N, 4] on a volume of shape {spatial} "
@@ -529,16 +556,24 @@ def box_mask_overlap(
     n = int(b.shape[0])
     b_np = _np(b)
     ranges = _kernel_ranges(_pixel_ranges(b_np, _axis_sizes(plane_shape, dims)))
-    slices: np.ndarray | None = None
+    slices: np.ndarray | None = None  # per box, or the one shared slice
+    per_box = False
     if dims == 2 and len(spatial) == 3:
         slices = _slice_indices(slice_index, n, spatial[0])
         ranges[:, 0] = slices
         ranges[:, 1] = slices + 1
+        per_box = np.ndim(_np(slice_index)) > 0
+        if not per_box:
+            slices = _slice_indices(slice_index, 1, spatial[0])
     box_area = np.prod(ranges[:, 1::2] - ranges[:, 0::2], axis=1).astype(np.int64)
 
     given_area: np.ndarray | torch.Tensor | None = None
     if label_area is not None:
-        given_area = label_area if isinstance(label_area, torch.Tensor) else np.asarray(label_area, dtype=np.int64)
+        given_area = (
+            label_area
+            if isinstance(label_area, torch.Tensor)
+            else np.asarray(label_area, dtype=np.int64)
+        )
         if given_area.ndim not in (1, 2) or (given_area.ndim == 2 and given_area.shape[0] != n):
             raise ShapeError(
                 f"Expected label_area of shape [L] or [N, L] with N = {n}, but got "
@@ -563,9 +598,13 @@ def box_mask_overlap(
         inter, areas = _label_overlap(lm, ranges, slices, spatial, nl, need_area=given_area is None)
     if given_area is not None:
         areas = given_area
-    elif slices is not None and np.ndim(_np(slice_index)) > 0 and areas.ndim == 1:
+    elif per_box and areas.ndim == 1:
         # one slice_index per box: keep the documented [N, L] shape even if all agree
-        areas = areas[None, :].expand(n, -1).clone() if isinstance(areas, torch.Tensor) else np.repeat(areas[None, :], n, axis=0)
+        areas = (
+            areas[None, :].expand(n, -1).clone()
+            if isinstance(areas, torch.Tensor)
+            else np.repeat(areas[None, :], n, axis=0)
+        )
     if is_t:
         assert isinstance(lm, torch.Tensor)
         dev = lm.device
@@ -574,7 +613,9 @@ def box_mask_overlap(
             box_area=torch.from_numpy(box_area).to(dev),
             label_area=torch.as_tensor(areas, device=dev).to(torch.int64),
         )
-    return Overlap(intersection=inter, box_area=box_area, label_area=np.asarray(areas, dtype=np.int64))
+    return Overlap(
+        intersection=inter, box_area=box_area, label_area=np.asarray(areas, dtype=np.int64)
+    )
 
 
 def _as_volume(x: Any, spatial: tuple[int, ...]) -> Any:
@@ -596,6 +637,8 @@ def _label_overlap(
     """Intersections and label areas for a label map (numpy or torch)."""
     n = ranges.shape[0]
     if isinstance(lm, torch.Tensor) and _use_torch_kernels(lm):
+        if lm.dtype != torch.bool and lm.numel() and bool((lm.min() < 0).item()):
+            raise _negative_error(lm.cpu(), "label_map")
         vol_t = _as_volume(lm, spatial)
         if need_area or nl is None:
             if slices is None:
@@ -608,11 +651,11 @@ def _label_overlap(
                 area_t = _slice_areas_torch(vol_t, slices, nl)
         else:
             area_t = None
-            if vol_t.dtype != torch.bool and vol_t.numel() and bool((vol_t.min() < 0).item()):
-                raise _negative_error(vol_t.cpu(), "label_map")
         inter_t = _counts_torch(vol_t, ranges, nl, binary=False)
         return inter_t, area_t
     arr = _torch_cpu_numpy(lm) if isinstance(lm, torch.Tensor) else lm
+    if arr.dtype.kind == "i" and arr.size and int(arr.min()) < 0:
+        raise _negative_error(arr, "label_map")
     vol = _kernel_labels(_as_volume(arr, spatial))
     area: np.ndarray | None = None
     if slices is None:
@@ -622,8 +665,6 @@ def _label_overlap(
     else:
         if nl is None:
             nl = int(vol.max()) + 1 if vol.size else 0
-            if vol.dtype.kind == "i" and vol.size and int(vol.min()) < 0:
-                raise _negative_error(vol, "label_map")
         if need_area:
             area = _slice_areas_np(vol, slices, nl)
     assert nl is not None
@@ -639,9 +680,16 @@ def _label_overlap(
 def _slice_areas_np(vol: np.ndarray, slices: np.ndarray, nl: int) -> np.ndarray:
     """Per-box label areas of each box's slice, ``[N, L]`` (int slice -> ``[L]``)."""
     uniq, inverse = np.unique(slices, return_inverse=True)
-    per_slice = np.stack(
-        [_fit_length(_histogram_np(np.ascontiguousarray(vol[int(s)])), nl, "label_map") for s in uniq]
-    ) if uniq.size else np.zeros((0, nl), dtype=np.int64)
+    per_slice = (
+        np.stack(
+            [
+                _fit_length(_histogram_np(np.ascontiguousarray(vol[int(s)])), nl, "label_map")
+                for s in uniq
+            ]
+        )
+        if uniq.size
+        else np.zeros((0, nl), dtype=np.int64)
+    )
     if uniq.size == 1:
         return per_slice[0]
     return per_slice[inverse.reshape(-1)]
@@ -667,27 +715,26 @@ def _binary_overlap(
     """Intersections and channel areas for a ``[L, ...]`` mask stack (numpy or torch)."""
     channels = int(lm.shape[0])
     if isinstance(lm, torch.Tensor) and _use_torch_kernels(lm):
-        stack_t = _as_volume(lm, spatial)
-        inter_t = _counts_torch(stack_t, ranges, channels, binary=True)
-        nz = stack_t != 0
+        nz_t = _as_volume(lm, spatial) != 0  # [L, D, H, W]
+        inter_t = _counts_torch(nz_t, ranges, channels, binary=True)
         if slices is None:
-            area_t = nz.reshape(channels, -1).sum(dim=1)
-        else:
-            uniq, inverse = np.unique(slices, return_inverse=True)
-            rows = torch.stack([nz[:, int(s)].reshape(channels, -1).sum(dim=1) for s in uniq]) if uniq.size else torch.zeros((0, channels), dtype=torch.int64, device=lm.device)
-            area_t = rows[0] if uniq.size == 1 else rows[torch.from_numpy(inverse.reshape(-1)).to(lm.device)]
-        return inter_t, area_t.to(torch.int64)
+            return inter_t, nz_t.sum(dim=(1, 2, 3))
+        uniq, inverse = np.unique(slices, return_inverse=True)
+        per_slice = nz_t[:, torch.from_numpy(uniq).to(lm.device)].sum(dim=(2, 3)).T  # [S, L]
+        if uniq.size == 1:
+            return inter_t, per_slice[0]
+        return inter_t, per_slice[torch.from_numpy(inverse.reshape(-1)).to(lm.device)]
     from medcurric.geometry import _kernels
 
     arr = _torch_cpu_numpy(lm) if isinstance(lm, torch.Tensor) else lm
     stack = _as_volume(arr, spatial)
-    u8 = np.ascontiguousarray(stack != 0).view(np.uint8) if stack.dtype != np.bool_ else np.ascontiguousarray(stack).view(np.uint8)
+    u8 = np.ascontiguousarray(stack if stack.dtype == np.bool_ else stack != 0).view(np.uint8)
     inter = np.zeros((ranges.shape[0], channels), dtype=np.int64)
     _kernels.box_mask_counts(u8, ranges, inter)
     if slices is None:
-        area = np.count_nonzero(u8.reshape(channels, -1), axis=1).astype(np.int64)
-    else:
-        uniq, inverse = np.unique(slices, return_inverse=True)
-        rows_np = np.stack([np.count_nonzero(u8[:, int(s)].reshape(channels, -1), axis=1) for s in uniq]).astype(np.int64) if uniq.size else np.zeros((0, channels), dtype=np.int64)
-        area = rows_np[0] if uniq.size == 1 else rows_np[inverse.reshape(-1)]
-    return inter, area
+        return inter, np.count_nonzero(u8, axis=(1, 2, 3)).astype(np.int64)
+    uniq, inverse = np.unique(slices, return_inverse=True)
+    per = np.count_nonzero(u8[:, uniq], axis=(2, 3)).T.astype(np.int64)  # [S, L]
+    if uniq.size == 1:
+        return inter, per[0]
+    return inter, per[inverse.reshape(-1)]
