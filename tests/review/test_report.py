@@ -146,8 +146,58 @@ def test_report_in_headless_chromium(review_data, tmp_path, browser) -> None:
     gray = img[(img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2])]
     assert gray.size and gray.mean() > 20  # the CT image itself rendered, not a black box
 
+    overlay_width = page.eval_on_selector(
+        '#card-s1-easy img[alt="Easy overlay"]', "el => el.naturalWidth"
+    )
+    assert overlay_width == 200
+
     page.goto(report.summary.as_uri())
     page.wait_for_load_state("load")
     assert errors == []
     assert page.locator("#mc-checks tbody tr").count() == 2
     context.close()
+
+
+def test_review_cli_writes_report(review_data, tmp_path, capsys) -> None:
+    from medcurric._jsonl import JsonlWriter
+    from medcurric.cli import main
+
+    with JsonlWriter(tmp_path / "samples.jsonl") as w:
+        w.write_many(review_data["samples"])
+    with JsonlWriter(tmp_path / "rejects.jsonl") as w:
+        w.write_many(review_data["rejects"])
+    with JsonlWriter(tmp_path / "seeds.jsonl") as w:
+        w.write_many(review_data["seeds"])
+    labels = tmp_path / "labels" / "ct"
+    labels.mkdir(parents=True)
+    for seed in review_data["seeds"]:
+        np.save(
+            labels / f"{seed.id}.npy",
+            review_data["masks"](seed).astype(np.uint8) * 5
+            if seed.organ
+            else np.zeros((160, 200), np.uint8),
+        )
+    code = main(
+        [
+            "review",
+            "--samples",
+            str(tmp_path / "samples.jsonl"),
+            "--rejects",
+            str(tmp_path / "rejects.jsonl"),
+            "--seeds",
+            str(tmp_path / "seeds.jsonl"),
+            "--images",
+            str(review_data["root"]),
+            "--labels",
+            str(tmp_path / "labels"),
+            "--out",
+            str(tmp_path / "report"),
+            "--sample-n",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert "review report written to" in capsys.readouterr().out
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert html.count('class="organ-contour"') >= 3  # s1's three stages have a liver contour
+    assert 'alt="Easy overlay"' in html and "within the red rectangle" in html

@@ -36,7 +36,7 @@ from medcurric.seeds.records import FactualSeed
 __all__ = ["ReviewReport", "load_samples", "load_seeds", "review_sample_ids", "write_review"]
 
 MaskProvider = Callable[[FactualSeed], "np.ndarray | None"]
-OverlayFn = Callable[[np.ndarray, Sequence[float]], "tuple[np.ndarray, str]"]
+OverlayFn = Callable[[np.ndarray, Sequence[float]], Any]  # result unpacks as (image, phrase)
 
 _SAMPLE_FIELDS = {f.name for f in dataclasses.fields(CoTSample)}
 
@@ -297,7 +297,7 @@ def write_review(
     seeds: str | os.PathLike[str] | Iterable[FactualSeed | Mapping[str, Any]] | None = None,
     image_root: str | os.PathLike[str] | None = None,
     masks: MaskProvider | None = None,
-    overlay: OverlayFn | None = None,
+    overlay: OverlayFn | bool = True,
     class_map: Any = None,
     sample_n: int = 50,
     seed: int = 0,
@@ -317,8 +317,9 @@ def write_review(
         image_root: Directory the samples' image paths are relative to. Paths that
             leave it are refused and reported in the card instead of read.
         masks: ``seed -> [H, W] bool`` host-organ mask on the sample's image, for the contour.
-        overlay: ``(image, box) -> (overlaid image, phrase)`` for the Easy panel, e.g.
-            ``lambda im, box: StageOverlay().draw(im, box)``.
+        overlay: ``(image, box) -> (overlaid image, phrase)`` for the Easy panel;
+            ``True`` uses :class:`~medcurric.overlay.StageOverlay` in its fixed evaluation
+            style, ``False`` leaves the panel out.
         class_map: A :class:`~medcurric.anatomy.ClassMap` for organ synonyms in the highlighting.
         sample_n: How many samples to draw for manual accept/reject marks.
         seed: Seed of that draw.
@@ -330,6 +331,12 @@ def write_review(
     Returns:
         The paths written and the ids drawn for review.
     """
+    if overlay is True:
+        from medcurric.overlay import StageOverlay
+
+        overlay_fn: OverlayFn | None = StageOverlay("fixed")
+    else:
+        overlay_fn = overlay if callable(overlay) else None
     accepted = load_samples(samples, accepted=None)
     rejected = load_samples(rejects, accepted=False)
     seed_by_id = load_seeds(seeds)
@@ -384,7 +391,7 @@ def write_review(
                 status,
                 images,
                 masks,
-                overlay,
+                overlay_fn,
                 class_map,
                 sample.id in review_set,
             )
