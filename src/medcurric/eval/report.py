@@ -210,8 +210,8 @@ def report_metrics(
         res = ptb.tokenize({i: [{"caption": _clean(preds[i])}] for i in ids})
     else:
         split = simple_tokenize if tok is ReportTokenizer.SIMPLE else (lambda s: s)
-        gts = {i: [_clean(split(t)) for t in refs[i]] for i in ids}
-        res = {i: [_clean(split(preds[i]))] for i in ids}
+        gts = {i: [_clean(split(_clean(t))) for t in refs[i]] for i in ids}
+        res = {i: [_clean(split(_clean(preds[i])))] for i in ids}
 
     scores: dict[str, float] = {}
     per_report: dict[str, dict[str, float]] = {i: {} for i in ids}
