@@ -11,31 +11,83 @@ from medcurric.errors import DataFormatError, InvalidOptionError, MedcurricWarni
 from medcurric.eval import VQAItem, load_predictions, load_texts, load_vqa, score_vqa
 
 VQA_RAD = [
-    {"qid": 1, "image_name": "synpic1.jpg", "image_organ": "CHEST", "answer": "Yes",
-     "answer_type": "CLOSED", "question_type": "PRES", "question": "Is there a nodule?",
-     "phrase_type": "freeform"},
-    {"qid": 2, "image_name": "synpic2.jpg", "image_organ": "HEAD", "answer": 2,
-     "answer_type": "OPEN ", "question_type": "COUNT", "question": "How many lesions?",
-     "phrase_type": "test_freeform"},
-    {"qid": 3, "image_name": "synpic2.jpg", "image_organ": "HEAD", "answer": "no",
-     "answer_type": "CLOSED", "question_type": "PRES", "question": "Is it normal?",
-     "phrase_type": "test_para"},
+    {
+        "qid": 1,
+        "image_name": "synpic1.jpg",
+        "image_organ": "CHEST",
+        "answer": "Yes",
+        "answer_type": "CLOSED",
+        "question_type": "PRES",
+        "question": "Is there a nodule?",
+        "phrase_type": "freeform",
+    },
+    {
+        "qid": 2,
+        "image_name": "synpic2.jpg",
+        "image_organ": "HEAD",
+        "answer": 2,
+        "answer_type": "OPEN ",
+        "question_type": "COUNT",
+        "question": "How many lesions?",
+        "phrase_type": "test_freeform",
+    },
+    {
+        "qid": 3,
+        "image_name": "synpic2.jpg",
+        "image_organ": "HEAD",
+        "answer": "no",
+        "answer_type": "CLOSED",
+        "question_type": "PRES",
+        "question": "Is it normal?",
+        "phrase_type": "test_para",
+    },
 ]
 SLAKE = [
-    {"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "Which organ is abnormal?",
-     "answer": "Lung", "q_lang": "en", "location": "Lung", "modality": "CT",
-     "answer_type": "OPEN", "base_type": "vqa", "content_type": "Organ", "triple": ["a", "b", "c"],
-     "qid": 11},
-    {"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "哪个器官异常?", "answer": "肺",
-     "q_lang": "zh", "location": "Lung", "modality": "CT", "answer_type": "OPEN", "qid": 12},
+    {
+        "img_id": 1,
+        "img_name": "xmlab1/source.jpg",
+        "question": "Which organ is abnormal?",
+        "answer": "Lung",
+        "q_lang": "en",
+        "location": "Lung",
+        "modality": "CT",
+        "answer_type": "OPEN",
+        "base_type": "vqa",
+        "content_type": "Organ",
+        "triple": ["a", "b", "c"],
+        "qid": 11,
+    },
+    {
+        "img_id": 1,
+        "img_name": "xmlab1/source.jpg",
+        "question": "哪个器官异常?",
+        "answer": "肺",
+        "q_lang": "zh",
+        "location": "Lung",
+        "modality": "CT",
+        "answer_type": "OPEN",
+        "qid": 12,
+    },
 ]
 LLAVA_MED = [
-    {"id": "p1", "image": "test/img1.png", "answer_type": "CLOSED",
-     "conversations": [{"from": "human", "value": "<image>\nIs this tissue malignant?"},
-                       {"from": "gpt", "value": "yes"}]},
-    {"id": "p2", "image": "test/img2.png", "answer_type": "OPEN",
-     "conversatons": [{"from": "human", "value": "<image>\nWhat is present?"},
-                      {"from": "gpt", "value": "granuloma"}]},
+    {
+        "id": "p1",
+        "image": "test/img1.png",
+        "answer_type": "CLOSED",
+        "conversations": [
+            {"from": "human", "value": "<image>\nIs this tissue malignant?"},
+            {"from": "gpt", "value": "yes"},
+        ],
+    },
+    {
+        "id": "p2",
+        "image": "test/img2.png",
+        "answer_type": "OPEN",
+        "conversatons": [
+            {"from": "human", "value": "<image>\nWhat is present?"},
+            {"from": "gpt", "value": "granuloma"},
+        ],
+    },
 ]
 
 
@@ -50,8 +102,13 @@ def test_vqa_rad_public_json(tmp_path: Path) -> None:
     items = load_vqa(p)
     assert [i.id for i in items] == ["1", "2", "3"]
     assert items[1] == VQAItem(
-        id="2", question="How many lesions?", answer="2", answer_type="open", image="synpic2.jpg",
-        organ="HEAD", dataset="vqa-rad",
+        id="2",
+        question="How many lesions?",
+        answer="2",
+        answer_type="open",
+        image="synpic2.jpg",
+        organ="HEAD",
+        dataset="vqa-rad",
         extra={"question_type": "COUNT", "phrase_type": "test_freeform"},
     )
     assert [i.id for i in load_vqa(p, split="test")] == ["2", "3"]
@@ -118,7 +175,7 @@ def test_missing_file_and_bad_options(tmp_path: Path) -> None:
         load_vqa(p, split="val")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"qid": 1}\nnot json\n')
-    with pytest.raises(DataFormatError, match="bad.jsonl:2"):
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:2"):
         load_vqa(bad)
 
 
@@ -135,7 +192,9 @@ def test_predictions(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="text_key"):
         load_predictions(_write(tmp_path, "d.json", [{"id": 1, "foo": "x"}]))
     with pytest.raises(DataFormatError, match="appears twice"):
-        load_predictions(_write(tmp_path, "e.json", [{"id": 1, "text": "a"}, {"id": 1, "text": "b"}]))
+        load_predictions(
+            _write(tmp_path, "e.json", [{"id": 1, "text": "a"}, {"id": 1, "text": "b"}])
+        )
 
 
 def test_texts(tmp_path: Path) -> None:
@@ -148,8 +207,13 @@ def test_texts(tmp_path: Path) -> None:
 
 def test_load_then_score_end_to_end(tmp_path: Path) -> None:
     gt = load_vqa(_write(tmp_path, "VQA_RAD Dataset Public.json", VQA_RAD), split="test")
-    preds = load_predictions(_write(tmp_path, "a.json", [{"question_id": 2, "text": "two"},
-                                                          {"question_id": 3, "text": "No."}]))
+    preds = load_predictions(
+        _write(
+            tmp_path,
+            "a.json",
+            [{"question_id": 2, "text": "two"}, {"question_id": 3, "text": "No."}],
+        )
+    )
     s = score_vqa(gt, preds, compat="llava-med")
     assert (s.open_recall, s.closed_accuracy) == (1.0, 1.0)
     assert {r["organ"] for r in s.breakdown("organ")} == {"HEAD", "all"}

@@ -160,8 +160,16 @@ def test_shape_and_value_errors() -> None:
 
 def _sample(sid: str, stage: str, organ: str, box_norm: tuple[float, ...]) -> CoTSample:
     return CoTSample(
-        id=sid, seed_id="s", stage=stage, question_type="open", question="q", rationale="r",
-        answer="a", image="img.png", box_norm=box_norm, organ=organ,
+        id=sid,
+        seed_id="s",
+        stage=stage,
+        question_type="open",
+        question="q",
+        rationale="r",
+        answer="a",
+        image="img.png",
+        box_norm=box_norm,
+        organ=organ,
     )
 
 
@@ -170,8 +178,13 @@ def test_score_grounding_breakdown() -> None:
         _sample("e1", "easy", "liver", (0.0, 0.0, 0.5, 0.5)),
         _sample("e2", "easy", "lung", (0.5, 0.5, 1.0, 1.0)),
         _sample("m1", "medium", "liver", (0.0, 0.0, 0.5, 0.5)),
-        {"id": "px", "box": [0, 0, 50, 100], "image_size": [100, 100], "stage": "medium",
-         "organ": "liver | left"},
+        {
+            "id": "px",
+            "box": [0, 0, 50, 100],
+            "image_size": [100, 100],
+            "stage": "medium",
+            "organ": "liver | left",
+        },
         _sample("unscored", "hard", "liver", (0.0, 0.0, 0.5, 0.5)),
     ]
     att = np.zeros(4)
@@ -189,7 +202,11 @@ def test_score_grounding_breakdown() -> None:
     assert (by_id["e2"].iou, by_id["e2"].iou_hit) == (0.5, 1.0)
     assert (by_id["m1"].cited, by_id["m1"].iou, by_id["m1"].iou_hit) == (0.0, None, 0.0)
     assert (by_id["m1"].mass_in_box, by_id["m1"].pointing_hit) == (1.0, 1.0)
-    assert (by_id["px"].mass_in_box, by_id["px"].pointing_hit, by_id["px"].cited) == (0.5, 1.0, None)
+    assert (by_id["px"].mass_in_box, by_id["px"].pointing_hit, by_id["px"].cited) == (
+        0.5,
+        1.0,
+        None,
+    )
     assert s.citation_rate == pytest.approx(2 / 3)
     assert s.mean_iou == pytest.approx(0.75)
     assert s.mean_mass_in_box == pytest.approx(0.75)
@@ -216,8 +233,14 @@ def test_plot_attention_writes_a_real_png(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 4096, size=(64, 80)).astype(np.uint16)  # 16-bit CT-like slice
     maps = np.stack([box_patch_weights((0.1, 0.2, 0.5, 0.6), (6, 6)), rng.random(36)])
-    out = plot_attention(image, maps, (6, 6), (0.1, 0.2, 0.5, 0.6), tmp_path / "fig" / "att.png",
-                         titles=["medium", "hard"])
+    out = plot_attention(
+        image,
+        maps,
+        (6, 6),
+        (0.1, 0.2, 0.5, 0.6),
+        tmp_path / "fig" / "att.png",
+        titles=["medium", "hard"],
+    )
     assert out == tmp_path / "fig" / "att.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(out) as im:

@@ -90,8 +90,36 @@ def test_default_normalisation(text: str, expected: str) -> None:
 
 
 _piece = st.sampled_from(
-    ["the", "A", "liver", "Left", "lung", "one", "Ten", "none", "dont", "it's", "1", "2", "3",
-     ",", ".", "/", "-", "(", ")", ":", "?", "!", "'", " ", "  ", "yes", "No", "nodule"]
+    [
+        "the",
+        "A",
+        "liver",
+        "Left",
+        "lung",
+        "one",
+        "Ten",
+        "none",
+        "dont",
+        "it's",
+        "1",
+        "2",
+        "3",
+        ",",
+        ".",
+        "/",
+        "-",
+        "(",
+        ")",
+        ":",
+        "?",
+        "!",
+        "'",
+        " ",
+        "  ",
+        "yes",
+        "No",
+        "nodule",
+    ]
 )
 
 

@@ -26,7 +26,9 @@ def _ngrams(words: list[str], n: int) -> Counter[tuple[str, ...]]:
     return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
-def _brute_corpus_bleu(preds: dict[str, str], refs: dict[str, list[str]], n_max: int = 4) -> list[float]:
+def _brute_corpus_bleu(
+    preds: dict[str, str], refs: dict[str, list[str]], n_max: int = 4
+) -> list[float]:
     """Papineni et al. corpus BLEU, clipped n-gram counts, closest reference length."""
     correct = [0] * n_max
     guess = [0] * n_max
@@ -59,7 +61,9 @@ _VOCAB = ["the", "heart", "is", "normal", "no", "effusion", "lungs", "are", "cle
     st.lists(
         st.tuples(
             st.lists(st.sampled_from(_VOCAB), min_size=4, max_size=12),
-            st.lists(st.lists(st.sampled_from(_VOCAB), min_size=4, max_size=12), min_size=1, max_size=3),
+            st.lists(
+                st.lists(st.sampled_from(_VOCAB), min_size=4, max_size=12), min_size=1, max_size=3
+            ),
         ),
         min_size=1,
         max_size=5,
@@ -68,9 +72,12 @@ _VOCAB = ["the", "heart", "is", "normal", "no", "effusion", "lungs", "are", "cle
 def test_bleu_matches_brute_force(corpus: list[tuple[list[str], list[list[str]]]]) -> None:
     # Guarantee every n-gram order has a match so the log is defined, by appending a shared
     # 4-gram to each hypothesis and its first reference.
-    preds = {f"r{i}": " ".join(h + ["lungs", "are", "clear", "now"]) for i, (h, _) in enumerate(corpus)}
+    preds = {
+        f"r{i}": " ".join([*h, "lungs", "are", "clear", "now"]) for i, (h, _) in enumerate(corpus)
+    }
     refs = {
-        f"r{i}": [" ".join(rs[0] + ["lungs", "are", "clear", "now"])] + [" ".join(r) for r in rs[1:]]
+        f"r{i}": [" ".join(rs[0] + ["lungs", "are", "clear", "now"])]
+        + [" ".join(r) for r in rs[1:]]
         for i, (_, rs) in enumerate(corpus)
     }
     got = report_metrics(preds, refs, metrics=["bleu"], tokenizer="none")
@@ -83,15 +90,21 @@ def _lcs(a: list[str], b: list[str]) -> int:
     table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
     for i, x in enumerate(a):
         for j, y in enumerate(b):
-            table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+            table[i + 1][j + 1] = (
+                table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+            )
     return table[-1][-1]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=10),
-       st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=10))
+@given(
+    st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=10),
+    st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=10),
+)
 def test_rouge_l_matches_lcs(h: list[str], r: list[str]) -> None:
-    got = report_metrics({"a": " ".join(h)}, {"a": " ".join(r)}, metrics=["rouge-l"], tokenizer="none")
+    got = report_metrics(
+        {"a": " ".join(h)}, {"a": " ".join(r)}, metrics=["rouge-l"], tokenizer="none"
+    )
     lcs = _lcs(h, r)
     beta = 1.2
     if lcs == 0:
@@ -117,7 +130,10 @@ def test_cider_prefers_the_better_report() -> None:
 
 
 def test_simple_tokenizer() -> None:
-    assert simple_tokenize("No acute disease. It's 1.5 cm; stable!") == "no acute disease it's 1.5 cm stable"
+    assert (
+        simple_tokenize("No acute disease. It's 1.5 cm; stable!")
+        == "no acute disease it's 1.5 cm stable"
+    )
     assert simple_tokenize("T2-weighted, 3/4") == "t2 weighted 3 / 4"
 
 

@@ -132,8 +132,9 @@ def test_hand_computed_llava_med_table() -> None:
 
 # --- the default mode against an independent reference ----------------------------------
 
-_REF_NUMBERS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten".split())}
+_REF_NUMBERS = {
+    w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())
+}
 _REF_CONTRACTIONS = {"dont": "don't", "isnt": "isn't", "whats": "what's"}
 
 
@@ -173,8 +174,34 @@ def _ref_closed(pred: str, ref: str) -> float:
 
 
 _WORDS = st.sampled_from(
-    ["the", "a", "An", "liver", "Left", "lung", "lobe", "one", "Two", "2", "10", "ten", "none",
-     "dont", "don't", "isnt", "whats", "yes", "No", "nodule", "not", "1.5", "3,000", "cm", "ct", "mri"]
+    [
+        "the",
+        "a",
+        "An",
+        "liver",
+        "Left",
+        "lung",
+        "lobe",
+        "one",
+        "Two",
+        "2",
+        "10",
+        "ten",
+        "none",
+        "dont",
+        "don't",
+        "isnt",
+        "whats",
+        "yes",
+        "No",
+        "nodule",
+        "not",
+        "1.5",
+        "3,000",
+        "cm",
+        "ct",
+        "mri",
+    ]
 )
 _SEPS = st.sampled_from([" ", " ", ", ", ". ", "/", " - ", "; ", "? ", "!", " (", ") ", ":"])
 
@@ -197,7 +224,7 @@ def test_default_mode_matches_reference(rows: list[tuple[str, str, bool]]) -> No
         preds[str(i)] = pred
     s = score_vqa(refs, preds)
     opens, closeds = [], []
-    for (answer, pred, is_open), item, q in zip(rows, refs, s.questions, strict=True):
+    for (_, pred, is_open), item, q in zip(rows, refs, s.questions, strict=True):
         p, r = _ref_normalize(pred), _ref_normalize(item.answer)
         assert (q.normalized_prediction, q.normalized_reference) == (p, r)
         if is_open:
