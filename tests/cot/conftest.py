@@ -34,8 +34,14 @@ def lexicon() -> OrganLexicon:
     return OrganLexicon(ORGANS)
 
 
-def make_seed(i: int, *, organ: str | None = "liver", lesion: str = "hypodense lesion",
-              image: str | None = None, size: tuple[int, int] | None = None) -> FactualSeed:
+def make_seed(
+    i: int,
+    *,
+    organ: str | None = "liver",
+    lesion: str = "hypodense lesion",
+    image: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> FactualSeed:
     box = (10.0 + i, 12.0, 30.0 + i, 40.0)
     extra = {"image_size": list(size)} if size else {}
     where = f"in the right part of the {organ.replace('_', ' ')}" if organ else "of unknown site"
@@ -61,8 +67,12 @@ def image_root(tmp_path):
     root = tmp_path / "images"
     (root / "img").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (64, 80), dtype=np.uint8), mode="L").save(root / "img/0.png")
-    Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8), mode="RGB").save(root / "img/1.png")
+    Image.fromarray(rng.integers(0, 255, (64, 80), dtype=np.uint8), mode="L").save(
+        root / "img/0.png"
+    )
+    Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8), mode="RGB").save(
+        root / "img/1.png"
+    )
     # 16-bit, DeepLesion style (HU + 32768)
     arr16 = (rng.integers(-1000, 1000, (64, 80)) + 32768).astype(np.uint16)
     Image.fromarray(arr16).save(root / "img/2.png")
@@ -82,8 +92,16 @@ def field_templates() -> list[PromptTemplate]:
     for stage in Stage:
         for qt in QuestionType:
             for matched in (True, False):
-                out.append(PromptTemplate(f"f-{stage.value}-{qt.value}-{matched}", stage, qt, text,
-                                          system="", matched=matched))
+                out.append(
+                    PromptTemplate(
+                        f"f-{stage.value}-{qt.value}-{matched}",
+                        stage,
+                        qt,
+                        text,
+                        system="",
+                        matched=matched,
+                    )
+                )
     return out
 
 
@@ -95,7 +113,9 @@ def fields_of(payload: dict) -> dict[str, str]:
 
 def reply_like_template_backend(payload: dict) -> str:
     f = fields_of(payload)
-    req = GenerationRequest("x", "", "", Stage(f["stage"]), QuestionType(f["question_type"]), "t", f)
+    req = GenerationRequest(
+        "x", "", "", Stage(f["stage"]), QuestionType(f["question_type"]), "t", f
+    )
     return json.dumps(template_reply(req))
 
 

@@ -26,7 +26,9 @@ GOOD = [
     json.dumps({"question": Q, "reasoning": R, "answer": A}),
     json.dumps({"Question": Q, "Rationale": R, "Answer": A}),
     "```json\n" + json.dumps({"question": Q, "rationale": R, "answer": A}, indent=2) + "\n```",
-    "Here is the JSON: " + json.dumps({"question": Q, "chain_of_thought": R, "answer": A}) + " Done.",
+    "Here is the JSON: "
+    + json.dumps({"question": Q, "chain_of_thought": R, "answer": A})
+    + " Done.",
 ]
 
 
@@ -37,7 +39,9 @@ def test_tolerated_noise(reply):
 
 
 def test_json_non_string_answers_and_hard_without_rationale():
-    p = parse_reply(json.dumps({"question": "Is it there?", "reasoning": "Yes, in the liver.", "answer": True}))
+    p = parse_reply(
+        json.dumps({"question": "Is it there?", "reasoning": "Yes, in the liver.", "answer": True})
+    )
     assert p.answer == "yes" and p.format == "json"
     p = parse_reply("Question: Is there a cyst? | Answer: No.", require_rationale=False)
     assert (p.question, p.rationale, p.answer) == ("Is there a cyst?", "", "No.")
@@ -78,8 +82,27 @@ def test_fuzz_never_raises_anything_but_parse_error(text):
     assert p.question and p.answer and p.rationale
 
 
-_LABELISH = st.sampled_from(["Question:", "Reasoning:", "Answer:", "Rationale:", "Q:", "A:", "|", "**",
-                             "```", "```json", "{", "}", '"question"', '"answer":', "\n", " ", "[0.1, 0.2]"])
+_LABELISH = st.sampled_from(
+    [
+        "Question:",
+        "Reasoning:",
+        "Answer:",
+        "Rationale:",
+        "Q:",
+        "A:",
+        "|",
+        "**",
+        "```",
+        "```json",
+        "{",
+        "}",
+        '"question"',
+        '"answer":',
+        "\n",
+        " ",
+        "[0.1, 0.2]",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -91,8 +114,13 @@ def test_fuzz_label_soup(parts, need):
         pass
 
 
-_PLAIN = st.text(alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd"), whitelist_characters=" .,?()[]"),
-                 min_size=1, max_size=60).filter(lambda s: s.strip(" .,"))
+_PLAIN = st.text(
+    alphabet=st.characters(
+        whitelist_categories=("Lu", "Ll", "Nd"), whitelist_characters=" .,?()[]"
+    ),
+    min_size=1,
+    max_size=60,
+).filter(lambda s: s.strip(" .,"))
 
 
 @settings(max_examples=200, deadline=None)
@@ -114,5 +142,7 @@ def test_round_trip_of_formatted_replies(q, r, a, sep, bold):
 @settings(max_examples=100, deadline=None)
 @given(_PLAIN, _PLAIN, _PLAIN)
 def test_round_trip_json(q, r, a):
-    p = parse_reply("```json\n" + json.dumps({"question": q, "reasoning": r, "answer": a}) + "\n```")
+    p = parse_reply(
+        "```json\n" + json.dumps({"question": q, "reasoning": r, "answer": a}) + "\n```"
+    )
     assert (p.question, p.rationale, p.answer) == tuple(" ".join(s.split()) for s in (q, r, a))

@@ -17,7 +17,15 @@ from medcurric.errors import DataFormatError, InvalidOptionError
 
 @pytest.mark.parametrize(
     "value",
-    ["{__class__}", "{0}", "{lesion}", "{organ.__class__.__mro__}", "{{x}}", "%s %(organ)s", "${organ}"],
+    [
+        "{__class__}",
+        "{0}",
+        "{lesion}",
+        "{organ.__class__.__mro__}",
+        "{{x}}",
+        "%s %(organ)s",
+        "${organ}",
+    ],
 )
 def test_values_are_data_never_template_syntax(value):
     out = fill_template("A {lesion} in the {organ}.", {"lesion": value, "organ": "liver"})
@@ -85,9 +93,18 @@ def test_easy_prompt_cites_normalised_box_with_four_decimals(seed_factory):
 
 
 def test_user_templates_replace_defaults(seed_factory):
-    mine = [PromptTemplate("mine-medium", "medium", "open", "Tell me about the {lesion}. {reply_format}")]
-    gen = CoTGenerator(TemplateBackend(), templates=mine, stages=["medium"], question_types=["open"],
-                       vocabulary={"liver": []})
+    mine = [
+        PromptTemplate(
+            "mine-medium", "medium", "open", "Tell me about the {lesion}. {reply_format}"
+        )
+    ]
+    gen = CoTGenerator(
+        TemplateBackend(),
+        templates=mine,
+        stages=["medium"],
+        question_types=["open"],
+        vocabulary={"liver": []},
+    )
     (r,) = gen.requests(seed_factory(0))
     assert r.template_id == "mine-medium"
     assert r.prompt.startswith("Tell me about the hypodense lesion.")

@@ -7,11 +7,30 @@ from hypothesis import strategies as st
 from medcurric.cot import CoTSample, OrganLexicon, cited_boxes, validate_sample
 
 
-def sample(rationale="", *, stage="medium", qt="open", organ="liver", lesion="cyst", question="Where?",
-           answer="In the liver.", box_norm=(0.1, 0.2, 0.3, 0.4)):
-    return CoTSample(id="x", seed_id="s", stage=stage, question_type=qt, question=question,
-                     rationale=rationale, answer=answer, image="a.png", organ=organ, lesion_type=lesion,
-                     box_norm=box_norm)
+def sample(
+    rationale="",
+    *,
+    stage="medium",
+    qt="open",
+    organ="liver",
+    lesion="cyst",
+    question="Where?",
+    answer="In the liver.",
+    box_norm=(0.1, 0.2, 0.3, 0.4),
+):
+    return CoTSample(
+        id="x",
+        seed_id="s",
+        stage=stage,
+        question_type=qt,
+        question=question,
+        rationale=rationale,
+        answer=answer,
+        image="a.png",
+        organ=organ,
+        lesion_type=lesion,
+        box_norm=box_norm,
+    )
 
 
 def verdicts(s, lexicon, **kw):
@@ -37,8 +56,11 @@ def verdicts(s, lexicon, **kw):
 )
 def test_organ_lesion_and_confusion_rules(lexicon, rationale, organ_ok, lesion_ok, confusion_ok):
     v = verdicts(sample(rationale), lexicon)
-    assert (v["names_organ"].passed, v["names_lesion"].passed, v["no_anatomical_confusion"].passed) == (
-        organ_ok, lesion_ok, confusion_ok)
+    assert (
+        v["names_organ"].passed,
+        v["names_lesion"].passed,
+        v["no_anatomical_confusion"].passed,
+    ) == (organ_ok, lesion_ok, confusion_ok)
     assert "cites_box" not in v and "closed_answer" not in v
 
 
@@ -52,16 +74,23 @@ def test_laterality_is_a_different_organ(lexicon):
 
 
 def test_lesion_head_noun_and_generic_lesion(lexicon):
-    assert verdicts(sample("Nodules are in the liver.", lesion="pulmonary nodule"), lexicon)["names_lesion"].passed
+    assert verdicts(sample("Nodules are in the liver.", lesion="pulmonary nodule"), lexicon)[
+        "names_lesion"
+    ].passed
     for word in ("lesion", "abnormality", "mass", "finding"):
-        assert verdicts(sample(f"A {word} is in the liver.", lesion="lesion"), lexicon)["names_lesion"].passed
+        assert verdicts(sample(f"A {word} is in the liver.", lesion="lesion"), lexicon)[
+            "names_lesion"
+        ].passed
 
 
 def test_unmatched_seed_must_not_claim_an_organ(lexicon):
     v = verdicts(sample("A cyst is visible; its site is unknown.", organ=None), lexicon)
     assert v["names_organ"].passed and v["no_anatomical_confusion"].passed
     v = verdicts(sample("A cyst is in the spleen.", organ=None), lexicon)
-    assert not v["no_anatomical_confusion"].passed and "unmatched" in v["no_anatomical_confusion"].detail
+    assert (
+        not v["no_anatomical_confusion"].passed
+        and "unmatched" in v["no_anatomical_confusion"].detail
+    )
 
 
 def test_unknown_seed_organ_is_added_to_the_lexicon(lexicon):
@@ -85,20 +114,28 @@ def test_easy_box_citation(lexicon):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(0, 1), min_size=4, max_size=4), st.lists(st.floats(-0.1, 0.1), min_size=4, max_size=4),
-       st.floats(0, 0.1))
+@given(
+    st.lists(st.floats(0, 1), min_size=4, max_size=4),
+    st.lists(st.floats(-0.1, 0.1), min_size=4, max_size=4),
+    st.floats(0, 0.1),
+)
 def test_box_check_matches_a_brute_force_max_error(ref, delta, tol):
     lexicon = OrganLexicon({"liver": []})
     ref = [round(v, 4) for v in ref]
     cited = [round(r + d, 4) for r, d in zip(ref, delta, strict=True)]
     text = "A cyst in the liver at [" + ", ".join(f"{c:.4f}" for c in cited) + "]."
-    v = verdicts(sample(text, stage="easy", box_norm=tuple(ref)), lexicon, box_tolerance=tol)["cites_box"]
+    v = verdicts(sample(text, stage="easy", box_norm=tuple(ref)), lexicon, box_tolerance=tol)[
+        "cites_box"
+    ]
     err = max(abs(c - r) for c, r in zip(cited, ref, strict=True))
     assert v.passed == (err <= tol)
 
 
 def test_cited_boxes_forms():
-    assert cited_boxes("[1, 2, 3, 4] (0.5,0.5,0.6,0.6) [1,2,3]") == [(1, 2, 3, 4), (0.5, 0.5, 0.6, 0.6)]
+    assert cited_boxes("[1, 2, 3, 4] (0.5,0.5,0.6,0.6) [1,2,3]") == [
+        (1, 2, 3, 4),
+        (0.5, 0.5, 0.6, 0.6),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -117,17 +154,27 @@ def test_cited_boxes_forms():
 )
 def test_closed_answers_agree_with_the_seed(lexicon, question, answer, organ, ok):
     rationale = "A cyst lies in the liver." if organ else "A cyst is visible."
-    v = verdicts(sample(rationale, qt="closed", question=question, answer=answer, organ=organ), lexicon)
+    v = verdicts(
+        sample(rationale, qt="closed", question=question, answer=answer, organ=organ), lexicon
+    )
     assert v["closed_answer"].passed is ok
 
 
 def test_hard_samples_check_the_answer(lexicon):
-    v = verdicts(sample("", stage="hard", question="Where is the cyst?", answer="In the liver."), lexicon)
+    v = verdicts(
+        sample("", stage="hard", question="Where is the cyst?", answer="In the liver."), lexicon
+    )
     assert all(x.passed for x in v.values())
-    v = verdicts(sample("", stage="hard", question="Where is the cyst?", answer="In the spleen."), lexicon)
+    v = verdicts(
+        sample("", stage="hard", question="Where is the cyst?", answer="In the spleen."), lexicon
+    )
     assert not v["names_organ"].passed and not v["no_anatomical_confusion"].passed
-    v = verdicts(sample("", stage="hard", qt="closed", question="Is there a cyst in the spleen?", answer="No."),
-                 lexicon)
+    v = verdicts(
+        sample(
+            "", stage="hard", qt="closed", question="Is there a cyst in the spleen?", answer="No."
+        ),
+        lexicon,
+    )
     assert all(x.passed for x in v.values()), v
 
 
