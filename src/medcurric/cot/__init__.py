@@ -31,7 +31,7 @@ from medcurric.cot.templates import (
 )
 from medcurric.cot.validation import OrganLexicon, OrganVocabulary, cited_boxes, validate_sample
 
-__all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_api_surface.py checks
+__all__ = [
     "Backend",
     "CoTGenerator",
     "CoTSample",
