@@ -1,0 +1,464 @@
+"""Recompute the supervised tokens' attention over image tokens while the model keeps SDPA.
+
+``output_attentions=True`` forces eager attention and stores every layer's full
+``[B, H, L, L]`` matrix. For the Medium-stage loss only a few rows are needed: the
+attention of the supervised (answer/rationale) tokens over the image tokens,
+renormalised over the image tokens. A softmax restricted to a subset of keys and
+renormalised equals the softmax over that subset alone, so these rows are
+``softmax_p(q_t . k_p * scaling)`` over the image keys ``p`` visible to ``t``,
+recomputed here from the decoder layers' inputs: ``q`` of the supervised tokens and
+``k`` of the image tokens (through the layer's own, possibly LoRA-wrapped, ``q_proj``
+and ``k_proj``), rotary embedding applied, grouped-query heads shared. The model's
+own attention implementation (SDPA, flash, ...) is untouched.
+
+Row ``t`` is the attention *of the token at sequence position t* (its query) over the
+image tokens, exactly as row ``t`` of ``output_attentions``. In a causal LM that token
+predicts token ``t + 1``: to supervise the attention used while predicting the
+answer tokens, mark the positions just before them (the labels mask shifted left by
+one); to supervise the attention of the answer tokens themselves, mark the tokens.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from medcurric.errors import (
+    DataFormatError,
+    MedcurricWarning,
+    ShapeError,
+    UnsupportedModelError,
+    WrongTypeError,
+)
+
+__all__ = ["AttentionCapture", "SUPPORTED_ATTENTION", "SUPPORTED_MODELS"]
+
+#: Top-level model classes whose forward receives ``input_ids`` with image placeholder tokens.
+SUPPORTED_MODELS: tuple[str, ...] = (
+    "LlavaForConditionalGeneration",
+    "VipLlavaForConditionalGeneration",
+    "LlavaModel",
+    "VipLlavaModel",
+)
+
+#: Decoder attention classes (Llama family: separate q/k projections, rotate-half rotary,
+#: optional per-head q/k norms, optional sliding window) whose rows can be recomputed.
+SUPPORTED_ATTENTION: tuple[str, ...] = ("LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention")
+
+
+def _unwrap(model: Any) -> Any:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    seen = 0
+    while type(model).__name__ not in SUPPORTED_MODELS and seen < 4:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif type(model).__name__ in ("LoraModel",) and hasattr(model, "model"):
+            model = model.model
+        else:
+            break
+        seen += 1
+    return model
+
+
+def _decoder_layers(model: nn.Module) -> Any:
+    """The language model's decoder layers (transformers 5.x and 4.x layouts)."""
+    candidates = []
+    inner = getattr(model, "model", None)
+    if inner is not None:
+        candidates.append(getattr(inner, "language_model", None))
+    candidates.append(getattr(model, "language_model", None))
+    for lm in candidates:
+        if lm is None:
+            continue
+        if isinstance(getattr(lm, "layers", None), nn.ModuleList):
+            return lm.layers
+        sub = getattr(lm, "model", None)
+        if sub is not None and isinstance(getattr(sub, "layers", None), nn.ModuleList):
+            return sub.layers
+    return None
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b, i]]`` for ``x`` ``[B, L, D]`` and ``index`` ``[B, N]`` -> ``[B, N, D]``."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+class _Positions:
+    """Sequence positions of one forward pass (computed from ``input_ids`` and the masks)."""
+
+    def __init__(
+        self,
+        query: torch.Tensor,
+        query_mask: torch.Tensor,
+        image: torch.Tensor,
+        image_valid: torch.Tensor,
+        seq_len: int,
+    ) -> None:
+        self.query = query  # [B, Q] long (0 where padded)
+        self.query_mask = query_mask  # [B, Q] bool
+        self.image = image  # [B, P] long
+        self.image_valid = image_valid  # [B, P] bool (key padding from the attention mask)
+        self.seq_len = seq_len
+
+
+class AttentionCapture:
+    """Capture the supervised tokens' attention over image tokens, keeping SDPA/flash attention.
+
+    A context manager: on entry it hooks the chosen decoder layers' attention modules
+    and the top-level model; after each forward pass, :attr:`attentions` maps each
+    chosen layer to the attention of the supervised tokens over the image tokens,
+    ``[B, H, Q, P]``, renormalised over the image tokens (what
+    ``output_attentions=True`` with eager attention would give, restricted to those
+    rows and columns and renormalised), with gradients flowing into the projections,
+    LoRA adapters included. ``Q`` is the largest number of supervised tokens of any
+    sample; :attr:`query_mask` ``[B, Q]`` marks the real rows, so
+    ``attention_kl_loss(capture.attentions[layer], target, token_mask=capture.query_mask)``
+    just works. Each forward pass replaces the captured tensors; they are released and
+    every hook is removed when the context exits, also on error.
+
+    The rows are recomputed from the layer inputs after the forward pass, outside any
+    gradient-checkpointed region, so non-reentrant gradient checkpointing works.
+    Reentrant checkpointing (``use_reentrant=True``) runs the layers without autograd:
+    the loss then reaches only the captured layers' own ``q``/``k`` projections, not the
+    earlier layers, and a :class:`MedcurricWarning` says so.
+    With LoRA dropout in training mode the recomputed ``q``/``k`` see their own dropout
+    sample (in eval mode, or with ``lora_dropout=0``, they are exact).
+
+    Supported: ``LlavaForConditionalGeneration`` and ``VipLlavaForConditionalGeneration``
+    (or their ``*Model`` bases), bare or wrapped by peft, whose language model uses
+    one of :data:`SUPPORTED_ATTENTION`.
+
+    Args:
+        model: The model (or a peft model wrapping it).
+        layers: Decoder layer index or indices to capture (negative counts from the
+            end); the keys of :attr:`attentions` are these values as given.
+        query_mask: ``[B, L]`` bool over the input sequence: which positions are the
+            supervised queries (for example the answer and rationale tokens). Can be
+            changed per batch with :meth:`set_query_mask`.
+        image_token_id: Id of the image placeholder token; read from the model config
+            (``image_token_id`` / ``image_token_index``) when ``None``.
+        dtype: dtype of the captured attention (the softmax is always taken in fp32).
+
+    Attributes:
+        attentions: ``{layer: Tensor[B, H, Q, P]}`` of the last forward pass.
+        query_mask: ``[B, Q]`` bool, real rows of :attr:`attentions` (a query that
+            sees no image token, because it precedes the image, is dropped).
+        query_positions: ``[B, Q]`` sequence positions of the rows (0 where padded).
+        image_positions: ``[B, P]`` sequence positions of the image tokens.
+
+    Raises:
+        UnsupportedModelError: When the model or its attention modules are not supported.
+        ShapeError: When a layer index is out of range.
+
+    Shape:
+        - query_mask (input): ``[B, L]``, the shape of ``input_ids``
+        - attentions[layer]: ``[B, H, Q, P]``; query_mask (attribute): ``[B, Q]``
+
+    Examples:
+        >>> import torch
+        >>> from medcurric.attention import AttentionCapture
+        >>> from medcurric.tiny import build_tiny_vlm
+        >>> vlm = build_tiny_vlm(num_layers=2, seed=0)
+        >>> ids = torch.tensor([[1] + [vlm.image_token_id] * 36 + [7, 8, 9]])
+        >>> pixels = torch.zeros(1, 3, 48, 48)
+        >>> mask = torch.zeros_like(ids, dtype=torch.bool)
+        >>> mask[0, -3:] = True  # supervise the last three tokens
+        >>> with AttentionCapture(vlm.model, layers=[0, -1], query_mask=mask) as capture:
+        ...     out = vlm.model(input_ids=ids, pixel_values=pixels)
+        ...     att = capture.attentions[-1]
+        >>> tuple(att.shape), capture.query_mask.shape
+        ((1, 4, 3, 36), torch.Size([1, 3]))
+        >>> torch.allclose(att.sum(-1), torch.ones(1, 4, 3))
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: int | Iterable[int],
+        *,
+        query_mask: torch.Tensor | None = None,
+        image_token_id: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        top = _unwrap(model)
+        found = type(top).__name__
+        if found not in SUPPORTED_MODELS:
+            raise UnsupportedModelError(
+                f"AttentionCapture supports {', '.join(SUPPORTED_MODELS)} (bare or wrapped by peft), "
+                f"but got {found}"
+                + (f" (wrapped in {type(model).__name__})" if top is not model else "")
+                + ". Pass a LLaVA or VIP-LLaVA model."
+            )
+        decoder = _decoder_layers(top)
+        if decoder is None:
+            raise UnsupportedModelError(
+                f"AttentionCapture could not find the language model's decoder layers in {found} "
+                "(looked for model.language_model.layers and language_model.model.layers)."
+            )
+        n = len(decoder)
+        given = [layers] if isinstance(layers, int) else list(layers)
+        if not given:
+            raise ShapeError("Expected at least one layer index in layers, but got none.")
+        self._modules: dict[int, nn.Module] = {}
+        seen: dict[int, int] = {}
+        for key in given:
+            if isinstance(key, bool) or not isinstance(key, int):
+                raise WrongTypeError(f"Expected integer layer indices, but got {key!r}.")
+            if not -n <= key < n:
+                raise ShapeError(
+                    f"Expected layer indices in [-{n}, {n - 1}] (the language model has {n} decoder layers), "
+                    f"but got {key}."
+                )
+            idx = key % n
+            if idx in seen:
+                raise ShapeError(f"Layers {seen[idx]} and {key} name the same decoder layer {idx}; pass it once.")
+            seen[idx] = key
+            attn = getattr(decoder[idx], "self_attn", None)
+            kind = type(attn).__name__
+            if attn is None or kind not in SUPPORTED_ATTENTION:
+                raise UnsupportedModelError(
+                    f"AttentionCapture supports language models with {', '.join(SUPPORTED_ATTENTION)}, but "
+                    f"decoder layer {idx} of {found} has {kind if attn is not None else 'no self_attn module'}."
+                )
+            for attr in ("q_proj", "k_proj", "head_dim", "scaling"):
+                if not hasattr(attn, attr):
+                    raise UnsupportedModelError(f"{kind} in decoder layer {idx} has no {attr!r}; cannot recompute rows.")
+            self._modules[key] = attn
+        if image_token_id is None:
+            config = getattr(top, "config", None)
+            image_token_id = getattr(config, "image_token_id", None)
+            if image_token_id is None:
+                image_token_id = getattr(config, "image_token_index", None)
+            if image_token_id is None:
+                raise UnsupportedModelError(
+                    f"{found}.config has no image_token_id / image_token_index; pass image_token_id=..."
+                )
+        self.image_token_id = int(image_token_id)
+        self.layers: tuple[int, ...] = tuple(given)
+        self.dtype = dtype
+        self._top = top
+        self._sequence_mask: torch.Tensor | None = None
+        if query_mask is not None:
+            self.set_query_mask(query_mask)
+        self._handles: list[Any] = []
+        self._collecting = False
+        self._grad_enabled = False
+        self._positions: _Positions | None = None
+        self._stash: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._warned = False
+        self.attentions: dict[int, torch.Tensor] = {}
+        self.query_mask: torch.Tensor | None = None
+        self.query_positions: torch.Tensor | None = None
+        self.image_positions: torch.Tensor | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+    def set_query_mask(self, query_mask: torch.Tensor) -> None:
+        """Set which sequence positions are supervised queries for the next forward passes.
+
+        Args:
+            query_mask: ``[B, L]`` bool (or 0/1) tensor over ``input_ids``.
+
+        Raises:
+            WrongTypeError: When it is not a tensor.
+            ShapeError: When it is not two-dimensional.
+        """
+        if not isinstance(query_mask, torch.Tensor):
+            raise WrongTypeError(f"Expected query_mask to be a torch.Tensor, but got {type(query_mask).__name__}.")
+        if query_mask.ndim != 2:
+            raise ShapeError(f"Expected query_mask of shape [B, L] like input_ids, but got {tuple(query_mask.shape)}.")
+        self._sequence_mask = query_mask.bool()
+
+    def __enter__(self) -> AttentionCapture:
+        if self._handles:
+            raise RuntimeError("This AttentionCapture is already active; do not nest it in itself.")
+        try:
+            self._handles.append(self._top.register_forward_pre_hook(self._top_pre_hook, with_kwargs=True))
+            self._handles.append(self._top.register_forward_hook(self._top_post_hook))
+            for key, module in self._modules.items():
+                self._handles.append(module.register_forward_pre_hook(self._layer_hook(key), with_kwargs=True))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook and release the captured tensors (called on context exit)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._collecting = False
+        self._stash.clear()
+        self._positions = None
+        self.attentions = {}
+        self.query_mask = None
+        self.query_positions = None
+        self.image_positions = None
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _top_pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # Release the previous pass's tensors before this pass allocates new ones.
+        self.attentions = {}
+        self._stash.clear()
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if not isinstance(input_ids, torch.Tensor):
+            raise DataFormatError(
+                "AttentionCapture needs the model to be called with input_ids (it finds the image tokens "
+                "and the supervised positions there), but got none (inputs_embeds only?)."
+            )
+        mask = self._sequence_mask
+        if mask is None:
+            raise DataFormatError(
+                "AttentionCapture has no query mask: pass query_mask=[B, L] to the constructor or call "
+                "capture.set_query_mask(mask) before the forward pass."
+            )
+        if tuple(mask.shape) != tuple(input_ids.shape):
+            raise ShapeError(
+                f"Expected query_mask of shape {tuple(input_ids.shape)} like input_ids, but got "
+                f"{tuple(mask.shape)}. Call capture.set_query_mask(mask) for each batch."
+            )
+        device = input_ids.device
+        mask = mask.to(device)
+        is_image = input_ids == self.image_token_id
+        counts = is_image.sum(-1)
+        b, length = input_ids.shape
+        if b and (int(counts.min()) != int(counts.max()) or int(counts[0]) == 0):
+            raise ShapeError(
+                f"Expected the same positive number of image tokens (id {self.image_token_id}) in every "
+                f"sample, but got counts {counts.tolist()}. Give every sample its image(s)."
+            )
+        p = int(counts[0]) if b else 0
+        arange = torch.arange(length, device=device)
+        image = arange.expand(b, length)[is_image].view(b, p)
+        key_valid = torch.ones(b, p, dtype=torch.bool, device=device)
+        attention_mask = kwargs.get("attention_mask")
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
+            key_valid = attention_mask.to(device).bool().gather(1, image)
+        # Supervised queries, left-aligned and padded to the longest; a query that sees no
+        # (unpadded) image token, because every image token comes after it, is dropped.
+        first_visible = torch.where(key_valid, image, length).amin(-1) if p else torch.full((b,), length, device=device)
+        sel = mask & ~is_image & (arange[None, :] >= first_visible[:, None])
+        n_q = sel.sum(-1)
+        q = int(n_q.max()) if b else 0
+        order = torch.sort(sel.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :q]
+        query_mask = arange[:q][None, :] < n_q[:, None]
+        query = torch.where(query_mask, order, 0)
+        self._positions = _Positions(query, query_mask, image, key_valid, length)
+        self.query_mask = query_mask
+        self.query_positions = query
+        self.image_positions = image
+        self._grad_enabled = torch.is_grad_enabled()
+        self._collecting = True
+
+    def _layer_hook(self, key: int) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not self._collecting:  # e.g. a checkpointed layer re-run during backward
+                return
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            rotary = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
+            if not isinstance(hidden, torch.Tensor) or rotary is None:
+                raise UnsupportedModelError(
+                    f"{type(module).__name__} was called without hidden_states/position_embeddings; "
+                    "AttentionCapture needs transformers >= 5 (rotary embeddings passed to attention)."
+                )
+            cos, sin = rotary
+            self._stash[key] = (hidden, cos, sin)
+
+        return hook
+
+    def _top_post_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if not self._collecting:
+            return
+        self._collecting = False
+        positions = self._positions
+        stash, self._stash = self._stash, {}
+        if positions is None:
+            return
+        missing = [key for key in self.layers if key not in stash]
+        if missing:
+            raise UnsupportedModelError(
+                f"Decoder layers {missing} did not run their attention during the forward pass; "
+                "AttentionCapture cannot capture them."
+            )
+        attentions = {}
+        with torch.set_grad_enabled(self._grad_enabled):
+            for key in self.layers:
+                hidden, cos, sin = stash[key]
+                self._check_gradient(key, hidden)
+                attentions[key] = _recompute_rows(self._modules[key], hidden, cos, sin, positions, self.dtype)
+        self.attentions = attentions
+
+    def _check_gradient(self, key: int, hidden: torch.Tensor) -> None:
+        if self._warned or not self._grad_enabled or hidden.requires_grad:
+            return
+        if any(p.requires_grad for p in self._top.parameters()):
+            self._warned = True
+            warnings.warn(
+                f"The input of decoder layer {key}'s attention carries no gradient although the model is "
+                "trainable, so the attention loss reaches only that layer's own q/k projections, not the "
+                "earlier layers. Reentrant gradient checkpointing does this: use "
+                "model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}).",
+                MedcurricWarning,
+                stacklevel=2,
+            )
+
+
+def _recompute_rows(
+    module: nn.Module,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: _Positions,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Softmax over the image keys of ``q_t . k_p * scaling`` for the supervised queries ``t``."""
+    b, length, _ = hidden.shape
+    if length != positions.seq_len:
+        raise ShapeError(
+            f"The attention input has {length} positions but input_ids had {positions.seq_len}; "
+            "AttentionCapture does not support a KV cache or sequence packing."
+        )
+    head_dim = int(module.head_dim)  # type: ignore[arg-type]
+    qpos, ipos = positions.query, positions.image
+    n_q, n_p = qpos.shape[1], ipos.shape[1]
+    q = module.q_proj(_gather_rows(hidden, qpos)).view(b, n_q, -1, head_dim)  # type: ignore[operator]
+    k = module.k_proj(_gather_rows(hidden, ipos)).view(b, n_p, -1, head_dim)  # type: ignore[operator]
+    q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
+    if q_norm is not None and k_norm is not None:
+        q, k = q_norm(q), k_norm(k)
+    cos = cos.expand(b, length, -1)
+    sin = sin.expand(b, length, -1)
+    q = q.transpose(1, 2)  # [B, H, Q, hd]
+    k = k.transpose(1, 2)  # [B, Hkv, P, hd]
+    cq, sq = _gather_rows(cos, qpos)[:, None], _gather_rows(sin, qpos)[:, None]
+    ck, sk = _gather_rows(cos, ipos)[:, None], _gather_rows(sin, ipos)[:, None]
+    q = q * cq.to(q.dtype) + _rotate_half(q) * sq.to(q.dtype)
+    k = k * ck.to(k.dtype) + _rotate_half(k) * sk.to(k.dtype)
+    heads, kv_heads = q.shape[1], k.shape[1]
+    rep = heads // kv_heads
+    # Query head h uses key head h // rep (transformers' repeat_kv), without expanding k.
+    scores = torch.matmul(q.reshape(b, kv_heads, rep * n_q, head_dim), k.transpose(-1, -2))
+    scores = scores.view(b, heads, n_q, n_p) * float(module.scaling)  # type: ignore[arg-type]
+    allowed = (ipos[:, None, :] <= qpos[:, :, None]) & positions.image_valid[:, None, :]
+    window = getattr(module, "sliding_window", None)
+    if window is None and type(module).__name__ == "MistralAttention":
+        window = getattr(getattr(module, "config", None), "sliding_window", None)
+    if window is not None:
+        allowed = allowed & (qpos[:, :, None] - ipos[:, None, :] < int(window))
+    allowed = allowed & positions.query_mask[:, :, None]
+    scores = scores.float().masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=-1)
+    probs = probs * allowed.any(-1)[:, None, :, None]  # rows without a visible image key -> 0
+    return probs.to(dtype)
