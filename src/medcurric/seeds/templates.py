@@ -1,0 +1,200 @@
+"""Seed sentence templates and their safe substitution.
+
+A template is plain text with ``{field}`` placeholders drawn from a fixed list
+(:data:`TEMPLATE_FIELDS`). Substitution is one pass over the *template*: each
+placeholder is replaced by its value, and the inserted value is never scanned
+again, so text coming from dataset metadata (a lesion type such as
+``"{organ.__class__}"`` or ``"${x}"``) stays verbatim. Templates are never passed
+to :meth:`str.format`, :class:`string.Template` or ``eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medcurric.errors import DataFormatError, MissingFileError, WrongTypeError
+
+__all__ = ["DEFAULT_TEMPLATES", "TEMPLATE_FIELDS", "SeedTemplates", "render_template"]
+
+#: Placeholders a template may use, with what they hold.
+TEMPLATE_FIELDS: dict[str, str] = {
+    "lesion": "lesion noun, e.g. 'liver lesion', 'nodule', 'lesion' (unknown type)",
+    "sized_lesion": "size and noun, e.g. '14 mm liver lesion' ('liver lesion' without a size)",
+    "a_lesion": "with its article, e.g. 'a 14 mm liver lesion', 'an 8 mm nodule'",
+    "A_lesion": "the same, capitalised for the start of a sentence",
+    "size": "long axis, e.g. '14 mm' ('' when unknown)",
+    "organ": "host organ in words, e.g. 'liver', 'left kidney' ('' when unmatched)",
+    "the_organ": "'the liver' ('' when unmatched)",
+    "location": "position words before the organ, e.g. 'right posterior part of the' (may be '')",
+    "where": "'the right posterior part of the liver', or 'the liver' without a location",
+    "side": "side of the body: 'right', 'left', 'midline' or ''",
+    "side_phrase": "'on the right side', 'on the left side', 'in the midline' or ''",
+    "modality": "imaging modality, e.g. 'CT'",
+}
+
+#: Default templates per match outcome.
+DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
+    "inside": {
+        "inside-0": "There is {a_lesion} in {where}.",
+        "inside-1": "{A_lesion} is seen in {where}.",
+        "inside-2": "{A_lesion} is located in {where}.",
+    },
+    "adjacent": {
+        "adjacent-0": "There is {a_lesion} adjacent to {the_organ}.",
+        "adjacent-1": "{A_lesion} lies adjacent to {the_organ}.",
+    },
+    "unmatched": {
+        "unmatched-0": "There is {a_lesion} {side_phrase}; the organ it lies in is uncertain.",
+        "unmatched-1": "{A_lesion} is seen {side_phrase}, but its host organ is uncertain.",
+    },
+}
+
+_OUTCOMES = ("inside", "adjacent", "unmatched")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def render_template(template: str, values: Mapping[str, str]) -> str:
+    """Replace ``{field}`` placeholders in ``template`` by ``values``, in one pass.
+
+    Inserted values are data: braces, dollars or format specs inside them are
+    kept verbatim. Runs of spaces are collapsed and spaces before punctuation
+    removed (so an empty field leaves no gap).
+
+    Args:
+        template: Text with ``{field}`` placeholders.
+        values: Field values; every placeholder of the template must have one.
+
+    Returns:
+        The sentence.
+
+    Raises:
+        DataFormatError: When the template uses a field that ``values`` lacks.
+
+    Examples:
+        >>> render_template("There is {a_lesion} in {where}.", {"a_lesion": "a {x} ${y}", "where": "the liver"})
+        'There is a {x} ${y} in the liver.'
+    """
+
+    def _sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in values:
+            raise DataFormatError(
+                f"Template field {{{name}}} has no value; known fields are {sorted(values)}."
+            )
+        return str(values[name])
+
+    text = _PLACEHOLDER.sub(_sub, template)
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" ([,.;:!?])", r"\1", text)
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class SeedTemplates:
+    """Sentence templates per match outcome (``inside``, ``adjacent``, ``unmatched``).
+
+    Args:
+        templates: ``outcome -> {template id: text}`` (or a list of texts, given ids
+            ``"<outcome>-<n>"``). Outcomes left out keep the defaults.
+
+    Raises:
+        DataFormatError: For an unknown outcome, an empty list, or a template using
+            a field outside :data:`TEMPLATE_FIELDS`.
+
+    Examples:
+        >>> t = SeedTemplates.from_mapping({"inside": ["{A_lesion} sits in {where}."]})
+        >>> t.choices("inside")
+        (('inside-0', '{A_lesion} sits in {where}.'),)
+        >>> SeedTemplates.from_mapping({"inside": ["{lesion.__class__}"]})
+        Traceback (most recent call last):
+        ...
+        medcurric.errors.DataFormatError: Template 'inside-0' uses unknown field(s) ['lesion.__class__']...
+    """
+
+    templates: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None = None) -> SeedTemplates:
+        """Build from ``outcome -> {id: text}`` or ``outcome -> [text, ...]``, defaults filling gaps."""
+        merged: dict[str, dict[str, str]] = {k: dict(v) for k, v in DEFAULT_TEMPLATES.items()}
+        if mapping is not None:
+            if not isinstance(mapping, Mapping):
+                raise WrongTypeError(
+                    f"Expected templates as a mapping outcome -> templates, but got {type(mapping).__name__}."
+                )
+            for outcome, entries in mapping.items():
+                if outcome not in _OUTCOMES:
+                    raise DataFormatError(
+                        f"Unknown outcome {outcome!r} in templates; expected some of {list(_OUTCOMES)}."
+                    )
+                if isinstance(entries, str):
+                    entries = [entries]
+                if isinstance(entries, Mapping):
+                    items = {str(k): v for k, v in entries.items()}
+                elif isinstance(entries, Sequence):
+                    items = {f"{outcome}-{i}": v for i, v in enumerate(entries)}
+                else:
+                    raise WrongTypeError(
+                        f"Expected a list or mapping of templates for {outcome!r}, but got "
+                        f"{type(entries).__name__}."
+                    )
+                if not items:
+                    raise DataFormatError(
+                        f"Expected at least one template for {outcome!r}, but got none."
+                    )
+                merged[outcome] = {}
+                for tid, text in items.items():
+                    if not isinstance(text, str) or not text.strip():
+                        raise DataFormatError(
+                            f"Template {tid!r} must be non-empty text, but got {text!r}."
+                        )
+                    merged[outcome][tid] = text
+        for outcome, items in merged.items():
+            for tid, text in items.items():
+                unknown = sorted(set(_PLACEHOLDER_ANY.findall(text)) - set(TEMPLATE_FIELDS))
+                if unknown:
+                    raise DataFormatError(
+                        f"Template {tid!r} uses unknown field(s) {unknown}; expected fields from "
+                        f"{sorted(TEMPLATE_FIELDS)} written as {{field}}."
+                    )
+        return cls(tuple((o, tuple(merged[o].items())) for o in _OUTCOMES))
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> SeedTemplates:
+        """Read templates from a JSON file holding ``outcome -> {id: text}`` or lists.
+
+        Raises:
+            MissingFileError: When the file does not exist.
+            DataFormatError: When it is not valid JSON or not templates.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise MissingFileError(
+                f"Expected a templates JSON file at '{p}', but it does not exist."
+            )
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"'{p}' is not valid JSON: {exc}") from exc
+        return cls.from_mapping(data)
+
+    def choices(self, outcome: str) -> tuple[tuple[str, str], ...]:
+        """The ``(id, text)`` templates for an outcome."""
+        for o, items in self.templates:
+            if o == str(outcome):
+                return items
+        raise DataFormatError(f"Unknown outcome {outcome!r}; expected one of {list(_OUTCOMES)}.")
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """Return ``outcome -> {id: text}``."""
+        return {o: dict(items) for o, items in self.templates}
+
+
+# Anything in braces, to report unknown or malformed fields (``{lesion.__class__}``, ``{0}``).
+_PLACEHOLDER_ANY = re.compile(r"\{([^{}]*)\}")
