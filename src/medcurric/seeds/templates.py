@@ -155,7 +155,7 @@ class SeedTemplates:
                             f"Template {tid!r} must be non-empty text, but got {text!r}."
                         )
                     merged[outcome][tid] = text
-        for outcome, items in merged.items():
+        for items in merged.values():
             for tid, text in items.items():
                 unknown = sorted(set(_PLACEHOLDER_ANY.findall(text)) - set(TEMPLATE_FIELDS))
                 if unknown:
