@@ -56,7 +56,9 @@ def test_dicom_formula_matches_pydicom(rng):
     for index in (0, 1):
         win = Window.from_dicom(ds, index=index)
         ref = (apply_windowing(hu.copy(), ds, index=index) - ymin) / (ymax - ymin)
-        np.testing.assert_allclose(apply_window(hu, win, out="float", formula="dicom"), ref, atol=1e-6)
+        np.testing.assert_allclose(
+            apply_window(hu, win, out="float", formula="dicom"), ref, atol=1e-6
+        )
     assert Window.from_dicom(ds) == Window(40, 400)
     del ds.WindowCenter
     with pytest.raises(DataFormatError, match="WindowCenter"):
@@ -84,11 +86,13 @@ def test_three_window_rgb_numpy_and_torch(device, rng):
     hu = rng.uniform(-1200, 1500, size=(2, 16, 20))
     wins = ("lung", "soft_tissue", "bone")
     ref = np.stack([window_to_rgb(h, wins) for h in hu])  # [B, H, W, 3]
-    for name, i in zip(wins, range(3)):
+    for i, name in enumerate(wins):
         np.testing.assert_array_equal(ref[..., i], apply_window(hu, name))
     t = torch.tensor(hu, device=device)
     out = window_to_rgb(t, wins)
-    assert out.shape == (2, 3, 16, 20) and out.dtype == torch.uint8 and out.device.type == device.type
+    assert (
+        out.shape == (2, 3, 16, 20) and out.dtype == torch.uint8 and out.device.type == device.type
+    )
     np.testing.assert_array_equal(out.permute(0, 2, 3, 1).cpu().numpy(), ref)
     assert window_to_rgb(t[:, None], wins).shape == (2, 3, 16, 20)
     grey = window_to_rgb(t[0], "liver", out="float")

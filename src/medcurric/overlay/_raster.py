@@ -39,7 +39,9 @@ NPARAM = 10  # kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1
 def uniforms(seeds: np.ndarray, k: int) -> np.ndarray:
     """Deterministic ``[n, k]`` uniforms in ``[0, 1)`` from integer seeds (splitmix64)."""
     s = np.asarray(seeds, dtype=np.int64).astype(np.uint64)[:, None]
-    z = s * np.uint64(0x9E3779B97F4A7C15) + (np.arange(1, k + 1, dtype=np.uint64)[None, :] << np.uint64(32))
+    z = s * np.uint64(0x9E3779B97F4A7C15) + (
+        np.arange(1, k + 1, dtype=np.uint64)[None, :] << np.uint64(32)
+    )
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
@@ -106,21 +108,31 @@ def ellipse(boxes: np.ndarray, lw: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return _with_bbox(ELLIPSE, np.concatenate([c, r], axis=1), hw)[:, None]
 
 
-def point(boxes: np.ndarray, radius: np.ndarray, seeds: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+def point(
+    boxes: np.ndarray, radius: np.ndarray, seeds: np.ndarray, jitter: np.ndarray
+) -> np.ndarray:
     """A filled dot near the box centre (jittered within the central half). ``[n, 1, NPARAM]``."""
     u = uniforms(seeds, 2) - 0.5
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2 + u * 0.5 * (boxes[:, 2:] - boxes[:, :2]) * jitter[:, None]
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2 + u * 0.5 * (boxes[:, 2:] - boxes[:, :2]) * jitter[
+        :, None
+    ]
     return _with_bbox(SEGMENT, np.concatenate([c, c], axis=1), radius)[:, None]
 
 
 def arrow(
-    boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.ndarray, size: tuple[int, int], s: float
+    boxes: np.ndarray,
+    lw: np.ndarray,
+    seeds: np.ndarray,
+    jitter: np.ndarray,
+    size: tuple[int, int],
+    s: float,
 ) -> np.ndarray:
-    """An arrow from outside the box to its edge, tail inside the image. ``[n, 3, NPARAM]``.
+    """An arrow from outside the box to its edge, inside the image. ``[n, 3, NPARAM]``.
 
     The direction starts from the upper left (rotated by up to 180 degrees times
-    ``jitter``); of eight directions 45 degrees apart, the first whose tail fits in
-    the image is used, else the tail is clamped into the image.
+    ``jitter``). Of eight directions 45 degrees apart (tried nearest first), the first
+    whose tip and tail lie in the image and whose strokes keep clear of the box is
+    used; when none does, the one that keeps the most clearance, tail clamped.
     """
     h, w = size
     n = boxes.shape[0]
@@ -128,38 +140,65 @@ def arrow(
     u = uniforms(seeds, 2)
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, 0.5)
-    length = np.clip(0.8 * 2 * half.min(axis=1), 28 * s, 60 * s) * (1 + 0.4 * jitter * (u[:, 1] - 0.5))
+    length = np.clip(0.8 * 2 * half.min(axis=1), 28 * s, 60 * s) * (
+        1 + 0.4 * jitter * (u[:, 1] - 0.5)
+    )
     theta0 = math.radians(225) + jitter * (u[:, 0] - 0.5) * 2 * math.pi
-    thetas = theta0[:, None] + np.arange(8)[None, :] * (math.pi / 4)  # [n, 8]
+    order = np.array([0, 1, -1, 2, -2, 3, -3, 4]) * (math.pi / 4)
+    thetas = theta0[:, None] + order[None, :]  # [n, 8]
     d = np.stack([np.cos(thetas), np.sin(thetas)], axis=-1)  # [n, 8, 2], centre -> tail
     with np.errstate(divide="ignore"):
-        reach = np.minimum(half[:, None, 0] / np.abs(d[..., 0]), half[:, None, 1] / np.abs(d[..., 1]))
+        reach = np.minimum(
+            half[:, None, 0] / np.abs(d[..., 0]), half[:, None, 1] / np.abs(d[..., 1])
+        )
     gap = lw[:, None] + 1.0
-    tip = c[:, None, :] + d * (reach + gap)[..., None]
+    tip = c[:, None, :] + d * reach[..., None]
+    tip = tip + np.sign(tip - c[:, None, :]) * gap[..., None]  # clear of the box on both axes
     tail = tip + d * length[:, None, None]
+    head = np.maximum(0.35 * length, 6 * s + lw)[:, None, None]
+    wings = []
+    for ang in (math.pi / 6, -math.pi / 6):
+        ca, sa = math.cos(ang), math.sin(ang)
+        rot = np.stack([d[..., 0] * ca - d[..., 1] * sa, d[..., 0] * sa + d[..., 1] * ca], axis=-1)
+        wings.append(tip + rot * head)
+    # clearance of each stroke from the box, from points sampled along it
+    t = np.linspace(0.0, 1.0, 9)[None, None, :, None]
+    samples = np.concatenate(
+        [tip[:, :, None] + (end - tip)[:, :, None] * t for end in (tail, *wings)], axis=2
+    )  # [n, 8, 27, 2]
+    qx = np.abs(samples[..., 0] - c[:, None, None, 0]) - half[:, None, None, 0]
+    qy = np.abs(samples[..., 1] - c[:, None, None, 1]) - half[:, None, None, 1]
+    outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0)
+    clearance = outside.min(axis=2) - hw[:, None]  # [n, 8]
     margin = hw[:, None] + 1
-    fits = (
-        (tail[..., 0] >= margin) & (tail[..., 0] <= w - margin)
-        & (tail[..., 1] >= margin) & (tail[..., 1] <= h - margin)
-    )
-    pick = np.where(fits.any(axis=1), fits.argmax(axis=1), 0)
+
+    def inside(p: np.ndarray) -> np.ndarray:
+        return (
+            (p[..., 0] >= margin)
+            & (p[..., 0] <= w - margin)
+            & (p[..., 1] >= margin)
+            & (p[..., 1] <= h - margin)
+        )
+
+    in_image = inside(tip) & inside(tail)
+    ok = in_image & (clearance >= 0.5)
+    best = np.argmax(clearance + 1e6 * in_image, axis=1)
+    pick = np.where(ok.any(axis=1), ok.argmax(axis=1), best)
     rows = np.arange(n)
-    tip, tail, d = tip[rows, pick], tail[rows, pick], d[rows, pick]
+    tip, tail = tip[rows, pick], tail[rows, pick]
     tail = np.stack(
         [np.clip(tail[:, 0], hw + 1, w - hw - 1), np.clip(tail[:, 1], hw + 1, h - hw - 1)], axis=1
     )
-    head = np.maximum(0.35 * np.linalg.norm(tail - tip, axis=1), 6 * s + lw)
     out = np.empty((n, 3, NPARAM))
     out[:, 0] = _with_bbox(SEGMENT, np.concatenate([tip, tail], axis=1), hw)
-    for k, ang in enumerate((math.pi / 6, -math.pi / 6)):
-        ca, sa = math.cos(ang), math.sin(ang)
-        rot = np.stack([d[:, 0] * ca - d[:, 1] * sa, d[:, 0] * sa + d[:, 1] * ca], axis=1)
-        end = tip + rot * head[:, None]
-        out[:, 1 + k] = _with_bbox(SEGMENT, np.concatenate([tip, end], axis=1), hw)
+    for k, wing in enumerate(wings):
+        out[:, 1 + k] = _with_bbox(SEGMENT, np.concatenate([tip, wing[rows, pick]], axis=1), hw)
     return out
 
 
-def triangle(boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+def triangle(
+    boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.ndarray
+) -> np.ndarray:
     """An equilateral triangle around the box (apex up, rotated by jitter). ``[n, 3, NPARAM]``."""
     hw = lw / 2
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -174,7 +213,9 @@ def triangle(boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.nd
     pts = np.stack([apex, right, left], axis=1)  # [n, 3, 2] relative to the box centre
     phi = jitter * (uniforms(seeds, 1)[:, 0] - 0.5) * (math.pi / 6)
     cp, sp = np.cos(phi)[:, None], np.sin(phi)[:, None]
-    rot = np.stack([pts[..., 0] * cp - pts[..., 1] * sp, pts[..., 0] * sp + pts[..., 1] * cp], axis=-1)
+    rot = np.stack(
+        [pts[..., 0] * cp - pts[..., 1] * sp, pts[..., 0] * sp + pts[..., 1] * cp], axis=-1
+    )
     return _segments(rot + c[:, None, :], hw, closed=True)
 
 
@@ -189,8 +230,10 @@ def scribble(
     ctrl = np.clip(ctrl, 0.1, 0.9)
     t = np.linspace(0.0, 1.0, n_seg + 1)[None, :, None]
     bez = (
-        (1 - t) ** 3 * ctrl[:, None, 0] + 3 * (1 - t) ** 2 * t * ctrl[:, None, 1]
-        + 3 * (1 - t) * t**2 * ctrl[:, None, 2] + t**3 * ctrl[:, None, 3]
+        (1 - t) ** 3 * ctrl[:, None, 0]
+        + 3 * (1 - t) ** 2 * t * ctrl[:, None, 1]
+        + 3 * (1 - t) * t**2 * ctrl[:, None, 2]
+        + t**3 * ctrl[:, None, 3]
     )  # [n, S+1, 2] in box units
     phase = u[:, 8:9] * 2 * math.pi
     wob = 0.04 * np.sin(2 * math.pi * 3 * t[..., 0] + phase)
@@ -207,6 +250,8 @@ def scribble(
 def _coverage(p: np.ndarray, px: float, py: float) -> float:  # pragma: no cover - numba
     kind = p[0]
     hw = p[5]
+    if px < p[6] or px > p[8] or py < p[7] or py > p[9]:
+        return 0.0
     if kind == 0.0:
         dx = p[3] - p[1]
         dy = p[4] - p[2]
@@ -301,10 +346,10 @@ def _draw_numba(
             p = prims[b, k]
             if p[0] < 0:
                 continue
-            x0 = min(x0, max(0, int(math.floor(p[6]))))
-            y0 = min(y0, max(0, int(math.floor(p[7]))))
-            x1 = max(x1, min(w, int(math.ceil(p[8])) + 1))
-            y1 = max(y1, min(h, int(math.ceil(p[9])) + 1))
+            x0 = min(x0, max(0, math.floor(p[6])))
+            y0 = min(y0, max(0, math.floor(p[7])))
+            x1 = max(x1, min(w, math.ceil(p[8]) + 1))
+            y1 = max(y1, min(h, math.ceil(p[9]) + 1))
         if x1 <= x0 or y1 <= y0:
             continue
         scratch = np.zeros((y1 - y0, x1 - x0), np.float32)
@@ -313,13 +358,13 @@ def _draw_numba(
                 p = prims[b, k]
                 if p[0] < 0:
                     continue
-                ya = max(y0, int(math.floor(p[7])))
-                yb = min(y1, int(math.ceil(p[9])) + 1)
+                ya = max(y0, math.floor(p[7]))
+                yb = min(y1, math.ceil(p[9]) + 1)
                 for y in range(ya, yb):
                     ns = _spans(p, y + 0.5, spans)
                     for s in range(ns):
-                        xa = max(x0, int(math.ceil(spans[s, 0] - 0.5)))
-                        xb = min(x1, int(math.floor(spans[s, 1] - 0.5)) + 1)
+                        xa = max(x0, math.ceil(spans[s, 0] - 0.5))
+                        xb = min(x1, math.floor(spans[s, 1] - 0.5) + 1)
                         for x in range(xa, xb):
                             if stage == 0:
                                 c = _coverage(p, x + 0.5, y + 0.5)
@@ -343,7 +388,9 @@ def _draw_numba(
                                             ) // 255
 
 
-def draw_numba(img_bhwc: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray) -> None:
+def draw_numba(
+    img_bhwc: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray
+) -> None:
     """Draw in place on a numpy ``[B, H, W, C]`` (uint8 or float) view."""
     _draw_numba(
         img_bhwc,
@@ -373,7 +420,9 @@ def _coverage_torch(p: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torc
     # box outline
     qx = (px - 0.5 * (col(1) + col(3))).abs() - 0.5 * (col(3) - col(1))
     qy = (py - 0.5 * (col(2) + col(4))).abs() - 0.5 * (col(4) - col(2))
-    d_box = (torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)).abs()
+    d_box = (
+        torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)
+    ).abs()
     # ellipse outline
     rx = torch.where(kind == ELLIPSE, col(3), torch.ones_like(col(3)))
     ry = torch.where(kind == ELLIPSE, col(4), torch.ones_like(col(4)))
@@ -381,20 +430,25 @@ def _coverage_torch(p: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torc
     k0 = torch.hypot(x / rx, y / ry)
     k1 = torch.hypot(x / (rx * rx), y / (ry * ry))
     d_ell = torch.where(
-        k1 > 0, (k0 * (k0 - 1) / torch.where(k1 > 0, k1, torch.ones_like(k1))).abs(), torch.minimum(rx, ry)
+        k1 > 0,
+        (k0 * (k0 - 1) / torch.where(k1 > 0, k1, torch.ones_like(k1))).abs(),
+        torch.minimum(rx, ry),
     )
     d = torch.where(kind == SEGMENT, d_seg, torch.where(kind == BOX, d_box, d_ell))
     cov = (hw - d + 0.5).clamp(0, 1)
-    return torch.where(kind < 0, torch.zeros_like(cov), cov)
+    outside = (kind < 0) | (px < col(6)) | (px > col(8)) | (py < col(7)) | (py > col(9))
+    return torch.where(outside, torch.zeros_like(cov), cov)
 
 
-def draw_torch(images: torch.Tensor, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray) -> None:
+def draw_torch(
+    images: torch.Tensor, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray
+) -> None:
     """Draw in place on a torch ``[B, C, H, W]`` batch (uint8 or float), any device.
 
     Each prompt is drawn over its own bounding region; the regions of a batch are
     padded to a common size so the whole batch is one set of tensor ops.
     """
-    b, ch, h, w = images.shape
+    b, _, h, w = images.shape
     if b == 0 or prims.shape[1] == 0:
         return
     valid = prims[..., 0] >= 0
@@ -433,7 +487,9 @@ def draw_torch(images: torch.Tensor, prims: np.ndarray, colors: np.ndarray, alph
     images.permute(0, 2, 3, 1)[bi, ri, ci] = new
 
 
-def blend_coverage(images: torch.Tensor, cov: torch.Tensor, colors: np.ndarray, alphas: np.ndarray) -> None:
+def blend_coverage(
+    images: torch.Tensor, cov: torch.Tensor, colors: np.ndarray, alphas: np.ndarray
+) -> None:
     """Blend a full-image coverage ``[B, H, W]`` (e.g. a mask contour) in place."""
     dev = images.device
     fdt = torch.float64 if images.dtype == torch.float64 else torch.float32
@@ -454,7 +510,7 @@ def contour_coverage(masks: torch.Tensor, lw: torch.Tensor) -> torch.Tensor:
     edge = (m - eroded).clamp(0, 1)
     out = torch.zeros_like(m)
     for k in torch.unique(lw).tolist():
-        size = max(1, int(round(k)))
+        size = max(1, round(k))
         size += 1 - size % 2
         band = torch.nn.functional.max_pool2d(edge, size, stride=1, padding=size // 2)
         sel = (lw == k).view(-1, 1, 1, 1)
@@ -465,7 +521,11 @@ def contour_coverage(masks: torch.Tensor, lw: torch.Tensor) -> torch.Tensor:
 def to_bhwc_numpy(images: Any) -> np.ndarray | None:
     """A writable numpy ``[B, H, W, C]`` view of a CPU tensor ``[B, C, H, W]`` (or None)."""
     if isinstance(images, torch.Tensor):
-        if images.device.type != "cpu" or images.dtype not in (torch.uint8, torch.float32, torch.float64):
+        if images.device.type != "cpu" or images.dtype not in (
+            torch.uint8,
+            torch.float32,
+            torch.float64,
+        ):
             return None
         return images.detach().permute(0, 2, 3, 1).numpy()
     return None

@@ -123,7 +123,7 @@ def _canvas(image: Any, inplace: bool) -> _Canvas:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a core dependency
-        Image = None  # type: ignore[assignment]  # noqa: N806
+        Image = None  # type: ignore[assignment]
     if Image is not None and isinstance(image, Image.Image):
         arr = np.array(image.convert("RGB"), dtype=np.uint8)[None]
         return _Canvas("pil", True, arr, torch.from_numpy(arr).permute(0, 3, 1, 2), image)
@@ -251,8 +251,8 @@ def draw_overlay(
         raise ShapeError(f"Expected one OverlayStyle or {n} of them, but got {styles!r}.")
     box_arr = _boxes_for(boxes, n, canvas.single)
     mask_list = _masks_for(masks, n, (h, w), t.device)
-    is_contour = np.array([s.shape is Shape.CONTOUR for s in style_list])
-    has_mask = np.array([m is not None and bool(m.any()) for m in mask_list])
+    is_contour = np.array([s.shape is Shape.CONTOUR for s in style_list], dtype=bool)
+    has_mask = np.array([m is not None and bool(m.any()) for m in mask_list], dtype=bool)
     fallback = is_contour & ~has_mask
     colors = np.array([s.rgb for s in style_list], np.float64).reshape(n, 3)
     alphas = np.array([s.alpha for s in style_list], np.float64)
@@ -272,7 +272,9 @@ def draw_overlay(
     sel = np.nonzero(is_contour & has_mask)[0]
     if sel.size:
         s = max(h, w) / REFERENCE_SIZE
-        lw = torch.tensor([max(style_list[i].width * s, 1.0) for i in sel], device=t.device)
+        lw = torch.tensor(
+            [max(float(style_list[i].width or 3.0) * s, 1.0) for i in sel], device=t.device
+        )
         cov = _raster.contour_coverage(torch.stack([mask_list[i] for i in sel]), lw)
         sub = t[torch.as_tensor(sel, device=t.device)]
         _raster.blend_coverage(sub, cov, colors[sel], alphas[sel])
@@ -383,14 +385,14 @@ class StageOverlay:
         """
         n = _batch_size(image)
         styles = self.styles_for(n, key)
-        out = draw_overlay(
-            image, boxes, styles, masks=masks, inplace=inplace, backend=self.backend
-        )
+        out = draw_overlay(image, boxes, styles, masks=masks, inplace=inplace, backend=self.backend)
         batched = not _is_single(image)
         return OverlayResult(out, [s.phrase for s in styles], styles, batched)
 
     def __repr__(self) -> str:
-        return f"StageOverlay(style={self.style!r}, seed={self.seed}, backend='{self.backend.value}')"
+        return (
+            f"StageOverlay(style={self.style!r}, seed={self.seed}, backend='{self.backend.value}')"
+        )
 
 
 def _is_single(image: Any) -> bool:
@@ -403,4 +405,3 @@ def _batch_size(image: Any) -> int:
     if isinstance(image, np.ndarray | torch.Tensor) and image.ndim == 4:
         return int(image.shape[0])
     return 1
-

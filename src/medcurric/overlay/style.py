@@ -201,8 +201,12 @@ class RandomStyle:
             colors = (self.colors,)
         if not shapes or not colors:
             raise InvalidOptionError("Expected at least one shape and one colour to choose from.")
-        object.__setattr__(self, "shapes", tuple(look_up_option(s, Shape, name="shape") for s in shapes))
-        object.__setattr__(self, "colors", tuple(look_up_option(c, Color, name="color") for c in colors))
+        object.__setattr__(
+            self, "shapes", tuple(look_up_option(s, Shape, name="shape") for s in shapes)
+        )
+        object.__setattr__(
+            self, "colors", tuple(look_up_option(c, Color, name="color") for c in colors)
+        )
         for name in ("width", "point_radius", "alpha", "scale"):
             lo, hi = (float(v) for v in getattr(self, name))
             if not (0 < lo <= hi) or (name == "alpha" and hi > 1):
@@ -235,7 +239,9 @@ class RandomStyle:
             jitter=self.jitter,
         )
 
-    def sample_many(self, n: int, rng: np.random.Generator | int | None = None) -> list[OverlayStyle]:
+    def sample_many(
+        self, n: int, rng: np.random.Generator | int | None = None
+    ) -> list[OverlayStyle]:
         """Draw ``n`` styles from one generator.
 
         Args:

@@ -166,7 +166,9 @@ class Window:
             if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
                 return float(v)
             if not len(v) > index:
-                raise DataFormatError(f"The header lists {len(v)} window(s); index {index} is out of range.")
+                raise DataFormatError(
+                    f"The header lists {len(v)} window(s); index {index} is out of range."
+                )
             return float(v[index])
 
         return cls(level=pick(center), width=pick(width))
@@ -283,16 +285,16 @@ def window_to_rgb(
     """
     ws: list[Window]
     if isinstance(windows, (str, Window, WindowPreset)) or (
-        isinstance(windows, Sequence) and len(windows) == 2 and not isinstance(windows[0], str)
+        isinstance(windows, Sequence)
+        and len(windows) == 2
+        and not isinstance(windows[0], str)
         and not isinstance(windows[0], Window)
     ):
         ws = [_as_window(windows)]
     elif isinstance(windows, Sequence) and len(windows) in (1, 3):
         ws = [_as_window(w) for w in windows]
     else:
-        raise InvalidOptionError(
-            f"Expected one window or three (R, G, B), but got {windows!r}."
-        )
+        raise InvalidOptionError(f"Expected one window or three (R, G, B), but got {windows!r}.")
     f = look_up_option(formula, WindowFormula, name="formula")
     x = _float_input(image)
     if isinstance(x, np.ndarray):
