@@ -18,6 +18,7 @@ and image paths are resolved inside ``image_root`` only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -168,16 +169,25 @@ def _reasoning_target(rationale: str, answer: str) -> tuple[str, tuple[int, int]
 
 
 def _attention_target(
-    pixel_box: np.ndarray, preprocess: Any, image_hw: tuple[int, int], grid: tuple[int, int], options: Mapping[str, Any]
+    pixel_box: np.ndarray, preprocess: Any, image_hw: tuple[int, int], grid: tuple[int, int], smoothing: Any
 ) -> np.ndarray:
-    from medcurric import geometry
+    from medcurric.geometry import box_to_patch_distribution, map_boxes
 
-    mapped = geometry.map_boxes(pixel_box[None], preprocess, image_hw)
-    dist = geometry.box_to_patch_distribution(
-        mapped.boxes, mapped.image_size, grid, **dict(options)
-    )
-    arr = np.asarray(dist.detach().cpu().numpy() if hasattr(dist, "detach") else dist, dtype=np.float32)
-    return arr.reshape(-1)
+    mapped = map_boxes(pixel_box[None], preprocess, image_hw)
+    dist = box_to_patch_distribution(mapped.boxes, grid, input_size=mapped.image_size, smoothing=smoothing)
+    return np.asarray(dist, dtype=np.float32).reshape(-1)
+
+
+def _overlay_key(sample: CoTSample, rng: Any) -> int:
+    """Per-sample key for reproducible random overlay styles."""
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return int(rng)
+    if rng is not None and hasattr(rng, "integers"):
+        return int(rng.integers(0, 2**31 - 1))
+    if rng is not None and hasattr(rng, "randrange"):
+        return int(rng.randrange(0, 2**31 - 1))
+    digest = hashlib.sha256(sample.id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def render(
@@ -192,7 +202,7 @@ def render(
     grid: tuple[int, int] = (24, 24),
     prompt_template: str = PROMPT_TEMPLATE,
     easy_prompt: str = EASY_PROMPT,
-    target_options: Mapping[str, Any] | None = None,
+    smoothing: Any = None,
 ) -> dict[str, Any]:
     r"""Render a sample for a stage.
 
@@ -205,14 +215,17 @@ def render(
             processor, needed for the Medium attention target (e.g.
             ``Preprocess.from_processor(processor)``); VIP-LLaVA's CLIP default
             (shortest edge 336, crop 336) when ``None``.
-        rng: Random generator handed to the overlay (random colours/shapes).
+        rng: Chooses the overlay's style key (random colours/shapes with
+            ``StageOverlay("random")``): an int key, or a ``numpy.random.Generator`` /
+            ``random.Random`` to draw one; ``None`` derives the key from ``sample.id``,
+            so a sample always gets the same style.
         image_root: Folder that ``sample.image`` is relative to (untrusted paths stay inside).
         image: The image itself (PIL or numpy ``[H, W(, 3)]``) instead of loading ``sample.image``.
         grid: ``(rows, cols)`` of the model's patch grid (VIP-LLaVA: 24 x 24).
         prompt_template: Conversation template with a ``{question}`` field.
         easy_prompt: Easy question template with ``{question}``, ``{phrase}``, ``{box}``.
-        target_options: Keyword arguments for
-            :func:`medcurric.geometry.box_to_patch_distribution` (e.g. blur).
+        smoothing: Blur of the attention target, e.g.
+            ``medcurric.geometry.gaussian(9, 3)`` (the authors' choice on 24 x 24); none by default.
 
     Returns:
         A dict with ``id``, ``stage`` (:class:`Stage`), ``image`` (PIL RGB), ``question``
@@ -253,7 +266,7 @@ def render(
 
             overlay = StageOverlay()
         draw_box = pixel_box if pixel_box is not None else box_norm * np.array([width, height] * 2)
-        img, phrase = _draw(overlay, img, draw_box, rng)
+        img, phrase = _draw(overlay, img, draw_box, _overlay_key(sample, rng))
         out["phrase"] = phrase
         question = substitute(
             easy_prompt, {"question": question, "phrase": phrase, "box": format_box(box_norm)}
@@ -267,7 +280,7 @@ def render(
 
             preprocess = Preprocess.shortest_edge_crop(336)
         attention_target = _attention_target(
-            pixel_box, preprocess, (height, width), (int(grid[0]), int(grid[1])), target_options or {}
+            pixel_box, preprocess, (height, width), (int(grid[0]), int(grid[1])), smoothing
         )
         if not np.isfinite(attention_target).all() or attention_target.sum() <= 0:
             attention_target = None
@@ -292,19 +305,14 @@ def render(
     return out
 
 
-def _draw(overlay: Any, image: Any, box: np.ndarray, rng: Any) -> tuple[Any, str]:
-    """Call the overlay and normalise what it returns to ``(image, phrase)``."""
-    result = overlay(image, box, rng=rng) if callable(overlay) else overlay.draw(image, box, rng=rng)
-    if isinstance(result, tuple) and len(result) == 2:
-        drawn, phrase = result
-    else:
-        drawn = getattr(result, "image", None)
-        phrase = getattr(result, "phrase", None)
-        if drawn is None or phrase is None:
-            raise WrongTypeError(
-                f"Expected the overlay to return (image, phrase) or an object with .image and .phrase, "
-                f"but got {type(result).__name__}."
-            )
+def _draw(overlay: Any, image: Any, box: np.ndarray, key: int) -> tuple[Any, str]:
+    """Call the overlay and normalise what it returns to ``(PIL image, phrase)``."""
+    if not callable(overlay):
+        raise WrongTypeError(
+            f"Expected a StageOverlay (or a callable (image, box, key=...) -> (image, phrase)), "
+            f"but got {type(overlay).__name__}."
+        )
+    drawn, phrase = overlay(np.asarray(image), box, key=key)
     if isinstance(drawn, np.ndarray):
         from PIL import Image
 
