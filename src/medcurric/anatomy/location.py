@@ -236,6 +236,7 @@ def describe_location(
     slice_index: int | None = None,
     extents: Extents | None = None,
     view: ViewPlane | str = ViewPlane.AXIAL,
+    vertical: bool = True,
 ) -> Location:
     """Describe where a lesion box lies within its host organ.
 
@@ -257,6 +258,8 @@ def describe_location(
         extents: Precomputed :func:`organ_extents` of the label map (saves a pass
             over the volume when describing many lesions of one image).
         view: For 2D maps without an affine: ``"axial"`` or ``"coronal"``.
+        vertical: Say upper/middle/lower. Pass ``False`` when the label map is a slab
+            that holds only part of the organ along the superior-inferior axis.
 
     Returns:
         The :class:`Location`.
@@ -352,7 +355,9 @@ def describe_location(
     # Organ extent (union of members) in RAS.
     boxes = [ext_all[m] for m in members if m in ext_all]
     rel = None
-    vertical = ap = transverse = None
+    use_vertical = bool(vertical)
+    vertical_word: str | None = None
+    ap = transverse = None
     side_of_name = _name_side(organ_name)
     if boxes:
         lo = np.min([bx[0] for bx in boxes], axis=0)
@@ -362,8 +367,8 @@ def describe_location(
         rel = (round(float(f[0]), 4), round(float(f[1]), 4), round(float(f[2]), 4))
         planar_coronal = arr.ndim == 2 and view_plane is ViewPlane.CORONAL and affine is None
         planar_axial = arr.ndim == 2 and not planar_coronal
-        if not planar_axial:
-            vertical = _thirds(float(f[2]), "lower", "upper")
+        if not planar_axial and use_vertical:
+            vertical_word = _thirds(float(f[2]), "lower", "upper")
         if not planar_coronal:
             ap = _thirds(float(f[1]), "posterior", "anterior")
         if side_of_name == "right":
@@ -400,11 +405,11 @@ def describe_location(
     if region_phrase is not None and organ_name is not None and region != organ_name:
         phrase = f"{region_phrase} of the"
     else:
-        words = [w for w in (transverse, vertical, ap) if w is not None and w != "middle"]
+        words = [w for w in (transverse, vertical_word, ap) if w is not None and w != "middle"]
         if (
             not words
             and transverse == "middle"
-            and vertical in (None, "middle")
+            and vertical_word in (None, "middle")
             and ap in (None, "middle")
         ):
             words = ["central"]
@@ -416,7 +421,7 @@ def describe_location(
         laterality=laterality,
         region=region,
         region_phrase=region_phrase,
-        vertical=vertical,
+        vertical=vertical_word,
         anterior_posterior=ap,
         transverse=transverse,
         relative_position=rel,

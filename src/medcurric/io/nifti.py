@@ -224,6 +224,7 @@ def read_nifti_labels(
     *,
     class_map: ClassMap | None = None,
     mmap: bool = True,
+    z_range: tuple[int, int] | None = None,
 ) -> LabelMap:
     """Read a NIfTI label map as a canonical ``[z, y, x]`` :class:`~medcurric.io.LabelMap`.
 
@@ -238,9 +239,12 @@ def read_nifti_labels(
         path: A ``.nii`` or ``.nii.gz`` file.
         class_map: Names of the labels (for example ``ClassMap.totalsegmentator()``).
         mmap: Memory-map uncompressed files.
+        z_range: ``(z0, z1)``: read only the canonical slices ``z0 <= z < z1`` (one
+            slice of the file's data proxy, so an uncompressed file is read for those
+            slices only); the affine is shifted so voxel ``z = 0`` is slice ``z0``.
 
     Returns:
-        The reoriented label map with spacing and affine.
+        The reoriented label map (or slab) with spacing and affine.
 
     Raises:
         MissingFileError: When the file does not exist.
@@ -265,18 +269,36 @@ def read_nifti_labels(
     if len(shape) != 3 and not (len(shape) > 3 and all(n == 1 for n in shape[3:])):
         raise ShapeError(f"Expected a 3D label map, but '{p}' has shape {shape}.")
     r = Reorientation.from_affine(img.affine, shape[:3])
-    data = _as_labels(img.dataobj, p)
-    if data.ndim > 3:
-        data = data.reshape(shape[:3])
+    affine = r.affine
+    if z_range is None:
+        data = _as_labels(img.dataobj, p)
+        if data.ndim > 3:
+            data = data.reshape(shape[:3])
+        canonical = r.apply(data)
+    else:
+        z0, z1 = int(z_range[0]), int(z_range[1])
+        nz = r.canonical_shape[0]
+        if not 0 <= z0 < z1 <= nz:
+            raise ShapeError(f"Expected 0 <= z0 < z1 <= {nz} for '{p}', but got z_range {z_range}.")
+        axis, first = r.stored_slice(z0)
+        _, last = r.stored_slice(z1 - 1)
+        lo, hi = min(first, last), max(first, last) + 1
+        index: list[Any] = [slice(None)] * 3 + [0] * (len(shape) - 3)
+        index[axis] = slice(lo, hi)
+        data = _as_labels(img.dataobj[tuple(index)], p)
+        canonical = r.apply_slab(data)
+        shift = np.eye(4)
+        shift[2, 3] = z0
+        affine = affine @ shift
     names = label_names_from_nifti(p)
     if class_map is not None and names:
         data = _relabel(data, names, class_map, p)
     present = np.unique(data) if class_map is None and not names else None
     return LabelMap(
-        array=r.apply(data),
+        array=canonical,
         class_map=_resolve_class_map(names, class_map, present),
         spacing=r.spacing(),
-        affine=r.affine,
+        affine=affine,
         source=str(p),
     )
 

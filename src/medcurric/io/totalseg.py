@@ -100,7 +100,11 @@ def read_totalsegmentator(
         if out is None:
             reorientation, affine = r, img.affine
             out = np.zeros(r.canonical_shape, dtype=dtype)
-        elif reorientation is None or r.shape != reorientation.shape or not np.allclose(img.affine, affine, atol=1e-4):
+        elif (
+            reorientation is None
+            or r.shape != reorientation.shape
+            or not np.allclose(img.affine, affine, atol=1e-4)
+        ):
             raise ShapeError(
                 f"Expected every per-class file in '{p}' to share one grid, but "
                 f"'{files[name].name}' "

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medcurric.anatomy import BoxOrganMatcher
+from medcurric.cli import main
+from medcurric.data import make_phantom
+from medcurric.io import write_nifti
+from medcurric.seeds._cli import rejects_path
+
+
+def _lines(p: Path) -> list[str]:
+    return p.read_text().splitlines() if p.exists() else []
+
+
+def test_phantom_workers_give_identical_output(tmp_path, capsys):
+    a, b = tmp_path / "w1.jsonl", tmp_path / "w2.jsonl"
+    assert main(["seeds", "--phantom", "--phantom-cases", "3", "--out", str(a)]) == 0
+    table = capsys.readouterr().out
+    assert (
+        main(["seeds", "--phantom", "--phantom-cases", "3", "--out", str(b), "--workers", "2"]) == 0
+    )
+    assert a.read_text() == b.read_text()
+    rows = [json.loads(x) for x in _lines(a)]
+    assert len(rows) == 30 and len({r["id"] for r in rows}) == 30
+    assert "liver" in table and "(uncertain)" in table and "all" in table
+    assert table.splitlines()[-1].split()[1:] == ["21", "6", "3", "30"]
+
+
+def test_rerun_skips_written_ids(tmp_path, capsys):
+    out = tmp_path / "s.jsonl"
+    main(["seeds", "--phantom", "--phantom-cases", "1", "--out", str(out)])
+    first = _lines(out)
+    main(["seeds", "--phantom", "--phantom-cases", "2", "--out", str(out)])
+    second = _lines(out)
+    assert second[: len(first)] == first and len(second) == 2 * len(first)
+    main(["seeds", "--phantom", "--phantom-cases", "2", "--out", str(out)])
+    assert _lines(out) == second
+    assert "0 new seed(s)" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_to_the_same_file(tmp_path):
+    clean, killed = tmp_path / "clean.jsonl", tmp_path / "killed.jsonl"
+    args = [sys.executable, "-m", "medcurric.seeds._cli", "--phantom", "--phantom-cases", "6"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*args, "--out", str(clean)], check=True, capture_output=True, env=env)
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_lines(killed)) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _lines(killed)
+    assert 0 < len(partial) < len(_lines(clean)), "the run finished before it could be killed"
+    # every line written before the kill is complete JSON, a prefix of the clean run
+    complete = [x for x in partial if x.endswith("}")]
+    assert complete == _lines(clean)[: len(complete)]
+    subprocess.run([*args, "--out", str(killed)], check=True, capture_output=True, env=env)
+    assert killed.read_text() == clean.read_text()
+
+
+def _dl_store(path: Path, canonical: np.ndarray, spacing):
+    """Store a canonical [z, y, x] array the way DeepLesion's DL_save_nifti.py does."""
+    sz, sy, sx = spacing
+    v = canonical[::-1].transpose(1, 2, 0).copy()  # V[row, col, k], k runs inferior
+    t = np.array([[0, -sy, 0, 0], [-sx, 0, 0, 0], [0, 0, -sz, 0], [0, 0, 0, 1.0]])
+    nib.save(nib.Nifti1Image(v, t), str(path))
+
+
+def _dl_csv(path: Path, ph, start: int):
+    nz = ph.labels.shape[0]
+    rows = [
+        "File_name,Key_slice_index,Bounding_boxes,Coarse_lesion_type,Spacing_mm_px_,Slice_range,Train_Val_Test\n"
+    ]
+    for r in ph.key_slice_lesions:
+        key = start + (nz - 1 - r.slice_index)  # slice numbers run inferior in DeepLesion files
+        box = ", ".join(str(v) for v in r.box)
+        rows.append(
+            f'000001_01_01_{key:03d}.png,{key},"{box}",-1,"3, 3, 5","{start}, {start + nz - 1}",1\n'
+        )
+    rows.append('000009_01_01_005.png,5,"1, 1, 5, 5",-1,"3, 3, 5","1, 9",1\n')  # no mask for it
+    path.write_text("".join(rows))
+
+
+@pytest.mark.parametrize("slices_only", [False, True])
+def test_deeplesion_masks_and_rejects(tmp_path, capsys, slices_only):
+    ph = make_phantom()
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    start = 11
+    _dl_store(
+        masks / f"000001_01_01_{start:03d}-{start + ph.labels.shape[0] - 1:03d}.nii",
+        ph.labels,
+        ph.spacing,
+    )
+    csv = tmp_path / "DL_info.csv"
+    _dl_csv(csv, ph, start)
+    out = tmp_path / "seeds.jsonl"
+    cmd = [
+        "seeds",
+        "--detections",
+        str(csv),
+        "--format",
+        "deeplesion",
+        "--masks",
+        str(masks),
+        "--out",
+        str(out),
+    ]
+    assert main(cmd + (["--slices-only"] if slices_only else [])) == 0
+    seeds = [json.loads(x) for x in _lines(out)]
+    expected = BoxOrganMatcher(level="group").match_records(ph.key_slice_lesions, ph.label_map())
+    assert [(s["organ"], s["outcome"]) for s in seeds] == [
+        (m.organ, m.outcome.value) for m in expected
+    ]
+    assert [s["slice_index"] for s in seeds] == [r.slice_index for r in ph.key_slice_lesions]
+    rejects = [json.loads(x) for x in _lines(rejects_path(out))]
+    assert [r["id"] for r in rejects] == ["000009_01_01_005#0"] and "no mask" in rejects[0][
+        "reason"
+    ]
+    if slices_only:
+        assert all(s["location"]["vertical"] is None for s in seeds)
+    else:
+        assert any(s["location"]["vertical"] in ("upper", "lower") for s in seeds)
+
+
+def test_csv_bad_record_is_rejected_and_the_run_continues(tmp_path, capsys):
+    ph = make_phantom()
+    masks = tmp_path / "masks" / "ct"
+    masks.mkdir(parents=True)
+    write_nifti(
+        ph.labels, masks / "case1.nii.gz", affine=ph.affine, label_names=dict(ph.class_map.items())
+    )
+    rows = ["id,image,x1,y1,x2,y2,slice_index,label\n"]
+    for r in ph.key_slice_lesions[:3]:
+        rows.append(
+            f"{r.id},ct/case1.nii.gz,{r.box[0]},{r.box[1]},{r.box[2]},{r.box[3]},{r.slice_index},cyst\n"
+        )
+    rows.append("bad,ct/case1.nii.gz,500,500,600,600,3,cyst\n")  # outside the image
+    rows.append("evil,../../etc/passwd,1,1,2,2,3,cyst\n")  # leaves the mask root
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("".join(rows))
+    out = tmp_path / "s.jsonl"
+    assert (
+        main(
+            [
+                "seeds",
+                "--detections",
+                str(csv),
+                "--format",
+                "csv",
+                "--masks",
+                str(tmp_path / "masks"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    seeds = [json.loads(x) for x in _lines(out)]
+    assert [s["id"] for s in seeds] == [r.id for r in ph.key_slice_lesions[:3]]
+    assert all("cyst" in s["text"] for s in seeds)
+    rej = {r["id"]: r for r in map(json.loads, _lines(rejects_path(out)))}
+    assert set(rej) == {"bad", "evil"}
+    assert rej["bad"]["error"] == "InvalidBoxError"
+    assert "leaves" in rej["evil"]["reason"] or "absolute" in rej["evil"]["reason"]
+    # a rerun retries the rejects but does not duplicate them
+    main(
+        [
+            "seeds",
+            "--detections",
+            str(csv),
+            "--format",
+            "csv",
+            "--masks",
+            str(tmp_path / "masks"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert len(_lines(rejects_path(out))) == 2 and len(_lines(out)) == 3
+
+
+def test_bad_options_fail_early(tmp_path, capsys):
+    assert (
+        main(["seeds", "--phantom", "--out", str(tmp_path / "x.jsonl"), "--criterion", "iuo"]) == 1
+    )
+    assert "did you mean" in capsys.readouterr().err.lower()
+    assert main(["seeds", "--out", str(tmp_path / "x.jsonl")]) == 1
+    assert not (tmp_path / "x.jsonl").exists() or not _lines(tmp_path / "x.jsonl")
