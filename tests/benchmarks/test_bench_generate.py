@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+
+def test_bench_generate_quick(capsys) -> None:
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_generate.py"
+    spec = importlib.util.spec_from_file_location("bench_generate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--quick"])
+    for key in ("sequential", "concurrency_1", "concurrency_8", "concurrency_64"):
+        assert result[key]["req_per_s"] > 0 and result[key]["client_cpu_ms_per_req"] > 0
+    assert result["concurrency_64"]["ideal_req_per_s"] == 320.0
+    assert 0 < result["concurrency_64"]["efficiency"]
+    assert (
+        result["generator_concurrency_64"]["rerun_skipped"]
+        == result["generator_concurrency_64"]["samples"]
+    )
+    assert {"target_met", "speedup_64_vs_sequential", "latency_s"} <= set(result)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["benchmark"] == "generate"
