@@ -158,8 +158,8 @@ def test_sat_and_crop_strategies_agree(data: st.DataObject) -> None:
 def test_many_boxes_pick_summed_area_tables() -> None:
     rng = np.random.default_rng(3)
     lab = rng.integers(0, 5, size=(64, 64)).astype(np.uint8)
-    lo = rng.uniform(0, 32, size=(400, 2))
-    boxes = np.concatenate([lo, lo + rng.uniform(0, 32, size=(400, 2))], axis=1)
+    lo = rng.uniform(0, 16, size=(400, 2))
+    boxes = np.concatenate([lo, lo + rng.uniform(16, 48, size=(400, 2))], axis=1)
     from medcurric.geometry.boxes import _axis_sizes, _pixel_ranges
 
     ranges = overlap_module._kernel_ranges(_pixel_ranges(boxes, _axis_sizes(lab.shape, 2)))
@@ -255,6 +255,13 @@ def test_iou_matches_pycocotools() -> None:
         organ = mask_utils.encode(np.asfortranarray((lab == label).astype(np.uint8)[:, :, None]))
         ref = mask_utils.iou(box_rles, organ, [0]).reshape(-1)
         np.testing.assert_allclose(ov.iou()[:, label], ref, atol=1e-12)
+
+
+def test_num_labels_beyond_dtype_range() -> None:
+    lab = np.full((2, 8), 3, dtype=np.uint8)
+    ov = box_mask_overlap([[0, 0, 8, 2]], lab, num_labels=300)
+    assert ov.intersection.shape == (1, 300) and ov.intersection[0, 3] == 16
+    assert ov.label_area.shape == (300,) and ov.label_area[3] == 16
 
 
 def test_zero_area_boxes_and_empty_inputs() -> None:
@@ -447,3 +454,24 @@ def test_overlap_is_a_frozen_record() -> None:
     assert ov.num_boxes == 1 and ov.num_labels == 2
     with pytest.raises(AttributeError):
         ov.box_area = np.array([1])  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("pure_torch", [False, True], ids=["cpu-kernels", "torch-ops"])
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.int64, torch.bool],
+)
+def test_torch_integer_dtypes(dtype: torch.dtype, pure_torch: bool, monkeypatch) -> None:
+    if pure_torch:
+        monkeypatch.setattr(overlap_module, "_use_torch_kernels", lambda t: True)
+    rng = np.random.default_rng(5)
+    top = 2 if dtype == torch.bool else 7
+    lab = rng.integers(0, top, size=(3, 6, 8))
+    boxes = np.array([[0.0, 0, 0, 8, 6, 3], [1.2, 2.5, 0.6, 6.6, 5.5, 2.4]])
+    got = box_mask_overlap(boxes, torch.from_numpy(lab).to(dtype), num_labels=7)
+    inter, area = _brute(boxes, lab, 7)
+    np.testing.assert_array_equal(got.intersection.numpy(), inter)
+    np.testing.assert_array_equal(got.box_area.numpy(), area)
+    np.testing.assert_array_equal(got.label_area.numpy(), _label_area(lab, 7))
+    hist = label_histogram(torch.from_numpy(lab).to(dtype), 7)
+    np.testing.assert_array_equal(hist.numpy(), _label_area(lab, 7))

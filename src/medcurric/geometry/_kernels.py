@@ -365,7 +365,7 @@ def box_mask_counts(
 # ---------------------------------------------------------------------------
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def iou_2d(
     a: np.ndarray, b: np.ndarray, out: np.ndarray, zero: float, tiny: float
 ) -> None:  # pragma: no cover - jit
@@ -396,7 +396,7 @@ def iou_2d(
             row[j] = inter / max(aarea + barea[j] - inter, tiny)
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def iou_3d(
     a: np.ndarray, b: np.ndarray, out: np.ndarray, zero: float, tiny: float
 ) -> None:  # pragma: no cover - jit

@@ -103,7 +103,7 @@ def _as_boxes(boxes: Any, *, name: str = "boxes") -> np.ndarray | torch.Tensor:
 
 def _float_dtype_np(dtype: np.dtype) -> np.dtype:
     """Floating dtype used for arithmetic on boxes of ``dtype`` (numpy)."""
-    if dtype == np.float32 or dtype == np.float16:
+    if dtype.kind == "f" and dtype.itemsize <= 4:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
@@ -156,19 +156,18 @@ def _check_boxes(
         if image_shape is not None:
             _axis_sizes(image_shape, dims, name=name)
         return
-    is_t = _is_torch(arr)
-    finite: Any = torch.isfinite(arr).all(dim=1) if is_t else np.isfinite(arr).all(axis=1)  # type: ignore[arg-type, call-overload]
-    if not bool(finite.all()):
-        bad = int(np.flatnonzero(~_np(finite))[0])
+    if isinstance(arr, torch.Tensor):
+        finite_ok = bool(torch.isfinite(arr).all())
+    else:
+        finite_ok = arr.dtype.kind in "iub" or bool(np.isfinite(arr).all())
+    if not finite_ok:
+        bad = int(np.flatnonzero(~np.isfinite(_np(arr)).all(axis=1))[0])
         raise InvalidBoxError(
             f"Expected finite {name}, but box {bad} is {_np(arr[bad]).tolist()} "
             "(NaN or infinite coordinates). Drop or repair such boxes before matching."
         )
-    lo = arr[:, :dims]
-    hi = arr[:, dims:]
-    inverted: Any = (hi < lo).any(1)
-    if bool(inverted.any()):
-        bad = int(np.flatnonzero(_np(inverted))[0])
+    if bool((arr[:, dims:] < arr[:, :dims]).any()):
+        bad = int(np.flatnonzero((_np(arr[:, dims:]) < _np(arr[:, :dims])).any(axis=1))[0])
         corners = "(x1, y1, x2, y2)" if dims == 2 else "(x1, y1, z1, x2, y2, z2)"
         raise InvalidBoxError(
             f"Expected {name} in xyxy format {corners} with x2 >= x1 (and so on per axis), "

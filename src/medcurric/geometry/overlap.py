@@ -290,11 +290,16 @@ def _torch_cpu_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().resolve_conj().resolve_neg().numpy()
 
 
+def _may_be_negative(t: torch.Tensor) -> bool:
+    """Whether a non-empty tensor's dtype is signed (unsigned torch dtypes lack ``min``)."""
+    return t.numel() > 0 and t.dtype.is_signed
+
+
 def _histogram_torch(t: torch.Tensor, num_labels: int | None, name: str) -> torch.Tensor:
     flat = t.reshape(-1)
     if flat.numel() == 0:
         return torch.zeros(num_labels or 0, dtype=torch.int64, device=t.device)
-    if t.dtype != torch.bool and bool((flat.min() < 0).item()):
+    if _may_be_negative(t) and bool((flat.min() < 0).item()):
         raise _negative_error(t.cpu(), name)
     counts = torch.bincount(flat.to(torch.int64), minlength=num_labels or 0)
     if num_labels is not None and counts.shape[0] > num_labels:
@@ -357,23 +362,32 @@ def _kernel_ranges(ranges_xyz: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Relative per-voxel / per-entry costs of the two strategies for box counts on
-#: one plane, measured on the benchmark machine (see benchmarks/bench_overlap.py).
-_CROP_COST_PER_VOXEL = 1.0
-_SAT_BUILD_COST_PER_ENTRY = 0.35
-_SAT_LOOKUP_COST = 2.0
+#: Costs (ns, measured with benchmarks/bench_overlap.py on a 2-core AMD EPYC VM) of
+#: the two strategies for counting boxes on one plane: per-box crops read each
+#: covered pixel (word-at-a-time for uint8 maps), summed-area tables cost one
+#: entry per pixel and label to build, then four lookups per (box, label).
+_CROP_NS_PER_PIXEL_U8 = 0.35
+_CROP_NS_PER_PIXEL = 2.5
+_CROP_NS_PER_ROW = 3.0
+_SAT_NS_PER_ENTRY = 2.6
+_SAT_NS_PER_LOOKUP = 5.0
 _SAT_MAX_BYTES = 256 * 2**20
 
 
-def _use_sat(ranges: np.ndarray, plane_shape: tuple[int, int], num_bins: int) -> bool:
-    """Whether summed-area tables beat per-box crops for boxes on one plane."""
-    h, w = plane_shape
+def _use_sat(
+    ranges: np.ndarray, plane_shape: tuple[int, ...], num_bins: int, *, word_kernel: bool = True
+) -> bool:
+    """Whether summed-area tables beat per-box crops for boxes on one plane (cost model)."""
+    h, w = plane_shape[-2:]
     entries = (h + 1) * (w + 1) * num_bins
     if num_bins == 0 or entries * 4 > _SAT_MAX_BYTES:
         return False
-    voxels = float(np.prod(ranges[:, 1::2] - ranges[:, 0::2], axis=1).sum())
-    crop = _CROP_COST_PER_VOXEL * voxels
-    sat = _SAT_BUILD_COST_PER_ENTRY * entries + _SAT_LOOKUP_COST * ranges.shape[0] * num_bins
+    extent = ranges[:, 1::2] - ranges[:, 0::2]
+    pixels = float(np.prod(extent, axis=1).sum())
+    rows = float((extent[:, 0] * extent[:, 1]).sum())
+    per_pixel = _CROP_NS_PER_PIXEL_U8 if word_kernel else _CROP_NS_PER_PIXEL
+    crop = per_pixel * pixels + _CROP_NS_PER_ROW * rows
+    sat = _SAT_NS_PER_ENTRY * entries + _SAT_NS_PER_LOOKUP * ranges.shape[0] * num_bins
     return sat < crop
 
 
@@ -389,10 +403,12 @@ def _counts_np(
     out = np.zeros((ranges.shape[0], num_bins), dtype=np.int64)
     if ranges.shape[0] == 0:
         return out
+    flat = vol.reshape(-1)
+    word_kernel = vol.dtype == np.uint8 and flat.size % 8 == 0 and flat.ctypes.data % 8 == 0
     use_sat = (
         strategy == "sat"
         if strategy is not None
-        else (plane is not None and _use_sat(ranges, vol.shape[1:], num_bins))
+        else (plane is not None and _use_sat(ranges, vol.shape, num_bins, word_kernel=word_kernel))
     )
     if use_sat and plane is not None:
         sheet = vol[plane]
@@ -401,8 +417,7 @@ def _counts_np(
         sat = _kernels.label_sat(sheet, num_bins)
         _kernels.sat_lookup(sat, ranges, out)
         return out
-    flat = vol.reshape(-1)
-    if vol.dtype == np.uint8 and flat.size % 8 == 0 and flat.ctypes.data % 8 == 0:
+    if word_kernel:
         wide = np.zeros((ranges.shape[0], 256), dtype=np.int64)
         _kernels.box_label_counts_u8(
             flat.view(np.uint64), np.asarray(vol.shape, dtype=np.int64), ranges, wide
@@ -410,7 +425,7 @@ def _counts_np(
         extra = np.flatnonzero(wide[:, num_bins:].any(axis=0))
         if extra.size:
             raise _too_large_error(int(extra[-1]) + num_bins, num_bins, "label_map")
-        out[:] = wide[:, :num_bins]
+        out[:, : min(num_bins, 256)] = wide[:, :num_bins]
         return out
     bad = int(_kernels.box_label_counts(vol, ranges, out))
     if bad >= 0:
@@ -637,7 +652,7 @@ def _label_overlap(
     """Intersections and label areas for a label map (numpy or torch)."""
     n = ranges.shape[0]
     if isinstance(lm, torch.Tensor) and _use_torch_kernels(lm):
-        if lm.dtype != torch.bool and lm.numel() and bool((lm.min() < 0).item()):
+        if _may_be_negative(lm) and bool((lm.min() < 0).item()):
             raise _negative_error(lm.cpu(), "label_map")
         vol_t = _as_volume(lm, spatial)
         if need_area or nl is None:
