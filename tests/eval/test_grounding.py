@@ -152,6 +152,8 @@ def test_shape_and_value_errors() -> None:
         attention_in_box(np.ones((2, 4)), np.zeros((3, 4)), 2)
     with pytest.raises(DataFormatError, match=">= 0"):
         attention_in_box(-np.ones(4), (0, 0, 1, 1), 2)
+    with pytest.raises(InvalidBoxError, match="box 1"):
+        pointing_game(np.ones((2, 4)), [[0, 0, 1, 1], [0.6, 0, 0.2, 1]], 2)
     with pytest.raises(InvalidBoxError, match="tolerance"):
         box_patch_weights((0, 0, 1, 1), 2, tolerance=-1)
     with pytest.raises(ShapeError, match="grid"):

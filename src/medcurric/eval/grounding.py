@@ -233,12 +233,19 @@ def box_patch_weights(
     b = _check_box(box)
     gh, gw = _grid(grid)
     mode = look_up_option(coverage, Coverage, name="coverage")
+    return _weights(b[None, :], gh, gw, mode, tolerance)[0].reshape(-1)
+
+
+def _weights(boxes: np.ndarray, gh: int, gw: int, mode: Coverage, tolerance: float) -> np.ndarray:
+    """``[N, 4]`` normalised boxes -> ``[N, gh, gw]`` patch weights."""
     if not math.isfinite(tolerance) or tolerance < 0:
         raise InvalidBoxError(f"Expected tolerance >= 0 (in patches), but got {tolerance!r}.")
-    x1, y1 = b[0] - tolerance / gw, b[1] - tolerance / gh
-    x2, y2 = b[2] + tolerance / gw, b[3] + tolerance / gh
-    cols = np.arange(gw, dtype=np.float64)
-    rows = np.arange(gh, dtype=np.float64)
+    x1 = boxes[:, 0:1] - tolerance / gw
+    y1 = boxes[:, 1:2] - tolerance / gh
+    x2 = boxes[:, 2:3] + tolerance / gw
+    y2 = boxes[:, 3:4] + tolerance / gh
+    cols = np.arange(gw, dtype=np.float64)[None, :]
+    rows = np.arange(gh, dtype=np.float64)[None, :]
     if mode is Coverage.CENTRE:
         cx, cy = (cols + 0.5) / gw, (rows + 0.5) / gh
         wx = ((cx >= x1) & (cx < x2)).astype(np.float64)
@@ -250,7 +257,7 @@ def box_patch_weights(
             wx, wy = (ox > 0).astype(np.float64), (oy > 0).astype(np.float64)
         else:
             wx, wy = np.minimum(ox, 1.0), np.minimum(oy, 1.0)
-    return np.outer(wy, wx).reshape(-1)
+    return wy[:, :, None] * wx[:, None, :]
 
 
 def _as_maps(attention: Any, grid: Sequence[int] | int) -> tuple[np.ndarray, bool, tuple[int, int]]:
@@ -275,11 +282,20 @@ def _as_maps(attention: Any, grid: Sequence[int] | int) -> tuple[np.ndarray, boo
 
 
 def _boxes_for(boxes: Any, n: int) -> np.ndarray:
+    if hasattr(boxes, "detach"):
+        boxes = boxes.detach().to("cpu").double().numpy()
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.shape == (4,):
         arr = np.broadcast_to(arr, (n, 4))
     if arr.shape != (n, 4):
         raise ShapeError(f"Expected one box [4] or {n} boxes [{n}, 4], but got shape {arr.shape}.")
+    bad = ~np.isfinite(arr).all(axis=1) | (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidBoxError(
+            f"Expected boxes with finite values and x1 <= x2, y1 <= y2, but box {i} is "
+            f"{arr[i].tolist()}."
+        )
     return arr
 
 
@@ -317,11 +333,12 @@ def attention_in_box(
     """
     maps, single, (gh, gw) = _as_maps(attention, grid)
     boxes = _boxes_for(box, maps.shape[0])
-    out = np.empty(maps.shape[0])
-    for i in range(maps.shape[0]):
-        total = maps[i].sum()
-        w = box_patch_weights(boxes[i], (gh, gw), coverage=coverage)
-        out[i] = float(maps[i] @ w / total) if total > 0 else math.nan
+    mode = look_up_option(coverage, Coverage, name="coverage")
+    w = _weights(boxes, gh, gw, mode, 0.0).reshape(maps.shape[0], -1)
+    total = maps.sum(axis=1)
+    inside = np.einsum("np,np->n", maps, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, inside / np.where(total > 0, total, 1.0), math.nan)
     return float(out[0]) if single else out
 
 
@@ -353,13 +370,10 @@ def pointing_game(
     """
     maps, single, (gh, gw) = _as_maps(attention, grid)
     boxes = _boxes_for(box, maps.shape[0])
-    out = np.empty(maps.shape[0])
-    for i in range(maps.shape[0]):
-        if maps[i].sum() <= 0:
-            out[i] = math.nan
-            continue
-        w = box_patch_weights(boxes[i], (gh, gw), coverage=Coverage.ANY, tolerance=tolerance)
-        out[i] = float(w[int(np.argmax(maps[i]))] > 0)
+    w = _weights(boxes, gh, gw, Coverage.ANY, tolerance).reshape(maps.shape[0], -1)
+    peak = np.argmax(maps, axis=1)
+    hit = (w[np.arange(maps.shape[0]), peak] > 0).astype(np.float64)
+    out = np.where(maps.sum(axis=1) > 0, hit, math.nan)
     return float(out[0]) if single else out
 
 
