@@ -436,3 +436,12 @@ def test_match_records_groups_by_image_with_one_overlap_call(monkeypatch) -> Non
     rec = LesionRecord(id="s", image="i", box=(0, 0, 2, 2), spacing=(1.0, 2.0))
     m = BoxOrganMatcher(CM, adjacent_mm=100).match_records([rec], vol2)[0]
     assert m.distance_mm == pytest.approx(3.5 * 2.0)
+
+
+def test_boolean_mask_is_label_one() -> None:
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[0, 5] = True
+    cm = ClassMap({1: "liver"})
+    m = BoxOrganMatcher(cm, adjacent_mm=10).match([[0, 0, 2, 2]], mask)[0]
+    assert m.organ == "liver" and m.distance_mm == pytest.approx(3.5)
+    assert m == BoxOrganMatcher(cm, adjacent_mm=10).match([[0, 0, 2, 2]], mask.astype(np.uint8))[0]

@@ -169,7 +169,8 @@ class _Units:
     labels: tuple[int | None, ...]
     keys: np.ndarray  # [K] tie-break key: lowest member label
     lut: np.ndarray  # [max_label + 1] label -> unit index, -1 for background / ignored
-    assign: np.ndarray  # [max_label + 1, K] int64 one-hot
+    assign: np.ndarray  # [max_label + 1, K] one-hot (float64, for an exact BLAS matmul of counts)
+    singleton: bool  # every unit is one class: aggregation is a column gather
 
 
 class BoxOrganMatcher:
@@ -276,7 +277,7 @@ class BoxOrganMatcher:
             members[index[unit]].append(label)
         size = cm.max_label + 1
         lut = np.full(size, -1, dtype=np.int64)
-        assign = np.zeros((size, len(names)), dtype=np.int64)
+        assign = np.zeros((size, len(names)), dtype=np.float64)
         for k, labels in enumerate(members):
             lut[labels] = k
             assign[labels, k] = 1
@@ -286,6 +287,7 @@ class BoxOrganMatcher:
             keys=np.array([min(m) for m in members], dtype=np.int64),
             lut=lut,
             assign=assign,
+            singleton=all(len(m) == 1 for m in members),
         )
         self._cache[id(cm)] = (cm, units)
         return units
@@ -323,6 +325,8 @@ class BoxOrganMatcher:
                     f"Expected an integer label map, but got dtype {arr.dtype}. "
                     "Cast probabilities/one-hot masks to integer labels first."
                 )
+        if arr.dtype == np.bool_:
+            arr = arr.view(np.uint8)
         return arr, cm, (tuple(float(s) for s in spacing) if spacing is not None else None)
 
     # ------------------------------------------------------------------ matching
@@ -420,10 +424,15 @@ class BoxOrganMatcher:
         union = ba + area - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
+        lut = units.lut
+        ncols = int(np.shape(ov.intersection)[1])
+        if ncols > lut.shape[0]:  # labels missing from the class map read as background
+            lut = np.concatenate([lut, np.full(ncols - lut.shape[0], -1, dtype=lut.dtype)])
+        lut = lut.astype(np.int16 if len(units.names) < 2**15 else np.int32)  # faster gathers
         out: list[OrganMatch] = []
         for i in range(n):
             plane = arr if slices is None else arr[int(slices[i])]
-            out.append(self._decide(i, b[i], inter[i], iou[i], ioa[i], units, plane, sp,
+            out.append(self._decide(i, b[i], inter[i], iou[i], ioa[i], units, lut, plane, sp,
                                     None if ids is None else ids[i]))
         return out
 
@@ -444,8 +453,16 @@ class BoxOrganMatcher:
                 )
             inter, larea = inter[:, :size], larea[..., :size]
             cols = size
+        if units.singleton:
+            if cols < size:  # the map's largest label is below the class map's
+                pad = [(0, 0)] * (larea.ndim - 1) + [(0, size - cols)]
+                inter = np.pad(inter, [(0, 0), (0, size - cols)])
+                larea = np.pad(larea, pad)
+            return inter[:, units.keys], larea[..., units.keys]
         assign = units.assign[:cols]
-        return inter @ assign, larea @ assign
+        # counts are exact in float64 up to 2**53 voxels
+        return (np.rint(inter @ assign).astype(np.int64),
+                np.rint(larea @ assign).astype(np.int64))
 
     def _decide(
         self,
@@ -455,6 +472,7 @@ class BoxOrganMatcher:
         iou: np.ndarray,
         ioa: np.ndarray,
         units: _Units,
+        lut: np.ndarray,
         plane: np.ndarray,
         spacing: tuple[float, ...],
         lesion_id: str | None,
@@ -487,7 +505,7 @@ class BoxOrganMatcher:
             if order.size:  # touching organs are at distance 0; the best of them is nearest
                 k, dist = int(order[0]), 0.0
             else:
-                found = _nearest_unit(box, plane, spacing, units, self.adjacent_mm)
+                found = _nearest_unit(box, plane, spacing, units, lut, self.adjacent_mm)
                 if found is None:
                     return OrganMatch(organ=None, label=None, score=0.0,
                                       outcome=MatchOutcome.UNMATCHED, **common)
@@ -609,49 +627,39 @@ def _nearest_unit(
     plane: np.ndarray,
     spacing: tuple[float, ...],
     units: _Units,
+    lut: np.ndarray,
     adjacent_mm: float,
 ) -> tuple[int, float] | None:
     """Nearest scored structure within ``adjacent_mm`` of a box that touches none.
 
     The distance is from the (closed) box to the centre of each voxel, in
-    millimetres, over a crop of the box grown by ``adjacent_mm`` per axis.
-    Returns ``(unit index, distance_mm)`` or ``None``.
+    millimetres, over a crop of the box grown by ``adjacent_mm`` per axis (ties:
+    lower key). Returns ``(unit index, distance_mm)`` or ``None``.
     """
     d = plane.ndim
-    lo_xyz, hi_xyz = box[:d], box[d:]
-    slices = []
-    gaps = []
-    for axis in range(d):  # array axis order: z, y, x  (box stores x, y, z)
+    crop_slices = []
+    d2: np.ndarray | float = 0.0
+    for axis in range(d):  # array axis order: z, y, x  (the box stores x, y, z)
         coord = d - 1 - axis
-        lo, hi, s, n = float(lo_xyz[coord]), float(hi_xyz[coord]), spacing[axis], plane.shape[axis]
+        lo, hi, s, n = float(box[coord]), float(box[d + coord]), spacing[axis], plane.shape[axis]
         margin = math.ceil(adjacent_mm / s) + 1
-        i0 = max(0, math.floor(lo) - margin)
-        i1 = min(n, math.ceil(hi) + margin)
+        i0, i1 = max(0, math.floor(lo) - margin), min(n, math.ceil(hi) + margin)
         if i1 <= i0:
             return None
         centres = np.arange(i0, i1, dtype=np.float64) + 0.5
         gap = np.maximum(0.0, np.maximum(lo - centres, centres - hi)) * s
         shape = [1] * d
         shape[axis] = i1 - i0
-        gaps.append((gap * gap).reshape(shape))
-        slices.append(slice(i0, i1))
-    crop = plane[tuple(slices)]
-    d2 = gaps[0]
-    for g in gaps[1:]:
-        d2 = d2 + g
-    d2 = np.broadcast_to(d2, crop.shape)
-    lut = units.lut
-    top = int(crop.max()) if crop.size else 0
-    if top >= lut.shape[0]:
-        lut = np.concatenate([lut, np.full(top + 1 - lut.shape[0], -1, dtype=np.int64)])
-    unit = lut[crop.astype(np.int64, copy=False)]
-    ok = (unit >= 0) & (d2 <= adjacent_mm * adjacent_mm * (1 + 1e-12) + 1e-12)
-    if not ok.any():
+        d2 = d2 + (gap * gap).reshape(shape)
+        crop_slices.append(slice(i0, i1))
+    unit = np.take(lut, plane[tuple(crop_slices)])
+    cand = np.where(unit >= 0, d2, np.inf)
+    low = float(cand.min())
+    if low > adjacent_mm * adjacent_mm * (1 + 1e-12) + 1e-12:
         return None
-    u = unit[ok]
-    dist2 = d2[ok]
-    best = np.lexsort((units.keys[u], dist2))[0]
-    return int(u[best]), float(math.sqrt(dist2[best]))
+    tied = np.unique(unit[cand == low])
+    k = int(tied[np.argmin(units.keys[tied])])
+    return k, math.sqrt(low)
 
 
 def _pick_map(
