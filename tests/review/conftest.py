@@ -99,7 +99,9 @@ def browser():
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):
-            pytest.fail("CI must run the browser tests: tools/ensure_system_deps.sh installs chromium")
+            pytest.fail(
+                "CI must run the browser tests: tools/ensure_system_deps.sh installs chromium"
+            )
         pytest.skip("headless Chromium not installed (tox installs Debian's chromium as root)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:

@@ -195,3 +195,30 @@ def test_audit_cli_on_phantom(tmp_path) -> None:
     assert (tmp_path / "audit.md").read_text().startswith("Audited 10 lesions")
     assert (tmp_path / "audit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "audit.csv").read_text().splitlines()[0].startswith("lesion_id,")
+
+
+@pytest.mark.parametrize(
+    "pert", [Perturbation("shift", 8.0), Perturbation("swap_lr"), Perturbation("drop_small", 50.0)]
+)
+def test_seed_changes_agree_with_rebuilding_seeds_on_the_perturbed_volume(phantom, pert) -> None:
+    """The audit's crop + derived-extents shortcut against the pipeline run on a perturbed whole map."""
+    from medcurric.review.audit import _direction, _organ_sizes
+    from medcurric.seeds.pipeline import build_seeds
+
+    lm = phantom.label_map()
+    matcher = BoxOrganMatcher(phantom.class_map)
+    res = audit_matching([(lm, phantom.lesions)], matcher, [pert], seed=5, progress=False)
+    before = build_seeds(phantom.lesions, lm, matcher=matcher)
+    sizes = _organ_sizes(lm.array, lm.spacing)
+    for rec, row, old in zip(phantom.lesions, res.rows, before, strict=True):
+        arr = perturb_labels(
+            lm.array,
+            pert,
+            spacing=lm.spacing,
+            class_map=lm.class_map,
+            direction=_direction(rec.id, 5, 3, False),
+            organ_sizes=sizes,
+        )
+        (new,) = build_seeds([rec], lm.replace(array=arr), matcher=matcher)
+        assert row.new_organ == new.organ, rec.id
+        assert row.seed_changed == (new.text != old.text), (rec.id, old.text, new.text)

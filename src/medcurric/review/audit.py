@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +36,11 @@ from scipy import ndimage
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._serialization import JsonRecord
 from medcurric.anatomy.classmap import ClassMap
+from medcurric.anatomy.location import describe_location, organ_extents
 from medcurric.anatomy.matcher import BoxOrganMatcher, OrganMatch
 from medcurric.errors import DataFormatError, ShapeError
 from medcurric.io.records import LabelMap, LesionRecord
+from medcurric.seeds.builder import SeedBuilder
 
 __all__ = [
     "DEFAULT_PERTURBATIONS",
@@ -436,13 +438,78 @@ class AuditResult:
         return path
 
 
-SeedText = Callable[[LesionRecord, OrganMatch], str]
+Extents = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def _default_seed_text(record: LesionRecord, match: OrganMatch) -> str:
-    organ = match.organ or "uncertain organ"
-    relation = {"inside": "in", "adjacent": "adjacent to"}.get(match.outcome.value, "near")
-    return f"{record.lesion_type} {relation} the {organ}"
+def _perturbed_extents(
+    extents: Extents,
+    p: Perturbation,
+    *,
+    shift_world: np.ndarray | None,
+    dropped: set[int],
+    lut: np.ndarray | None,
+) -> Extents:
+    """Organ extents (RAS+ mm) after a perturbation, derived without rescanning the map."""
+    out: Extents = {}
+    for label, (lo, hi) in extents.items():
+        if p.kind == "erode":
+            lo, hi = lo + p.size, hi - p.size
+            if np.any(lo > hi):
+                continue
+        elif p.kind == "dilate":
+            lo, hi = lo - p.size, hi + p.size
+        elif p.kind == "shift" and shift_world is not None:
+            lo, hi = lo + shift_world, hi + shift_world
+        elif p.kind == "drop_small" and label in dropped:
+            continue
+        elif p.kind == "swap_lr" and lut is not None and label < len(lut):
+            label = int(lut[label])
+        out[label] = (lo, hi)
+    return out
+
+
+@dataclass(frozen=True)
+class _SentenceContext:
+    """What the seed sentence of one lesion depends on besides its match and map."""
+
+    builder: SeedBuilder
+    record: LesionRecord
+    box: np.ndarray
+    spacing: Sequence[float]
+    affine: np.ndarray
+    class_map: ClassMap
+    slice_index: int | None
+
+    def sentence(self, match: OrganMatch, labels: np.ndarray, extents: Extents) -> str:
+        loc = describe_location(
+            self.box,
+            labels,
+            match,
+            spacing=self.spacing,
+            affine=self.affine,
+            class_map=self.class_map,
+            slice_index=self.slice_index,
+            extents=extents,
+        )
+        return self.builder.build(self.record, match, loc).text
+
+
+def _canonical_affine(spacing: Sequence[float]) -> np.ndarray:
+    sp = list(spacing)[::-1] + [1.0] * (3 - len(spacing))  # (sx, sy, sz)
+    return np.diag([-sp[0], -sp[1], sp[2], 1.0])
+
+
+def _crop_affine(affine: np.ndarray, crop: tuple[slice, ...]) -> np.ndarray:
+    starts = [s.start for s in crop][::-1]  # (x, y[, z])
+    offset = np.eye(4)
+    offset[: len(starts), 3] = starts
+    return affine @ offset
+
+
+def _world_shift(affine: np.ndarray, offset_axes: Sequence[int]) -> np.ndarray:
+    xyz = np.zeros(3)
+    xyz[: len(offset_axes)] = list(offset_axes)[::-1]  # array axes (z, y, x) -> (x, y, z)
+    return np.asarray(affine[:3, :3] @ xyz, dtype=np.float64)
 
 
 def _crop_bounds(
@@ -483,7 +550,7 @@ def audit_matching(
     perturbations: Sequence[Perturbation] = DEFAULT_PERTURBATIONS,
     *,
     seed: int = 0,
-    seed_text: SeedText | None = None,
+    builder: SeedBuilder | None = None,
     progress: bool | None = None,
 ) -> AuditResult:
     """Perturb organ masks and measure how often matches and seeds change.
@@ -495,8 +562,12 @@ def audit_matching(
         matcher: The matcher whose decisions are audited.
         perturbations: What to apply (see :data:`DEFAULT_PERTURBATIONS`).
         seed: Seed for the shift directions; the audit is deterministic given it.
-        seed_text: ``(lesion, match) -> sentence`` used to decide whether the seed
-            sentence changes; by default the organ, the outcome and the lesion type.
+        builder: The :class:`~medcurric.seeds.SeedBuilder` whose sentences are compared
+            (default ``SeedBuilder()``). Each sentence is built from the perturbed match
+            and :func:`~medcurric.anatomy.describe_location` on the perturbed crop, with
+            organ extents derived from the whole map's extents (shrunk, grown, shifted,
+            dropped or swapped like the masks), so "upper/lower, anterior/posterior"
+            phrases react to the perturbation as they would on a rescanned map.
         progress: Show a progress bar (``None``: only on a terminal).
 
     Returns:
@@ -515,7 +586,7 @@ def audit_matching(
         )
     if not perts:
         raise DataFormatError("Expected at least one perturbation, but got none.")
-    text_of = seed_text or _default_seed_text
+    builder = builder if builder is not None else SeedBuilder()
     sized = [p.size for p in perts if p.kind in ("erode", "dilate", "shift")]
     k_max = max(sized, default=0.0)
     reach = k_max + (matcher.adjacent_mm or 0.0) + 1.0
@@ -542,6 +613,8 @@ def audit_matching(
             else None
         )
         margin = [math.ceil(reach / s) for s in spacing]
+        affine = label_map.affine if label_map.affine is not None else _canonical_affine(spacing)
+        extents = organ_extents(arr, affine)
         for rec in lesions:
             box = np.asarray(rec.box, dtype=np.float64)
             slice_index = rec.slice_index if (len(box) == 4 and arr.ndim == 3) else None
@@ -576,8 +649,25 @@ def audit_matching(
             base, *matches = _match_tiled(
                 matcher, local_box, maps, cm, spacing, local_slice, rec.id, margin[-1]
             )
-            base_text = text_of(rec, base)
-            for p, m in zip(perts, matches, strict=True):
+            crop_affine = _crop_affine(affine, crop)
+
+            ctx = _SentenceContext(builder, rec, local_box, spacing, crop_affine, cm, local_slice)
+
+            base_text = ctx.sentence(base, sub, extents)
+            for p, m, new in zip(perts, matches, maps[1:], strict=True):
+                dropped = (
+                    {lab for lab, v in sizes.items() if v < p.size}
+                    if p.kind == "drop_small"
+                    else set()
+                )
+                shift_world = (
+                    _world_shift(affine, _shift_offset(direction, p.size, spacing))
+                    if p.kind == "shift"
+                    else None
+                )
+                ext_p = _perturbed_extents(
+                    extents, p, shift_world=shift_world, dropped=dropped, lut=lr_lut
+                )
                 rows.append(
                     AuditRow(
                         lesion_id=rec.id,
@@ -590,7 +680,7 @@ def audit_matching(
                         new_outcome=m.outcome.value,
                         host_changed=m.organ != base.organ,
                         outcome_changed=m.outcome != base.outcome,
-                        seed_changed=text_of(rec, m) != base_text,
+                        seed_changed=ctx.sentence(m, new, ext_p) != base_text,
                     )
                 )
             n_lesions += 1
