@@ -6,10 +6,11 @@ attention of the supervised (answer/rationale) tokens over the image tokens,
 renormalised over the image tokens. A softmax restricted to a subset of keys and
 renormalised equals the softmax over that subset alone, so these rows are
 ``softmax_p(q_t . k_p * scaling)`` over the image keys ``p`` visible to ``t``,
-recomputed here from the decoder layers' inputs: ``q`` of the supervised tokens and
-``k`` of the image tokens (through the layer's own, possibly LoRA-wrapped, ``q_proj``
-and ``k_proj``), rotary embedding applied, grouped-query heads shared. The model's
-own attention implementation (SDPA, flash, ...) is untouched.
+recomputed here from what the layer computed anyway: the outputs of its own (possibly
+LoRA-wrapped) ``q_proj`` and ``k_proj``, of which only the rows of the supervised
+tokens (queries) and of the image tokens (keys) are kept, with the rotary embedding
+the layer received applied and grouped-query heads shared. No projection is run
+twice, and the model's own attention implementation (SDPA, flash, ...) is untouched.
 
 Row ``t`` is the attention *of the token at sequence position t* (its query) over the
 image tokens, exactly as row ``t`` of ``output_attentions``. In a causal LM that token
@@ -125,13 +126,13 @@ class AttentionCapture:
     just works. Each forward pass replaces the captured tensors; they are released and
     every hook is removed when the context exits, also on error.
 
-    The rows are recomputed from the layer inputs after the forward pass, outside any
-    gradient-checkpointed region, so non-reentrant gradient checkpointing works.
-    Reentrant checkpointing (``use_reentrant=True``) runs the layers without autograd:
-    the loss then reaches only the captured layers' own ``q``/``k`` projections, not the
-    earlier layers, and a :class:`MedcurricWarning` says so.
-    With LoRA dropout in training mode the recomputed ``q``/``k`` see their own dropout
-    sample (in eval mode, or with ``lora_dropout=0``, they are exact).
+    The hooks only keep references to the projections' outputs; the rows are computed
+    after the forward pass, outside any gradient-checkpointed region, so non-reentrant
+    gradient checkpointing works. Because the model's own ``q``/``k`` are reused, the
+    rows are exact in training mode too (LoRA dropout included). What stays alive for
+    the backward pass is, per layer, the image tokens' keys and the captured rows.
+    Reentrant checkpointing (``use_reentrant=True``) runs the layers without autograd,
+    so the rows carry no gradient; a :class:`MedcurricWarning` says so.
 
     Supported: ``LlavaForConditionalGeneration`` and ``VipLlavaForConditionalGeneration``
     (or their ``*Model`` bases), bare or wrapped by peft, whose language model uses
@@ -174,9 +175,11 @@ class AttentionCapture:
         >>> mask[0, -3:] = True  # supervise the last three tokens
         >>> with AttentionCapture(vlm.model, layers=[0, -1], query_mask=mask) as capture:
         ...     out = vlm.model(input_ids=ids, pixel_values=pixels)
-        ...     att = capture.attentions[-1]
-        >>> tuple(att.shape), capture.query_mask.shape
-        ((1, 4, 3, 36), torch.Size([1, 3]))
+        ...     att, rows = capture.attentions[-1], capture.query_mask
+        >>> tuple(att.shape), tuple(rows.shape)
+        ((1, 4, 3, 36), (1, 3))
+        >>> capture.attentions  # released on exit
+        {}
         >>> torch.allclose(att.sum(-1), torch.ones(1, 4, 3))
         True
     """
@@ -254,7 +257,7 @@ class AttentionCapture:
         self._collecting = False
         self._grad_enabled = False
         self._positions: _Positions | None = None
-        self._stash: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._stash: dict[int, dict[str, torch.Tensor]] = {}
         self._warned = False
         self.attentions: dict[int, torch.Tensor] = {}
         self.query_mask: torch.Tensor | None = None
@@ -286,6 +289,8 @@ class AttentionCapture:
             self._handles.append(self._top.register_forward_hook(self._top_post_hook))
             for key, module in self._modules.items():
                 self._handles.append(module.register_forward_pre_hook(self._layer_hook(key), with_kwargs=True))
+                self._handles.append(module.q_proj.register_forward_hook(self._projection_hook(key, "q")))  # type: ignore[union-attr,operator]
+                self._handles.append(module.k_proj.register_forward_hook(self._projection_hook(key, "k")))  # type: ignore[union-attr,operator]
         except BaseException:
             self.close()
             raise
@@ -374,7 +379,14 @@ class AttentionCapture:
                     "AttentionCapture needs transformers >= 5 (rotary embeddings passed to attention)."
                 )
             cos, sin = rotary
-            self._stash[key] = (hidden, cos, sin)
+            self._stash[key] = {"cos": cos, "sin": sin}
+
+        return hook
+
+    def _projection_hook(self, key: int, name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if self._collecting and key in self._stash and isinstance(output, torch.Tensor):
+                self._stash[key][name] = output  # a reference only: no op inside the layer
 
         return hook
 
@@ -386,7 +398,7 @@ class AttentionCapture:
         stash, self._stash = self._stash, {}
         if positions is None:
             return
-        missing = [key for key in self.layers if key not in stash]
+        missing = [key for key in self.layers if not {"q", "k", "cos"} <= set(stash.get(key, {}))]
         if missing:
             raise UnsupportedModelError(
                 f"Decoder layers {missing} did not run their attention during the forward pass; "
@@ -395,37 +407,62 @@ class AttentionCapture:
         attentions = {}
         with torch.set_grad_enabled(self._grad_enabled):
             for key in self.layers:
-                hidden, cos, sin = stash[key]
-                self._check_gradient(key, hidden)
-                attentions[key] = _recompute_rows(self._modules[key], hidden, cos, sin, positions, self.dtype)
+                parts = stash.pop(key)
+                self._check_gradient(key, parts["k"])
+                attentions[key] = _attention_rows(self._modules[key], parts, positions, self.dtype)
+                del parts
         self.attentions = attentions
 
-    def _check_gradient(self, key: int, hidden: torch.Tensor) -> None:
-        if self._warned or not self._grad_enabled or hidden.requires_grad:
+    def _check_gradient(self, key: int, keys: torch.Tensor) -> None:
+        if self._warned or not self._grad_enabled or keys.requires_grad:
             return
         if any(p.requires_grad for p in self._top.parameters()):
             self._warned = True
             warnings.warn(
-                f"The input of decoder layer {key}'s attention carries no gradient although the model is "
-                "trainable, so the attention loss reaches only that layer's own q/k projections, not the "
-                "earlier layers. Reentrant gradient checkpointing does this: use "
+                f"Decoder layer {key}'s keys carry no gradient although the model is trainable, so the "
+                "captured attention has no gradient. Reentrant gradient checkpointing does this: use "
                 "model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}).",
                 MedcurricWarning,
                 stacklevel=2,
             )
 
 
-def _recompute_rows(
+class _MaskedSoftmax(torch.autograd.Function):
+    """Softmax over the allowed keys, rows without an allowed key set to 0; saves only its output."""
+
+    @staticmethod
+    def forward(scores: torch.Tensor, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
+        x = scores.float().masked_fill(~allowed, torch.finfo(torch.float32).min)
+        probs = torch.softmax(x, dim=-1)
+        del x
+        probs.mul_(allowed.any(-1, keepdim=True))
+        return probs.to(dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(output)
+        ctx.scores_dtype = inputs[0].dtype
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        (probs,) = ctx.saved_tensors
+        p = probs.float()
+        g = grad.float()
+        dot = (g * p).sum(-1, keepdim=True)
+        g.sub_(dot).mul_(p)
+        return g.to(ctx.scores_dtype), None, None
+
+
+def _attention_rows(
     module: nn.Module,
-    hidden: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
+    parts: dict[str, torch.Tensor],
     positions: _Positions,
     dtype: torch.dtype,
 ) -> torch.Tensor:
     """Softmax over the image keys of ``q_t . k_p * scaling`` for the supervised queries ``t``."""
-    b, length, _ = hidden.shape
-    if length != positions.seq_len:
+    q_out, k_out, cos, sin = parts["q"], parts["k"], parts["cos"], parts["sin"]
+    b, length, _ = q_out.shape
+    if length != positions.seq_len or k_out.shape[1] != length:
         raise ShapeError(
             f"The attention input has {length} positions but input_ids had {positions.seq_len}; "
             "AttentionCapture does not support a KV cache or sequence packing."
@@ -433,8 +470,8 @@ def _recompute_rows(
     head_dim = int(module.head_dim)  # type: ignore[arg-type]
     qpos, ipos = positions.query, positions.image
     n_q, n_p = qpos.shape[1], ipos.shape[1]
-    q = module.q_proj(_gather_rows(hidden, qpos)).view(b, n_q, -1, head_dim)  # type: ignore[operator]
-    k = module.k_proj(_gather_rows(hidden, ipos)).view(b, n_p, -1, head_dim)  # type: ignore[operator]
+    q = _gather_rows(q_out, qpos).view(b, n_q, -1, head_dim)
+    k = _gather_rows(k_out, ipos).view(b, n_p, -1, head_dim)
     q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
     if q_norm is not None and k_norm is not None:
         q, k = q_norm(q), k_norm(k)
@@ -458,7 +495,4 @@ def _recompute_rows(
     if window is not None:
         allowed = allowed & (qpos[:, :, None] - ipos[:, None, :] < int(window))
     allowed = allowed & positions.query_mask[:, :, None]
-    scores = scores.float().masked_fill(~allowed[:, None], torch.finfo(torch.float32).min)
-    probs = torch.softmax(scores, dim=-1)
-    probs = probs * allowed.any(-1)[:, None, :, None]  # rows without a visible image key -> 0
-    return probs.to(dtype)
+    return _MaskedSoftmax.apply(scores, allowed[:, None], dtype)
