@@ -92,7 +92,9 @@ def span_weighted_lm_loss(
                 f"Expected span mask {name!r} of shape {tuple(labels.shape)} (as labels), "
                 f"but got {tuple(mask.shape)}."
             )
-    shift_logits = logits[:, :-1, :].float()
+    shift_logits = logits[:, :-1, :]
+    if shift_logits.dtype in (torch.float16, torch.bfloat16):  # upcast small dtypes before the softmax
+        shift_logits = shift_logits.float()
     shift_labels = labels[:, 1:]
     valid = shift_labels != ignore_index
     safe_labels = torch.where(valid, shift_labels, torch.zeros_like(shift_labels))
