@@ -48,6 +48,9 @@ def plot_history(
 ) -> Path:
     r"""Draw the monitored values over checks with stage bands and switch points, to a file.
 
+    Each check is drawn on the band of the stage it was measured in; a dashed line
+    right after a check (and a star on its value) marks a switch decided there.
+
     Args:
         history: A :class:`~medcurric.curriculum.CurriculumScheduler` (its
             ``history``), or a sequence of :class:`~medcurric.curriculum.Decision`
@@ -84,13 +87,14 @@ def plot_history(
     steps = [d.step for d in decisions]
     fig = Figure(figsize=(8, 4.5), dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
-    # Stage bands: each decision's stage holds from its step to the next decision's step.
+    # Stage bands: the stage each value was measured in (the stage before the decision);
+    # a switch decided on check k takes effect after it (dashed line at k + 0.5).
     edges = [*steps, steps[-1] + 1]
     seen: set[str] = set()
     start = 0
     for i in range(1, len(decisions) + 1):
-        if i == len(decisions) or decisions[i].stage is not decisions[start].stage:
-            stage = decisions[start].stage
+        if i == len(decisions) or decisions[i].previous_stage is not decisions[start].previous_stage:
+            stage = decisions[start].previous_stage
             lo = edges[start] - 0.5 if start else edges[0] - 0.5
             hi = edges[i] - 0.5
             label = None if stage.value in seen else f"stage: {stage.value}"
@@ -105,7 +109,7 @@ def plot_history(
     switch_label: str | None = "switch"
     for d in decisions:
         if d.switched:
-            ax.axvline(d.step - 0.5, color="black", ls="--", lw=1.0, label=switch_label)
+            ax.axvline(d.step + 0.5, color="black", ls="--", lw=1.0, label=switch_label)
             if d.value is not None and math.isfinite(d.value):
                 ax.plot([d.step], [d.value], marker="*", ms=12, color="black")
             switch_label = None
