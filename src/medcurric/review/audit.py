@@ -441,31 +441,41 @@ class AuditResult:
 Extents = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def _perturbed_extents(
-    extents: Extents,
-    p: Perturbation,
-    *,
-    shift_world: np.ndarray | None,
-    dropped: set[int],
-    lut: np.ndarray | None,
-) -> Extents:
-    """Organ extents (RAS+ mm) after a perturbation, derived without rescanning the map."""
-    out: Extents = {}
-    for label, (lo, hi) in extents.items():
+class _ExtentTable:
+    """Organ extents as arrays, so each perturbation derives all of them in a few array ops."""
+
+    def __init__(self, extents: Extents) -> None:
+        self.labels = np.array(sorted(extents), dtype=np.int64)
+        self.lo = np.array([extents[int(lab)][0] for lab in self.labels], dtype=np.float64).reshape(
+            -1, 3
+        )
+        self.hi = np.array([extents[int(lab)][1] for lab in self.labels], dtype=np.float64).reshape(
+            -1, 3
+        )
+
+    def perturbed(
+        self,
+        p: Perturbation,
+        *,
+        shift_world: np.ndarray | None,
+        dropped: set[int],
+        lut: np.ndarray | None,
+    ) -> Extents:
+        """Organ extents (RAS+ mm) after ``p``, derived without rescanning the map."""
+        labels, lo, hi = self.labels, self.lo, self.hi
+        keep = np.ones(len(labels), dtype=bool)
         if p.kind == "erode":
             lo, hi = lo + p.size, hi - p.size
-            if np.any(lo > hi):
-                continue
+            keep = np.all(lo <= hi, axis=1)
         elif p.kind == "dilate":
             lo, hi = lo - p.size, hi + p.size
         elif p.kind == "shift" and shift_world is not None:
             lo, hi = lo + shift_world, hi + shift_world
-        elif p.kind == "drop_small" and label in dropped:
-            continue
-        elif p.kind == "swap_lr" and lut is not None and label < len(lut):
-            label = int(lut[label])
-        out[label] = (lo, hi)
-    return out
+        elif p.kind == "drop_small" and dropped:
+            keep = ~np.isin(labels, list(dropped))
+        elif p.kind == "swap_lr" and lut is not None:
+            labels = np.where(labels < len(lut), lut[np.minimum(labels, len(lut) - 1)], labels)
+        return {int(lab): (a, b) for lab, a, b, k in zip(labels, lo, hi, keep, strict=True) if k}
 
 
 @dataclass(frozen=True)
@@ -615,6 +625,7 @@ def audit_matching(
         margin = [math.ceil(reach / s) for s in spacing]
         affine = label_map.affine if label_map.affine is not None else _canonical_affine(spacing)
         extents = organ_extents(arr, affine)
+        table = _ExtentTable(extents)
         for rec in lesions:
             box = np.asarray(rec.box, dtype=np.float64)
             slice_index = rec.slice_index if (len(box) == 4 and arr.ndim == 3) else None
@@ -665,9 +676,7 @@ def audit_matching(
                     if p.kind == "shift"
                     else None
                 )
-                ext_p = _perturbed_extents(
-                    extents, p, shift_world=shift_world, dropped=dropped, lut=lr_lut
-                )
+                ext_p = table.perturbed(p, shift_world=shift_world, dropped=dropped, lut=lr_lut)
                 rows.append(
                     AuditRow(
                         lesion_id=rec.id,
