@@ -35,8 +35,8 @@ from medcurric.eval import (
 
 @st.composite
 def norm_boxes(draw: st.DrawFn) -> tuple[float, float, float, float]:
-    xs = sorted(draw(st.lists(st.floats(0, 1), min_size=2, max_size=2)))
-    ys = sorted(draw(st.lists(st.floats(0, 1), min_size=2, max_size=2)))
+    xs = sorted(draw(st.lists(st.floats(0, 1, allow_subnormal=False), min_size=2, max_size=2)))
+    ys = sorted(draw(st.lists(st.floats(0, 1, allow_subnormal=False), min_size=2, max_size=2)))
     return (xs[0], ys[0], xs[1], ys[1])
 
 
