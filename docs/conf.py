@@ -43,3 +43,4 @@ import numpy as np
 import torch
 torch.set_num_threads(1)
 """
+doctest_test_doctest_blocks = ""
