@@ -99,15 +99,14 @@ class Completion:
 class Backend(Protocol):
     """What :class:`~medcurric.cot.CoTGenerator` needs from a backend.
 
-    Attributes:
-        name: Backend name, part of each sample id (``"template"``, ``"openai"``, ...).
-        model_name: Model name, part of each sample id (empty for :class:`TemplateBackend`).
-        needs_images: Whether requests must carry an image path.
+    ``name`` and ``model_name`` are part of every sample id (``model_name`` is empty
+    for :class:`TemplateBackend`); ``needs_images`` says whether requests must carry
+    an image path.
     """
 
     @property
     def name(self) -> str:
-        """Backend name."""
+        """Backend name, e.g. ``"template"`` or ``"openai"``."""
         ...
 
     @property
@@ -150,6 +149,7 @@ class TemplateBackend:
     rationales and answers follow fixed sentence patterns per stage and question type.
 
     Examples:
+        >>> from medcurric.cot import TemplateBackend
         >>> b = TemplateBackend()
         >>> b.name, b.model_name, b.needs_images
         ('template', '', False)
@@ -172,6 +172,8 @@ def template_reply(request: GenerationRequest) -> dict[str, str]:
     """Write ``{"question", "rationale", "answer"}`` for a request from its fields.
 
     Examples:
+        >>> from medcurric.cot import GenerationRequest, QuestionType, template_reply
+        >>> from medcurric.curriculum.stage import Stage
         >>> r = GenerationRequest("x", "", "", Stage.MEDIUM, QuestionType.OPEN, "t",
         ...     {"lesion": "cyst", "organ": "liver", "location": "the right part of the liver",
         ...      "size": "", "box": ""})
@@ -494,6 +496,7 @@ class OpenAIBackend:
         send_images: Send the image (``False`` for text-only models).
 
     Examples:
+        >>> from medcurric.cot import OpenAIBackend
         >>> b = OpenAIBackend("my-model", base_url="http://127.0.0.1:8000/v1", concurrency=32)
         >>> b  # doctest: +NORMALIZE_WHITESPACE
         OpenAIBackend(model='my-model', base_url='http://127.0.0.1:8000/v1',

@@ -70,6 +70,7 @@ def sample_id(seed_id: str, stage: str, template_id: str, backend: str, model: s
     """Return the stable id of a sample: 24 hex digits of SHA-256 over its identity.
 
     Examples:
+        >>> from medcurric.cot import sample_id
         >>> sample_id("les-1", "easy", "easy-open-v1", "template")
         '...'
         >>> len(sample_id("les-1", "easy", "easy-open-v1", "template"))
@@ -86,6 +87,7 @@ def shard_of(seed_id: str, count: int) -> int:
     """Return which of ``count`` shards a seed belongs to (stable across runs and machines).
 
     Examples:
+        >>> from medcurric.cot import shard_of
         >>> shard_of("les-1", 4) == shard_of("les-1", 4)
         True
         >>> sorted({shard_of(str(i), 3) for i in range(50)})
@@ -100,6 +102,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """Parse ``"i/n"`` (0-based shard ``i`` of ``n``).
 
     Examples:
+        >>> from medcurric.cot import parse_shard
         >>> parse_shard("1/4")
         (1, 4)
         >>> parse_shard("4/4")

@@ -148,6 +148,7 @@ def parse_reply(text: object, *, require_rationale: bool = True) -> ParsedReply:
             not text, or is longer than :data:`MAX_REPLY_CHARS`. Never any other exception.
 
     Examples:
+        >>> from medcurric.cot import parse_reply
         >>> r = parse_reply("**Question:** Where is it? | Reasoning: In the liver. | Answer: liver")
         >>> r.question, r.rationale, r.answer
         ('Where is it?', 'In the liver.', 'liver')

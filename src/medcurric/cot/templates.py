@@ -70,6 +70,8 @@ def reply_format(stage: Stage) -> str:
     """Return the reply format the parser expects for ``stage``.
 
     Examples:
+        >>> from medcurric.cot import reply_format
+        >>> from medcurric.curriculum.stage import Stage
         >>> reply_format(Stage.HARD)
         'Question: <question> | Answer: <answer>'
     """
@@ -95,6 +97,7 @@ def fill_template(text: str, fields: Mapping[str, object]) -> str:
         DataFormatError: When the template names a field that ``fields`` lacks.
 
     Examples:
+        >>> from medcurric.cot import fill_template
         >>> fill_template("A {lesion} in the {organ} {{sic}}",
         ...               {"lesion": "{__class__}", "organ": "liver"})
         'A {__class__} in the liver {sic}'
@@ -131,6 +134,7 @@ class PromptTemplate:
             (organ ``None``), whose prompts must not make organ claims.
 
     Examples:
+        >>> from medcurric.cot import PromptTemplate
         >>> t = PromptTemplate("my-easy", "easy", "open", "Ask about the {lesion} at {box}.")
         >>> t.stage, t.question_type
         (<Stage.EASY: 'easy'>, <QuestionType.OPEN: 'open'>)
@@ -186,6 +190,7 @@ def default_templates() -> tuple[PromptTemplate, ...]:
     prompts ask for a question and answer only.
 
     Examples:
+        >>> from medcurric.cot import default_templates
         >>> ts = default_templates()
         >>> len(ts), sorted({t.stage.value for t in ts})
         (12, ['easy', 'hard', 'medium'])

@@ -127,6 +127,7 @@ class OrganLexicon:
         source: The vocabulary it was built from, asked for organs added later.
 
     Examples:
+        >>> from medcurric.cot import OrganLexicon
         >>> lex = OrganLexicon({"liver": ["hepatic"], "kidney_right": ["right kidney"]})
         >>> [m[0] for m in lex.find("A hepatic lesion, not in the right kidney.")]
         ['liver', 'kidney_right']
@@ -258,6 +259,7 @@ def cited_boxes(text: str) -> list[tuple[float, float, float, float]]:
     """Return every ``[x1, y1, x2, y2]`` (or parenthesised) quadruple of numbers in ``text``.
 
     Examples:
+        >>> from medcurric.cot import cited_boxes
         >>> cited_boxes("the box [0.1250, 0.2500, 0.3750, 0.5000] and (1, 2, 3, 4)")
         [(0.125, 0.25, 0.375, 0.5), (1.0, 2.0, 3.0, 4.0)]
     """
@@ -339,7 +341,7 @@ def validate_sample(
         One verdict per check; see the module documentation for the rules.
 
     Examples:
-        >>> from medcurric.cot.records import CoTSample
+        >>> from medcurric.cot import CoTSample, OrganLexicon, validate_sample
         >>> lex = OrganLexicon({"liver": ["hepatic"], "kidney_left": []})
         >>> s = CoTSample(id="x", seed_id="s", stage="medium", question_type="open",
         ...     question="Where is the cyst?",
