@@ -253,3 +253,46 @@ def test_permanent_failures_are_retried_by_the_next_run(
     )
     written = ids(tmp_path / "s.jsonl")
     assert len(written) == len(set(written)) == 72
+
+
+def test_adjacent_seeds_say_next_to_and_closed_answers_are_no(seed_factory):
+    seed = seed_factory(0, size=(80, 64))
+    seed = seed.__class__(**{**seed.__dict__, "outcome": "adjacent"})
+    samples = list(CoTGenerator(TemplateBackend(), vocabulary=VOCAB).generate([seed]))
+    assert len(samples) == 6 and all(s.accepted for s in samples), [s.reason for s in samples]
+    closed = [s for s in samples if s.question_type == "closed"]
+    assert all(s.extra["expected_answer"] == "no" and s.answer.startswith("No") for s in closed)
+    assert all("liver" in s.question for s in closed)
+    assert all(
+        "adjacent to the liver" in (s.rationale or s.answer)
+        for s in samples
+        if s.question_type == "open"
+    )
+    # the same sample claiming "yes" is rejected
+    from dataclasses import replace
+
+    from medcurric.cot import OrganLexicon, validate_sample
+
+    wrong = replace(closed[0], answer="Yes.")
+    verdict = {v.check: v for v in validate_sample(wrong, lexicon=OrganLexicon(VOCAB))}[
+        "closed_answer"
+    ]
+    assert not verdict.passed
+
+
+def test_default_vocabulary_is_the_totalsegmentator_class_map(seed_factory):
+    pytest.importorskip("medcurric.anatomy")
+    gen = CoTGenerator(TemplateBackend())
+    seeds = [
+        seed_factory(i, organ=o, size=(80, 64))
+        for i, o in enumerate(["liver", "kidney_left", None])
+    ]
+    assert len(gen.lexicon(seeds).names) == 117
+    samples = list(gen.generate(seeds))
+    assert len(samples) == 18 and all(s.accepted for s in samples), [
+        s.reason for s in samples if not s.accepted
+    ]
+    closed_no = [
+        s for s in samples if s.question_type == "closed" and s.extra.get("expected_answer") == "no"
+    ]
+    assert closed_no  # distractors come from the class map

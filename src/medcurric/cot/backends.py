@@ -193,42 +193,42 @@ def template_reply(request: GenerationRequest) -> dict[str, str]:
     look = f"The highlighted box at {box} " if easy else ""
     where_q = "inside the highlighted box" if easy else "in this image"
     if organ:
+        rel = f.get("relation") or "in"
+        where = f"{rel} {location}"
+        over = "lies over" if rel == "in" else "lies next to"
         if closed:
             question = (
                 f"Is the {lesion} inside the highlighted box located in the {queried}?"
                 if easy
                 else f"Is there a {lesion} in the {queried}?"
             )
-            lead = f"{look}lies over the {organ}. " if easy else f"Looking at the {organ}, "
+            lead = f"{look}{over} the {organ}. " if easy else f"Looking at the {organ}, "
             body = (
-                f"the {lesion}{size} is in {location}"
-                if easy
-                else f"there is a {lesion}{size} in {location}"
+                f"The {lesion}{size} is {where}" if easy else f"there is a {lesion}{size} {where}"
             )
-            body = body[0].upper() + body[1:] if easy else body
-            tail = "" if expected == "yes" else f", not in the {queried}"
+            tail = ""
+            if expected != "yes":
+                tail = f", not in the {queried}" if queried != organ else ", not inside it"
             rationale = f"{lead}{body}{tail}."
-            answer = "Yes." if expected == "yes" else f"No, it is in the {organ}."
+            answer = "Yes." if expected == "yes" else f"No, it is {where}."
         else:
             question = f"What abnormality is seen {where_q}, and where is it?"
             if easy:
                 rationale = (
-                    f"{look}lies over the {organ}. Within it there is a {lesion}{size} in "
-                    f"{location}. So the finding is a {lesion} of the {organ}."
+                    f"{look}{over} the {organ}. There is a {lesion}{size} {where}. "
+                    f"So the finding is a {lesion} {rel} the {organ}."
                 )
             else:
                 rationale = (
-                    f"Looking at the {organ}, there is a {lesion}{size} in {location}. "
-                    f"So the abnormality is a {lesion} of the {organ}."
+                    f"Looking at the {organ}, there is a {lesion}{size} {where}. "
+                    f"So the abnormality is a {lesion} {rel} the {organ}."
                 )
-            answer = f"A {lesion} in {location}."
+            answer = f"A {lesion} {where}."
         if request.stage is Stage.HARD:
             question = (
                 f"Is there a {lesion} in the {queried}?" if closed else f"Where is the {lesion}?"
             )
-            answer = (
-                ("Yes." if expected == "yes" else "No.") if closed else f"A {lesion} in {location}."
-            )
+            answer = ("Yes." if expected == "yes" else "No.") if closed else f"A {lesion} {where}."
     else:
         if closed:
             question = (

@@ -17,7 +17,10 @@ next run.
 
 Unmatched seeds (organ ``None``) get the ``matched=False`` templates: questions
 about the lesion itself (what it is, whether it is there) whose rationales must not
-claim any organ; validation checks that they do not.
+claim any organ; validation checks that they do not. Seeds whose lesion lies
+*next to* its organ (outcome ``"adjacent"``) are described as "adjacent to the
+<organ>", and their closed questions ask whether the lesion is in that organ,
+answered "no".
 """
 
 from __future__ import annotations
@@ -360,14 +363,15 @@ class CoTGenerator:
         size: tuple[int, int] | None,
     ) -> tuple[dict[str, str], dict[str, Any]]:
         organ = lexicon.display_name(seed.organ) if seed.organ else ""
-        phrase = " ".join(seed.location_phrase.split())
+        adjacent = seed.organ is not None and seed.outcome == "adjacent"
+        phrase = "" if adjacent else " ".join(seed.location_phrase.split())
         if organ:
             location = f"the {phrase} {organ}" if phrase else f"the {organ}"
             location = location.replace("the the ", "the ")
         else:
             location = "an undetermined location"
-        queried, expected = organ, "yes"
-        if seed.organ is not None and qtype is QuestionType.CLOSED:
+        queried, expected = organ, "no" if adjacent else "yes"
+        if seed.organ is not None and qtype is QuestionType.CLOSED and not adjacent:
             host = set(lexicon.synonyms(seed.organ)) | {seed.organ}
             others = [
                 n for n in lexicon.names if n != seed.organ and not host & set(lexicon.synonyms(n))
@@ -390,6 +394,7 @@ class CoTGenerator:
             "lesion": seed.lesion_type or "lesion",
             "organ": organ,
             "location": location,
+            "relation": "adjacent to" if adjacent else "in",
             "size": size_text,
             "box": box_text,
             "image_width": str(size[0]) if size else "unknown",
@@ -401,7 +406,7 @@ class CoTGenerator:
             "question_type": qtype.value,
             "reply_format": reply_format(stage),
         }
-        extra = {"seed_text": seed.text}
+        extra = {"seed_text": seed.text, "outcome": seed.outcome}
         if qtype is QuestionType.CLOSED:
             extra.update(queried_organ=queried, expected_answer=expected)
         return fields, extra

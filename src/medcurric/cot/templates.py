@@ -41,6 +41,7 @@ TEMPLATE_FIELDS: dict[str, str] = {
     "lesion": "the lesion type, e.g. 'hypodense lesion'",
     "organ": "display name of the host organ (empty for unmatched seeds)",
     "location": "where the lesion is, e.g. 'the right posterior part of the liver'",
+    "relation": "'in', or 'adjacent to' for seeds whose lesion lies next to the organ",
     "size": "size in millimetres, e.g. '14 x 9 mm' (empty when unknown)",
     "box": "normalised box [x1, y1, x2, y2] with 4 decimals (Easy; empty otherwise)",
     "image_width": "width in pixels of the image the model sees",
@@ -203,8 +204,8 @@ def default_templates() -> tuple[PromptTemplate, ...]:
             e,
             o,
             _EASY + "Write an open question about the finding inside the box. The rationale must "
-            "cite the box exactly as {box}, name the organ ({organ}) and where in it the "
-            "{lesion} lies, then conclude. " + _FMT,
+            "cite the box exactly as {box}, name the organ ({organ}) and say that the {lesion} "
+            "lies {relation} {location}, then conclude. " + _FMT,
         ),
         PromptTemplate(
             "easy-closed-v1",
@@ -212,7 +213,7 @@ def default_templates() -> tuple[PromptTemplate, ...]:
             c,
             _EASY + "Write a yes/no question asking whether the {lesion} inside the box lies in "
             "the {queried_organ}. The correct answer is '{expected_answer}'. The rationale must "
-            "cite the box exactly as {box} and name the organ the {lesion} is in ({organ}). "
+            "cite the box exactly as {box} and say that the {lesion} lies {relation} the {organ}. "
             "Answer with 'yes' or 'no' first. " + _FMT,
         ),
         PromptTemplate(
@@ -220,8 +221,8 @@ def default_templates() -> tuple[PromptTemplate, ...]:
             m,
             o,
             _PLAIN + "Write an open question about the whole image (do not mention any box or "
-            "marking). The rationale must localise the {lesion} to the {organ} (where in it: "
-            "{location}) before concluding. " + _FMT,
+            "marking). The rationale must localise the {lesion} ({relation} {location}) "
+            "before concluding. " + _FMT,
         ),
         PromptTemplate(
             "medium-closed-v1",
@@ -229,15 +230,15 @@ def default_templates() -> tuple[PromptTemplate, ...]:
             c,
             _PLAIN + "Write a yes/no question about the whole image asking whether there is a "
             "{lesion} in the {queried_organ}. The correct answer is '{expected_answer}'. The "
-            "rationale must name the organ the {lesion} is in ({organ}). Answer with 'yes' or "
-            "'no' first. " + _FMT,
+            "rationale must say that the {lesion} lies {relation} the {organ}. Answer with 'yes' "
+            "or 'no' first. " + _FMT,
         ),
         PromptTemplate(
             "hard-open-v1",
             h,
             o,
             _PLAIN + "Write an open question about the whole image asking where the {lesion} is, "
-            "and its short answer naming the organ ({organ}). No rationale. " + _FMT,
+            "and its short answer ({relation} {location}). No rationale. " + _FMT,
         ),
         PromptTemplate(
             "hard-closed-v1",

@@ -32,8 +32,10 @@ when all of them pass. The checks, and the rule each one applies:
 ``closed_answer`` (closed questions only)
     The answer starts with yes or no, and agrees with the seed: for a matched seed
     the question must name exactly one organ and the answer is yes exactly when
-    that organ is the host organ; for an unmatched seed the question must name
-    no organ and the answer is yes (the lesion is there).
+    that organ is the host organ; for an ``"adjacent"`` seed (``extra["outcome"]``)
+    the question must name the host organ and the answer is no (the lesion lies
+    next to it, not in it); for an unmatched seed the question must name no organ
+    and the answer is yes (the lesion is there).
 """
 
 from __future__ import annotations
@@ -318,6 +320,7 @@ class _Context:
     stage: str
     question_type: str
     box_norm: tuple[float, ...] | None
+    adjacent: bool = False
 
 
 def validate_sample(
@@ -356,13 +359,16 @@ def validate_sample(
         stage=str(sample.stage),
         question_type=str(sample.question_type),
         box_norm=tuple(sample.box_norm) if sample.box_norm is not None else None,
+        adjacent=isinstance(sample.extra, dict) and sample.extra.get("outcome") == "adjacent",
     )
     if ctx.organ is not None:
         lexicon = lexicon.with_organ(ctx.organ)
     if ctx.stage == "hard":
         text = f"{sample.question} {sample.answer}"
         organ = (
-            Verdict("names_organ", True, "closed Hard question: the organ is checked by closed_answer")
+            Verdict(
+                "names_organ", True, "closed Hard question: the organ is checked by closed_answer"
+            )
             if ctx.question_type == "closed"
             else _check_organ(sample.answer, ctx, lexicon)
         )
@@ -458,6 +464,14 @@ def _check_closed(question: str, answer: str, ctx: _Context, lexicon: OrganLexic
                 False,
                 f"question must name exactly one organ to be checkable, but names {len(asked)}",
             )
-        expected = "yes" if ctx.organ in next(iter(asked)) else "no"
+        names_host = ctx.organ in next(iter(asked))
+        if ctx.adjacent and not names_host:
+            return Verdict(
+                "closed_answer",
+                False,
+                "the seed's lesion lies next to its organ: only a question about that organ "
+                "can be checked",
+            )
+        expected = "no" if ctx.adjacent else ("yes" if names_host else "no")
     ok = said == expected
     return Verdict("closed_answer", ok, f"answer {said!r}, expected {expected!r} from the seed")
