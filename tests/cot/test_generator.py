@@ -296,3 +296,12 @@ def test_default_vocabulary_is_the_totalsegmentator_class_map(seed_factory):
         s for s in samples if s.question_type == "closed" and s.extra.get("expected_answer") == "no"
     ]
     assert closed_no  # distractors come from the class map
+
+
+def test_repeated_seed_ids_are_generated_once(tmp_path, seed_factory):
+    seed = seed_factory(0, size=(80, 64))
+    summary = CoTGenerator(TemplateBackend(), vocabulary=VOCAB).run(
+        [seed, seed], tmp_path / "s.jsonl", progress=False
+    )
+    assert (summary.planned, summary.skipped, summary.accepted) == (12, 6, 6)
+    assert len(ids(tmp_path / "s.jsonl")) == 6

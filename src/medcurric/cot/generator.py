@@ -597,7 +597,9 @@ class CoTGenerator:
         lexicon: OrganLexicon,
         skip: Callable[[str], bool],
         counter: RunSummary,
+        on_skip: Callable[[], None] = lambda: None,
     ) -> Iterator[_Job | _Failure]:
+        planned: set[str] = set()
         for seed in seeds:
             try:
                 jobs = self._plan(seed, lexicon)
@@ -610,9 +612,12 @@ class CoTGenerator:
                 continue
             for job in jobs:
                 counter.planned += 1
-                if skip(job.request.id):
+                rid = job.request.id
+                if rid in planned or skip(rid):  # a repeated seed id is done once
                     counter.skipped += 1
+                    on_skip()
                     continue
+                planned.add(rid)
                 yield job
 
     def generate(self, seeds: Iterable[FactualSeed]) -> Iterator[CoTSample]:
@@ -687,15 +692,15 @@ class CoTGenerator:
         ):
 
             def skip(rid: str) -> bool:
-                if rid in good or rid in bad:
-                    bar.update(1)
-                    return True
-                return False
+                return rid in good or rid in bad
+
+            def skipped() -> None:
+                bar.update(1)
 
             def reasked() -> None:
                 summary.reasked += 1
 
-            jobs = self._jobs(mine, lexicon, skip, summary)
+            jobs = self._jobs(mine, lexicon, skip, summary, skipped)
             for outcome in self._execute(jobs, lexicon, reasked):
                 step = 1
                 if isinstance(outcome, _Failure):
