@@ -115,29 +115,45 @@ def organ_extents(
         >>> lo.tolist(), hi.tolist()
         ([-1.5, -2.5, 0.0], [0.5, -0.5, 0.0])
     """
-    from scipy import ndimage
-
     arr = np.asarray(labels)
     if arr.ndim not in (2, 3):
         raise ShapeError(f"Expected a label map [y, x] or [z, y, x], but got shape {arr.shape}.")
     if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    if arr.size == 0 or not arr.any():
+        arr = arr.view(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise DataFormatError(f"Expected an integer label map, but got dtype {arr.dtype}.")
+    if arr.size == 0:
         return {}
-    if arr.min() < 0:
-        raise DataFormatError(
-            "Expected non-negative labels, but the label map has negative values."
-        )
-    objects = ndimage.find_objects(arr)
+    if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
+        n_labels = 1 << (8 * arr.dtype.itemsize)  # every value fits: no extra pass for the max
+    else:
+        if arr.min() < 0:
+            raise DataFormatError("Expected non-negative labels, but the label map has negative values.")
+        n_labels = int(arr.max()) + 1
+    lo, hi = _label_bounds(arr, n_labels)
     aff = np.asarray(affine, dtype=np.float64)
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for i, sl in enumerate(objects):
-        if sl is None:
-            continue
-        lo_idx = [s.start for s in sl][::-1]  # x, y(, z)
-        hi_idx = [s.stop for s in sl][::-1]
-        out[i + 1] = _world_box(lo_idx, hi_idx, aff)
+    for label in np.flatnonzero(hi[:, 0] >= 0):
+        # bounds are array-axis (z, y, x) indices; the box is in voxel edges, x first
+        lo_xyz = [int(v) for v in lo[label][::-1]]
+        hi_xyz = [int(v) + 1 for v in hi[label][::-1]]
+        out[int(label)] = _world_box(lo_xyz, hi_xyz, aff)
     return out
+
+
+def _label_bounds(arr: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, the smallest and largest index along each array axis (one pass, any strides)."""
+    from medcurric.anatomy._bounds import label_bounds_3d
+
+    a3 = arr if arr.ndim == 3 else arr[None]
+    # walk the array in memory order: put the axis with the smallest stride last
+    order = tuple(int(i) for i in np.argsort([-abs(s) for s in a3.strides], kind="stable"))
+    lo, hi = label_bounds_3d(np.transpose(a3, order), n_labels)
+    inverse = np.argsort(order)
+    lo, hi = lo[:, inverse], hi[:, inverse]
+    if arr.ndim == 2:
+        lo, hi = lo[:, 1:], hi[:, 1:]
+    return lo, hi
 
 
 def _world_box(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -18,9 +19,18 @@ def normalise_name(name: str) -> str:
 
 
 def class_map_from_names(names: Mapping[int, str]) -> ClassMap:
-    """A class map with TotalSegmentator-style automatic groups from ``{label: name}``."""
+    """A class map with TotalSegmentator-style automatic groups from ``{label: name}``.
+
+    Maps are cached by their names (every case of a dataset usually shares one).
+    """
+    return _cached(tuple(sorted((int(k), str(v)) for k, v in names.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(items: tuple[tuple[int, str], ...]) -> ClassMap:
     from medcurric.anatomy.classmap import ClassMap
 
+    names = dict(items)
     cleaned: dict[int, str] = {}
     used: set[str] = set()
     for label, name in sorted(names.items()):

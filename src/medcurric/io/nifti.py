@@ -99,8 +99,11 @@ def label_names_from_nifti(path: str | os.PathLike[str]) -> dict[int, str] | Non
         {5: 'liver'}
     """
     nib = _nib()
-    img = nib.load(str(_check_file(path)))
-    for ext in getattr(img.header, "extensions", []):
+    return _names_from_header(nib.load(str(_check_file(path))).header)
+
+
+def _names_from_header(header: Any) -> dict[int, str] | None:
+    for ext in getattr(header, "extensions", []):
         names = _parse_label_extension(ext.get_content() if hasattr(ext, "get_content") else b"")
         if names:
             return names
@@ -225,6 +228,7 @@ def read_nifti_labels(
     class_map: ClassMap | None = None,
     mmap: bool = True,
     z_range: tuple[int, int] | None = None,
+    fallback: ClassMap | None = None,
 ) -> LabelMap:
     """Read a NIfTI label map as a canonical ``[z, y, x]`` :class:`~medcurric.io.LabelMap`.
 
@@ -242,6 +246,7 @@ def read_nifti_labels(
         z_range: ``(z0, z1)``: read only the canonical slices ``z0 <= z < z1`` (one
             slice of the file's data proxy, so an uncompressed file is read for those
             slices only); the affine is shifted so voxel ``z = 0`` is slice ``z0``.
+        fallback: Class map used when neither ``class_map`` nor the header names the labels.
 
     Returns:
         The reoriented label map (or slab) with spacing and affine.
@@ -290,10 +295,12 @@ def read_nifti_labels(
         shift = np.eye(4)
         shift[2, 3] = z0
         affine = affine @ shift
-    names = label_names_from_nifti(p)
+    names = _names_from_header(img.header)
+    if class_map is None and not names and fallback is not None:
+        class_map = fallback
     if class_map is not None and names:
-        data = _relabel(data, names, class_map, p)
-    present = np.unique(data) if class_map is None and not names else None
+        canonical = _relabel(canonical, names, class_map, p)
+    present = np.unique(canonical) if class_map is None and not names else None
     return LabelMap(
         array=canonical,
         class_map=_resolve_class_map(names, class_map, present),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
-from medcurric.io.nifti import _check_file, _load, label_names_from_nifti, read_nifti_labels
+from medcurric.io.nifti import _check_file, _load, read_nifti_labels
 from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap
 
@@ -65,9 +65,7 @@ def read_totalsegmentator(
 
     p = Path(path)
     if p.is_file():
-        if class_map is None and not label_names_from_nifti(p):
-            class_map = ClassMap.totalsegmentator()
-        return read_nifti_labels(p, class_map=class_map)
+        return read_nifti_labels(p, class_map=class_map, fallback=ClassMap.totalsegmentator())
     if not p.is_dir():
         raise MissingFileError(
             f"Expected a TotalSegmentator output (a .nii.gz file or a folder of per-class "

@@ -7,6 +7,7 @@ posterior part of the liver."). ``medcurric seeds`` runs it over whole datasets.
 """
 
 from medcurric.seeds.builder import SeedBuilder, lesion_noun
+from medcurric.seeds.pipeline import build_seeds
 from medcurric.seeds.records import FactualSeed
 from medcurric.seeds.templates import (
     DEFAULT_TEMPLATES,
@@ -21,6 +22,7 @@ __all__ = [
     "SeedBuilder",
     "SeedTemplates",
     "TEMPLATE_FIELDS",
+    "build_seeds",
     "lesion_noun",
     "render_template",
 ]

@@ -168,15 +168,20 @@ def _deeplesion_mask(root: Path, record: LesionRecord) -> tuple[Path | None, int
 
 def _cases(records: Sequence[LesionRecord], masks: Path, opts: _Options) -> list[_Case]:
     cases: dict[str, _Case] = {}
+    found: dict[tuple[str, int | None], tuple[Path | None, int, str | None]] = {}
     for r in records:
-        try:
-            if opts.fmt == "deeplesion":
-                path, start = _deeplesion_mask(masks, r)
-            else:
-                path, start = _find_mask(masks, _stem(r.image)), 0
-            error = None if path is not None else f"no mask for image {r.image!r} under '{masks}'"
-        except (UnsafePathError, DataFormatError) as exc:
-            path, start, error = None, 0, str(exc)
+        cache_key = (r.image, r.slice_index if opts.fmt == "deeplesion" else None)
+        if cache_key not in found:
+            try:
+                if opts.fmt == "deeplesion":
+                    path, start = _deeplesion_mask(masks, r)
+                else:
+                    path, start = _find_mask(masks, _stem(r.image)), 0
+                error = None if path is not None else f"no mask for image {r.image!r} under '{masks}'"
+            except (UnsafePathError, DataFormatError) as exc:
+                path, start, error = None, 0, str(exc)
+            found[cache_key] = (path, start, error)
+        path, start, error = found[cache_key]
         key = str(path) if path is not None else f"missing:{r.image}"
         case = cases.setdefault(
             key, _Case(key=key, mask=None if path is None else str(path), records=[])
@@ -296,14 +301,11 @@ def _load_case(
     if opts.slices_only and two_d and path.is_file() and path.name.endswith(_NIFTI):
         zs = [int(r.slice_index) for r in records if r.slice_index is not None]
         z0, z1 = min(zs), max(zs) + 1
-        if cmap is None:
-            from medcurric.io.nifti import label_names_from_nifti
+        from medcurric.anatomy.classmap import ClassMap
 
-            if not label_names_from_nifti(path):
-                from medcurric.anatomy.classmap import ClassMap
-
-                cmap = ClassMap.totalsegmentator()
-        lm = read_nifti_labels(path, class_map=cmap, z_range=(z0, z1))
+        lm = read_nifti_labels(
+            path, class_map=cmap, z_range=(z0, z1), fallback=ClassMap.totalsegmentator()
+        )
         shifted = [replace(r, slice_index=int(r.slice_index) - z0) for r in records]  # type: ignore[arg-type]
         return lm, shifted, False, {r.id: r.slice_index for r in records}
     return read_label_map(path, class_map=cmap), records, True, {}

@@ -1,0 +1,92 @@
+"""One-pass per-label bounding indices of a label map (numba)."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, nogil=True)
+def _bounds(a, n_labels):  # type: ignore[no-untyped-def]
+    d0, d1, d2 = a.shape
+    lo = np.full((n_labels, 3), np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full((n_labels, 3), -1, dtype=np.int64)
+    for i in range(d0):
+        for j in range(d1):
+            prev = 0
+            for k in range(d2):
+                v = a[i, j, k]
+                if v != prev:
+                    if prev != 0 and k - 1 > hi[prev, 2]:  # a run of prev ended at k - 1
+                        hi[prev, 2] = k - 1
+                    if v != 0:  # a run of v starts at k
+                        if k < lo[v, 2]:
+                            lo[v, 2] = k
+                        if j < lo[v, 1]:
+                            lo[v, 1] = j
+                        if j > hi[v, 1]:
+                            hi[v, 1] = j
+                        if i < lo[v, 0]:
+                            lo[v, 0] = i
+                        if i > hi[v, 0]:
+                            hi[v, 0] = i
+                    prev = v
+            if prev != 0 and d2 - 1 > hi[prev, 2]:
+                hi[prev, 2] = d2 - 1
+    return lo, hi
+
+
+@nb.njit(cache=True, nogil=True)
+def _bounds_words(a, words, per_word, n_labels):  # type: ignore[no-untyped-def]
+    """Same as ``_bounds`` but skips 8-byte words of zeros (``words`` views ``a`` as uint64)."""
+    d0, d1, d2 = a.shape
+    nw = words.shape[2]
+    lo = np.full((n_labels, 3), np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full((n_labels, 3), -1, dtype=np.int64)
+    for i in range(d0):
+        for j in range(d1):
+            prev = 0
+            for q in range(nw):
+                if words[i, j, q] == 0 and prev == 0:
+                    continue
+                base = q * per_word
+                for k in range(base, base + per_word):
+                    v = a[i, j, k]
+                    if v != prev:
+                        if prev != 0 and k - 1 > hi[prev, 2]:
+                            hi[prev, 2] = k - 1
+                        if v != 0:
+                            if k < lo[v, 2]:
+                                lo[v, 2] = k
+                            if j < lo[v, 1]:
+                                lo[v, 1] = j
+                            if j > hi[v, 1]:
+                                hi[v, 1] = j
+                            if i < lo[v, 0]:
+                                lo[v, 0] = i
+                            if i > hi[v, 0]:
+                                hi[v, 0] = i
+                        prev = v
+            if prev != 0 and d2 - 1 > hi[prev, 2]:
+                hi[prev, 2] = d2 - 1
+    return lo, hi
+
+
+def label_bounds_3d(a: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` int64 ``[n_labels, 3]``: min/max index of each label along each axis (-1 if absent).
+
+    Examples:
+        >>> a = np.zeros((2, 3, 4), np.uint8); a[1, 0:2, 1:3] = 4
+        >>> lo, hi = label_bounds_3d(a, 5)
+        >>> lo[4].tolist(), hi[4].tolist(), lo[1].tolist()
+        ([1, 0, 1], [1, 1, 2], [-1, -1, -1])
+    """
+    if a.dtype == np.bool_:
+        a = a.view(np.uint8)
+    per_word = 8 // a.dtype.itemsize if a.dtype.itemsize in (1, 2, 4, 8) else 0
+    if per_word and a.flags.c_contiguous and a.shape[2] % per_word == 0 and a.size:
+        lo, hi = _bounds_words(a, a.view(np.uint64), per_word, int(n_labels))
+    else:
+        lo, hi = _bounds(a, int(n_labels))
+    lo[hi[:, 0] < 0] = -1
+    return lo, hi
