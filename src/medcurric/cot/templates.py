@@ -175,9 +175,9 @@ class PromptTemplate:
 
 
 _EASY = (
-    "The image ({modality}, {image_width} x {image_height} pixels) has a box drawn at the "
-    "normalised coordinates {box} ([x1, y1, x2, y2], fractions of width and height). "
-    "Fact: {seed_text}. "
+    "In this image ({modality}, {image_width} x {image_height} pixels) the finding lies in the "
+    "box at the normalised coordinates {box} ([x1, y1, x2, y2], fractions of width and "
+    "height); training images will show this box highlighted. Fact: {seed_text}. "
 )
 _PLAIN = "The image is a {modality} scan. Fact: {seed_text}. "
 _FMT = "Reply in exactly this format, on one line: {reply_format}"
