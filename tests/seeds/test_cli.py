@@ -200,3 +200,15 @@ def test_bad_options_fail_early(tmp_path, capsys):
     assert "did you mean" in capsys.readouterr().err.lower()
     assert main(["seeds", "--out", str(tmp_path / "x.jsonl")]) == 1
     assert not (tmp_path / "x.jsonl").exists() or not _lines(tmp_path / "x.jsonl")
+
+
+def test_demo_step(tmp_path, capsys):
+    from medcurric._demo import DemoContext
+    from medcurric.seeds._cli import demo_step
+
+    ctx = DemoContext(out=tmp_path)
+    ctx.state["phantom"] = make_phantom()
+    demo_step(ctx)
+    rows = [json.loads(x) for x in _lines(tmp_path / "seeds.jsonl")]
+    assert len(rows) == 10 and ctx.outputs["factual seeds"] == tmp_path / "seeds.jsonl"
+    assert "[seeds]" in capsys.readouterr().out

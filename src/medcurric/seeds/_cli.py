@@ -42,7 +42,7 @@ from medcurric._paths import safe_join
 from medcurric.errors import DataFormatError, MissingFileError, UnsafePathError
 from medcurric.io.records import LesionRecord
 
-__all__ = ["add_arguments", "rejects_path", "run"]
+__all__ = ["add_arguments", "demo_step", "rejects_path", "run"]
 
 _NIFTI = (".nii.gz", ".nii")
 
@@ -447,6 +447,28 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def demo_step(ctx: Any) -> None:
+    """``medcurric demo`` step: seeds for the phantom's key-slice lesions -> ``seeds.jsonl``.
+
+    Expects ``ctx.state["phantom"]`` (the demo's phantom step) and writes
+    ``<ctx.out>/seeds.jsonl``, rewritten on each run.
+    """
+    from medcurric.seeds.pipeline import build_seeds
+
+    ph = ctx.state["phantom"]
+    seeds = build_seeds(ph.key_slice_lesions, ph.label_map())
+    ctx.state["seeds"] = seeds
+    path = Path(ctx.out) / "seeds.jsonl"
+    if path.exists():
+        path.unlink()
+    with JsonlWriter(path) as writer:
+        writer.write_many(seeds)
+    ctx.outputs["factual seeds"] = path
+    for s in seeds[:3]:
+        print(f"[seeds] {s.id}: {s.text}")
+    print(f"[seeds] {len(seeds)} seeds written")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
