@@ -1,0 +1,721 @@
+"""The reference curriculum training loop: one loop for CPU, one GPU, DDP and FSDP.
+
+:class:`CurriculumTrainer` is the loop behind ``examples/train_vip_llava.py`` and the
+demo's training step. Per optimizer step it draws the current stage's samples,
+renders them for the stage the :class:`~medcurric.curriculum.CurriculumScheduler`
+chose (:func:`~medcurric.curriculum.render`), batches them with the
+:class:`~medcurric.curriculum.CurriculumCollator` and trains on
+
+* :func:`~medcurric.losses.span_weighted_lm_loss` (answer 0.8, rationale 0.2), and
+* in Medium, ``attention_weight`` times :func:`~medcurric.losses.attention_kl_loss`
+  between the supervised tokens' attention over the image tokens
+  (:class:`~medcurric.attention.AttentionCapture`, SDPA kept) and the box target,
+
+with gradient accumulation, clipping and a linear learning-rate warm-up. Every
+``check_every`` optimizer steps the mean LM loss since the last check goes to the
+scheduler (which averages it across ranks under ``torch.distributed``, so every rank
+switches on the same check).
+
+Everything runs through :class:`accelerate.Accelerator`, so ``python train.py`` and
+``accelerate launch train.py`` (DDP or FSDP configurations) run the same code.
+
+Checkpoints (``checkpoint-<step>/``) hold the trainable parameters, the optimizer and
+the random-number states (``Accelerator.save_state``; with FSDP, accelerate's sharded
+model files), and ``trainer_state.json``: the optimizer step, the data position of
+every stage, the scheduler's ``state_dict()``, the losses accumulated since the last
+check and the log. Resuming from one continues exactly as the uninterrupted run.
+
+Data order: each stage has its own pool (the accepted samples generated for that
+stage, or all samples when ``stage_pools`` is false or the stage has none). Epoch
+``e`` of a pool is a permutation drawn from ``(seed, stage, e)``; each global batch
+takes the next ``batch_size * world_size`` items and rank ``r`` the ``r``-th slice, so
+the position is two integers per stage.
+
+Examples:
+    >>> from medcurric.training import TrainConfig
+    >>> cfg = TrainConfig(max_steps=10, patience=1)
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medcurric._optional import require
+from medcurric.cot.records import CoTSample
+from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, Stage, render
+from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError
+
+__all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "STATE_FILE",
+    "BundledSample",
+    "CurriculumTrainer",
+    "TrainConfig",
+    "TrainResult",
+    "bundled_sample",
+    "latest_checkpoint",
+]
+
+#: Name of the JSON file that holds the trainer's own state inside a checkpoint folder.
+STATE_FILE = "trainer_state.json"
+#: Version of the ``trainer_state.json`` layout.
+STATE_VERSION = 1
+#: LoRA targets: the language model's attention and MLP projections (not the vision tower).
+DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+_STAGE_INDEX = {Stage.EASY: 0, Stage.MEDIUM: 1, Stage.HARD: 2}
+
+
+@dataclass
+class TrainConfig:
+    """Options of :class:`CurriculumTrainer` (all plain JSON values).
+
+    Attributes:
+        output_dir: Where checkpoints, ``log.jsonl`` and the final adapter go.
+        max_steps: Optimizer steps to train.
+        batch_size: Samples per device per micro-batch.
+        grad_accum: Micro-batches per optimizer step.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up of the learning rate, in optimizer steps.
+        max_grad_norm: Gradient clipping (``0`` disables).
+        stages: Curriculum stages in order.
+        check_every: Optimizer steps between scheduler checks.
+        patience: Scheduler patience (non-improving checks tolerated).
+        min_delta: Scheduler improvement margin.
+        threshold_mode: ``"rel"`` or ``"abs"``.
+        warmup_checks: First checks the scheduler ignores.
+        answer_weight: Weight of the answer span's cross-entropy.
+        rationale_weight: Weight of the rationale span's cross-entropy.
+        attention_weight: Weight of the attention KL loss in Medium.
+        attention_layers: Decoder layers whose attention is supervised (negative from the end).
+        supervise: Which tokens' attention is supervised: ``"answer"``, ``"rationale"``, ``"both"``.
+        stage_pools: Draw each stage's own samples (``sample.stage``) when it has any.
+        lora_r: LoRA rank (``0``: train every parameter, no peft).
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        lora_targets: Regular expression of the module names that get adapters.
+        bf16: bf16 mixed precision (and bf16 weights for checkpoints loaded by name).
+        gradient_checkpointing: Non-reentrant gradient checkpointing of the model.
+        save_every: Optimizer steps between checkpoints (``0``: only at the end).
+        keep_checkpoints: How many of the newest checkpoints to keep (``0``: all).
+        seed: Seed of the data order, the overlay styles and torch.
+        log_every: Print one JSON log line every this many optimizer steps (``0``: never).
+    """
+
+    output_dir: str = "runs/medcurric"
+    max_steps: int = 1000
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    stages: tuple[str, ...] = ("easy", "medium")
+    check_every: int = 50
+    patience: int = 3
+    min_delta: float = 0.01
+    threshold_mode: str = "rel"
+    warmup_checks: int = 0
+    answer_weight: float = 0.8
+    rationale_weight: float = 0.2
+    attention_weight: float = 0.5
+    attention_layers: tuple[int, ...] = (-1,)
+    supervise: str = "both"
+    stage_pools: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = DEFAULT_LORA_TARGETS
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    save_every: int = 0
+    keep_checkpoints: int = 0
+    seed: int = 0
+    log_every: int = 0
+
+    def __post_init__(self) -> None:
+        self.stages = tuple(str(s) for s in self.stages)
+        self.attention_layers = tuple(int(i) for i in self.attention_layers)
+        for name in ("max_steps", "batch_size", "grad_accum", "check_every"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidOptionError(f"Expected {name} >= 1, but got {getattr(self, name)}.")
+        for name in ("warmup_steps", "save_every", "keep_checkpoints", "lora_r", "patience", "log_every"):
+            if int(getattr(self, name)) < 0:
+                raise InvalidOptionError(f"Expected {name} >= 0, but got {getattr(self, name)}.")
+        if not self.attention_layers:
+            raise InvalidOptionError("Expected at least one attention layer, but got none.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        out = dataclasses.asdict(self)
+        out["stages"] = list(self.stages)
+        out["attention_layers"] = list(self.attention_layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise, missing keys take defaults.
+
+        Raises:
+            InvalidOptionError: On an unknown key.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InvalidOptionError(f"Unknown TrainConfig keys {unknown}; expected some of {sorted(names)}.")
+        return cls(**dict(data))
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        steps: Optimizer steps done (counting those before a resume).
+        stage: The stage at the end.
+        log: One dict per optimizer step (``step``, ``stage``, ``loss``, ``lm_loss``,
+            ``attention_kl``, ``answer_loss``, ``rationale_loss``, ``lr``, ``tokens``).
+        decisions: The scheduler's decisions as dicts.
+        checkpoints: Checkpoint folders written by this run.
+        tokens_per_second: Non-padding tokens per second of this run's steps (this rank).
+        seconds: Wall time of this run's steps.
+    """
+
+    steps: int
+    stage: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    tokens_per_second: float = 0.0
+    seconds: float = 0.0
+
+    def switch_steps(self) -> list[int]:
+        """Optimizer steps after which the stage advanced."""
+        out = []
+        for prev, cur in zip(self.log, self.log[1:], strict=False):
+            if prev["stage"] != cur["stage"]:
+                out.append(int(prev["step"]))
+        return out
+
+
+@dataclass
+class BundledSample:
+    """The bundled sample: the phantom run through matching, seeds and template CoT generation.
+
+    Attributes:
+        phantom: The :class:`~medcurric.data.Phantom`.
+        records: Key-slice lesion records whose ``image`` names the slice (``phantom/<id>.png``).
+        matches: Host-organ matches, in ``records`` order.
+        seeds: Factual seeds, in ``records`` order.
+        samples: Accepted CoT samples.
+        rejects: Rejected CoT samples.
+        images: ``image name -> uint8 [H, W, 3]`` soft-tissue-windowed key slice.
+        slices: ``image name -> (int16 HU slice, uint8 label slice)``.
+    """
+
+    phantom: Any
+    records: list[Any]
+    matches: list[Any]
+    seeds: list[Any]
+    samples: list[CoTSample]
+    rejects: list[CoTSample]
+    images: dict[str, np.ndarray]
+    slices: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def bundled_sample(seed: int = 0, shape: Sequence[int] = (32, 64, 64)) -> BundledSample:
+    """Build the bundled sample: phantom -> matches -> seeds -> template-backend CoT samples.
+
+    Args:
+        seed: Phantom seed.
+        shape: Phantom shape ``(D, H, W)`` (small by default, so it takes seconds).
+
+    Returns:
+        The :class:`BundledSample`.
+    """
+    from medcurric.anatomy import BoxOrganMatcher
+    from medcurric.cot import CoTGenerator, TemplateBackend
+    from medcurric.data import make_phantom
+    from medcurric.overlay import window_to_rgb
+    from medcurric.seeds.pipeline import build_seeds
+
+    ph = make_phantom(seed=seed, shape=shape)
+    records = [dataclasses.replace(r, image=f"phantom/{r.id}.png") for r in ph.key_slice_lesions]
+    label_map = ph.label_map()
+    matcher = BoxOrganMatcher(ph.class_map, criterion="ioa", min_score=0.5, adjacent_mm=5.0)
+    matches = matcher.match_records(records, label_map)
+    seeds = build_seeds(records, label_map, matcher=matcher)
+    height, width = int(ph.shape[1]), int(ph.shape[2])
+    seeds = [dataclasses.replace(s, extra={**s.extra, "image_size": [width, height]}) for s in seeds]
+    generator = CoTGenerator(TemplateBackend(), vocabulary=ph.class_map)
+    generated = list(generator.generate(seeds))
+    images: dict[str, np.ndarray] = {}
+    slices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for r in records:
+        z = int(r.slice_index or 0)
+        hu = np.ascontiguousarray(ph.hu[z])
+        images[r.image] = np.asarray(window_to_rgb(hu.astype(np.float32), "soft_tissue"))
+        slices[r.image] = (hu, np.ascontiguousarray(ph.labels[z]))
+    return BundledSample(
+        phantom=ph,
+        records=records,
+        matches=list(matches),
+        seeds=seeds,
+        samples=[s for s in generated if s.accepted],
+        rejects=[s for s in generated if not s.accepted],
+        images=images,
+        slices=slices,
+    )
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder in ``output_dir`` (``None`` if none)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for p in root.glob("checkpoint-*"):
+        tail = p.name.rsplit("-", 1)[-1]
+        if tail.isdigit() and (p / STATE_FILE).is_file():
+            found.append((int(tail), p))
+    return max(found)[1] if found else None
+
+
+def _stable_int(*parts: object) -> int:
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class CurriculumTrainer:
+    """Train a LLaVA / VIP-LLaVA model through the curriculum (see the module docstring).
+
+    Args:
+        config: The :class:`TrainConfig`.
+        samples: Training samples (accepted :class:`~medcurric.cot.records.CoTSample`).
+        model: The model (a peft model, or a bare model that gets LoRA adapters when
+            ``config.lora_r > 0``).
+        processor: Its processor (``LlavaProcessor``-style, fast tokenizer).
+        images: Optional ``sample.image -> image`` (PIL or numpy) used instead of files.
+        image_root: Folder the samples' image paths are relative to.
+        accelerator: An ``accelerate.Accelerator``; one is made from ``config`` when ``None``.
+        overlay: ``StageOverlay`` for Easy renderings (default style when ``None``).
+        on_log: Called with each step's log dict (on every rank).
+
+    Raises:
+        DataFormatError: When there are no samples.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        samples: Iterable[CoTSample],
+        *,
+        model: Any,
+        processor: Any,
+        images: Mapping[str, Any] | None = None,
+        image_root: str | os.PathLike[str] | None = None,
+        accelerator: Any = None,
+        overlay: Any = None,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.samples = [s for s in samples if s.accepted]
+        if not self.samples:
+            raise DataFormatError("Expected at least one accepted training sample, but got none.")
+        if accelerator is None:
+            accelerate = require("accelerate", feature="CurriculumTrainer")
+            accelerator = accelerate.Accelerator(mixed_precision="bf16" if config.bf16 else "no")
+        self.accelerator = accelerator
+        self.images = dict(images or {})
+        self.image_root = image_root
+        self.overlay = overlay
+        self.on_log = on_log
+        self.processor = processor
+        from medcurric.geometry import Preprocess
+
+        self.preprocess = Preprocess.from_processor(processor)
+        self.collator = CurriculumCollator(processor, preprocess=self.preprocess, supervise=config.supervise)
+        if self.collator.grid is None:
+            raise DataFormatError("Could not read the patch grid from the processor (patch_size, crop_size).")
+        self.grid: tuple[int, int] = (int(self.collator.grid[0]), int(self.collator.grid[1]))
+        self.scheduler = CurriculumScheduler(
+            stages=config.stages,
+            patience=config.patience,
+            min_delta=config.min_delta,
+            threshold_mode=config.threshold_mode,
+            warmup=config.warmup_checks,
+        )
+        self.pools = self._make_pools()
+        self.position: dict[str, list[int]] = {s.value: [0, 0] for s in self.scheduler.stages}
+        self.step = 0
+        self.running: list[float] = []
+        self.log: list[dict[str, Any]] = []
+        model = self._prepare_model(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self._trainable_names = {
+            n for n, p in accelerator.unwrap_model(self.model).named_parameters() if p.requires_grad
+        }
+        accelerator.register_save_state_pre_hook(self._keep_trainable)
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_model(self, model: Any) -> Any:
+        cfg = self.config
+        if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "config"):
+                model.config.use_cache = False
+        is_peft = hasattr(model, "peft_config")
+        if cfg.lora_r > 0 and not is_peft:
+            peft = require("peft", feature="CurriculumTrainer (LoRA)")
+            lora = peft.LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_targets,
+            )
+            torch.manual_seed(cfg.seed)
+            model = peft.get_peft_model(model, lora)
+        model.train()
+        return model
+
+    def _make_pools(self) -> dict[Stage, list[int]]:
+        everything = list(range(len(self.samples)))
+        pools: dict[Stage, list[int]] = {}
+        for stage in self.scheduler.stages:
+            own = [i for i, s in enumerate(self.samples) if s.stage == stage.value]
+            pools[stage] = own if (self.config.stage_pools and own) else everything
+        return pools
+
+    def _keep_trainable(self, models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
+        """``Accelerator.save_state`` hook: keep only trainable parameters (the adapters)."""
+        for state in weights:
+            for key in [k for k in state if not self._is_trainable_key(k)]:
+                del state[key]
+
+    def _is_trainable_key(self, key: str) -> bool:
+        return key in self._trainable_names or key.removeprefix("module.") in self._trainable_names
+
+    # ------------------------------------------------------------------ data
+    def _order(self, stage: Stage, epoch: int) -> np.ndarray:
+        pool = self.pools[stage]
+        rng = np.random.default_rng([self.config.seed, _STAGE_INDEX[stage], epoch])
+        return np.asarray(pool)[rng.permutation(len(pool))]
+
+    def _next_batch(self, stage: Stage) -> list[tuple[int, int]]:
+        """This rank's ``(sample index, epoch)`` pairs for the next micro-batch; advances the position."""
+        world = self.accelerator.num_processes
+        rank = self.accelerator.process_index
+        bs = self.config.batch_size
+        epoch, cursor = self.position[stage.value]
+        picked: list[tuple[int, int]] = []
+        order = self._order(stage, epoch)
+        for k in range(bs * world):
+            if cursor >= len(order):
+                epoch, cursor = epoch + 1, 0
+                order = self._order(stage, epoch)
+            if rank * bs <= k < (rank + 1) * bs:
+                picked.append((int(order[cursor]), epoch))
+            cursor += 1
+        self.position[stage.value] = [epoch, cursor]
+        return picked
+
+    def render_batch(self, stage: Stage, picked: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """Render and collate samples (by index) for ``stage``; overlay styles depend on (seed, id, epoch)."""
+        features = []
+        for index, epoch in picked:
+            sample = self.samples[index]
+            features.append(
+                render(
+                    sample,
+                    stage,
+                    overlay=self.overlay,
+                    preprocess=self.preprocess,
+                    rng=_stable_int(self.config.seed, sample.id, epoch),
+                    image_root=self.image_root,
+                    image=self.images.get(sample.image),
+                    grid=self.grid,
+                )
+            )
+        return self.collator(features)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, batch: Mapping[str, torch.Tensor], stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward one batch; return the loss to back-propagate and its parts (floats)."""
+        from medcurric.attention import AttentionCapture
+        from medcurric.losses import attention_kl_loss, span_weighted_lm_loss
+
+        cfg = self.config
+        device = self.accelerator.device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        inner = self.accelerator.unwrap_model(self.model)
+        dtype = next(p.dtype for p in inner.parameters() if p.is_floating_point())
+        inputs = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "pixel_values": batch["pixel_values"].to(dtype),
+        }
+        supervised = batch["supervised_mask"]
+        want_kl = stage is Stage.MEDIUM and cfg.attention_weight > 0 and bool(supervised.any())
+        capture: Any = (
+            AttentionCapture(inner, layers=list(cfg.attention_layers), query_mask=supervised)
+            if want_kl
+            else nullcontext()
+        )
+        with capture as cap, self.accelerator.autocast():
+            out = self.model(**inputs, use_cache=False)
+            weights = {"answer": cfg.answer_weight, "rationale": cfg.rationale_weight}
+            lm, parts = span_weighted_lm_loss(
+                out.logits.float(),
+                batch["labels"],
+                {"answer": batch["answer_mask"], "rationale": batch["rationale_mask"]},
+                weights,
+                return_parts=True,
+            )
+            kl = torch.zeros((), device=lm.device)
+            if want_kl:
+                kls = [
+                    attention_kl_loss(
+                        cap.attentions[layer],
+                        batch["attention_target"],
+                        token_mask=cap.query_mask,
+                        has_target=batch["has_attention_target"],
+                    )
+                    for layer in cfg.attention_layers
+                ]
+                kl = torch.stack(kls).mean()
+            loss = lm + cfg.attention_weight * kl if want_kl else lm
+        info = {
+            "loss": float(loss.detach()),
+            "lm_loss": float(lm.detach()),
+            "attention_kl": float(kl.detach()) if want_kl else math.nan,
+            "answer_loss": float(parts["answer"]),
+            "rationale_loss": float(parts["rationale"]) if "rationale" in parts else math.nan,
+            "tokens": int(batch["attention_mask"].sum()),
+        }
+        return loss, info
+
+    # ------------------------------------------------------------------ loop
+    def _lr(self) -> float:
+        warm = self.config.warmup_steps
+        return self.config.lr * (min(1.0, (self.step + 1) / warm) if warm > 0 else 1.0)
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step (``grad_accum`` micro-batches); returns its log dict."""
+        cfg = self.config
+        stage = self.scheduler.stage
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        infos = []
+        for micro in range(cfg.grad_accum):
+            batch = self.render_batch(stage, self._next_batch(stage))
+            sync = micro == cfg.grad_accum - 1
+            ctx = nullcontext() if sync else self.accelerator.no_sync(self.model)
+            with ctx:
+                loss, info = self.compute_loss(batch, stage)
+                self.accelerator.backward(loss / cfg.grad_accum)
+            infos.append(info)
+        if cfg.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        record: dict[str, Any] = {"step": self.step, "stage": stage.value, "lr": self._lr()}
+        for key in ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss"):
+            vals = [i[key] for i in infos if not math.isnan(i[key])]
+            record[key] = float(np.mean(vals)) if vals else None
+        record["tokens"] = int(sum(i["tokens"] for i in infos))
+        self.running.append(float(record["lm_loss"]))
+        if self.step % cfg.check_every == 0:
+            decision = self.scheduler.step({"loss": float(np.mean(self.running))})
+            self.running = []
+            record["decision"] = decision.to_dict()
+        self.log.append(record)
+        return record
+
+    @torch.no_grad()
+    def evaluate(self, stage: Stage | str, indices: Sequence[int] | None = None) -> dict[str, float]:
+        """Mean loss parts of samples rendered for ``stage``, in eval mode, without gradients.
+
+        Nothing random is consumed (no dropout, fixed overlay styles), so calling it
+        between steps does not change the training run. Use it for held-out losses,
+        e.g. the Easy and Medium rationale losses of a :class:`~medcurric.curriculum.GapRule`.
+
+        Args:
+            stage: The stage to render for.
+            indices: Sample indices (default: that stage's pool).
+
+        Returns:
+            ``loss``, ``lm_loss``, ``attention_kl`` (Medium), ``answer_loss``, ``rationale_loss``,
+            averaged over batches of ``batch_size``.
+        """
+        from medcurric._options import look_up_option
+
+        st = look_up_option(stage, Stage, name="stage")
+        idx = list(self.pools.get(st, range(len(self.samples))) if indices is None else indices)
+        was_training = self.model.training
+        self.model.eval()
+        rows = []
+        try:
+            for k in range(0, len(idx), self.config.batch_size):
+                picked = [(i, 0) for i in idx[k : k + self.config.batch_size]]
+                _, info = self.compute_loss(self.render_batch(st, picked), st)
+                rows.append(info)
+        finally:
+            self.model.train(was_training)
+        out = {}
+        for key in ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss"):
+            vals = [r[key] for r in rows if not math.isnan(r[key])]
+            out[key] = float(np.mean(vals)) if vals else math.nan
+        return out
+
+    def train(self, *, resume_from: str | os.PathLike[str] | None = None) -> TrainResult:
+        """Train until ``config.max_steps`` optimizer steps (resuming first, if asked).
+
+        Args:
+            resume_from: A checkpoint folder, or ``"latest"`` for the newest one in
+                ``config.output_dir`` (nothing to resume is fine then).
+
+        Returns:
+            The :class:`TrainResult`.
+        """
+        cfg = self.config
+        if resume_from is not None:
+            path = latest_checkpoint(cfg.output_dir) if str(resume_from) == "latest" else Path(resume_from)
+            if path is not None:
+                self.load_checkpoint(path)
+        out = Path(cfg.output_dir)
+        if self.accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+        written: list[str] = []
+        tokens = 0
+        start = time.perf_counter()
+        first = self.step
+        while self.step < cfg.max_steps:
+            record = self.train_step()
+            tokens += record["tokens"]
+            if self.accelerator.is_main_process:
+                with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            if self.on_log is not None:
+                self.on_log(record)
+            if cfg.log_every and self.step % cfg.log_every == 0 and self.accelerator.is_main_process:
+                print(json.dumps({k: v for k, v in record.items() if k != "decision"}), flush=True)
+            if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
+                written.append(str(self.save_checkpoint(out / f"checkpoint-{self.step}")))
+        seconds = time.perf_counter() - start
+        return TrainResult(
+            steps=self.step,
+            stage=self.scheduler.stage.value,
+            log=list(self.log),
+            decisions=[d.to_dict() for d in self.scheduler.history],
+            checkpoints=written,
+            tokens_per_second=tokens / seconds if seconds > 0 and self.step > first else 0.0,
+            seconds=seconds,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer's own state (plain JSON): step, data position, scheduler, pending losses, log."""
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "position": {k: list(v) for k, v in self.position.items()},
+            "scheduler": self.scheduler.state_dict(),
+            "running": list(self.running),
+            "log": list(self.log),
+            "config": self.config.to_dict(),
+            "num_samples": len(self.samples),
+            "world_size": self.accelerator.num_processes,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the model/optimizer/RNG come from :meth:`load_checkpoint`).
+
+        Raises:
+            DataFormatError: When the checkpoint was written for other data or another world size.
+        """
+        if int(state.get("num_samples", len(self.samples))) != len(self.samples):
+            raise DataFormatError(
+                f"The checkpoint was trained on {state.get('num_samples')} samples, but this run has "
+                f"{len(self.samples)}; resume with the same data."
+            )
+        if int(state.get("world_size", self.accelerator.num_processes)) != self.accelerator.num_processes:
+            raise DataFormatError(
+                f"The checkpoint was written by {state.get('world_size')} processes, but this run has "
+                f"{self.accelerator.num_processes}; the data position would not continue exactly. "
+                "Resume with the same number of processes."
+            )
+        self.step = int(state["step"])
+        self.position = {k: [int(v[0]), int(v[1])] for k, v in state["position"].items()}
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.running = [float(v) for v in state.get("running", [])]
+        self.log = list(state.get("log", []))
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
+        """Write a checkpoint folder (model adapters, optimizer, RNG states, ``trainer_state.json``)."""
+        path = Path(path)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(path), safe_serialization=True)
+        if self.accelerator.is_main_process:
+            tmp = path / (STATE_FILE + ".tmp")
+            tmp.write_text(json.dumps(self.state_dict()), encoding="utf-8")
+            os.replace(tmp, path / STATE_FILE)
+            self._prune(path.parent)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`.
+
+        Raises:
+            MissingFileError: When ``path`` is not a checkpoint folder.
+        """
+        path = Path(path)
+        state_file = path / STATE_FILE
+        if not state_file.is_file():
+            raise MissingFileError(
+                f"Expected a checkpoint folder with {STATE_FILE} at '{path}', but there is none; "
+                "pass a checkpoint-<step> folder or 'latest'."
+            )
+        self.accelerator.load_state(str(path), strict=False)
+        self.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
+
+    def _prune(self, root: Path) -> None:
+        keep = self.config.keep_checkpoints
+        if keep <= 0:
+            return
+        found = sorted(
+            (int(p.name.rsplit("-", 1)[-1]), p)
+            for p in root.glob("checkpoint-*")
+            if p.name.rsplit("-", 1)[-1].isdigit()
+        )
+        import shutil
+
+        for _, p in found[:-keep]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    def save_adapter(self, path: str | os.PathLike[str]) -> Path:
+        """Save the final model (peft: the adapter only) with ``save_pretrained``."""
+        path = Path(path)
+        self.accelerator.wait_for_everyone()
+        inner = self.accelerator.unwrap_model(self.model)
+        if self.accelerator.is_main_process:
+            inner.save_pretrained(str(path), safe_serialization=True)
+        return path
