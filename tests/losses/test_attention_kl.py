@@ -111,9 +111,10 @@ def test_gradcheck_float64(direction, aggregate):
     assert torch.autograd.gradcheck(fn, (att,), eps=1e-6, atol=1e-6)
 
 
-def test_gradcheck_fast_path_reduction_none_and_weights():
+def test_gradcheck_fast_path_reduction_none_and_weights(kernel):
     # The custom autograd function receives arbitrary upstream gradients per row.
     att, target, mask = _inputs(b=3, h=2, q=4, p=6, seed=3)
+    target = _shape_target(target, kernel)
     att = att.clone().requires_grad_(True)
     weights = torch.tensor([0.3, -1.7, 2.0], dtype=torch.float64)
 
@@ -122,14 +123,35 @@ def test_gradcheck_fast_path_reduction_none_and_weights():
         return (per * weights).sum()
 
     assert torch.autograd.gradcheck(fn, (att,), eps=1e-6, atol=1e-6)
-    assert torch.autograd.gradgradcheck is not None
+
+
+@pytest.fixture(params=["full", "band", "middle", "single"])
+def kernel(request):
+    """Targets whose non-zero entries span all columns, a band, a middle run, or one column."""
+    return request.param
+
+
+def _shape_target(target, kind):
+    t = target.clone()
+    p = t.shape[-1]
+    if kind == "full":
+        t[:-1] = t[:-1] + 0.05  # no zero entry (the last sample keeps its all-zero target)
+    elif kind == "middle":
+        t[:, : p // 4] = 0.0
+        t[:, -(p // 4) :] = 0.0
+        t[:, p // 2] += 0.1
+    elif kind == "single":
+        t[:-1] = 0.0
+        t[:-1, p // 2] = 1.0
+    return t
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 1 << 18])
-def test_fast_path_gradient_matches_autograd_reference_fp32(monkeypatch, chunk):
+def test_fast_path_gradient_matches_autograd_reference_fp32(monkeypatch, chunk, kernel):
     # Small chunks exercise the chunk loop with remainders.
     monkeypatch.setattr(akl, "_CPU_CHUNK_ELEMENTS", chunk)
     att, target, mask = _inputs(b=4, h=3, q=6, p=11, seed=4, dtype=torch.float32)
+    target = _shape_target(target, kernel)
     a1 = att.clone().requires_grad_(True)
     a2 = att.double().clone().requires_grad_(True)
     got = attention_kl_loss(a1, target, aggregate="kl_per_row", token_mask=mask)
@@ -225,8 +247,9 @@ def test_empty_batch_and_no_targets_give_zero_with_gradient(aggregate, reduction
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("aggregate", AGGREGATES)
-def test_bf16_input_computed_in_fp32(direction, aggregate):
+def test_bf16_input_computed_in_fp32(direction, aggregate, kernel):
     att, target, mask = _inputs(b=2, h=4, q=3, p=50, seed=8, dtype=torch.float32)
+    target = _shape_target(target, kernel)
     att = att.bfloat16()
     a1 = att.clone().requires_grad_(True)
     a2 = att.float().clone().requires_grad_(True)

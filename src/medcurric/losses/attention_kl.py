@@ -97,26 +97,38 @@ def _chunk_rows(a3: torch.Tensor) -> int:
 class _RowStats(torch.autograd.Function):
     """Row sums ``s = sum_p a`` and target-weighted log sums ``c = sum_p t_p log(a_p + eps)``.
 
-    Computed in fp32 chunk by chunk, so the forward never holds more than one small
-    work buffer and the backward writes the gradient in one pass per chunk:
-    ``d/da_p = g_s + g_c * t_p / (a_p + eps)``.
+    Computed in the dtype of ``t`` (fp32, or fp64) chunk by chunk, so the forward never
+    holds more than small work buffers and the backward writes the gradient,
+    ``d/da_p = g_s + g_c * t_p / (a_p + eps)``, in one pass per chunk. Only the columns
+    from the first to the last non-zero target entry of a sample need the logarithm and
+    the division (a blurred box covers a band of grid rows); elsewhere the gradient is
+    ``g_s``.
     """
 
     @staticmethod
     def forward(a3: torch.Tensor, t: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         b, rows, p = a3.shape
-        s = torch.empty(b, rows, dtype=t.dtype, device=a3.device)
-        c = torch.empty(b, rows, dtype=t.dtype, device=a3.device)
+        work = t.dtype
+        s = torch.empty(b, rows, dtype=work, device=a3.device)
+        c = torch.zeros(b, rows, dtype=work, device=a3.device)
         step = _chunk_rows(a3)
-        buf = torch.empty(min(step, rows), p, dtype=t.dtype, device=a3.device)
+        buf = torch.empty(min(step, rows) * p, dtype=work, device=a3.device)
         for i in range(b):
-            ti = t[i]
+            torch.sum(a3[i], dim=-1, dtype=work, out=s[i])
+            lo, hi = _support(t[i])
+            if hi <= lo:
+                continue  # no target: c stays 0
+            ti = t[i, lo:hi]
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                w = buf[: r1 - r0]
-                w.copy_(a3[i, r0:r1])
-                torch.sum(w, dim=-1, out=s[i, r0:r1])
-                w.add_(eps).log_()
+                w = buf[: (r1 - r0) * (hi - lo)].view(r1 - r0, hi - lo)
+                src = a3[i, r0:r1, lo:hi]
+                if src.dtype == work:
+                    torch.add(src, eps, out=w)
+                else:  # upcast the chunk first (bf16/fp16 input)
+                    w.copy_(src)
+                    w.add_(eps)
+                w.log_()
                 torch.mv(w, ti, out=c[i, r0:r1])
         return s, c
 
@@ -133,25 +145,52 @@ class _RowStats(torch.autograd.Function):
             return None, None, None
         b, rows, p = a3.shape
         grad = torch.empty_like(a3)
-        if g_s is None and g_c is None:
-            return grad.zero_(), None, None
         if g_c is None:
-            return grad.copy_(g_s[..., None].expand_as(grad)), None, None  # type: ignore[index]
-        g_s = torch.zeros_like(g_c) if g_s is None else g_s
+            if g_s is None:
+                return grad.zero_(), None, None
+            return grad.copy_(g_s[..., None].expand_as(grad)), None, None
+        work = t.dtype
         step = _chunk_rows(a3)
-        direct = a3.dtype == t.dtype  # write into the gradient itself, no work buffer
-        buf = None if direct else torch.empty(min(step, rows), p, dtype=t.dtype, device=a3.device)
+        n = min(step, rows)
+        direct = a3.dtype == work  # write into the gradient itself, no work buffer
+        buf = None if direct else torch.empty(n * p, dtype=work, device=a3.device)
+        tg = torch.empty(n * p, dtype=work, device=a3.device)
         for i in range(b):
-            ti = t[i]
+            lo, hi = _support(t[i])
+            k = max(hi - lo, 0)
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                w = grad[i, r0:r1] if buf is None else buf[: r1 - r0]
-                torch.add(a3[i, r0:r1], ctx.eps, out=w)
-                torch.div(ti, w, out=w)
-                torch.addcmul(g_s[i, r0:r1, None], w, g_c[i, r0:r1, None], out=w)
+                m = r1 - r0
+                for a, z in ((0, lo), (max(hi, lo), p)) if k else ((0, p),):
+                    if z > a:  # columns without target mass: d/da = g_s
+                        if g_s is None:
+                            grad[i, r0:r1, a:z].zero_()
+                        else:
+                            grad[i, r0:r1, a:z].copy_(g_s[i, r0:r1, None].expand(m, z - a))
+                if not k:
+                    continue
+                w = grad[i, r0:r1, lo:hi] if buf is None else buf[: m * k].view(m, k)
+                tgi = tg[: m * k].view(m, k)
+                torch.outer(g_c[i, r0:r1], t[i, lo:hi], out=tgi)  # g_c * t, one row per attention row
+                if direct:
+                    torch.add(a3[i, r0:r1, lo:hi], ctx.eps, out=w)
+                else:
+                    w.copy_(a3[i, r0:r1, lo:hi])
+                    w.add_(ctx.eps)
+                torch.div(tgi, w, out=w)
+                if g_s is not None:
+                    w.add_(g_s[i, r0:r1, None])
                 if buf is not None:
-                    grad[i, r0:r1].copy_(w)
+                    grad[i, r0:r1, lo:hi].copy_(w)
         return grad, None, None
+
+
+def _support(ti: torch.Tensor) -> tuple[int, int]:
+    """``[lo, hi)``: from the first to one past the last non-zero entry (``(0, 0)`` if none)."""
+    nz = ti.nonzero()
+    if nz.numel() == 0:
+        return 0, 0
+    return int(nz[0, 0]), int(nz[-1, 0]) + 1
 
 
 def _check_inputs(
