@@ -212,3 +212,62 @@ def test_demo_step(tmp_path, capsys):
     rows = [json.loads(x) for x in _lines(tmp_path / "seeds.jsonl")]
     assert len(rows) == 10 and ctx.outputs["factual seeds"] == tmp_path / "seeds.jsonl"
     assert "[seeds]" in capsys.readouterr().out
+
+
+def test_coco_with_per_class_folders_and_png_masks(tmp_path):
+    from PIL import Image
+
+    ph = make_phantom()
+    ct = tmp_path / "masks" / "ct" / "a"
+    ct.mkdir(parents=True)
+    for name in ("liver", "spleen", "kidney_left"):
+        write_nifti(
+            (ph.labels == ph.class_map.label_of(name)).astype(np.uint8),
+            ct / f"{name}.nii.gz",
+            affine=ph.affine,
+        )
+    cxr = tmp_path / "masks" / "cxr" / "b"
+    cxr.mkdir(parents=True)
+    heart = np.zeros((100, 100), np.uint8)
+    heart[40:80, 30:70] = 255
+    Image.fromarray(heart).save(cxr / "heart.png")
+    liver_key = next(r for r in ph.key_slice_lesions if r.id == "liver-small-key")
+    x1, y1, x2, y2 = liver_key.box
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "ct/a.nii.gz", "slice_index": liver_key.slice_index},
+            {"id": 2, "file_name": "cxr/b.png", "modality": "CXR", "spacing": [0.5, 0.5]},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1},
+            {"id": 2, "image_id": 2, "bbox": [45, 50, 10, 10], "category_id": 2},
+            {"id": 3, "image_id": 2, "bbox": [0, 0, 6, 6], "category_id": 2},
+        ],
+        "categories": [{"id": 1, "name": "hypodense lesion"}, {"id": 2, "name": "nodule"}],
+    }
+    det = tmp_path / "det.json"
+    det.write_text(json.dumps(coco))
+    out = tmp_path / "s.jsonl"
+    assert (
+        main(
+            [
+                "seeds",
+                "--detections",
+                str(det),
+                "--format",
+                "coco",
+                "--masks",
+                str(tmp_path / "masks"),
+                "--out",
+                str(out),
+                "--adjacent-mm",
+                "1",
+            ]
+        )
+        == 0
+    )
+    a, b, c = (json.loads(x) for x in _lines(out))
+    assert (a["organ"], a["outcome"]) == ("liver", "inside") and "hypodense lesion" in a["text"]
+    assert (b["organ"], b["outcome"]) == ("heart", "inside") and b["size_mm"] == [5.0, 5.0]
+    assert c["outcome"] == "unmatched" and "uncertain" in c["text"]
+    assert not _lines(rejects_path(out))
