@@ -85,6 +85,9 @@ class CurriculumCollator:
     Pass only :data:`MODEL_KEYS` to the model (:meth:`model_inputs`).
 
     Note:
+        Texts are not truncated (cutting the expanded image tokens would break the
+        model); drop over-long samples before collating.
+
         With ``DataLoader(num_workers > 0)`` the collator runs in worker processes with
         a copy of the scheduler, so a stage switch only reaches them when workers are
         re-created; keep ``num_workers=0`` or render in the main process.
