@@ -1,18 +1,28 @@
-"""``medcurric demo``: run the pipeline on the bundled sample and say where the output went.
+"""``medcurric demo``: run the whole pipeline on the bundled sample and say where the output went.
 
 The demo is a list of steps (:data:`STEPS`), each a function of a shared
-:class:`DemoContext`; later stages of the pipeline add their step to the list.
-Today it builds the synthetic CT phantom, matches its lesions to host organs,
-prints the table and writes ``lesions.jsonl`` and ``matches.jsonl`` to ``--out``.
-Each run rewrites its outputs.
+:class:`DemoContext`: build the synthetic CT phantom, match its lesions to host
+organs, build factual seeds on the key slices, generate QA + CoT samples with the
+template backend, render the three curriculum stages, train the tiny random
+VIP-LLaVA through Easy -> Medium with :class:`medcurric.training.CurriculumTrainer`,
+evaluate (VQA scores of generated answers, attention grounding before and after
+training, heatmaps), write the review report, and finally a summary page
+``index.html`` that links everything. Each run rewrites its outputs.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import html
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from medcurric._jsonl import JsonlWriter
 
@@ -25,15 +35,19 @@ class DemoContext:
 
     Attributes:
         out: Output directory.
-        seed: Seed of the phantom.
+        seed: Seed of the phantom, the generation and the training.
+        train_steps: Optimizer steps of the tiny training run.
         state: Results of earlier steps, by name (``"phantom"``, ``"matches"``, ...).
         outputs: Files written so far, ``description -> path``.
+        timings: Seconds each step took, by name.
     """
 
     out: Path
     seed: int = 0
+    train_steps: int = 24
     state: dict[str, object] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _rewrite(path: Path) -> JsonlWriter:
@@ -75,10 +89,314 @@ def step_match(ctx: DemoContext) -> None:
     ctx.outputs["organ matches"] = path
 
 
+def _image_name(record_id: str) -> str:
+    return f"phantom/{record_id}.png"
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def step_seeds(ctx: DemoContext) -> None:
+    """Write the key slices as 16-bit DeepLesion-style PNGs (labels beside them) and build the seeds."""
+    import dataclasses
+
+    from medcurric.anatomy import BoxOrganMatcher
+    from medcurric.data import Phantom
+    from medcurric.overlay import window_to_rgb
+    from medcurric.seeds.pipeline import build_seeds
+
+    ph = ctx.state["phantom"]
+    assert isinstance(ph, Phantom)
+    images_dir, labels_dir = ctx.out / "images", ctx.out / "labels"
+    for folder in (images_dir, labels_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+    records = [dataclasses.replace(r, image=_image_name(r.id)) for r in ph.key_slice_lesions]
+    rgb: dict[str, np.ndarray] = {}
+    for r in records:
+        z = int(r.slice_index or 0)
+        hu = ph.hu[z].astype(np.int32)
+        # DeepLesion convention: uint16 PNG holding HU + 32768.
+        _write_png(images_dir / r.image, (hu + 32768).astype(np.uint16))
+        _write_png(labels_dir / r.image, ph.labels[z].astype(np.uint8))
+        rgb[r.image] = np.asarray(window_to_rgb(hu.astype(np.float32), "soft_tissue"))
+    matcher = BoxOrganMatcher(ph.class_map, criterion="ioa", min_score=0.5, adjacent_mm=5.0)
+    seeds = build_seeds(records, ph.label_map(), matcher=matcher)
+    height, width = ph.shape[1], ph.shape[2]
+    seeds = [dataclasses.replace(s, extra={**s.extra, "image_size": [width, height]}) for s in seeds]
+    ctx.state.update(records=records, seeds=seeds, rgb=rgb)
+    path = ctx.out / "seeds.jsonl"
+    with _rewrite(path) as writer:
+        writer.write_many(seeds)
+    ctx.outputs["factual seeds"] = path
+    ctx.outputs["key slices (16-bit PNG, HU + 32768)"] = images_dir
+    ctx.outputs["label slices (uint8 PNG)"] = labels_dir
+    for s in seeds:
+        print(f"[seeds] {s.id}: {s.text}")
+
+
+def step_generate(ctx: DemoContext) -> None:
+    """Generate Easy/Medium/Hard QA + CoT samples with the template backend; write samples and rejects."""
+    from medcurric.cot import CoTGenerator, TemplateBackend
+    from medcurric.data import Phantom
+
+    ph = ctx.state["phantom"]
+    assert isinstance(ph, Phantom)
+    generator = CoTGenerator(TemplateBackend(), vocabulary=ph.class_map)
+    generated = list(generator.generate(ctx.state["seeds"]))  # type: ignore[arg-type]
+    samples = [s for s in generated if s.accepted]
+    rejects = [s for s in generated if not s.accepted]
+    ctx.state.update(samples=samples, rejects=rejects)
+    for name, items in (("samples", samples), ("rejects", rejects)):
+        path = ctx.out / f"{name}.jsonl"
+        with _rewrite(path) as writer:
+            writer.write_many(items)
+        ctx.outputs[f"CoT {name}"] = path
+    print(f"[generate] {len(samples)} accepted, {len(rejects)} rejected samples (template backend)")
+
+
+def step_render(ctx: DemoContext) -> None:
+    """Render one lesion's sample for each stage: Easy overlay, Medium image + attention target, Hard."""
+    from medcurric.curriculum import render
+    from medcurric.eval import plot_attention
+    from medcurric.geometry import Preprocess
+    from medcurric.tiny import build_tiny_processor
+
+    samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
+    rgb: dict[str, np.ndarray] = ctx.state["rgb"]  # type: ignore[assignment]
+    processor = build_tiny_processor()
+    preprocess = Preprocess.from_processor(processor)
+    folder = ctx.out / "stages"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    # The first lesion with an accepted open sample in every stage.
+    by_seed: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        if s.question_type == "open":
+            by_seed.setdefault(s.seed_id, {}).setdefault(s.stage, s)
+    seed_id = next((k for k, v in by_seed.items() if len(v) == 3), None)
+    rendered: list[dict[str, Any]] = []
+    if seed_id is not None:
+        for stage in ("easy", "medium", "hard"):
+            sample = by_seed[seed_id][stage]
+            out = render(sample, stage, image=rgb[sample.image], preprocess=preprocess, grid=(6, 6))
+            png = folder / f"{stage}.png"
+            out["image"].save(png)
+            entry = {"stage": stage, "id": sample.id, "image": png.name, "prompt": out["prompt"],
+                     "target": out["target"]}
+            if out["attention_target"] is not None:
+                target_png = folder / "medium-attention-target.png"
+                plot_attention(out["image"], out["attention_target"], (6, 6), out["box_norm"], target_png,
+                               titles=["Medium attention target (6 x 6 grid)"])
+                entry["attention_target"] = target_png.name
+            rendered.append(entry)
+    (folder / "stages.json").write_text(json.dumps(rendered, indent=2), encoding="utf-8")
+    ctx.state["rendered"] = rendered
+    ctx.outputs["stage renderings"] = folder
+    print(f"[render] Easy / Medium / Hard renderings of {seed_id} in {folder}")
+
+
+def _attention_maps(trainer: Any, samples: Sequence[Any]) -> np.ndarray:
+    """Per-sample attention map over the image tokens (heads, layers and supervised tokens averaged)."""
+    import torch
+
+    from medcurric.attention import AttentionCapture
+    from medcurric.curriculum import Stage
+
+    inner = trainer.accelerator.unwrap_model(trainer.model)
+    index = {s.id: i for i, s in enumerate(trainer.samples)}
+    maps = []
+    was_training = inner.training
+    inner.eval()
+    try:
+        for s in samples:
+            batch = trainer.render_batch(Stage.MEDIUM, [(index[s.id], 0)])
+            layers = list(trainer.config.attention_layers)
+            with torch.no_grad(), AttentionCapture(inner, layers=layers, query_mask=batch["supervised_mask"]) as cap:
+                inner(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")})
+                rows = torch.stack([cap.attentions[layer] for layer in layers])  # [K, B, H, Q, P]
+                assert cap.query_mask is not None
+                mask = cap.query_mask[0]
+                att = rows[:, 0][:, :, mask].mean(dim=(0, 1, 2))
+            maps.append((att / att.sum()).cpu().numpy())
+    finally:
+        inner.train(was_training)
+    return np.stack(maps) if maps else np.zeros((0, 0))
+
+
+def step_train(ctx: DemoContext) -> None:
+    """Train the tiny random VIP-LLaVA through Easy -> Medium (the reference trainer's loop)."""
+    import torch
+
+    from medcurric.curriculum import plot_history
+    from medcurric.tiny import build_tiny_vlm
+    from medcurric.training import CurriculumTrainer, TrainConfig
+
+    torch.manual_seed(ctx.seed)
+    samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
+    folder = ctx.out / "training"
+    shutil.rmtree(folder, ignore_errors=True)
+    vlm = build_tiny_vlm(seed=ctx.seed)
+    config = TrainConfig(
+        output_dir=str(folder), max_steps=ctx.train_steps, batch_size=4, lr=5e-3, check_every=2,
+        patience=1, min_delta=0.05, attention_weight=10.0, lora_r=8, seed=ctx.seed,
+    )
+    trainer = CurriculumTrainer(config, samples, model=vlm.model, processor=vlm.processor,
+                                images=ctx.state["rgb"])  # type: ignore[arg-type]
+    medium = [s for s in samples if s.stage == "medium"][:8]
+    ctx.state["attention_before"] = _attention_maps(trainer, medium)
+    result = trainer.train()
+    ctx.state.update(trainer=trainer, vlm=vlm, train_result=result, attention_samples=medium)
+    ctx.state["attention_after"] = _attention_maps(trainer, medium)
+    plot = ctx.out / "curriculum.png"
+    plot_history(trainer.scheduler, plot, title="medcurric demo: tiny VIP-LLaVA, Easy -> Medium")
+    ctx.outputs["training log and checkpoint"] = folder
+    ctx.outputs["curriculum plot"] = plot
+    print(f"[train] {result.steps} steps, stage switches after steps {result.switch_steps()}, final stage "
+          f"{result.stage}; LM loss {result.log[0]['lm_loss']:.3f} -> {result.log[-1]['lm_loss']:.3f}")
+
+
+def _generate_answers(ctx: DemoContext, samples: Sequence[Any]) -> dict[str, str]:
+    """Greedy answers of the trained tiny model to the Hard prompts (image + question only)."""
+    import torch
+
+    from medcurric.curriculum import render
+
+    trainer = ctx.state["trainer"]
+    vlm = ctx.state["vlm"]
+    inner = trainer.accelerator.unwrap_model(trainer.model)  # type: ignore[attr-defined]
+    tokenizer = vlm.tokenizer  # type: ignore[attr-defined]
+    out: dict[str, str] = {}
+    inner.eval()
+    for s in samples:
+        r = render(s, "hard", image=ctx.state["rgb"][s.image])  # type: ignore[index]
+        enc = vlm.processor(images=[r["image"]], text=[r["prompt"]], return_tensors="pt")  # type: ignore[attr-defined]
+        with torch.no_grad():
+            ids = inner.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        text = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out[s.id] = text.replace("Answer:", "").strip()
+    inner.train()
+    return out
+
+
+def step_evaluate(ctx: DemoContext) -> None:
+    """Score the trained model: VQA on the Hard questions, attention grounding before/after, heatmaps."""
+    from medcurric.eval import VQAItem, plot_attention, score_grounding, score_vqa
+
+    samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
+    hard = [s for s in samples if s.stage == "hard"]
+    predictions = _generate_answers(ctx, hard)
+    refs = [VQAItem(id=s.id, question=s.question, answer=s.answer, answer_type=s.question_type,
+                    image=s.image, organ=s.organ) for s in hard]
+    vqa = {mode: score_vqa(refs, predictions, compat=mode).summary() for mode in ("default", "llava-med")}
+    with _rewrite(ctx.out / "predictions.jsonl") as writer:
+        writer.write_many([{"id": k, "prediction": v} for k, v in predictions.items()])
+    medium: list[Any] = ctx.state["attention_samples"]  # type: ignore[assignment]
+    grid = (6, 6)
+    grounding = {}
+    for when in ("before", "after"):
+        maps: np.ndarray = ctx.state[f"attention_{when}"]  # type: ignore[assignment]
+        preds = {s.id: {"attention": maps[i].tolist(), "grid": list(grid)} for i, s in enumerate(medium)}
+        grounding[when] = score_grounding(medium, preds).summary()
+    folder = ctx.out / "attention"
+    shutil.rmtree(folder, ignore_errors=True)
+    for i, s in enumerate(medium[:4]):
+        stacked = np.stack([ctx.state["attention_before"][i], ctx.state["attention_after"][i]])  # type: ignore[index]
+        plot_attention(ctx.state["rgb"][s.image], stacked, grid, s.box_norm,  # type: ignore[index]
+                       folder / f"{s.seed_id}-{s.question_type}.png", titles=["before training", "after Easy -> Medium"])
+    result = {"vqa": vqa, "grounding": grounding, "n_vqa": len(refs), "n_grounding": len(medium)}
+    path = ctx.out / "evaluation.json"
+    path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    ctx.state["evaluation"] = result
+    ctx.outputs["evaluation scores"] = path
+    ctx.outputs["generated answers"] = ctx.out / "predictions.jsonl"
+    ctx.outputs["attention heatmaps"] = folder
+    print(f"[evaluate] VQA (default) open recall {vqa['default'].get('open_recall')}, closed accuracy "
+          f"{vqa['default'].get('closed_accuracy')}; attention mass in box "
+          f"{grounding['before'].get('mean_mass_in_box')} -> {grounding['after'].get('mean_mass_in_box')}")
+
+
+def step_review(ctx: DemoContext) -> None:
+    """Write the HTML review report of the samples, with host-organ contours from the label slices."""
+    from medcurric.data import Phantom
+    from medcurric.review import write_review
+    from medcurric.review._cli import label_slice_masks
+
+    ph = ctx.state["phantom"]
+    assert isinstance(ph, Phantom)
+    folder = ctx.out / "review"
+    shutil.rmtree(folder, ignore_errors=True)
+    report = write_review(
+        ctx.out / "samples.jsonl", folder, rejects=ctx.out / "rejects.jsonl", seeds=ctx.out / "seeds.jsonl",
+        image_root=ctx.out / "images", masks=label_slice_masks(ctx.out / "labels"), class_map=ph.class_map,
+        sample_n=10, seed=ctx.seed, title="medcurric demo review",
+    )
+    ctx.outputs["review report"] = report.index
+    print(f"[review] {report.num_samples} samples, {report.num_rejects} rejects -> {report.index}")
+
+
+def _link(ctx: DemoContext, path: Path) -> str:
+    rel = path.resolve().relative_to(ctx.out.resolve()).as_posix()
+    return html.escape(rel + ("/" if path.is_dir() else ""), quote=True)
+
+
+def step_index(ctx: DemoContext) -> None:
+    """Write ``index.html``: what each step produced, with links (all text escaped)."""
+    esc = html.escape
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>medcurric demo</title>",
+             "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}"
+             "img{max-width:300px;margin:4px;border:1px solid #ddd}</style></head><body>",
+             "<h1>medcurric demo</h1><p>The whole pipeline on the synthetic CT phantom: match, seeds, "
+             "template CoT generation, the three stages, a tiny Easy &rarr; Medium training run, "
+             "evaluation and the review report.</p>"]
+    parts.append("<h2>Files</h2><ul>")
+    for what, path in ctx.outputs.items():
+        parts.append(f"<li><a href='{_link(ctx, path)}'>{esc(what)}</a></li>")
+    parts.append("</ul>")
+    seeds = ctx.state.get("seeds") or []
+    parts.append("<h2>Factual seeds</h2><table><tr><th>lesion</th><th>outcome</th><th>organ</th><th>seed</th></tr>")
+    for s in seeds:  # type: ignore[attr-defined]
+        parts.append(f"<tr><td>{esc(s.id)}</td><td>{esc(str(s.outcome))}</td><td>{esc(str(s.organ))}</td>"
+                     f"<td>{esc(s.text)}</td></tr>")
+    parts.append("</table><h2>Curriculum stages</h2>")
+    for entry in ctx.state.get("rendered") or []:  # type: ignore[attr-defined]
+        parts.append(f"<h3>{esc(entry['stage'])}</h3><img src='stages/{esc(entry['image'], quote=True)}' alt=''>")
+        if "attention_target" in entry:
+            parts.append(f"<img src='stages/{esc(entry['attention_target'], quote=True)}' alt=''>")
+        parts.append(f"<pre>{esc(entry['prompt'])}\n{esc(entry['target'])}</pre>")
+    result = ctx.state.get("train_result")
+    if result is not None:
+        parts.append("<h2>Training</h2><img src='curriculum.png' alt='curriculum plot' style='max-width:600px'>")
+        parts.append(f"<p>{esc(str(result.steps))} steps; stage switched after step(s) "  # type: ignore[attr-defined]
+                     f"{esc(str(result.switch_steps()))}; final stage {esc(result.stage)}.</p>")  # type: ignore[attr-defined]
+    evaluation = ctx.state.get("evaluation")
+    if evaluation is not None:
+        parts.append(f"<h2>Evaluation</h2><pre>{esc(json.dumps(evaluation, indent=2))}</pre>")
+        heat = ctx.out / "attention"
+        for png in sorted(heat.glob("*.png")):
+            parts.append(f"<img src='attention/{esc(png.name, quote=True)}' alt='' style='max-width:600px'>")
+    timings = ", ".join(f"{esc(k)} {v:.1f} s" for k, v in ctx.timings.items())
+    parts.append(f"<h2>Timings</h2><p>{timings}</p></body></html>")
+    path = ctx.out / "index.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    ctx.outputs["summary page"] = path
+
+
 #: The demo's steps, run in order.
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("phantom", step_phantom),
     ("match", step_match),
+    ("seeds", step_seeds),
+    ("generate", step_generate),
+    ("render", step_render),
+    ("train", step_train),
+    ("evaluate", step_evaluate),
+    ("review", step_review),
+    ("index", step_index),
 ]
 
 
@@ -86,17 +404,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to ``parser``."""
     parser.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR",
                         help="output directory (default ./demo-output)")
-    parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="phantom, generation and training seed (default 0)")
+    parser.add_argument("--train-steps", type=int, default=24, metavar="N",
+                        help="optimizer steps of the tiny training run (default 24)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run every step of :data:`STEPS`; print where the output went."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = DemoContext(out=out, seed=int(args.seed))
-    for _name, step in STEPS:
+    ctx = DemoContext(out=out, seed=int(args.seed), train_steps=int(args.train_steps))
+    start = time.perf_counter()
+    for name, step in STEPS:
+        t0 = time.perf_counter()
         step(ctx)
-    print("\nmedcurric demo: output written to " + str(out.resolve()))
+        ctx.timings[name] = time.perf_counter() - t0
+    print(f"\n[demo] {len(STEPS)} steps in {time.perf_counter() - start:.1f} s")
+    print("medcurric demo: output written to " + str(out.resolve()))
     for what, path in ctx.outputs.items():
         print(f"  {what}: {path.resolve()}")
     return 0

@@ -1,0 +1,120 @@
+"""``medcurric demo``: the whole pipeline on the bundled sample, end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("peft")
+pytest.importorskip("matplotlib")
+
+from medcurric import cli
+from medcurric._demo import STEPS, DemoContext, step_index
+from medcurric.anatomy import BoxOrganMatcher
+from medcurric.cot.records import CoTSample
+from medcurric.data import make_phantom
+from medcurric.io.png import read_deeplesion_slice
+from medcurric.seeds.records import FactualSeed
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(["demo", "--out", str(out), "--train-steps", "10"]) == 0
+    return out, buf.getvalue()
+
+
+def test_steps_are_the_pipeline() -> None:
+    names = [name for name, _ in STEPS]
+    assert names == ["phantom", "match", "seeds", "generate", "render", "train", "evaluate", "review", "index"]
+
+
+def test_demo_prints_where_output_went(demo) -> None:
+    out, text = demo
+    assert f"output written to {out.resolve()}" in text
+    for name in ("index.html", "samples.jsonl", "curriculum.png", "review"):
+        assert name in text
+
+
+def test_demo_records_follow_the_phantom(demo) -> None:
+    out, _ = demo
+    ph = make_phantom()
+    seeds = [FactualSeed.from_json(line) for line in (out / "seeds.jsonl").read_text().splitlines()]
+    assert [s.id for s in seeds] == [r.id for r in ph.key_slice_lesions]
+    # The seeds' organs are those of an independent match of the key-slice boxes.
+    matches = BoxOrganMatcher(ph.class_map, criterion="ioa", min_score=0.5, adjacent_mm=5.0).match_records(
+        ph.key_slice_lesions, ph.label_map())
+    assert [s.organ for s in seeds] == [m.organ for m in matches]
+    samples = [CoTSample.from_json(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    rejects = [CoTSample.from_json(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert samples and all(s.accepted for s in samples) and not any(r.accepted for r in rejects)
+    assert {s.stage for s in samples} == {"easy", "medium", "hard"}
+    assert {s.seed_id for s in samples} <= {s.id for s in seeds}
+    # 16-bit DeepLesion-style key slices (HU + 32768) and label slices beside them.
+    for r in ph.key_slice_lesions:
+        hu = read_deeplesion_slice(out / "images" / "phantom" / f"{r.id}.png")
+        np.testing.assert_array_equal(hu, ph.hu[r.slice_index].astype(hu.dtype))
+        from PIL import Image
+
+        with Image.open(out / "labels" / "phantom" / f"{r.id}.png") as im:
+            np.testing.assert_array_equal(np.asarray(im), ph.labels[r.slice_index])
+
+
+def test_demo_stages_training_and_evaluation(demo) -> None:
+    out, _ = demo
+    stages = json.loads((out / "stages" / "stages.json").read_text())
+    assert [s["stage"] for s in stages] == ["easy", "medium", "hard"]
+    assert "[0." in stages[0]["prompt"]  # Easy cites the box
+    assert stages[2]["target"].startswith("Answer: ") and "Reasoning" not in stages[2]["target"]
+    from PIL import Image
+
+    easy = np.asarray(Image.open(out / "stages" / "easy.png").convert("RGB"))
+    hard = np.asarray(Image.open(out / "stages" / "hard.png").convert("RGB"))
+    assert easy.shape == hard.shape and (easy != hard).any()  # the overlay is drawn on Easy only
+    log = [json.loads(line) for line in (out / "training" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 10 and log[0]["stage"] == "easy"
+    assert (out / "training" / "checkpoint-10" / "trainer_state.json").is_file()
+    assert (out / "curriculum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert set(evaluation["vqa"]) == {"default", "llava-med"}
+    assert evaluation["vqa"]["default"]["n_open"] + evaluation["vqa"]["default"]["n_closed"] == evaluation["n_vqa"]
+    for when in ("before", "after"):
+        mass = evaluation["grounding"][when]["mean_mass_in_box"]
+        assert 0.0 <= mass <= 1.0
+    predictions = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == evaluation["n_vqa"]
+    assert list((out / "attention").glob("*.png"))
+    assert (out / "review" / "index.html").is_file()
+
+
+def test_index_links_resolve(demo) -> None:
+    out, _ = demo
+    page = (out / "index.html").read_text()
+    targets = re.findall(r"(?:href|src)='([^']+)'", page)
+    assert len(targets) >= 10
+    for t in targets:
+        assert (out / t).exists(), t
+
+
+def test_index_escapes_text(tmp_path: Path) -> None:
+    seed = FactualSeed(id="x<script>", text="<img src=x onerror=alert(1)> & 'q'", lesion_type="cyst",
+                       organ="liver", organ_label=5, outcome="inside", score=1.0, criterion="ioa",
+                       image="a.png", box=(0.0, 0.0, 1.0, 1.0))
+    ctx = DemoContext(out=tmp_path)
+    ctx.state["seeds"] = [seed]
+    ctx.outputs["<b>bold</b>"] = tmp_path / "a&b.txt"
+    (tmp_path / "a&b.txt").write_text("x")
+    step_index(ctx)
+    page = (tmp_path / "index.html").read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "<b>bold" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; &#x27;q&#x27;" in page
+    assert "href='a&amp;b.txt'" in page
