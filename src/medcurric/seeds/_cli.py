@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import glob
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -153,7 +154,7 @@ def _deeplesion_mask(root: Path, record: LesionRecord) -> tuple[Path | None, int
         raise DataFormatError(f"Record {record.id!r} has no DeepLesion series in extra['series'].")
     key = int(record.slice_index or 0)
     safe_join(root, series)  # refuse series names that leave the root
-    for f in sorted(root.glob(f"{series}_*")):
+    for f in sorted(root.glob(f"{glob.escape(series)}_*")):
         tail = f.name[len(series) + 1 :]
         for suffix in _NIFTI:
             if tail.endswith(suffix):
