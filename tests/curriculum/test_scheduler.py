@@ -359,3 +359,26 @@ def test_per_domain_resume_is_identical(values: list[float], data: st.DataObject
     resumed = CurriculumScheduler(**kw)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict(), allow_nan=False)))
     assert head + run(resumed, values[cut:], cut) == full
+
+
+@SETTINGS
+@given(values=loss_curves(), opts=plateau_options, data=st.data())
+def test_without_the_finite_check_non_finite_values_behave_as_in_torch(
+    values: list[float], opts: dict, data: st.DataObject
+) -> None:
+    positions = data.draw(st.sets(st.integers(0, len(values) - 1), max_size=4))
+    noisy = [data.draw(st.sampled_from([math.nan, math.inf, -math.inf])) if i in positions else v for i, v in enumerate(values)]
+    sched = CurriculumScheduler(check_finite=False, **opts)
+    got = switches(sched, noisy)
+    expected = first_reduction(noisy, **opts)
+    assert got == ([] if expected is None else [expected])
+
+
+def test_non_finite_best_survives_a_json_round_trip() -> None:
+    sched = CurriculumScheduler(check_finite=False, patience=1)
+    sched.step({"loss": -math.inf})
+    state = json.loads(json.dumps(sched.state_dict(), allow_nan=False))
+    fresh = CurriculumScheduler(check_finite=False, patience=1)
+    fresh.load_state_dict(state)
+    assert fresh.best == -math.inf
+    assert [fresh.step({"loss": v}).switched for v in (0.0, 0.0)] == [sched.step({"loss": v}).switched for v in (0.0, 0.0)]

@@ -256,6 +256,13 @@ def _json_float(value: float | None) -> float | None:
     return float(value)
 
 
+def _encode_float(value: float | None) -> float | str | None:
+    """A float for JSON: non-finite values (only possible with ``check_finite=False``) as strings."""
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)  # "inf", "-inf" or "nan"; float() reads them back
+
+
 def _sigmoid(x: float) -> float:
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -546,7 +553,7 @@ class CurriculumScheduler:
             "stages": [s.value for s in self.stages],
             "stage": self.stage.value,
             "num_checks": self._num_checks,
-            "best": _json_float(self._best),
+            "best": _encode_float(self._best),
             "num_bad_checks": self._num_bad,
             "epoch": self._epoch,
             "domains": {
@@ -591,7 +598,7 @@ class CurriculumScheduler:
         self._stage_index = index
         self._num_checks = int(state.get("num_checks", 0))
         best = state.get("best")
-        self._best = None if best is None else float(best)
+        self._best = None if best is None else float(best)  # float("inf") parses the encoded form
         self._num_bad = int(state.get("num_bad_checks", 0))
         self._epoch = int(state.get("epoch", 0))
         self._domains = {
