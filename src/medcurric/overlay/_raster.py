@@ -244,83 +244,122 @@ def scribble(
 
 
 # ----------------------------------------------------------------------------- numba kernel
+#
+# Ellipse outlines are also limited to the band between the ellipses with radii
+# (rx +- (hw + 1.5)) (the first-order distance is poor far from the curve); both back
+# ends apply the same limit, so they agree.
 
 
-@numba.njit(cache=True, nogil=True)
-def _coverage(p: np.ndarray, px: float, py: float) -> float:  # pragma: no cover - numba
-    kind = p[0]
-    hw = p[5]
-    if px < p[6] or px > p[8] or py < p[7] or py > p[9]:
+@numba.njit(cache=True, nogil=True, inline="always")
+def _coverage(
+    kind: float,
+    a0: float,
+    a1: float,
+    a2: float,
+    a3: float,
+    hw: float,
+    bx0: float,
+    by0: float,
+    bx1: float,
+    by1: float,
+    px: float,
+    py: float,
+) -> float:  # pragma: no cover - numba
+    if px < bx0 or px > bx1 or py < by0 or py > by1:
         return 0.0
     if kind == 0.0:
-        dx = p[3] - p[1]
-        dy = p[4] - p[2]
+        dx = a2 - a0
+        dy = a3 - a1
         l2 = dx * dx + dy * dy
         t = 0.0
         if l2 > 0.0:
-            t = ((px - p[1]) * dx + (py - p[2]) * dy) / l2
+            t = ((px - a0) * dx + (py - a1) * dy) / l2
             t = min(max(t, 0.0), 1.0)
-        ex = px - (p[1] + t * dx)
-        ey = py - (p[2] + t * dy)
+        ex = px - (a0 + t * dx)
+        ey = py - (a1 + t * dy)
         d = math.sqrt(ex * ex + ey * ey)
     elif kind == 1.0:
-        cx = 0.5 * (p[1] + p[3])
-        cy = 0.5 * (p[2] + p[4])
-        qx = abs(px - cx) - 0.5 * (p[3] - p[1])
-        qy = abs(py - cy) - 0.5 * (p[4] - p[2])
+        qx = abs(px - 0.5 * (a0 + a2)) - 0.5 * (a2 - a0)
+        qy = abs(py - 0.5 * (a1 + a3)) - 0.5 * (a3 - a1)
         ox = max(qx, 0.0)
         oy = max(qy, 0.0)
         d = abs(math.sqrt(ox * ox + oy * oy) + min(max(qx, qy), 0.0))
     elif kind == 2.0:
-        x = px - p[1]
-        y = py - p[2]
-        rx = p[3]
-        ry = p[4]
-        k0 = math.sqrt((x / rx) ** 2 + (y / ry) ** 2)
-        k1 = math.sqrt((x / (rx * rx)) ** 2 + (y / (ry * ry)) ** 2)
-        d = abs(k0 * (k0 - 1.0) / k1) if k1 > 0.0 else min(rx, ry)
+        x = px - a0
+        y = py - a1
+        big = hw + 1.5
+        ox = x / (a2 + big)
+        oy = y / (a3 + big)
+        if ox * ox + oy * oy > 1.0:
+            return 0.0
+        if a2 > big and a3 > big:
+            ix = x / (a2 - big)
+            iy = y / (a3 - big)
+            if ix * ix + iy * iy < 1.0:
+                return 0.0
+        u = x / a2
+        v = y / a3
+        k0 = math.sqrt(u * u + v * v)
+        u = u / a2
+        v = v / a3
+        k1 = math.sqrt(u * u + v * v)
+        d = abs(k0 * (k0 - 1.0) / k1) if k1 > 0.0 else min(a2, a3)
     else:
         return 0.0
     c = hw - d + 0.5
     return min(max(c, 0.0), 1.0)
 
 
-@numba.njit(cache=True, nogil=True)
-def _spans(p: np.ndarray, py: float, out: np.ndarray) -> int:  # pragma: no cover - numba
-    """Conservative x-ranges (pixel centres) of row ``py`` that primitive ``p`` may cover."""
-    kind = p[0]
-    m = p[5] + 0.5
-    if py < p[7] or py > p[9]:
+@numba.njit(cache=True, nogil=True, inline="always")
+def _spans(
+    kind: float,
+    a0: float,
+    a1: float,
+    a2: float,
+    a3: float,
+    hw: float,
+    bx0: float,
+    by0: float,
+    bx1: float,
+    by1: float,
+    py: float,
+    out: np.ndarray,
+) -> int:  # pragma: no cover - numba
+    """Conservative x-ranges (pixel centres) of row ``py`` that a primitive may cover."""
+    m = hw + 0.5
+    if py < by0 or py > by1:
         return 0
     if kind == 1.0:
-        if py > p[2] + m and py < p[4] - m:
-            out[0, 0], out[0, 1] = p[1] - m, p[1] + m
-            out[1, 0], out[1, 1] = p[3] - m, p[3] + m
+        if py > a1 + m and py < a3 - m and a0 + m < a2 - m:  # two disjoint side spans
+            out[0, 0], out[0, 1] = a0 - m, a0 + m
+            out[1, 0], out[1, 1] = a2 - m, a2 + m
             return 2
-        out[0, 0], out[0, 1] = p[1] - m, p[3] + m
+        out[0, 0], out[0, 1] = a0 - m, a2 + m
         return 1
     if kind == 2.0:
-        big = 2.0 * m + 1.0
-        ro_x, ro_y = p[3] + big, p[4] + big
-        dy = py - p[2]
+        big = hw + 1.5
+        ro_x, ro_y = a2 + big, a3 + big
+        dy = py - a1
         if abs(dy) >= ro_y:
             return 0
-        xo = ro_x * math.sqrt(1.0 - (dy / ro_y) ** 2)
-        ri_x, ri_y = p[3] - big, p[4] - big
+        r = dy / ro_y
+        xo = ro_x * math.sqrt(1.0 - r * r)
+        ri_x, ri_y = a2 - big, a3 - big
         if ri_x > 0.0 and ri_y > 0.0 and abs(dy) < ri_y:
-            xi = ri_x * math.sqrt(1.0 - (dy / ri_y) ** 2)
-            out[0, 0], out[0, 1] = p[1] - xo, p[1] - xi
-            out[1, 0], out[1, 1] = p[1] + xi, p[1] + xo
+            r = dy / ri_y
+            xi = ri_x * math.sqrt(1.0 - r * r)
+            out[0, 0], out[0, 1] = a0 - xo, a0 - xi
+            out[1, 0], out[1, 1] = a0 + xi, a0 + xo
             return 2
-        out[0, 0], out[0, 1] = p[1] - xo, p[1] + xo
+        out[0, 0], out[0, 1] = a0 - xo, a0 + xo
         return 1
     if kind == 0.0:
-        lo, hi = p[6], p[8]
-        dx = p[3] - p[1]
-        dy = p[4] - p[2]
+        lo, hi = bx0, bx1
+        dx = a2 - a0
+        dy = a3 - a1
         length = math.sqrt(dx * dx + dy * dy)
         if abs(dy) > 1e-9 * (length + 1.0):
-            xl = p[1] + (py - p[2]) * dx / dy
+            xl = a0 + (py - a1) * dx / dy
             half = m * length / abs(dy) + 1.0
             lo = max(lo, xl - half)
             hi = min(hi, xl + half)
@@ -331,61 +370,90 @@ def _spans(p: np.ndarray, py: float, out: np.ndarray) -> int:  # pragma: no cove
     return 0
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _blend(
+    img: np.ndarray,
+    b: int,
+    y: int,
+    x: int,
+    c: float,
+    colors: np.ndarray,
+    alpha: float,
+    is_float: bool,
+) -> None:  # pragma: no cover - numba
+    a = alpha * c
+    if is_float:
+        for ch in range(img.shape[3]):
+            v = img[b, y, x, ch]
+            img[b, y, x, ch] = v + (colors[b, ch] / 255.0 - v) * a
+    else:
+        ai = int(a * 255.0 + 0.5)
+        for ch in range(img.shape[3]):
+            v = int(img[b, y, x, ch])
+            img[b, y, x, ch] = (v * (255 - ai) + int(colors[b, ch]) * ai + 127) // 255
+
+
 @numba.njit(cache=True, nogil=True)
 def _draw_numba(
     img: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray, is_float: bool
 ) -> None:  # pragma: no cover - numba
-    """Draw ``prims[b]`` on ``img[b]`` (``[B, H, W, C]``), in place, visiting only stroke pixels."""
+    """Draw ``prims[b]`` on ``img[b]`` (``[B, H, W, C]``), in place, visiting only stroke pixels.
+
+    A prompt made of one primitive is blended in one pass; a union of several is
+    first accumulated (maximum coverage) in a scratch buffer over its region.
+    """
     nb, h, w = img.shape[0], img.shape[1], img.shape[2]
     nk = prims.shape[1]
     spans = np.empty((2, 2), np.float64)
     for b in range(nb):
-        # region of this prompt, in pixels
         x0, y0, x1, y1 = w, h, 0, 0
+        count = 0
         for k in range(nk):
-            p = prims[b, k]
-            if p[0] < 0:
+            if prims[b, k, 0] < 0:
                 continue
-            x0 = min(x0, max(0, math.floor(p[6])))
-            y0 = min(y0, max(0, math.floor(p[7])))
-            x1 = max(x1, min(w, math.ceil(p[8]) + 1))
-            y1 = max(y1, min(h, math.ceil(p[9]) + 1))
-        if x1 <= x0 or y1 <= y0:
+            count += 1
+            x0 = min(x0, max(0, math.floor(prims[b, k, 6])))
+            y0 = min(y0, max(0, math.floor(prims[b, k, 7])))
+            x1 = max(x1, min(w, math.ceil(prims[b, k, 8]) + 1))
+            y1 = max(y1, min(h, math.ceil(prims[b, k, 9]) + 1))
+        if count == 0 or x1 <= x0 or y1 <= y0:
             continue
-        scratch = np.zeros((y1 - y0, x1 - x0), np.float32)
-        for stage in range(2):
+        alpha = alphas[b]
+        scratch = np.zeros((y1 - y0 if count > 1 else 0, x1 - x0 if count > 1 else 0), np.float32)
+        for stage in range(2 if count > 1 else 1):
             for k in range(nk):
-                p = prims[b, k]
-                if p[0] < 0:
+                kind = prims[b, k, 0]
+                if kind < 0:
                     continue
-                ya = max(y0, math.floor(p[7]))
-                yb = min(y1, math.ceil(p[9]) + 1)
+                a0, a1, a2, a3 = prims[b, k, 1], prims[b, k, 2], prims[b, k, 3], prims[b, k, 4]
+                hw = prims[b, k, 5]
+                bx0, by0, bx1, by1 = prims[b, k, 6], prims[b, k, 7], prims[b, k, 8], prims[b, k, 9]
+                ya = max(y0, math.floor(by0))
+                yb = min(y1, math.ceil(by1) + 1)
                 for y in range(ya, yb):
-                    ns = _spans(p, y + 0.5, spans)
+                    py = y + 0.5
+                    ns = _spans(kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1, py, spans)
                     for s in range(ns):
                         xa = max(x0, math.ceil(spans[s, 0] - 0.5))
                         xb = min(x1, math.floor(spans[s, 1] - 0.5) + 1)
                         for x in range(xa, xb):
-                            if stage == 0:
-                                c = _coverage(p, x + 0.5, y + 0.5)
+                            if count == 1:
+                                c = _coverage(
+                                    kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1, x + 0.5, py
+                                )
+                                if c > 0.0:
+                                    _blend(img, b, y, x, c, colors, alpha, is_float)
+                            elif stage == 0:
+                                c = _coverage(
+                                    kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1, x + 0.5, py
+                                )
                                 if c > scratch[y - y0, x - x0]:
                                     scratch[y - y0, x - x0] = c
                             else:
                                 c = scratch[y - y0, x - x0]
                                 if c > 0.0:
                                     scratch[y - y0, x - x0] = 0.0
-                                    a = alphas[b] * c
-                                    if is_float:
-                                        for ch in range(img.shape[3]):
-                                            v = img[b, y, x, ch]
-                                            img[b, y, x, ch] = v + (colors[b, ch] / 255.0 - v) * a
-                                    else:
-                                        ai = int(a * 255.0 + 0.5)
-                                        for ch in range(img.shape[3]):
-                                            v = int(img[b, y, x, ch])
-                                            img[b, y, x, ch] = (
-                                                v * (255 - ai) + int(colors[b, ch]) * ai + 127
-                                            ) // 255
+                                    _blend(img, b, y, x, c, colors, alpha, is_float)
 
 
 def draw_numba(
@@ -404,39 +472,52 @@ def draw_numba(
 # ----------------------------------------------------------------------------- torch path
 
 
-def _coverage_torch(p: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Coverage of ``[B, Hr, Wr]`` pixel centres by primitives ``p`` ``[B, NPARAM]``."""
+def _coverage_torch(
+    p: torch.Tensor, px: torch.Tensor, py: torch.Tensor, kinds: set[int]
+) -> torch.Tensor:
+    """Coverage of ``[B, Hr, Wr]`` pixel centres by primitives ``p`` ``[B, NPARAM]``.
+
+    Only the formulas of the ``kinds`` present are evaluated.
+    """
 
     def col(i: int) -> torch.Tensor:
         return p[:, i].view(-1, 1, 1)
 
     kind, hw = col(0), col(5)
-    # segment
-    dx, dy = col(3) - col(1), col(4) - col(2)
-    l2 = dx * dx + dy * dy
-    t = ((px - col(1)) * dx + (py - col(2)) * dy) / torch.where(l2 > 0, l2, torch.ones_like(l2))
-    t = torch.where(l2 > 0, t.clamp(0, 1), torch.zeros_like(t))
-    d_seg = torch.hypot(px - (col(1) + t * dx), py - (col(2) + t * dy))
-    # box outline
-    qx = (px - 0.5 * (col(1) + col(3))).abs() - 0.5 * (col(3) - col(1))
-    qy = (py - 0.5 * (col(2) + col(4))).abs() - 0.5 * (col(4) - col(2))
-    d_box = (
-        torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)
-    ).abs()
-    # ellipse outline
-    rx = torch.where(kind == ELLIPSE, col(3), torch.ones_like(col(3)))
-    ry = torch.where(kind == ELLIPSE, col(4), torch.ones_like(col(4)))
-    x, y = px - col(1), py - col(2)
-    k0 = torch.hypot(x / rx, y / ry)
-    k1 = torch.hypot(x / (rx * rx), y / (ry * ry))
-    d_ell = torch.where(
-        k1 > 0,
-        (k0 * (k0 - 1) / torch.where(k1 > 0, k1, torch.ones_like(k1))).abs(),
-        torch.minimum(rx, ry),
-    )
-    d = torch.where(kind == SEGMENT, d_seg, torch.where(kind == BOX, d_box, d_ell))
-    cov = (hw - d + 0.5).clamp(0, 1)
+    d = torch.zeros(torch.broadcast_shapes(px.shape, py.shape), dtype=px.dtype, device=px.device)
     outside = (kind < 0) | (px < col(6)) | (px > col(8)) | (py < col(7)) | (py > col(9))
+    if SEGMENT in kinds:
+        dx, dy = col(3) - col(1), col(4) - col(2)
+        l2 = dx * dx + dy * dy
+        safe = torch.where(l2 > 0, l2, torch.ones_like(l2))
+        t = torch.where(l2 > 0, (((px - col(1)) * dx + (py - col(2)) * dy) / safe).clamp(0, 1), 0.0)
+        d_seg = torch.hypot(px - (col(1) + t * dx), py - (col(2) + t * dy))
+        d = torch.where(kind == SEGMENT, d_seg, d)
+    if BOX in kinds:
+        qx = (px - 0.5 * (col(1) + col(3))).abs() - 0.5 * (col(3) - col(1))
+        qy = (py - 0.5 * (col(2) + col(4))).abs() - 0.5 * (col(4) - col(2))
+        d_box = (
+            torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)
+        ).abs()
+        d = torch.where(kind == BOX, d_box, d)
+    if ELLIPSE in kinds:
+        is_ell = kind == ELLIPSE
+        rx = torch.where(is_ell, col(3), torch.ones_like(col(3)))
+        ry = torch.where(is_ell, col(4), torch.ones_like(col(4)))
+        x, y = px - col(1), py - col(2)
+        k0 = torch.hypot(x / rx, y / ry)
+        k1 = torch.hypot(x / (rx * rx), y / (ry * ry))
+        safe = torch.where(k1 > 0, k1, torch.ones_like(k1))
+        d_ell = torch.where(k1 > 0, (k0 * (k0 - 1) / safe).abs(), torch.minimum(rx, ry))
+        d = torch.where(is_ell, d_ell, d)
+        big = hw + 1.5
+        beyond = (x / (rx + big)) ** 2 + (y / (ry + big)) ** 2 > 1
+        has_inner = (rx > big) & (ry > big)
+        ix = torch.where(has_inner, rx - big, torch.ones_like(rx))
+        iy = torch.where(has_inner, ry - big, torch.ones_like(ry))
+        within = has_inner & ((x / ix) ** 2 + (y / iy) ** 2 < 1)
+        outside = outside | (is_ell & (beyond | within))
+    cov = (hw - d + 0.5).clamp(0, 1)
     return torch.where(outside, torch.zeros_like(cov), cov)
 
 
@@ -472,7 +553,9 @@ def draw_torch(
     pt = torch.as_tensor(prims, dtype=fdt, device=dev)
     cov = torch.zeros((b, hr, wr), dtype=fdt, device=dev)
     for k in range(prims.shape[1]):
-        cov = torch.maximum(cov, _coverage_torch(pt[:, k], px, py))
+        kinds = {int(v) for v in np.unique(prims[:, k, 0])} - {NONE}
+        if kinds:
+            cov = torch.maximum(cov, _coverage_torch(pt[:, k], px, py, kinds))
     a = cov * torch.as_tensor(alphas, dtype=fdt, device=dev).view(-1, 1, 1)
     bi = torch.arange(b, device=dev)[:, None, None]
     ri, ci = rows[:, :, None], cols[:, None, :]

@@ -1,0 +1,227 @@
+"""Benchmark StageOverlay drawing against VIP-LLaVA's PIL RGBA compositing (one process).
+
+64 images of 336 x 336 x 3 uint8, one prompt each (rectangles and ellipses
+alternating), random boxes of 16-160 px, random VIP-LLaVA styles (line width 2-8 px,
+alpha 96-255, nine colours); every method draws the same boxes with the same styles.
+
+Methods (all timed per batch of 64 images; fixed seed, warm-up, median / min / max
+over repeats):
+
+* ``pil_rgba_composite``: VIP-LLaVA's way, per image: a transparent RGBA layer,
+  ``ImageDraw.rectangle/ellipse`` with an RGBA outline, ``Image.alpha_composite``,
+  back to RGB (from PIL images prepared beforehand, to PIL images).
+* ``pil_draw_opaque``: ``ImageDraw`` straight on the RGB images (no alpha), for context.
+* ``cv2_opaque``: ``cv2.rectangle`` / ``cv2.ellipse`` in place, no alpha, for context.
+* ``copy_numpy`` / ``copy_torch``: a plain copy of the batch (the floor of any
+  method that returns new images).
+* ``ours_*``: :func:`medcurric.overlay.draw_overlay`, alpha-blended and anti-aliased,
+  on the numpy ``[B, H, W, 3]`` batch and the torch ``[B, 3, H, W]`` uint8 batch,
+  in place and as a copy; ``ours_torch_ops_*`` forces the pure-torch rasteriser
+  (the one that runs on CUDA) on the CPU.
+
+Prints one JSON object. ``--quick`` uses few repeats for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "repeats": repeats,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _workload(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    from medcurric.overlay import RandomStyle
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    wh = rng.uniform(16, 160, size=(n, 2))
+    xy = rng.uniform(0, 1, size=(n, 2)) * (size - wh)
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    policy = RandomStyle(shapes=("rectangle", "ellipse"))
+    styles = [
+        s.__class__(**{**s.to_dict(), "shape": ("rectangle", "ellipse")[i % 2]})
+        for i, s in enumerate(policy.sample_many(n, rng))
+    ]
+    return images, boxes, styles
+
+
+def _pil_params(boxes: np.ndarray, styles: list[Any], size: int) -> list[tuple[Any, ...]]:
+    """VIP-LLaVA's drawing arguments (integer width, 0-255 alpha) for the same strokes.
+
+    PIL strokes run inwards from the given outline box, ours are centred on a line
+    half a width outside the lesion box: the outline box is grown by one width so
+    both draw the same pixels (up to anti-aliasing).
+    """
+    out = []
+    for b, s in zip(boxes, styles, strict=True):
+        lw = max(round(s.width * size / 336), 1)
+        rgba = (*s.rgb, round(s.alpha * 255))
+        c = (b[:2] + b[2:]) / 2
+        half = (b[2:] - b[:2]) / 2 * (s.scale if s.shape.value == "ellipse" else 1.0) + lw
+        lo, hi = c - half, c + half - 1  # PIL's outline box is inclusive
+        out.append(
+            (s.shape.value, [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])], rgba, lw)
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--size", type=int, default=336)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 40)
+    torch.set_num_threads(1)
+
+    from PIL import Image, ImageDraw
+
+    from medcurric.overlay import draw_overlay
+
+    images, boxes, styles = _workload(args.images, args.size, args.seed)
+    pil_images = [Image.fromarray(im) for im in images]
+    params = _pil_params(boxes, styles, args.size)
+
+    def pil_rgba() -> list[Any]:
+        out = []
+        for img, (shape, coords, rgba, lw) in zip(pil_images, params, strict=True):
+            layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+            draw = ImageDraw.Draw(layer)
+            if shape == "ellipse":
+                draw.ellipse(coords, outline=rgba, width=lw)
+            else:
+                draw.rectangle(coords, outline=rgba, width=lw)
+            out.append(Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB"))
+        return out
+
+    def pil_opaque() -> None:
+        for img, (shape, coords, rgba, lw) in zip(pil_images, params, strict=True):
+            draw = ImageDraw.Draw(img)
+            if shape == "ellipse":
+                draw.ellipse(coords, outline=rgba[:3], width=lw)
+            else:
+                draw.rectangle(coords, outline=rgba[:3], width=lw)
+
+    results: dict[str, Any] = {}
+    results["pil_rgba_composite"] = _timeit(pil_rgba, repeats)
+    results["pil_draw_opaque"] = _timeit(pil_opaque, repeats)
+    try:
+        import cv2
+
+        cv_images = images.copy()
+        ib = boxes.round().astype(int)
+
+        def cv2_opaque() -> None:
+            for img, b, (shape, _, rgba, lw) in zip(cv_images, ib, params, strict=True):
+                if shape == "ellipse":
+                    c = (int((b[0] + b[2]) // 2), int((b[1] + b[3]) // 2))
+                    axes = (int((b[2] - b[0]) // 2), int((b[3] - b[1]) // 2))
+                    cv2.ellipse(img, c, axes, 0, 0, 360, rgba[:3], lw)
+                else:
+                    cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), rgba[:3], lw)
+
+        results["cv2_opaque"] = _timeit(cv2_opaque, repeats)
+    except ImportError:  # pragma: no cover - optional baseline
+        results["cv2_opaque"] = None
+
+    batch_np = images.copy()
+    batch_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    work_np = batch_np.copy()
+    work_t = batch_t.clone()
+    results["copy_numpy"] = _timeit(lambda: batch_np.copy(), repeats)
+    results["copy_torch"] = _timeit(lambda: batch_t.clone(), repeats)
+    results["ours_numpy_inplace"] = _timeit(
+        lambda: draw_overlay(work_np, boxes, styles, inplace=True), repeats
+    )
+    results["ours_numpy_copy"] = _timeit(lambda: draw_overlay(batch_np, boxes, styles), repeats)
+    results["ours_torch_uint8_inplace"] = _timeit(
+        lambda: draw_overlay(work_t, boxes, styles, inplace=True), repeats
+    )
+    results["ours_torch_uint8_copy"] = _timeit(
+        lambda: draw_overlay(batch_t, boxes, styles), repeats
+    )
+    results["ours_torch_ops_inplace"] = _timeit(
+        lambda: draw_overlay(work_t, boxes, styles, inplace=True, backend="torch"),
+        1 if args.quick else max(3, repeats // 4),
+    )
+
+    # same pixels? compare ours with the PIL composite on fully covered stroke pixels
+    ours = draw_overlay(batch_np, boxes, styles)
+    pil = np.stack([np.asarray(im) for im in pil_rgba()])
+    changed_ours = (ours != images).any(-1)
+    changed_pil = (pil != images).any(-1)
+    agreement = float(
+        (changed_ours & changed_pil).sum() / max((changed_ours | changed_pil).sum(), 1)
+    )
+
+    base = results["pil_rgba_composite"]["median_ms"]
+    speedups = {
+        k: base / v["median_ms"]
+        for k, v in results.items()
+        if k.startswith("ours_") and v is not None and v["median_ms"] > 0
+    }
+    out = {
+        "meta": {
+            "quick": args.quick,
+            "images": args.images,
+            "size": args.size,
+            "shapes": ["rectangle", "ellipse"],
+            "seed": args.seed,
+            "cpu": _cpu_model(),
+            "threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR", ""),
+        },
+        "results": results,
+        "speedup_vs_pil_rgba": speedups,
+        "target_speedup": 30.0,
+        "meets_target_inplace": speedups.get("ours_numpy_inplace", 0.0) >= 30.0,
+        "meets_target_copy": speedups.get("ours_numpy_copy", 0.0) >= 30.0,
+        "stroke_pixel_iou_vs_pil": agreement,
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

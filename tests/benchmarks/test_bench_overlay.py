@@ -1,0 +1,51 @@
+"""Smoke test: benchmarks/bench_overlay.py --quick runs and prints the documented JSON keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_overlay.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_overlay", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_overlay_quick(capsys) -> None:
+    bench = _load()
+    assert bench.main(["--quick", "--images", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {
+        "meta",
+        "results",
+        "speedup_vs_pil_rgba",
+        "target_speedup",
+        "meets_target_inplace",
+        "meets_target_copy",
+        "stroke_pixel_iou_vs_pil",
+    }
+    assert (
+        result["meta"]["quick"] is True and result["meta"]["images"] == 8 and result["meta"]["cpu"]
+    )
+    timing = {"median_ms", "min_ms", "max_ms", "repeats"}
+    for name in (
+        "pil_rgba_composite",
+        "pil_draw_opaque",
+        "copy_numpy",
+        "copy_torch",
+        "ours_numpy_inplace",
+        "ours_numpy_copy",
+        "ours_torch_uint8_inplace",
+        "ours_torch_uint8_copy",
+        "ours_torch_ops_inplace",
+    ):
+        assert timing <= set(result["results"][name]), name
+    assert all(v > 0 for v in result["speedup_vs_pil_rgba"].values())
+    # the same strokes: our pixels and PIL's mostly coincide
+    assert result["stroke_pixel_iou_vs_pil"] > 0.5
