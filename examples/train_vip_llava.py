@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--tiny", action="store_true", help="tiny random model + the bundled sample, offline, CPU")
     src.add_argument("--samples", type=Path, default=None, help="CoT samples JSONL (medcurric generate)")
     src.add_argument("--images", type=Path, default=None, help="folder the samples' image paths are relative to")
+    src.add_argument("--window", type=float, nargs=2, default=(-160.0, 240.0), metavar=("LOW", "HIGH"),
+                     help="HU window for 16-bit (DeepLesion) images (default soft tissue -160 240)")
     src.add_argument("--out", type=Path, default=Path("runs/medcurric"), help="output folder")
     src.add_argument("--resume", default=None, metavar="CKPT", help="checkpoint folder, or 'latest'")
     opt = p.add_argument_group("optimisation")
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         raise SystemExit("train_vip_llava.py: pass --samples (or --tiny for the bundled sample)")
     trainer = CurriculumTrainer(config, samples, model=model, processor=processor, images=images,
-                                image_root=args.images)
+                                image_root=args.images, window=tuple(args.window))
     result = trainer.train(resume_from=args.resume)
     if args.plot is not None and trainer.accelerator.is_main_process:
         from medcurric.curriculum import plot_history

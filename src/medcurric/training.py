@@ -296,6 +296,26 @@ def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _read_image(root: str | os.PathLike[str], sample: CoTSample, window: tuple[float, float]) -> Any:
+    """Read ``sample.image`` under ``root``; 16-bit greyscale is DeepLesion (HU + 32768), windowed to RGB."""
+    from PIL import Image
+
+    from medcurric._paths import safe_join
+    from medcurric.overlay import window_to_rgb
+
+    path = safe_join(root, sample.image)
+    if not path.is_file():
+        raise MissingFileError(
+            f"Image {sample.image!r} of sample {sample.id!r} not found under {os.fspath(root)!r}."
+        )
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            hu = np.asarray(img, dtype=np.float32) - 32768.0
+            return np.asarray(window_to_rgb(hu, window))
+        return img.convert("RGB")
+
+
 def _stable_int(*parts: object) -> int:
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
@@ -311,7 +331,9 @@ class CurriculumTrainer:
             ``config.lora_r > 0``).
         processor: Its processor (``LlavaProcessor``-style, fast tokenizer).
         images: Optional ``sample.image -> image`` (PIL or numpy) used instead of files.
-        image_root: Folder the samples' image paths are relative to.
+        image_root: Folder the samples' image paths are relative to. 16-bit images there are
+            read as DeepLesion slices (HU = value - 32768) and shown through ``window``.
+        window: ``(low, high)`` HU display window for 16-bit images.
         accelerator: An ``accelerate.Accelerator``; one is made from ``config`` when ``None``.
         overlay: ``StageOverlay`` for Easy renderings (default style when ``None``).
         on_log: Called with each step's log dict (on every rank).
@@ -329,6 +351,7 @@ class CurriculumTrainer:
         processor: Any,
         images: Mapping[str, Any] | None = None,
         image_root: str | os.PathLike[str] | None = None,
+        window: tuple[float, float] = (-160.0, 240.0),
         accelerator: Any = None,
         overlay: Any = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
@@ -339,10 +362,12 @@ class CurriculumTrainer:
             raise DataFormatError("Expected at least one accepted training sample, but got none.")
         if accelerator is None:
             accelerate = require("accelerate", feature="CurriculumTrainer")
-            accelerator = accelerate.Accelerator(mixed_precision="bf16" if config.bf16 else "no")
+            # None leaves the choice to `accelerate launch` (its config file or --mixed_precision).
+            accelerator = accelerate.Accelerator(mixed_precision="bf16" if config.bf16 else None)
         self.accelerator = accelerator
         self.images = dict(images or {})
         self.image_root = image_root
+        self.window = (float(window[0]), float(window[1]))
         self.overlay = overlay
         self.on_log = on_log
         self.processor = processor
@@ -449,11 +474,19 @@ class CurriculumTrainer:
                     preprocess=self.preprocess,
                     rng=_stable_int(self.config.seed, sample.id, epoch),
                     image_root=self.image_root,
-                    image=self.images.get(sample.image),
+                    image=self._image(sample),
                     grid=self.grid,
                 )
             )
         return self.collator(features)
+
+    def _image(self, sample: CoTSample) -> Any:
+        """The sample's image: from ``images``, or read under ``image_root`` (16-bit -> windowed HU)."""
+        if sample.image in self.images:
+            return self.images[sample.image]
+        if self.image_root is None:
+            return None  # render() raises a clear MissingFileError
+        return _read_image(self.image_root, sample, self.window)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, batch: Mapping[str, torch.Tensor], stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
