@@ -114,19 +114,23 @@ class _RowStats(torch.autograd.Function):
         step = _chunk_rows(a3)
         buf = torch.empty(min(step, rows) * p, dtype=work, device=a3.device)
         for i in range(b):
-            torch.sum(a3[i], dim=-1, dtype=work, out=s[i])
             lo, hi = _support(t[i])
-            if hi <= lo:
-                continue  # no target: c stays 0
             ti = t[i, lo:hi]
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
-                w = buf[: (r1 - r0) * (hi - lo)].view(r1 - r0, hi - lo)
-                src = a3[i, r0:r1, lo:hi]
-                if src.dtype == work:
-                    torch.add(src, eps, out=w)
-                else:  # upcast the chunk first (bf16/fp16 input)
-                    w.copy_(src)
+                if a3.dtype == work:
+                    torch.sum(a3[i, r0:r1], dim=-1, out=s[i, r0:r1])
+                    if hi <= lo:
+                        continue  # no target: c stays 0
+                    w = buf[: (r1 - r0) * (hi - lo)].view(r1 - r0, hi - lo)
+                    torch.add(a3[i, r0:r1, lo:hi], eps, out=w)
+                else:  # upcast the chunk first (bf16/fp16 input), never the whole tensor
+                    full = buf[: (r1 - r0) * p].view(r1 - r0, p)
+                    full.copy_(a3[i, r0:r1])
+                    torch.sum(full, dim=-1, out=s[i, r0:r1])
+                    if hi <= lo:
+                        continue
+                    w = full[:, lo:hi]
                     w.add_(eps)
                 w.log_()
                 torch.mv(w, ti, out=c[i, r0:r1])
