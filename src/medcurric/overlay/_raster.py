@@ -393,6 +393,153 @@ def _blend(
             img[b, y, x, ch] = (v * (255 - ai) + int(colors[b, ch]) * ai + 127) // 255
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put(
+    img: np.ndarray,
+    b: int,
+    y: int,
+    x: int,
+    a: float,
+    cr: float,
+    cg: float,
+    cb: float,
+    is_float: bool,
+) -> None:  # pragma: no cover - numba
+    """Blend colour ``(cr, cg, cb)`` (0-255) at opacity ``a`` into pixel ``(y, x)``."""
+    if is_float:
+        v = img[b, y, x, 0]
+        img[b, y, x, 0] = v + (cr / 255.0 - v) * a
+        v = img[b, y, x, 1]
+        img[b, y, x, 1] = v + (cg / 255.0 - v) * a
+        v = img[b, y, x, 2]
+        img[b, y, x, 2] = v + (cb / 255.0 - v) * a
+    else:
+        ai = int(a * 255.0 + 0.5)
+        bi = 255 - ai
+        img[b, y, x, 0] = (int(img[b, y, x, 0]) * bi + int(cr) * ai + 127) // 255
+        img[b, y, x, 1] = (int(img[b, y, x, 1]) * bi + int(cg) * ai + 127) // 255
+        img[b, y, x, 2] = (int(img[b, y, x, 2]) * bi + int(cb) * ai + 127) // 255
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_box(
+    img: np.ndarray,
+    b: int,
+    p: np.ndarray,
+    alpha: float,
+    cr: float,
+    cg: float,
+    cb: float,
+    is_float: bool,
+) -> None:  # pragma: no cover - numba
+    """One rectangle outline, row by row over its edges only (same coverage as ``_coverage``)."""
+    h, w = img.shape[1], img.shape[2]
+    a0, a1, a2, a3, hw = p[1], p[2], p[3], p[4], p[5]
+    m = hw + 0.5
+    cx, cy = 0.5 * (a0 + a2), 0.5 * (a1 + a3)
+    hx, hy = 0.5 * (a2 - a0), 0.5 * (a3 - a1)
+    ya = max(0, math.floor(p[7]))
+    yb = min(h, math.ceil(p[9]) + 1)
+    xlo = max(0, math.floor(p[6]))
+    xhi = min(w, math.ceil(p[8]) + 1)
+    for y in range(ya, yb):
+        py = y + 0.5
+        if py < p[7] or py > p[9]:
+            continue
+        qy = abs(py - cy) - hy
+        two = py > a1 + m and py < a3 - m and a0 + m < a2 - m
+        for s in range(2 if two else 1):
+            if two:
+                lo, hi = (a0 - m, a0 + m) if s == 0 else (a2 - m, a2 + m)
+            else:
+                lo, hi = a0 - m, a2 + m
+            xa = max(xlo, math.ceil(lo - 0.5))
+            xb = min(xhi, math.floor(hi - 0.5) + 1)
+            for x in range(xa, xb):
+                px = x + 0.5
+                if px < p[6] or px > p[8]:
+                    continue
+                qx = abs(px - cx) - hx
+                if qx > 0.0 and qy > 0.0:
+                    d = math.sqrt(qx * qx + qy * qy)
+                else:
+                    d = abs(max(qx, qy))
+                c = hw - d + 0.5
+                if c > 0.0:
+                    _put(img, b, y, x, alpha * min(c, 1.0), cr, cg, cb, is_float)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_ellipse(
+    img: np.ndarray,
+    b: int,
+    p: np.ndarray,
+    alpha: float,
+    cr: float,
+    cg: float,
+    cb: float,
+    is_float: bool,
+) -> None:  # pragma: no cover - numba
+    """One ellipse outline over its ring band only (same coverage as ``_coverage``)."""
+    h, w = img.shape[1], img.shape[2]
+    cx, cy, rx, ry, hw = p[1], p[2], p[3], p[4], p[5]
+    big = hw + 1.5
+    ro_x, ro_y = rx + big, ry + big
+    ri_x, ri_y = rx - big, ry - big
+    inner = ri_x > 0.0 and ri_y > 0.0
+    iox2, ioy2 = 1.0 / (ro_x * ro_x), 1.0 / (ro_y * ro_y)
+    iix2 = 1.0 / (ri_x * ri_x) if inner else 0.0
+    iiy2 = 1.0 / (ri_y * ri_y) if inner else 0.0
+    irx, iry = 1.0 / rx, 1.0 / ry
+    irx2, iry2 = irx * irx, iry * iry
+    ya = max(0, math.floor(p[7]))
+    yb = min(h, math.ceil(p[9]) + 1)
+    xlo = max(0, math.floor(p[6]))
+    xhi = min(w, math.ceil(p[8]) + 1)
+    for yi in range(ya, yb):
+        py = yi + 0.5
+        if py < p[7] or py > p[9]:
+            continue
+        dy = py - cy
+        if abs(dy) >= ro_y:
+            continue
+        r = dy / ro_y
+        xo = ro_x * math.sqrt(1.0 - r * r)
+        two = inner and abs(dy) < ri_y
+        xi = 0.0
+        if two:
+            r = dy / ri_y
+            xi = ri_x * math.sqrt(1.0 - r * r)
+        v = dy * iry
+        vv = v * v
+        v2 = dy * iry2
+        v2v2 = v2 * v2
+        for s in range(2 if two else 1):
+            if two:
+                lo, hi = (cx - xo, cx - xi) if s == 0 else (cx + xi, cx + xo)
+            else:
+                lo, hi = cx - xo, cx + xo
+            xa = max(xlo, math.ceil(lo - 0.5))
+            xb = min(xhi, math.floor(hi - 0.5) + 1)
+            for xi_ in range(xa, xb):
+                px = xi_ + 0.5
+                if px < p[6] or px > p[8]:
+                    continue
+                x = px - cx
+                if x * x * iox2 + dy * dy * ioy2 > 1.0:
+                    continue
+                if inner and x * x * iix2 + dy * dy * iiy2 < 1.0:
+                    continue
+                u = x * irx
+                k0 = math.sqrt(u * u + vv)
+                u2 = x * irx2
+                k1 = math.sqrt(u2 * u2 + v2v2)
+                d = abs(k0 * (k0 - 1.0) / k1) if k1 > 0.0 else min(rx, ry)
+                c = hw - d + 0.5
+                if c > 0.0:
+                    _put(img, b, yi, xi_, alpha * min(c, 1.0), cr, cg, cb, is_float)
+
+
 @numba.njit(cache=True, nogil=True)
 def _draw_numba(
     img: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray, is_float: bool
@@ -419,6 +566,13 @@ def _draw_numba(
         if count == 0 or x1 <= x0 or y1 <= y0:
             continue
         alpha = alphas[b]
+        if count == 1 and (prims[b, 0, 0] == 1.0 or prims[b, 0, 0] == 2.0) and img.shape[3] == 3:
+            cr, cg, cb = colors[b, 0], colors[b, 1], colors[b, 2]
+            if prims[b, 0, 0] == 1.0:
+                _fast_box(img, b, prims[b, 0], alpha, cr, cg, cb, is_float)
+            else:
+                _fast_ellipse(img, b, prims[b, 0], alpha, cr, cg, cb, is_float)
+            continue
         scratch = np.zeros((y1 - y0 if count > 1 else 0, x1 - x0 if count > 1 else 0), np.float32)
         for stage in range(2 if count > 1 else 1):
             for k in range(nk):
