@@ -5,7 +5,9 @@ process and answers every request after exactly ``--latency`` seconds (200 ms), 
 the ideal throughput at concurrency c is c / latency requests per second. The
 backend is measured at concurrency 1, 8 and 64 against a plain sequential loop
 (one synchronous ``httpx.Client`` request after another) in the same run, and the
-whole generator (prompting, parsing, validation, JSONL writing) at concurrency 64.
+whole generator (prompting, parsing, validation, JSONL writing) at concurrency 64,
+and, as the ceiling of the machine itself, a bare asyncio HTTP/1.1 client (no
+library) at concurrency 64.
 Client CPU time per request is ``time.process_time()`` of this process (all its
 threads) divided by the requests; the server's CPU is not counted.
 
@@ -88,6 +90,39 @@ def _concurrent(url: str, requests: list[GenerationRequest], concurrency: int) -
         raise RuntimeError(f"{len(requests) - len(done)} requests failed")
 
 
+def _raw_asyncio(url: str, requests: list[GenerationRequest], concurrency: int) -> None:
+    """Environment ceiling: bare HTTP/1.1 over asyncio streams, keep-alive, no client library."""
+    import asyncio
+
+    backend = OpenAIBackend("bench", base_url=url)
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.split(":")
+    path = "/" + url.split("//", 1)[1].split("/", 1)[1] + "/chat/completions"
+    bodies = [json.dumps(backend._payload(r)).encode() for r in requests]
+
+    async def worker(mine: list[bytes]) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for body in mine:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
+            )
+            writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+            await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            json.loads(await reader.readexactly(length))["choices"][0]["message"]["content"]
+        writer.close()
+
+    async def run_all() -> None:
+        await asyncio.gather(*(worker(bodies[i::concurrency]) for i in range(concurrency)))
+
+    asyncio.run(run_all())
+
+
 def _seeds(n: int) -> list[FactualSeed]:
     organs = ["liver", "spleen", "kidney_left", "pancreas"]
     return [
@@ -165,6 +200,19 @@ def main(argv: list[str] | None = None) -> dict:
                     1000 * statistics.median(cp for _, cp in runs) / n, 3
                 ),
             }
+        # What this machine allows at all: a bare asyncio client with no HTTP library.
+        n = 64 * waves
+        runs = [
+            _time(lambda k=k: _raw_asyncio(url, _requests(n, work / "img.png", f"raw{k}"), 64))
+            for k in range(repeats)
+        ]
+        rate = n / statistics.median(w for w, _ in runs)
+        result["raw_asyncio_concurrency_64"] = {
+            "requests": n,
+            "req_per_s": round(rate, 2),
+            "efficiency": round(rate / (64 / latency), 4),
+            "client_cpu_ms_per_req": round(1000 * statistics.median(c for _, c in runs) / n, 3),
+        }
         # The whole generator: prompts, parsing, validation and JSONL writing at concurrency 64.
         n_seeds = 4 if args.quick else 110
         seeds = _seeds(n_seeds)

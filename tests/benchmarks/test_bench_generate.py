@@ -11,7 +11,13 @@ def test_bench_generate_quick(capsys) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     result = module.main(["--quick"])
-    for key in ("sequential", "concurrency_1", "concurrency_8", "concurrency_64"):
+    for key in (
+        "sequential",
+        "concurrency_1",
+        "concurrency_8",
+        "concurrency_64",
+        "raw_asyncio_concurrency_64",
+    ):
         assert result[key]["req_per_s"] > 0 and result[key]["client_cpu_ms_per_req"] > 0
     assert result["concurrency_64"]["ideal_req_per_s"] == 320.0
     assert 0 < result["concurrency_64"]["efficiency"]
