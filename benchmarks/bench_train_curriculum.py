@@ -14,7 +14,8 @@ Two loops over the same model, in the same process:
   samples are rendered for the scheduler's stage (Easy overlay drawn), collated with
   span masks and attention targets, the span-weighted LM loss is taken, in Medium
   :class:`~medcurric.attention.AttentionCapture` + the attention KL on
-  ``--attention-layers`` layers are added, and the scheduler is checked. The scheduler
+  ``--attention-layers`` layers are added, and the scheduler is checked. The next step's
+  batches are rendered in a background thread while the device computes (``prefetch``). The scheduler
   switches Easy -> Medium on its own (``patience=0`` and a 50 % relative ``min_delta``,
   checked every ``steps / 4`` steps, so the second check is a plateau).
 - ``plain``: the same optimizer step (autocast, backward, clipping, AdamW) on batches of
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         segment[stage][0].append(time.perf_counter() - t0)
         segment[stage][1].append(record["tokens"])
     results[current]["curriculum"] = _summary(*segment[current], warmup, device)
+    trainer._drop_prefetch()  # nothing renders in the background during the plain loop
     for stage in ("easy", "medium"):
         n = len(segment[stage][0])
         if n == 0:

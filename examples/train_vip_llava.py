@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--bf16", action="store_true", help="bf16 weights and autocast")
     opt.add_argument("--gradient-checkpointing", action="store_true")
     opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--no-prefetch", action="store_true", help="render batches in the main thread only")
     cur = p.add_argument_group("curriculum")
     cur.add_argument("--stages", default="easy,medium", help="comma-separated, e.g. easy,medium,hard or easy")
     cur.add_argument("--check-every", type=int, default=None, help="optimizer steps between scheduler checks")
@@ -126,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         save_every=args.save_every,
         keep_checkpoints=args.keep_checkpoints,
         seed=args.seed,
+        prefetch=not args.no_prefetch,
         **chosen,
     )
 

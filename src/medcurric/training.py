@@ -47,6 +47,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,7 @@ class TrainConfig:
         keep_checkpoints: How many of the newest checkpoints to keep (``0``: all).
         seed: Seed of the data order, the overlay styles and torch.
         log_every: Print one JSON log line every this many optimizer steps (``0``: never).
+        prefetch: Render the next step's batches in a background thread during this step.
     """
 
     output_dir: str = "runs/medcurric"
@@ -147,6 +149,7 @@ class TrainConfig:
     keep_checkpoints: int = 0
     seed: int = 0
     log_every: int = 0
+    prefetch: bool = True
 
     def __post_init__(self) -> None:
         self.stages = tuple(str(s) for s in self.stages)
@@ -316,6 +319,19 @@ def _read_image(root: str | os.PathLike[str], sample: CoTSample, window: tuple[f
         return img.convert("RGB")
 
 
+_PARTS = ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss")
+
+
+def _floats(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Average the loss parts of micro-batches into floats (``None`` where absent); sum tokens."""
+    out: dict[str, Any] = {}
+    for key in _PARTS:
+        vals = [float(i[key]) for i in infos if i.get(key) is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    out["tokens"] = int(sum(int(i.get("tokens", 0)) for i in infos))
+    return out
+
+
 def _stable_int(*parts: object) -> int:
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
@@ -390,6 +406,8 @@ class CurriculumTrainer:
         self.step = 0
         self.running: list[float] = []
         self.log: list[dict[str, Any]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._prefetch: tuple[str, dict[str, list[int]], Future[list[dict[str, torch.Tensor]]]] | None = None
         model = self._prepare_model(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
@@ -489,8 +507,12 @@ class CurriculumTrainer:
         return _read_image(self.image_root, sample, self.window)
 
     # ------------------------------------------------------------------ loss
-    def compute_loss(self, batch: Mapping[str, torch.Tensor], stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward one batch; return the loss to back-propagate and its parts (floats)."""
+    def compute_loss(self, batch: Mapping[str, torch.Tensor], stage: Stage) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Forward one batch; return the loss to back-propagate and its parts.
+
+        The parts are detached tensors (``None`` when absent) and ``tokens`` an int, so
+        nothing here waits for the device; :func:`_floats` turns them into numbers.
+        """
         from medcurric.attention import AttentionCapture
         from medcurric.losses import attention_kl_loss, span_weighted_lm_loss
 
@@ -535,11 +557,11 @@ class CurriculumTrainer:
                 kl = torch.stack(kls).mean()
             loss = lm + cfg.attention_weight * kl if want_kl else lm
         info = {
-            "loss": float(loss.detach()),
-            "lm_loss": float(lm.detach()),
-            "attention_kl": float(kl.detach()) if want_kl else math.nan,
-            "answer_loss": float(parts["answer"]),
-            "rationale_loss": float(parts["rationale"]) if "rationale" in parts else math.nan,
+            "loss": loss.detach(),
+            "lm_loss": lm.detach(),
+            "attention_kl": kl.detach() if want_kl else None,
+            "answer_loss": parts.get("answer"),
+            "rationale_loss": parts.get("rationale"),
             "tokens": int(batch["attention_mask"].sum()),
         }
         return loss, info
@@ -549,15 +571,63 @@ class CurriculumTrainer:
         warm = self.config.warmup_steps
         return self.config.lr * (min(1.0, (self.step + 1) / warm) if warm > 0 else 1.0)
 
+    def _plan(self, stage: Stage) -> list[list[tuple[int, int]]]:
+        return [self._next_batch(stage) for _ in range(self.config.grad_accum)]
+
+    def _render_all(self, stage: Stage, plans: Sequence[Sequence[tuple[int, int]]]) -> list[dict[str, torch.Tensor]]:
+        return [self.render_batch(stage, p) for p in plans]
+
+    def _wait_prefetch(self) -> None:
+        """Let a pending prefetch finish (the collator is not shared between threads)."""
+        if self._prefetch is not None:
+            self._prefetch[2].result()
+
+    def _drop_prefetch(self) -> None:
+        """Discard a pending prefetch and give its samples back to the data position."""
+        if self._prefetch is not None:
+            _, before, future = self._prefetch
+            self._prefetch = None
+            future.result()
+            self.position = before
+
+    def _committed_position(self) -> dict[str, list[int]]:
+        """The data position of the steps done (not counting a prefetched step)."""
+        source = self._prefetch[1] if self._prefetch is not None else self.position
+        return {k: list(v) for k, v in source.items()}
+
+    def _submit_prefetch(self) -> None:
+        """Render the next step's batches in a background thread while the device works."""
+        if not self.config.prefetch or self._prefetch is not None:
+            return
+        stage = self.scheduler.stage
+        before = {k: list(v) for k, v in self.position.items()}
+        plans = self._plan(stage)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medcurric-render")
+        self._prefetch = (stage.value, before, self._executor.submit(self._render_all, stage, plans))
+
+    def _batches(self, stage: Stage) -> list[dict[str, torch.Tensor]]:
+        if self._prefetch is not None and self._prefetch[0] == stage.value:
+            future = self._prefetch[2]
+            self._prefetch = None
+            return future.result()
+        self._drop_prefetch()
+        return self._render_all(stage, self._plan(stage))
+
     def train_step(self) -> dict[str, Any]:
-        """One optimizer step (``grad_accum`` micro-batches); returns its log dict."""
+        """One optimizer step (``grad_accum`` micro-batches); returns its log dict.
+
+        With ``config.prefetch`` the next step's batches are rendered in a background
+        thread while the device computes this one (rendering uses no global random
+        state, so the run is the same with or without it).
+        """
         cfg = self.config
         stage = self.scheduler.stage
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
+        lr = self._lr()
         infos = []
-        for micro in range(cfg.grad_accum):
-            batch = self.render_batch(stage, self._next_batch(stage))
+        for micro, batch in enumerate(self._batches(stage)):
             sync = micro == cfg.grad_accum - 1
             ctx = nullcontext() if sync else self.accelerator.no_sync(self.model)
             with ctx:
@@ -569,16 +639,17 @@ class CurriculumTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        record: dict[str, Any] = {"step": self.step, "stage": stage.value, "lr": self._lr()}
-        for key in ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss"):
-            vals = [i[key] for i in infos if not math.isnan(i[key])]
-            record[key] = float(np.mean(vals)) if vals else None
-        record["tokens"] = int(sum(i["tokens"] for i in infos))
+        check = self.step % cfg.check_every == 0
+        if not check:
+            self._submit_prefetch()  # the stage cannot change before the next check
+        record: dict[str, Any] = {"step": self.step, "stage": stage.value, "lr": lr}
+        record.update(_floats(infos))
         self.running.append(float(record["lm_loss"]))
-        if self.step % cfg.check_every == 0:
+        if check:
             decision = self.scheduler.step({"loss": float(np.mean(self.running))})
             self.running = []
             record["decision"] = decision.to_dict()
+            self._submit_prefetch()
         self.log.append(record)
         return record
 
@@ -601,6 +672,7 @@ class CurriculumTrainer:
         from medcurric._options import look_up_option
 
         st = look_up_option(stage, Stage, name="stage")
+        self._wait_prefetch()
         idx = list(self.pools.get(st, range(len(self.samples))) if indices is None else indices)
         was_training = self.model.training
         self.model.eval()
@@ -612,11 +684,7 @@ class CurriculumTrainer:
                 rows.append(info)
         finally:
             self.model.train(was_training)
-        out = {}
-        for key in ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss"):
-            vals = [r[key] for r in rows if not math.isnan(r[key])]
-            out[key] = float(np.mean(vals)) if vals else math.nan
-        return out
+        return {k: (math.nan if v is None else v) for k, v in _floats(rows).items() if k != "tokens"}
 
     def train(self, *, resume_from: str | os.PathLike[str] | None = None) -> TrainResult:
         """Train until ``config.max_steps`` optimizer steps (resuming first, if asked).
@@ -652,6 +720,7 @@ class CurriculumTrainer:
                 print(json.dumps({k: v for k, v in record.items() if k != "decision"}), flush=True)
             if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
                 written.append(str(self.save_checkpoint(out / f"checkpoint-{self.step}")))
+        self._drop_prefetch()
         seconds = time.perf_counter() - start
         return TrainResult(
             steps=self.step,
@@ -669,7 +738,7 @@ class CurriculumTrainer:
         return {
             "version": STATE_VERSION,
             "step": self.step,
-            "position": {k: list(v) for k, v in self.position.items()},
+            "position": self._committed_position(),
             "scheduler": self.scheduler.state_dict(),
             "running": list(self.running),
             "log": list(self.log),
@@ -695,6 +764,7 @@ class CurriculumTrainer:
                 f"{self.accelerator.num_processes}; the data position would not continue exactly. "
                 "Resume with the same number of processes."
             )
+        self._drop_prefetch()
         self.step = int(state["step"])
         self.position = {k: [int(v[0]), int(v[1])] for k, v in state["position"].items()}
         self.scheduler.load_state_dict(state["scheduler"])
