@@ -395,30 +395,22 @@ def _blend(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _put(
-    img: np.ndarray,
-    b: int,
-    y: int,
-    x: int,
-    a: float,
-    cr: float,
-    cg: float,
-    cb: float,
-    is_float: bool,
+    row: np.ndarray, x: int, a: float, cr: float, cg: float, cb: float, is_float: bool
 ) -> None:  # pragma: no cover - numba
-    """Blend colour ``(cr, cg, cb)`` (0-255) at opacity ``a`` into pixel ``(y, x)``."""
+    """Blend colour ``(cr, cg, cb)`` (0-255) at opacity ``a`` into ``row[x]`` (a ``[W, C]`` view)."""
     if is_float:
-        v = img[b, y, x, 0]
-        img[b, y, x, 0] = v + (cr / 255.0 - v) * a
-        v = img[b, y, x, 1]
-        img[b, y, x, 1] = v + (cg / 255.0 - v) * a
-        v = img[b, y, x, 2]
-        img[b, y, x, 2] = v + (cb / 255.0 - v) * a
+        v = row[x, 0]
+        row[x, 0] = v + (cr / 255.0 - v) * a
+        v = row[x, 1]
+        row[x, 1] = v + (cg / 255.0 - v) * a
+        v = row[x, 2]
+        row[x, 2] = v + (cb / 255.0 - v) * a
     else:
-        ai = int(a * 255.0 + 0.5)
-        bi = 255 - ai
-        img[b, y, x, 0] = (int(img[b, y, x, 0]) * bi + int(cr) * ai + 127) // 255
-        img[b, y, x, 1] = (int(img[b, y, x, 1]) * bi + int(cg) * ai + 127) // 255
-        img[b, y, x, 2] = (int(img[b, y, x, 2]) * bi + int(cb) * ai + 127) // 255
+        ai = np.int32(a * 255.0 + 0.5)
+        bi = np.int32(255) - ai
+        row[x, 0] = (np.int32(row[x, 0]) * bi + np.int32(cr) * ai + np.int32(127)) // np.int32(255)
+        row[x, 1] = (np.int32(row[x, 1]) * bi + np.int32(cg) * ai + np.int32(127)) // np.int32(255)
+        row[x, 2] = (np.int32(row[x, 2]) * bi + np.int32(cb) * ai + np.int32(127)) // np.int32(255)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -447,6 +439,7 @@ def _fast_box(
         if py < p[7] or py > p[9]:
             continue
         qy = abs(py - cy) - hy
+        row = img[b, y]
         two = py > a1 + m and py < a3 - m and a0 + m < a2 - m
         for s in range(2 if two else 1):
             if two:
@@ -466,7 +459,7 @@ def _fast_box(
                     d = abs(max(qx, qy))
                 c = hw - d + 0.5
                 if c > 0.0:
-                    _put(img, b, y, x, alpha * min(c, 1.0), cr, cg, cb, is_float)
+                    _put(row, x, alpha * min(c, 1.0), cr, cg, cb, is_float)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -503,6 +496,7 @@ def _fast_ellipse(
         dy = py - cy
         if abs(dy) >= ro_y:
             continue
+        row = img[b, yi]
         r = dy / ro_y
         xo = ro_x * math.sqrt(1.0 - r * r)
         two = inner and abs(dy) < ri_y
@@ -537,7 +531,7 @@ def _fast_ellipse(
                 d = abs(k0 * (k0 - 1.0) / k1) if k1 > 0.0 else min(rx, ry)
                 c = hw - d + 0.5
                 if c > 0.0:
-                    _put(img, b, yi, xi_, alpha * min(c, 1.0), cr, cg, cb, is_float)
+                    _put(row, xi_, alpha * min(c, 1.0), cr, cg, cb, is_float)
 
 
 @numba.njit(cache=True, nogil=True)
