@@ -54,6 +54,31 @@ def _timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> dict[str, f
     }
 
 
+def _interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Time several functions round-robin, so that they all see the same machine load."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    stats = {
+        k: {
+            "median_ms": statistics.median(v),
+            "min_ms": min(v),
+            "max_ms": max(v),
+            "repeats": repeats,
+        }
+        for k, v in times.items()
+    }
+    return stats, times
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -132,17 +157,24 @@ def main(argv: list[str] | None = None) -> int:
             out.append(Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB"))
         return out
 
+    opaque_images = [im.copy() for im in pil_images]
+
     def pil_opaque() -> None:
-        for img, (shape, coords, rgba, lw) in zip(pil_images, params, strict=True):
+        for img, (shape, coords, rgba, lw) in zip(opaque_images, params, strict=True):
             draw = ImageDraw.Draw(img)
             if shape == "ellipse":
                 draw.ellipse(coords, outline=rgba[:3], width=lw)
             else:
                 draw.rectangle(coords, outline=rgba[:3], width=lw)
 
-    results: dict[str, Any] = {}
-    results["pil_rgba_composite"] = _timeit(pil_rgba, repeats)
-    results["pil_draw_opaque"] = _timeit(pil_opaque, repeats)
+    batch_np = images.copy()
+    batch_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    work_np = batch_np.copy()
+    work_t = batch_t.clone()
+    fns: dict[str, Callable[[], Any]] = {
+        "pil_rgba_composite": pil_rgba,
+        "pil_draw_opaque": pil_opaque,
+    }
     try:
         import cv2
 
@@ -158,29 +190,26 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     cv2.rectangle(img, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), rgba[:3], lw)
 
-        results["cv2_opaque"] = _timeit(cv2_opaque, repeats)
+        fns["cv2_opaque"] = cv2_opaque
     except ImportError:  # pragma: no cover - optional baseline
-        results["cv2_opaque"] = None
-
-    batch_np = images.copy()
-    batch_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    work_np = batch_np.copy()
-    work_t = batch_t.clone()
-    results["copy_numpy"] = _timeit(lambda: batch_np.copy(), repeats)
-    results["copy_torch"] = _timeit(lambda: batch_t.clone(), repeats)
-    results["ours_numpy_inplace"] = _timeit(
-        lambda: draw_overlay(work_np, boxes, styles, inplace=True), repeats
+        pass
+    fns.update(
+        {
+            "copy_numpy": lambda: batch_np.copy(),
+            "copy_torch": lambda: batch_t.clone(),
+            "ours_numpy_inplace": lambda: draw_overlay(work_np, boxes, styles, inplace=True),
+            "ours_numpy_copy": lambda: draw_overlay(batch_np, boxes, styles),
+            "ours_torch_uint8_inplace": lambda: draw_overlay(work_t, boxes, styles, inplace=True),
+            "ours_torch_uint8_copy": lambda: draw_overlay(batch_t, boxes, styles),
+        }
     )
-    results["ours_numpy_copy"] = _timeit(lambda: draw_overlay(batch_np, boxes, styles), repeats)
-    results["ours_torch_uint8_inplace"] = _timeit(
-        lambda: draw_overlay(work_t, boxes, styles, inplace=True), repeats
-    )
-    results["ours_torch_uint8_copy"] = _timeit(
-        lambda: draw_overlay(batch_t, boxes, styles), repeats
-    )
+    results: dict[str, Any]
+    results, raw = _interleaved(fns, repeats)
+    results.setdefault("cv2_opaque", None)
     results["ours_torch_ops_inplace"] = _timeit(
         lambda: draw_overlay(work_t, boxes, styles, inplace=True, backend="torch"),
         1 if args.quick else max(3, repeats // 4),
+        warmup=1,
     )
 
     # same pixels? compare ours with the PIL composite on fully covered stroke pixels
@@ -192,12 +221,16 @@ def main(argv: list[str] | None = None) -> int:
         (changed_ours & changed_pil).sum() / max((changed_ours | changed_pil).sum(), 1)
     )
 
-    base = results["pil_rgba_composite"]["median_ms"]
+    # paired: each repeat timed PIL and ours back to back; the median of the ratios
+    pil_times = raw["pil_rgba_composite"]
     speedups = {
-        k: base / v["median_ms"]
-        for k, v in results.items()
-        if k.startswith("ours_") and v is not None and v["median_ms"] > 0
+        k: statistics.median(p / max(o, 1e-9) for p, o in zip(pil_times, v, strict=True))
+        for k, v in raw.items()
+        if k.startswith("ours_")
     }
+    speedups["ours_torch_ops_inplace"] = (
+        results["pil_rgba_composite"]["median_ms"] / results["ours_torch_ops_inplace"]["median_ms"]
+    )
     out = {
         "meta": {
             "quick": args.quick,
