@@ -136,7 +136,10 @@ class AttentionCapture:
 
     Supported: ``LlavaForConditionalGeneration`` and ``VipLlavaForConditionalGeneration``
     (or their ``*Model`` bases), bare or wrapped by peft, whose language model uses
-    one of :data:`SUPPORTED_ATTENTION`.
+    one of :data:`SUPPORTED_ATTENTION`, called with ``input_ids`` (every sample holding
+    the same number of image tokens) and without a KV cache: training and scoring
+    passes, not ``generate``. Row ``t`` is the attention of the token at position ``t``
+    (see the module docstring for how that relates to the LM labels).
 
     Args:
         model: The model (or a peft model wrapping it).
