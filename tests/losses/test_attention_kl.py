@@ -147,22 +147,22 @@ def _shape_target(target, kind):
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 1 << 18])
-def test_fast_path_gradient_matches_autograd_reference_fp32(monkeypatch, chunk, kernel):
+def test_fast_path_gradient_matches_autograd_reference_fp32(monkeypatch, chunk, kernel, device):
     # Small chunks exercise the chunk loop with remainders.
     monkeypatch.setattr(akl, "_CPU_CHUNK_ELEMENTS", chunk)
     att, target, mask = _inputs(b=4, h=3, q=6, p=11, seed=4, dtype=torch.float32)
     target = _shape_target(target, kernel)
-    a1 = att.clone().requires_grad_(True)
+    a1 = att.clone().to(device).requires_grad_(True)
     a2 = att.double().clone().requires_grad_(True)
-    got = attention_kl_loss(a1, target, aggregate="kl_per_row", token_mask=mask)
+    got = attention_kl_loss(a1, target.to(device), aggregate="kl_per_row", token_mask=mask.to(device)).cpu()
     per, valid = _reference(a2, target, direction="target_to_attention", aggregate="kl_per_row", token_mask=mask)
     want = _reduce(per, valid, "mean")
     got.backward()
     want.backward()
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(a1.grad.double(), a2.grad, rtol=1e-4, atol=1e-6)
-    assert a1.grad[~mask[:, None, :].expand(-1, 3, -1)].abs().max() == 0  # unsupervised rows get no gradient
+    torch.testing.assert_close(a1.grad.cpu().double(), a2.grad, rtol=1e-4, atol=1e-6)
+    assert a1.grad.cpu()[~mask[:, None, :].expand(-1, 3, -1)].abs().max() == 0  # unsupervised rows: no gradient
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -247,10 +247,11 @@ def test_empty_batch_and_no_targets_give_zero_with_gradient(aggregate, reduction
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("aggregate", AGGREGATES)
-def test_bf16_input_computed_in_fp32(direction, aggregate, kernel):
+def test_bf16_input_computed_in_fp32(direction, aggregate, kernel, device):
     att, target, mask = _inputs(b=2, h=4, q=3, p=50, seed=8, dtype=torch.float32)
-    target = _shape_target(target, kernel)
-    att = att.bfloat16()
+    target = _shape_target(target, kernel).to(device)
+    mask = mask.to(device)
+    att = att.bfloat16().to(device)
     a1 = att.clone().requires_grad_(True)
     a2 = att.float().clone().requires_grad_(True)
     l1 = attention_kl_loss(a1, target, direction=direction, aggregate=aggregate, token_mask=mask)
