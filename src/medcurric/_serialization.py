@@ -46,8 +46,8 @@ def _from_jsonable(tp: Any, value: Any) -> Any:
         return None
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return _from_jsonable(args[0], value) if len(args) == 1 else value
+        members = [a for a in get_args(tp) if a is not type(None)]
+        return _from_jsonable(members[0], value) if len(members) == 1 else value
     if isinstance(tp, type) and issubclass(tp, JsonRecord):
         return tp.from_dict(value)
     if origin is tuple:
