@@ -350,3 +350,26 @@ def test_exact_in_training_mode_with_lora_dropout():
     for key in (0, 2):
         torch.testing.assert_close(got[key], refs[key], rtol=1e-5, atol=2e-6)
         assert (got[key] - other[key]).abs().max() > 1e-4  # dropout really changes the rows
+
+
+def test_batch_without_supervised_tokens_gives_empty_rows() -> None:
+    """An Easy batch has no supervised query: the capture returns [B, H, 0, P], not an error."""
+    import numpy as np
+    from PIL import Image
+
+    from medcurric.attention import AttentionCapture
+    from medcurric.losses import attention_kl_loss
+    from medcurric.tiny import build_tiny_vlm
+
+    vlm = build_tiny_vlm()
+    img = Image.fromarray(np.zeros((48, 48, 3), np.uint8))
+    batch = vlm.processor(images=[img, img], text=["###Human: <image>\nhi###Assistant: liver"] * 2,
+                          return_tensors="pt")
+    mask = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+    with AttentionCapture(vlm.model, layers=[0, 1], query_mask=mask) as capture:
+        vlm.model(**batch)
+        rows = capture.attentions[1]
+        assert rows.shape == (2, 4, 0, vlm.num_image_tokens)
+        target = torch.full((2, vlm.num_image_tokens), 1.0 / vlm.num_image_tokens)
+        loss = attention_kl_loss(rows, target, token_mask=capture.query_mask)
+        assert float(loss) == 0.0

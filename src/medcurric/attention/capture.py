@@ -473,6 +473,9 @@ def _attention_rows(
     head_dim = int(module.head_dim)  # type: ignore[arg-type]
     qpos, ipos = positions.query, positions.image
     n_q, n_p = qpos.shape[1], ipos.shape[1]
+    if n_q == 0 or n_p == 0:  # no supervised token (an Easy batch) or no image: nothing to attend
+        heads = q_out.shape[-1] // head_dim
+        return q_out.new_zeros((b, heads, n_q, n_p), dtype=dtype)
     q = _gather_rows(q_out, qpos).view(b, n_q, -1, head_dim)
     k = _gather_rows(k_out, ipos).view(b, n_p, -1, head_dim)
     q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
