@@ -734,18 +734,33 @@ class CurriculumTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The trainer's own state (plain JSON): step, data position, scheduler, pending losses, log."""
+        """The trainer's own state (plain JSON): step, data position, scheduler, pending losses, log.
+
+        Under ``torch.distributed`` every rank must call it (it gathers each rank's
+        pending losses); :meth:`save_checkpoint` does.
+        """
         return {
             "version": STATE_VERSION,
             "step": self.step,
             "position": self._committed_position(),
             "scheduler": self.scheduler.state_dict(),
             "running": list(self.running),
+            "running_per_rank": self._gather_running(),
             "log": list(self.log),
             "config": self.config.to_dict(),
             "num_samples": len(self.samples),
             "world_size": self.accelerator.num_processes,
         }
+
+    def _gather_running(self) -> list[list[float]]:
+        """Every rank's losses since the last check (each rank monitors its own before averaging)."""
+        import torch.distributed as dist
+
+        if self.accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized():
+            out: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(out, list(self.running))
+            return [list(v) for v in out]
+        return [list(self.running)]
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (the model/optimizer/RNG come from :meth:`load_checkpoint`).
@@ -768,7 +783,9 @@ class CurriculumTrainer:
         self.step = int(state["step"])
         self.position = {k: [int(v[0]), int(v[1])] for k, v in state["position"].items()}
         self.scheduler.load_state_dict(state["scheduler"])
-        self.running = [float(v) for v in state.get("running", [])]
+        per_rank = state.get("running_per_rank")
+        mine = per_rank[self.accelerator.process_index] if per_rank else state.get("running", [])
+        self.running = [float(v) for v in mine]
         self.log = list(state.get("log", []))
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
@@ -776,9 +793,10 @@ class CurriculumTrainer:
         path = Path(path)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(path), safe_serialization=True)
+        state = self.state_dict()  # on every rank: it gathers their pending losses
         if self.accelerator.is_main_process:
             tmp = path / (STATE_FILE + ".tmp")
-            tmp.write_text(json.dumps(self.state_dict()), encoding="utf-8")
+            tmp.write_text(json.dumps(state), encoding="utf-8")
             os.replace(tmp, path / STATE_FILE)
             self._prune(path.parent)
         self.accelerator.wait_for_everyone()

@@ -168,3 +168,43 @@ def test_resume_refuses_other_data(script, samples_file, tmp_path) -> None:
             "--out", str(tmp_path / "c"), "--max-steps", "4", "--resume", "latest"]
     with pytest.raises(DataFormatError, match="same data"):
         script.main(argv)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_two_cpu_ranks_resume_exactly(samples_file, tmp_path) -> None:
+    """Two gloo ranks under torchrun: the switch is shared, and resuming continues exactly."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def launch(out: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(SCRIPT), *ARGS, "--samples", str(samples_file / "samples.jsonl"),
+               "--images", str(samples_file), "--out", str(out), *extra]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    n, k = 10, 5
+    launch(tmp_path / "a", "--max-steps", str(n), "--no-prefetch")
+    launch(tmp_path / "b", "--max-steps", str(k))
+    launch(tmp_path / "b", "--max-steps", str(n), "--resume", "latest")
+    from safetensors.torch import load_file
+
+    ckpt_a, ckpt_b = tmp_path / "a" / f"checkpoint-{n}", tmp_path / "b" / f"checkpoint-{n}"
+    sa, sb = (json.loads((c / STATE_FILE).read_text()) for c in (ckpt_a, ckpt_b))
+    assert sa["world_size"] == sb["world_size"] == 2
+    assert (tmp_path / "b" / f"checkpoint-{k}" / "random_states_1.pkl").is_file()  # every rank's RNG
+    stages = [r["stage"] for r in sa["log"]]
+    assert "medium" in stages and stages[0] == "easy"
+    assert stages == [r["stage"] for r in sb["log"]]
+    assert [r["lm_loss"] for r in sa["log"]] == pytest.approx([r["lm_loss"] for r in sb["log"]], rel=1e-6)
+    ha, hb = sa["scheduler"]["history"], sb["scheduler"]["history"]
+    assert [(d["stage"], d["reason"], d["switched"]) for d in ha] == [(d["stage"], d["reason"], d["switched"]) for d in hb]
+    assert [d["value"] for d in ha] == pytest.approx([d["value"] for d in hb], rel=1e-6)
+    pa, pb = load_file(ckpt_a / "model.safetensors"), load_file(ckpt_b / "model.safetensors")
+    assert pa.keys() == pb.keys() and pa
+    for name in pa:
+        torch.testing.assert_close(pb[name], pa[name], rtol=1e-5, atol=1e-6)
