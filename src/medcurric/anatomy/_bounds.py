@@ -38,20 +38,59 @@ def _bounds(a, n_labels):  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True, nogil=True)
 def _bounds_words(a, words, per_word, n_labels):  # type: ignore[no-untyped-def]
-    """Same as ``_bounds`` but skips 8-byte words of zeros (``words`` views ``a`` as uint64)."""
+    """Same as ``_bounds`` but a word at a time (``words`` views ``a`` as uint64).
+
+    A word of zeros, or a word equal to its first element repeated (one label),
+    continues or starts a run without looking at its elements; only the
+    words where labels change are read element by element. A run's start updates
+    the label's low x and its row (y, z) bounds, its end the high x.
+    """
     d0, d1, d2 = a.shape
     nw = words.shape[2]
+    bits = 64 // per_word
+    mask = np.uint64((1 << bits) - 1) if bits < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+    rep = np.uint64(0)
+    for t in range(per_word):
+        rep |= np.uint64(1) << np.uint64(t * bits)
+    zero = np.uint64(0)
     lo = np.full((n_labels, 3), np.iinfo(np.int64).max, dtype=np.int64)
     hi = np.full((n_labels, 3), -1, dtype=np.int64)
     for i in range(d0):
         for j in range(d1):
-            prev = 0
+            prev = np.int64(0)
             for q in range(nw):
-                if words[i, j, q] == 0 and prev == 0:
+                w = words[i, j, q]
+                if w == zero:
+                    if prev == 0:
+                        continue
+                    k = q * per_word  # the run of prev ended at k - 1
+                    if k - 1 > hi[prev, 2]:
+                        hi[prev, 2] = k - 1
+                    prev = 0
+                    continue
+                first = w & mask
+                if w == first * rep:  # one label fills the word
+                    v = np.int64(first)
+                    if v == prev:
+                        continue
+                    k = q * per_word
+                    if prev != 0 and k - 1 > hi[prev, 2]:
+                        hi[prev, 2] = k - 1
+                    if k < lo[v, 2]:
+                        lo[v, 2] = k
+                    if j < lo[v, 1]:
+                        lo[v, 1] = j
+                    if j > hi[v, 1]:
+                        hi[v, 1] = j
+                    if i < lo[v, 0]:
+                        lo[v, 0] = i
+                    if i > hi[v, 0]:
+                        hi[v, 0] = i
+                    prev = v
                     continue
                 base = q * per_word
                 for k in range(base, base + per_word):
-                    v = a[i, j, k]
+                    v = np.int64(a[i, j, k])
                     if v != prev:
                         if prev != 0 and k - 1 > hi[prev, 2]:
                             hi[prev, 2] = k - 1
