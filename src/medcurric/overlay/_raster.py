@@ -406,11 +406,15 @@ def _put(
         v = row[x, 2]
         row[x, 2] = v + (cb / 255.0 - v) * a
     else:
-        ai = np.int32(a * 255.0 + 0.5)
-        bi = np.int32(255) - ai
-        row[x, 0] = (np.int32(row[x, 0]) * bi + np.int32(cr) * ai + np.int32(127)) // np.int32(255)
-        row[x, 1] = (np.int32(row[x, 1]) * bi + np.int32(cg) * ai + np.int32(127)) // np.int32(255)
-        row[x, 2] = (np.int32(row[x, 2]) * bi + np.int32(cb) * ai + np.int32(127)) // np.int32(255)
+        ai = np.uint32(a * 255.0 + 0.5)
+        bi = np.uint32(255) - ai
+        # (t + 1 + (t >> 8)) >> 8 == t // 255 exactly for 0 <= t < 65535
+        t = np.uint32(row[x, 0]) * bi + np.uint32(cr) * ai + np.uint32(127)
+        row[x, 0] = (t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8)
+        t = np.uint32(row[x, 1]) * bi + np.uint32(cg) * ai + np.uint32(127)
+        row[x, 1] = (t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8)
+        t = np.uint32(row[x, 2]) * bi + np.uint32(cb) * ai + np.uint32(127)
+        row[x, 2] = (t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8)
 
 
 @numba.njit(cache=True, nogil=True)

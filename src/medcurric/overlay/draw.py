@@ -42,6 +42,8 @@ __all__ = ["DrawBackend", "OverlayResult", "StageOverlay", "draw_overlay"]
 #: Reference image size of VIP-LLaVA's widths.
 REFERENCE_SIZE = 336
 
+_SHAPE_VALUE = {shape: shape.value for shape in Shape}
+
 
 class DrawBackend(StrEnum):
     """Which rasteriser draws: ``AUTO`` (numba on CPU, torch elsewhere), ``TORCH``, ``NUMBA``."""
@@ -133,6 +135,16 @@ def _canvas(image: Any, inplace: bool) -> _Canvas:
 
 
 def _boxes_for(boxes: Any, n: int, single: bool) -> np.ndarray:
+    if (
+        isinstance(boxes, np.ndarray)
+        and boxes.dtype.kind in "fiu"
+        and boxes.shape in ((n, 4), (4,) if n == 1 else (n, 4))
+    ):
+        # fast path for well-formed numpy boxes; anything odd goes through _as_boxes,
+        # which raises the descriptive errors
+        b = boxes.astype(np.float64).reshape(n, 4)
+        if np.isfinite(b).all() and not ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).any():
+            return b
     t, _, _ = _as_boxes(boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes)
     b = t.to(torch.float64).numpy()
     if b.shape[0] != n:
@@ -168,13 +180,13 @@ def _primitives(
     """``[B, K, NPARAM]`` primitives; ``fallback[i]``: draw a contour as the box's ellipse."""
     n = len(styles)
     s = max(size) / REFERENCE_SIZE
-    width = np.array([st.width for st in styles], np.float64)
+    table = np.array([(st.width, st.jitter, st.scale) for st in styles], np.float64)
+    table = table.reshape(n, 3)
+    width, jitter, scale = table[:, 0], table[:, 1], table[:, 2]
     lw = np.maximum(width * s, 1.0)
     seeds = np.array([st.seed for st in styles], np.int64)
-    jitter = np.array([st.jitter for st in styles], np.float64)
-    scale = np.array([st.scale for st in styles], np.float64)
-    shapes = np.array([st.shape.value for st in styles])
-    parts: dict[int, np.ndarray] = {}
+    shapes = np.array([_SHAPE_VALUE[st.shape] for st in styles])
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
     for shape in dict.fromkeys(shapes.tolist()):
         idx = np.nonzero(shapes == shape)[0]
         if shape == Shape.CONTOUR:
@@ -196,12 +208,11 @@ def _primitives(
             p = _raster.triangle(b, w_, sd, jt)
         else:
             p = _raster.scribble(b, w_, sd, jt)
-        for j, i in enumerate(idx.tolist()):
-            parts[i] = p[j]
-    k = max((p.shape[0] for p in parts.values()), default=0)
+        parts.append((idx, p))
+    k = max((p.shape[1] for _, p in parts), default=0)
     out = np.full((n, k, _raster.NPARAM), float(_raster.NONE))
-    for i, p in parts.items():
-        out[i, : p.shape[0]] = p
+    for idx, p in parts:
+        out[idx, : p.shape[1]] = p
     return out
 
 
@@ -254,8 +265,9 @@ def draw_overlay(
     is_contour = np.array([s.shape is Shape.CONTOUR for s in style_list], dtype=bool)
     has_mask = np.array([m is not None and bool(m.any()) for m in mask_list], dtype=bool)
     fallback = is_contour & ~has_mask
-    colors = np.array([s.rgb for s in style_list], np.float64).reshape(n, 3)
-    alphas = np.array([s.alpha for s in style_list], np.float64)
+    paint = np.array([(*s.rgb, s.alpha) for s in style_list], np.float64).reshape(n, 4)
+    colors = paint[:, :3]
+    alphas = paint[:, 3]
 
     prims = _primitives(box_arr, style_list, (h, w), fallback)
     use_numba = bk is DrawBackend.NUMBA or (bk is DrawBackend.AUTO and canvas.bhwc is not None)
