@@ -326,3 +326,25 @@ def test_errors_are_helpful():
         warnings.simplefilter("always")
         attention_kl_loss(torch.rand(2, 5), torch.rand(2, 5), token_mask=torch.ones(2, 1, dtype=torch.bool))
     assert any(issubclass(w.category, MedcurricWarning) for w in caught)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fused_cpu_gradient_scaled_and_retained_graph(dtype):
+    # The CPU kernel writes the gradient in the forward for the plain ``loss.backward()``;
+    # a scaled upstream gradient and a second backward through a retained graph must
+    # still give the reference gradient.
+    att, target, mask = _inputs(b=3, h=2, q=4, p=9, seed=11, dtype=torch.float32)
+    att = att.to(dtype)
+    a1 = att.clone().requires_grad_(True)
+    a2 = att.double().clone().requires_grad_(True)
+    loss = attention_kl_loss(a1, target, aggregate="kl_per_row", token_mask=mask)
+    per, valid = _reference(a2, target.double(), direction="target_to_attention", aggregate="kl_per_row", token_mask=mask)
+    want = _reduce(per, valid, "mean")
+    (2.5 * loss).backward(retain_graph=True)
+    (2.5 * want).backward(retain_graph=True)
+    tol = {"rtol": 2e-2, "atol": 1e-3} if dtype == torch.bfloat16 else {"rtol": 1e-4, "atol": 1e-6}
+    torch.testing.assert_close(a1.grad.double(), a2.grad, **tol)
+    loss.backward()  # second backward: unscaled, accumulates
+    want.backward()
+    torch.testing.assert_close(a1.grad.double(), a2.grad, **tol)
+    assert a1.grad.dtype == dtype

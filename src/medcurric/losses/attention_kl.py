@@ -189,6 +189,84 @@ class _RowStats(torch.autograd.Function):
         return grad, None, None
 
 
+class _KLPerRowCPU(torch.autograd.Function):
+    """Weighted per-sample ``sum_r w_r (log(s_r + P eps) - c_r)`` and its gradient, in one sweep.
+
+    CPU only (numba kernel in :mod:`medcurric.losses._kl_kernels`). The forward writes the
+    gradient for the upstream gradient ``expected`` (what ``loss.backward()`` sends for the
+    given reduction) into a fresh tensor while each row is in cache; the backward returns
+    it as is when the upstream gradient equals ``expected`` and otherwise rescales it in
+    place per sample (a second backward through a retained graph recomputes it).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        a3: torch.Tensor,
+        t: torch.Tensor,
+        w: torch.Tensor,
+        expected: torch.Tensor,
+        eps: float,
+        need_grad: bool,
+    ) -> torch.Tensor:
+        out, grad = _kl_per_row_cpu(a3, t, w, expected, eps, need_grad)
+        ctx.save_for_backward(a3, t, w, expected)
+        ctx.eps = eps
+        ctx.grad = grad
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        a3, t, w, expected = ctx.saved_tensors
+        grad = ctx.grad
+        ctx.grad = None
+        if grad is None:  # second backward through a retained graph (or grad was off in forward)
+            grad = _kl_per_row_cpu(a3, t, w, expected, ctx.eps, True)[1]
+        if not bool(((g_out == expected) | (expected == 0)).all()):
+            nonzero = expected != 0
+            ratio = torch.where(nonzero, g_out / torch.where(nonzero, expected, 1.0), 0.0)
+            grad.view(grad.shape[0], -1).mul_(ratio[:, None].to(grad.dtype))
+        return grad, None, None, None, None, None
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+def _kl_per_row_cpu(
+    a3: torch.Tensor, t: torch.Tensor, w: torch.Tensor, expected: torch.Tensor, eps: float, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the numba kernel: per-sample weighted terms ``[B]`` and (optionally) the gradient."""
+    import numpy as np
+
+    from medcurric.losses import _kl_kernels
+
+    b, _, p = a3.shape
+    work = t.dtype
+    nz = t.nonzero()
+    ptr = torch.zeros(b + 1, dtype=torch.int64)
+    ptr[1:] = torch.bincount(nz[:, 0], minlength=b).cumsum(0)
+    idx = nz[:, 1].contiguous().numpy()
+    tv = t[nz[:, 0], nz[:, 1]].contiguous().numpy()
+    out = torch.empty(b, dtype=work)
+    grad = torch.empty(a3.shape, dtype=a3.dtype) if need_grad else None
+    g_np = (grad if grad is not None else torch.empty(1, 1, 1, dtype=a3.dtype)).detach()
+    w_np, s_np = w.contiguous().numpy(), expected.contiguous().numpy()
+    if a3.dtype == torch.bfloat16:
+        _kl_kernels._kl_rows_bf16(
+            a3.detach().view(torch.int16).numpy(), ptr.numpy(), idx, tv, w_np, s_np, float(eps),
+            out.numpy(), g_np.view(torch.int16).numpy(), need_grad,
+        )
+    else:
+        npt = np.float32 if work == torch.float32 else np.float64
+        _kl_kernels._kl_rows(
+            a3.detach().numpy(), ptr.numpy(), idx, tv, w_np, s_np, npt(eps), npt(p * eps),
+            out.numpy(), g_np.numpy(), need_grad,
+        )
+    return out, grad
+
+
 def _support(ti: torch.Tensor) -> tuple[int, int]:
     """``[lo, hi)``: from the first to one past the last non-zero entry (``(0, 0)`` if none)."""
     nz = ti.nonzero()
@@ -384,15 +462,30 @@ def attention_kl_loss(
         per_sample = attention.to(work).sum(tuple(range(1, attention.ndim))) * 0.0
     elif aggregate is AttentionAggregate.KL_PER_ROW or (h == 1 and q == 1):
         a3 = a4.reshape(b, h * q, p)
-        if direction is KLDirection.TARGET_TO_ATTENTION:
-            s, c = _RowStats.apply(a3, t, eps)
+        if (
+            direction is KLDirection.TARGET_TO_ATTENTION
+            and a3.device.type == "cpu"
+            and a3.dtype in _KERNEL_DTYPES
+            and a3.dtype in (work, torch.bfloat16)
+        ):
+            # One compiled sweep: loss terms and the gradient for the usual upstream gradient.
+            w = m[:, None, :].expand(b, h, q).reshape(b, h * q)
+            n_valid = valid.sum().clamp_min(1).to(work)
+            unit = torch.ones((), dtype=work) if reduction is not Reduction.MEAN else 1.0 / n_valid
+            expected = torch.where(valid, unit, 0.0).to(work)
+            need_grad = bool(a3.requires_grad and torch.is_grad_enabled())
             neg_entropy = torch.xlogy(t, t).sum(-1)  # [B]
-            t_mass = valid.to(work)  # sum of the normalised target: 1 or 0
-            row = neg_entropy[:, None] - c + t_mass[:, None] * torch.log(s + p * eps)
+            per_sample = neg_entropy * w.sum(-1) + _KLPerRowCPU.apply(a3, t, w, expected, eps, need_grad)
         else:
-            row = _divergence(_smoothed_log(a3, eps, work), t, direction, eps)
-        row = row.view(b, h, q)
-        per_sample = (row * m[:, None, :]).sum((1, 2))
+            if direction is KLDirection.TARGET_TO_ATTENTION:
+                s, c = _RowStats.apply(a3, t, eps)
+                neg_entropy = torch.xlogy(t, t).sum(-1)  # [B]
+                t_mass = valid.to(work)  # sum of the normalised target: 1 or 0
+                row = neg_entropy[:, None] - c + t_mass[:, None] * torch.log(s + p * eps)
+            else:
+                row = _divergence(_smoothed_log(a3, eps, work), t, direction, eps)
+            row = row.view(b, h, q)
+            per_sample = (row * m[:, None, :]).sum((1, 2))
     else:
         a3 = a4.reshape(b, h * q, p)
         a3w = a3.to(work)  # no copy for fp32 input
