@@ -66,7 +66,7 @@ def _bounds_words(a, words, per_word, n_labels):  # type: ignore[no-untyped-def]
                     k = q * per_word  # the run of prev ended at k - 1
                     if k - 1 > hi[prev, 2]:
                         hi[prev, 2] = k - 1
-                    prev = 0
+                    prev = np.int64(0)
                     continue
                 first = w & mask
                 if w == first * rep:  # one label fills the word
