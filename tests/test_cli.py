@@ -102,11 +102,20 @@ def test_match_subprocess() -> None:
     assert "liver-small" in proc.stdout and "unmatched" in proc.stdout
 
 
-def test_demo_writes_matches(tmp_path: Path, capsys) -> None:
+def test_demo_match_steps_write_matches(tmp_path: Path, capsys) -> None:
+    """The demo's first two steps (the whole demo runs in tests/test_demo.py)."""
+    from medcurric._demo import DemoContext, step_match, step_phantom
+
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert str(out.resolve()) in text and "matches.jsonl" in text
+    out.mkdir()
+
+    def run_steps() -> None:
+        ctx = DemoContext(out=out)
+        step_phantom(ctx)
+        step_match(ctx)
+
+    run_steps()
+    assert "liver-small" in capsys.readouterr().out
     lines = (out / "matches.jsonl").read_text().splitlines()
     matches = [OrganMatch.from_json(line) for line in lines]
     lesions = [LesionRecord.from_json(line) for line in (out / "lesions.jsonl").read_text().splitlines()]
@@ -114,7 +123,7 @@ def test_demo_writes_matches(tmp_path: Path, capsys) -> None:
     assert lesions == list(ph.lesions)
     assert matches == BoxOrganMatcher(ph.class_map).match_records(ph.lesions, ph.label_map())
     # a rerun rewrites the same files
-    assert cli.main(["demo", "--out", str(out)]) == 0
+    run_steps()
     capsys.readouterr()
     assert (out / "matches.jsonl").read_text().splitlines() == lines
     assert json.loads(lines[0])["id"] == "liver-small"

@@ -148,3 +148,17 @@ def test_easy_and_medium_need_a_box() -> None:
 def test_dict_samples_are_accepted() -> None:
     out = render(sample().to_dict(), "hard", image=image())
     assert out["id"] == "s1"
+
+
+def test_16_bit_ct_slice_is_windowed_not_saturated(tmp_path: Path) -> None:
+    """A DeepLesion-style slice (HU + 32768) renders in a soft-tissue window, not as a white square."""
+    (tmp_path / "ct").mkdir()
+    hu = np.full((40, 80), -1000, dtype=np.int32)  # air
+    hu[:, 40:] = 40  # soft tissue
+    Image.fromarray((hu + 32768).astype(np.uint16)).save(tmp_path / "ct" / "001.png")
+    out = render(sample(), "hard", image_root=tmp_path)
+    arr = np.asarray(out["image"])
+    assert arr.shape == (40, 80, 3)
+    assert arr[:, :40].max() == 0  # air is black
+    expected = round((40 + 160) / 400 * 255)
+    assert np.all(np.abs(arr[:, 40:].astype(int) - expected) <= 1)

@@ -106,6 +106,10 @@ def _as_sample(sample: Any) -> CoTSample:
     )
 
 
+#: Display window (HU) for 16-bit CT slices read from disk: soft tissue, as DeepLesion's default.
+_CT_WINDOW = (-160.0, 240.0)
+
+
 def _load_image(sample: CoTSample, image: Any, image_root: str | os.PathLike[str] | None) -> Any:
     from PIL import Image
 
@@ -122,7 +126,13 @@ def _load_image(sample: CoTSample, image: Any, image_root: str | os.PathLike[str
             )
         with Image.open(path) as img:
             img.load()
-            image = img.copy()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # a 16-bit CT slice stored DeepLesion-style (HU + 32768), shown in a soft-tissue window
+                hu = np.asarray(img, dtype=np.float32) - 32768.0
+                low, high = _CT_WINDOW
+                image = (np.clip((hu - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            else:
+                image = img.copy()
     if isinstance(image, np.ndarray):
         arr = image
         if arr.dtype != np.uint8:
