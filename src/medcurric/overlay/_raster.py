@@ -434,6 +434,7 @@ def _fast_box(
     m = hw + 0.5
     cx, cy = 0.5 * (a0 + a2), 0.5 * (a1 + a3)
     hx, hy = 0.5 * (a2 - a0), 0.5 * (a3 - a1)
+    bx0, bx1 = p[6], p[8]  # locals: stores into img could alias p for the compiler
     ya = max(0, math.floor(p[7]))
     yb = min(h, math.ceil(p[9]) + 1)
     xlo = max(0, math.floor(p[6]))
@@ -454,7 +455,7 @@ def _fast_box(
             xb = min(xhi, math.floor(hi - 0.5) + 1)
             for x in range(xa, xb):
                 px = x + 0.5
-                if px < p[6] or px > p[8]:
+                if px < bx0 or px > bx1:
                     continue
                 qx = abs(px - cx) - hx
                 if qx > 0.0 and qy > 0.0:
@@ -489,6 +490,7 @@ def _fast_ellipse(
     iiy2 = 1.0 / (ri_y * ri_y) if inner else 0.0
     irx, iry = 1.0 / rx, 1.0 / ry
     irx2, iry2 = irx * irx, iry * iry
+    bx0, bx1 = p[6], p[8]  # locals: stores into img could alias p for the compiler
     ya = max(0, math.floor(p[7]))
     yb = min(h, math.ceil(p[9]) + 1)
     xlo = max(0, math.floor(p[6]))
@@ -512,6 +514,8 @@ def _fast_ellipse(
         vv = v * v
         v2 = dy * iry2
         v2v2 = v2 * v2
+        oy_term = dy * dy * ioy2
+        iy_term = dy * dy * iiy2
         for s in range(2 if two else 1):
             if two:
                 lo, hi = (cx - xo, cx - xi) if s == 0 else (cx + xi, cx + xo)
@@ -521,12 +525,12 @@ def _fast_ellipse(
             xb = min(xhi, math.floor(hi - 0.5) + 1)
             for xi_ in range(xa, xb):
                 px = xi_ + 0.5
-                if px < p[6] or px > p[8]:
+                if px < bx0 or px > bx1:
                     continue
                 x = px - cx
-                if x * x * iox2 + dy * dy * ioy2 > 1.0:
+                if x * x * iox2 + oy_term > 1.0:
                     continue
-                if inner and x * x * iix2 + dy * dy * iiy2 < 1.0:
+                if inner and x * x * iix2 + iy_term < 1.0:
                     continue
                 u = x * irx
                 k0 = math.sqrt(u * u + vv)
