@@ -122,6 +122,76 @@ def _load(path: Path) -> tuple[Any, Reorientation]:
     return img, Reorientation.from_affine(img.affine, shape[:3])
 
 
+_INFLATE_CHUNK = 1 << 18
+
+
+def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
+    """``(header, data)`` of a single-member gzip NIfTI-1 file, inflated in one pass.
+
+    The compressed file is read whole and inflated by zlib straight into one
+    preallocated, writeable buffer (zlib checks the gzip CRC-32 and length), and
+    the data is a view of that buffer in the file's (Fortran) order, unscaled.
+    Returns ``None`` when the fast path does not apply (not gzip, several gzip
+    members, NIfTI-2, scaled data, a size that does not add up), so the caller
+    falls back to nibabel.
+    """
+    import io
+    import zlib
+
+    nib = _nib()
+    raw = path.read_bytes()
+    if len(raw) < 18 or raw[:2] != b"\x1f\x8b":
+        return None
+    size = int.from_bytes(raw[-4:], "little")  # ISIZE: length mod 2**32
+    if size < 352:
+        return None
+    buf = np.empty(size, dtype=np.uint8)
+    inflater = zlib.decompressobj(31)
+    pos = 0
+    data: bytes = raw
+    try:
+        while not inflater.eof:
+            chunk = inflater.decompress(data, _INFLATE_CHUNK)
+            data = inflater.unconsumed_tail
+            if not chunk:
+                if not data:
+                    return None  # truncated stream
+                continue
+            if pos + len(chunk) > size:
+                return None  # longer than ISIZE says (> 4 GiB or several members)
+            buf[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            pos += len(chunk)
+    except zlib.error:
+        return None  # let nibabel read it and report
+    if pos != size or inflater.unused_data:
+        return None
+    if int.from_bytes(buf[:4].tobytes(), "little") != 348 and (
+        int.from_bytes(buf[:4].tobytes(), "big") != 348
+    ):
+        return None  # NIfTI-2 or not NIfTI-1
+    try:
+        first = nib.Nifti1Header.from_fileobj(io.BytesIO(buf[:348].tobytes()), check=False)
+        offset = int(first.get_data_offset())
+        if offset > size:
+            return None
+        header = nib.Nifti1Header.from_fileobj(io.BytesIO(buf[:max(offset, 348)].tobytes()))
+    except Exception:
+        return None
+    if bytes(header["magic"]) != b"n+1\x00":
+        return None
+    slope, inter = header.get_slope_inter()
+    if (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0):
+        return None
+    dtype = header.get_data_dtype()
+    shape = tuple(int(n) for n in header.get_data_shape())
+    count = int(np.prod(shape)) if shape else 0
+    offset = int(header.get_data_offset())
+    if offset + count * dtype.itemsize > size or dtype.hasobject:
+        return None
+    arr = buf[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape, order="F")
+    return header, arr
+
+
 def _frame_index(shape: tuple[int, ...], frame: int | None, path: Path) -> tuple[Any, ...]:
     extra = shape[3:]
     if not extra or all(n == 1 for n in extra):
@@ -266,17 +336,27 @@ def read_nifti_labels(
     """
     p = _check_file(path)
     nib = _nib()
-    try:
-        img = nib.load(str(p), mmap=mmap)
-    except Exception as exc:
-        raise DataFormatError(f"'{p}' could not be read as NIfTI by nibabel: {exc}") from exc
-    shape = tuple(int(n) for n in img.shape)
+    fast = (
+        _inflate_gzip_nifti(p)
+        if z_range is None and p.name.lower().endswith(".nii.gz")
+        else None
+    )
+    if fast is not None:  # whole gzip file: one inflate into one buffer, no second copy
+        header, dataobj = fast
+        img_affine = header.get_best_affine()
+    else:
+        try:
+            img = nib.load(str(p), mmap=mmap)
+        except Exception as exc:
+            raise DataFormatError(f"'{p}' could not be read as NIfTI by nibabel: {exc}") from exc
+        header, dataobj, img_affine = img.header, img.dataobj, img.affine
+    shape = tuple(int(n) for n in header.get_data_shape())
     if len(shape) != 3 and not (len(shape) > 3 and all(n == 1 for n in shape[3:])):
         raise ShapeError(f"Expected a 3D label map, but '{p}' has shape {shape}.")
-    r = Reorientation.from_affine(img.affine, shape[:3])
+    r = Reorientation.from_affine(img_affine, shape[:3])
     affine = r.affine
     if z_range is None:
-        data = _as_labels(img.dataobj, p)
+        data = _as_labels(dataobj, p)
         if data.ndim > 3:
             data = data.reshape(shape[:3])
         canonical = r.apply(data)
@@ -290,12 +370,12 @@ def read_nifti_labels(
         lo, hi = min(first, last), max(first, last) + 1
         index: list[Any] = [slice(None)] * 3 + [0] * (len(shape) - 3)
         index[axis] = slice(lo, hi)
-        data = _as_labels(img.dataobj[tuple(index)], p)
+        data = _as_labels(dataobj[tuple(index)], p)
         canonical = r.apply_slab(data)
         shift = np.eye(4)
         shift[2, 3] = z0
         affine = affine @ shift
-    names = _names_from_header(img.header)
+    names = _names_from_header(header)
     if class_map is None and not names and fallback is not None:
         class_map = fallback
     if class_map is not None and names:
