@@ -132,13 +132,19 @@ def organ_extents(
         n_labels = int(arr.max()) + 1
     lo, hi = _label_bounds(arr, n_labels)
     aff = np.asarray(affine, dtype=np.float64)
-    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for label in np.flatnonzero(hi[:, 0] >= 0):
-        # bounds are array-axis (z, y, x) indices; the box is in voxel edges, x first
-        lo_xyz = [int(v) for v in lo[label][::-1]]
-        hi_xyz = [int(v) + 1 for v in hi[label][::-1]]
-        out[int(label)] = _world_box(lo_xyz, hi_xyz, aff)
-    return out
+    present = np.flatnonzero(hi[:, 0] >= 0)
+    # bounds are array-axis (z, y, x) indices; the box is in voxel edges, x first
+    lo_xyz = lo[present][:, ::-1].astype(np.float64)
+    hi_xyz = hi[present][:, ::-1].astype(np.float64) + 1.0
+    if arr.ndim == 2:  # as _world_box: a 2D map spans z in [0, 1)
+        lo_xyz = np.concatenate([lo_xyz, np.full((present.size, 1), 0.5)], axis=1)
+        hi_xyz = np.concatenate([hi_xyz, np.full((present.size, 1), 0.5)], axis=1)
+    # the 8 corners (edges at index - 0.5) of every label's box, mapped at once
+    pick = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=bool)
+    corners = np.where(pick[None], hi_xyz[:, None, :], lo_xyz[:, None, :]) - 0.5  # [n, 8, 3]
+    world = corners @ aff[:3, :3].T + aff[:3, 3]
+    w_lo, w_hi = world.min(axis=1), world.max(axis=1)
+    return {int(label): (w_lo[i], w_hi[i]) for i, label in enumerate(present.tolist())}
 
 
 def _label_bounds(arr: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
