@@ -217,22 +217,43 @@ def _reorientation_of(path: Path) -> Any:
     return _load(path)[1]
 
 
+_TOOLS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
+def _tools(opts: _Options) -> tuple[Any, Any]:
+    """The matcher and seed builder for ``opts``, made once per process.
+
+    Reusing them across cases keeps the matcher's per-class-map tables (built
+    once per distinct class map, and cases of one dataset share one) and the
+    parsed templates.
+    """
+    key = (opts.criterion, opts.min_score, opts.adjacent_mm, opts.level, opts.templates, opts.seed)
+    hit = _TOOLS.get(key)
+    if hit is None:
+        from medcurric.anatomy.matcher import BoxOrganMatcher
+        from medcurric.seeds.builder import SeedBuilder
+
+        matcher = BoxOrganMatcher(
+            criterion=opts.criterion,
+            min_score=opts.min_score,
+            adjacent_mm=opts.adjacent_mm,
+            level=opts.level,
+        )
+        hit = (matcher, SeedBuilder(templates=opts.templates, seed=opts.seed))
+        if len(_TOOLS) >= 8:
+            _TOOLS.clear()
+        _TOOLS[key] = hit
+    return hit
+
+
 def _run_case(task: tuple[_Case, _Options]) -> list[tuple[str, dict[str, Any]]]:
     """Worker: seeds (or rejects) for every record of one case, in record order."""
     case, opts = task
     if case.error is not None:
         return [("reject", _reject(r, case.error, "MissingFileError")) for r in case.records]
-    from medcurric.anatomy.matcher import BoxOrganMatcher
-    from medcurric.seeds.builder import SeedBuilder
     from medcurric.seeds.pipeline import build_seeds
 
-    matcher = BoxOrganMatcher(
-        criterion=opts.criterion,
-        min_score=opts.min_score,
-        adjacent_mm=opts.adjacent_mm,
-        level=opts.level,
-    )
-    builder = SeedBuilder(templates=opts.templates, seed=opts.seed)
+    matcher, builder = _tools(opts)
     try:
         label_map, records, vertical, original = _load_case(case, opts)
     except Exception as exc:  # the whole case is unreadable: reject its records, carry on
