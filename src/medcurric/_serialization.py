@@ -55,7 +55,7 @@ def _from_jsonable(tp: Any, value: Any) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_from_jsonable(args[0], v) for v in value)
         if args:
-            return tuple(_from_jsonable(a, v) for a, v in zip(args, value))
+            return tuple(_from_jsonable(a, v) for a, v in zip(args, value, strict=False))
         return tuple(value)
     if origin is list:
         (arg,) = get_args(tp) or (Any,)
