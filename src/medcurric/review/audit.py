@@ -39,6 +39,7 @@ from medcurric.anatomy.classmap import ClassMap
 from medcurric.anatomy.location import describe_location, organ_extents
 from medcurric.anatomy.matcher import BoxOrganMatcher, OrganMatch
 from medcurric.errors import DataFormatError, ShapeError
+from medcurric.geometry import label_histogram
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.seeds.builder import SeedBuilder
 
@@ -237,7 +238,7 @@ def _dilate(arr: np.ndarray, spacing: Sequence[float], k: float) -> np.ndarray:
 
 
 def _organ_sizes(arr: np.ndarray, spacing: Sequence[float]) -> dict[int, float]:
-    counts = np.bincount(arr.ravel().astype(np.int64, copy=False))
+    counts = np.asarray(label_histogram(arr))
     unit = float(np.prod(spacing)) / (1000.0 if arr.ndim == 3 else 100.0)  # mL or cm²
     return {int(lab): float(c) * unit for lab, c in enumerate(counts) if c}
 
