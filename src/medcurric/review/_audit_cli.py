@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from medcurric.review.audit import DEFAULT_PERTURBATIONS, Perturbation, audit_matching
 
@@ -20,10 +23,67 @@ def _perturbations(text: str | None) -> tuple[Perturbation, ...]:
     return tuple(out)
 
 
+def _dataset_cases(args: argparse.Namespace) -> Iterator[tuple[Any, list[Any]]]:
+    """Yield ``(label map, lesions)`` per case, reading one mask at a time (the seeds rules)."""
+    from medcurric.seeds import _cli as seeds_cli
+
+    records = seeds_cli._read_records(args)
+    opts = seeds_cli._Options(
+        class_map=args.class_map,
+        fmt=args.format,
+        slice_order=args.slice_order,
+        criterion=args.criterion,
+        min_score=args.min_score,
+        adjacent_mm=args.adjacent_mm,
+    )
+    skipped = 0
+    for case in seeds_cli._cases(records, args.masks, opts):
+        if case.error is not None:
+            skipped += len(case.records)
+            print(f"skipping {len(case.records)} lesion(s): {case.error}", file=sys.stderr)
+            continue
+        label_map, recs, _, _ = seeds_cli._load_case(case, opts)
+        yield label_map, recs
+    if skipped:
+        print(f"{skipped} lesion(s) skipped for missing or unreadable masks", file=sys.stderr)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
     parser.add_argument(
-        "--phantom", action="store_true", help="audit the bundled synthetic CT phantom"
+        "--phantom", action="store_true", help="audit the bundled synthetic CT phantom (default)"
+    )
+    parser.add_argument(
+        "--detections",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="DL_info.csv, COCO JSON or CSV of lesion boxes (as for `medcurric seeds`)",
+    )
+    parser.add_argument(
+        "--format",
+        default="deeplesion",
+        choices=("deeplesion", "coco", "csv"),
+        help="detection format",
+    )
+    parser.add_argument(
+        "--masks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of per-case organ masks, found as `medcurric seeds` finds them",
+    )
+    parser.add_argument(
+        "--class-map",
+        default="auto",
+        metavar="auto|totalsegmentator|FILE.json",
+        help="label names: from the files (auto), TotalSegmentator's, or a JSON class map",
+    )
+    parser.add_argument(
+        "--slice-order",
+        default="canonical",
+        choices=("canonical", "stored"),
+        help="coco/csv slice_index: canonical z (default) or the file's stored slice axis",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument(

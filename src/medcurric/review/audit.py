@@ -567,7 +567,8 @@ def audit_matching(
     """Perturb organ masks and measure how often matches and seeds change.
 
     Args:
-        cases: ``(label_map, lesions)`` pairs; each lesion's box is matched on its
+        cases: ``(label_map, lesions)`` pairs (a generator is fine: one map is held at a
+            time); each lesion's box is matched on its
             case's map (3D boxes, or 2D boxes on ``slice_index`` of a volume, or 2D
             boxes on a 2D map).
         matcher: The matcher whose decisions are audited.
@@ -604,8 +605,8 @@ def audit_matching(
     rows: list[AuditRow] = []
     n_lesions = 0
     start = time.perf_counter()
-    cases = list(cases)
-    total = sum(len(lesions) for _, lesions in cases)
+    # cases may be a generator that reads one label map at a time: never hold them all
+    total = sum(len(lesions) for _, lesions in cases) if isinstance(cases, Sequence) else None
     bar = tqdm(
         total=total, desc="audit", unit="lesion", disable=None if progress is None else not progress
     )
