@@ -301,22 +301,15 @@ def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
 
 def _read_image(root: str | os.PathLike[str], sample: CoTSample, window: tuple[float, float]) -> Any:
     """Read ``sample.image`` under ``root``; 16-bit greyscale is DeepLesion (HU + 32768), windowed to RGB."""
-    from PIL import Image
-
     from medcurric._paths import safe_join
-    from medcurric.overlay import window_to_rgb
+    from medcurric.overlay import read_display_image
 
     path = safe_join(root, sample.image)
     if not path.is_file():
         raise MissingFileError(
             f"Image {sample.image!r} of sample {sample.id!r} not found under {os.fspath(root)!r}."
         )
-    with Image.open(path) as img:
-        img.load()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            hu = np.asarray(img, dtype=np.float32) - 32768.0
-            return np.asarray(window_to_rgb(hu, window))
-        return img.convert("RGB")
+    return read_display_image(path, window)
 
 
 _PARTS = ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss")

@@ -30,6 +30,7 @@ from medcurric._paths import safe_join
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, InvalidBoxError, MissingFileError, WrongTypeError
+from medcurric.overlay.window import read_display_image
 
 __all__ = ["EASY_PROMPT", "PROMPT_TEMPLATE", "format_box", "render", "substitute"]
 
@@ -106,7 +107,7 @@ def _as_sample(sample: Any) -> CoTSample:
     )
 
 
-#: Display window (HU) for 16-bit CT slices read from disk: soft tissue, as DeepLesion's default.
+#: Display window (HU) for 16-bit CT slices read from disk: soft tissue (W400 L40).
 _CT_WINDOW = (-160.0, 240.0)
 
 
@@ -124,15 +125,8 @@ def _load_image(sample: CoTSample, image: Any, image_root: str | os.PathLike[str
             raise MissingFileError(
                 f"Image {sample.image!r} of sample {sample.id!r} not found under {os.fspath(image_root)!r}."
             )
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # a 16-bit CT slice stored DeepLesion-style (HU + 32768), shown in a soft-tissue window
-                hu = np.asarray(img, dtype=np.float32) - 32768.0
-                low, high = _CT_WINDOW
-                image = (np.clip((hu - low) / (high - low), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-            else:
-                image = img.copy()
+        # a 16-bit CT slice stored DeepLesion-style (HU + 32768) is shown in a soft-tissue window
+        image = read_display_image(path, _CT_WINDOW)
     if isinstance(image, np.ndarray):
         arr = image
         if arr.dtype != np.uint8:

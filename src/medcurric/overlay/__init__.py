@@ -14,6 +14,7 @@ from medcurric.overlay.window import (
     WindowFormula,
     WindowPreset,
     apply_window,
+    read_display_image,
     window_to_rgb,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "WindowPreset",
     "apply_window",
     "draw_overlay",
+    "read_display_image",
     "window_to_rgb",
 ]

@@ -37,7 +37,7 @@ import torch
 from medcurric._options import StrEnum, look_up_option
 from medcurric.errors import DataFormatError, InvalidOptionError, ShapeError, WrongTypeError
 
-__all__ = ["Window", "WindowFormula", "WindowPreset", "apply_window", "window_to_rgb"]
+__all__ = ["Window", "WindowFormula", "WindowPreset", "apply_window", "read_display_image", "window_to_rgb"]
 
 
 class WindowPreset(StrEnum):
@@ -317,3 +317,33 @@ def window_to_rgb(
     if out == "float":
         return y
     raise InvalidOptionError(f"Expected out='uint8' or 'float', but got {out!r}.")
+
+
+def read_display_image(path: Any, window: Any = "soft_tissue") -> np.ndarray:
+    """Read an image file for display as ``[H, W, 3]`` uint8 RGB.
+
+    16-bit greyscale PNGs are DeepLesion CT slices (``HU + 32768``) and go through
+    ``window``; every other image is converted to RGB as it is.
+
+    Args:
+        path: The image file (already checked to be inside its root by the caller).
+        window: Window for 16-bit CT slices (preset name, :class:`Window` or ``(low, high)``).
+
+    Returns:
+        The RGB image.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "slice.png"
+        >>> Image.fromarray(np.array([[32768 - 1000, 32768 + 40]], np.uint16)).save(f)
+        >>> read_display_image(f)[..., 0].tolist()
+        [[0, 128]]
+    """
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            hu = np.asarray(img, dtype=np.float32) - 32768.0
+            return np.asarray(window_to_rgb(hu, window))
+        return np.asarray(img.convert("RGB"))

@@ -154,13 +154,9 @@ def _load_image(path: Path, window: tuple[float, float]) -> np.ndarray:
     """Read an image for display: 8-bit images as they are; 16-bit PNGs as DeepLesion HU (value - 32768)."""
     if path.suffix.lower() == ".npy":
         return _to_display(np.load(path, allow_pickle=False), window)
-    from PIL import Image
+    from medcurric.overlay import read_display_image
 
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            hu = np.asarray(im, dtype=np.int32) - 32768
-            return _to_display(hu, window)
-        return np.asarray(im.convert("RGB"))
+    return read_display_image(path, window)
 
 
 def _contour_path(mask: np.ndarray) -> str:
