@@ -16,6 +16,17 @@ __all__ = ["JsonRecord", "to_jsonable"]
 
 R = TypeVar("R", bound="JsonRecord")
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        _FIELD_NAMES[cls] = names
+    return names
+
 
 def to_jsonable(value: Any) -> Any:
     """Convert numpy/tuple/dataclass/enum values into plain JSON types.
@@ -24,6 +35,13 @@ def to_jsonable(value: Any) -> Any:
         >>> to_jsonable({"a": np.float32(1.5), "b": (1, 2), "c": np.arange(2)})
         {'a': 1.5, 'b': [1, 2], 'c': [0, 1]}
     """
+    tp = type(value)
+    if tp in _PLAIN:  # exact plain types (not StrEnum, not numpy scalars) pass as they are
+        return value
+    if tp is tuple or tp is list:
+        return [to_jsonable(v) for v in value]
+    if tp is dict:
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, JsonRecord):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -80,7 +98,7 @@ class JsonRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the record as a dict of plain JSON types."""
-        return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {name: to_jsonable(getattr(self, name)) for name in _field_names(type(self))}
 
     def to_json(self) -> str:
         """Return the record as one line of JSON (no trailing newline)."""
