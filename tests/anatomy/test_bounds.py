@@ -66,3 +66,44 @@ def test_word_path_equals_scalar_path_on_noise_and_blocks() -> None:
         np.testing.assert_array_equal(lo, s_lo)
         np.testing.assert_array_equal(hi, s_hi)
         np.testing.assert_array_equal(lo, _reference(a.astype(np.int64), 4)[0])
+
+
+def _reference_present(a: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force over the values present only (for wide label ranges)."""
+    lo = np.full((n, 3), -1, dtype=np.int64)
+    hi = np.full((n, 3), -1, dtype=np.int64)
+    for v in np.unique(a):
+        if v:
+            idx = np.argwhere(a == v)
+            lo[int(v)], hi[int(v)] = idx.min(axis=0), idx.max(axis=0)
+    return lo, hi
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            (np.uint8, (0, 1, 127, 128, 254, 255)),  # high bits set in every lane position
+            (np.uint16, (0, 1, 255, 256, 32768, 65535)),
+            (np.int32, (0, 1, 2**31 - 1)),
+        ]
+    ),
+    st.integers(0, 2**32 - 1),
+    st.floats(0.0, 1.0),
+)
+def test_mixed_words_with_large_labels_match_brute_force(
+    spec: tuple[type, tuple[int, ...]], seed: int, p_zero: float
+) -> None:
+    dtype, values = spec
+    rng = np.random.default_rng(seed)
+    a = rng.choice(np.array(values[1:], dtype=np.int64), size=(2, 3, 24))
+    a[rng.random(a.shape) < p_zero] = 0
+    a = a.astype(dtype)
+    n = int(a.max()) + 1 if dtype != np.int32 else 0
+    if dtype == np.int32:  # keep the table small: relabel to ranks, same layout
+        ranks = np.searchsorted(np.array(values), a)
+        a, n = ranks.astype(np.int32), len(values)
+    lo, hi = label_bounds_3d(a, n)
+    ref_lo, ref_hi = _reference_present(a, n)
+    np.testing.assert_array_equal(lo, ref_lo)
+    np.testing.assert_array_equal(hi, ref_hi)
