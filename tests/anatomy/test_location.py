@@ -179,3 +179,26 @@ def test_errors(phantom):
         describe_location((1, 1, 2), lm, "liver")
     with pytest.raises(Exception, match="Did you mean"):
         describe_location((1, 1, 2, 2), lm, "livr", slice_index=3)
+
+
+def test_shared_extents_give_the_same_locations(phantom):
+    """build_seeds' per-map cache of organ unions and body extent changes no value."""
+    from medcurric.anatomy.location import _describe, _SharedExtents
+
+    lm = phantom.label_map()
+    matches = BoxOrganMatcher(level="group").match_records(phantom.key_slice_lesions, lm)
+    ext = organ_extents(lm.array, lm.affine)
+    shared = _SharedExtents(ext)
+    for _ in range(2):  # second round: every union and the body come from the cache
+        for r, m in zip(phantom.key_slice_lesions, matches, strict=True):
+            for organ in (m, None, "liver", "lung_left"):
+                kw = {"slice_index": r.slice_index, "extents": ext, "vertical": True}
+                want = describe_location(r.box, lm, organ, **kw)
+                got = _describe(r.box, lm, organ, spacing=None, affine=None, class_map=None,
+                                view="axial", shared=shared, **kw)
+                assert got == want
+    other = dict(ext)  # a shared cache of other extents is not used
+    got = _describe(r.box, lm, "liver", spacing=None, affine=None, class_map=None, view="axial",
+                    shared=_SharedExtents(other), slice_index=r.slice_index, extents=ext,
+                    vertical=True)
+    assert got == describe_location(r.box, lm, "liver", slice_index=r.slice_index, extents=ext)

@@ -12,6 +12,7 @@ lateral ones), the in-plane size in millimetres and a short phrase such as
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -204,6 +205,7 @@ def _thirds(f: float, low: str, high: str) -> str:
     return "middle"
 
 
+@functools.lru_cache(maxsize=1024)
 def _name_side(name: str | None) -> str | None:
     """``"left"``/``"right"`` when the name says so (``kidney_left``), else ``None``."""
     if name is None:
@@ -215,6 +217,7 @@ def _name_side(name: str | None) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _region_phrase(name: str) -> str | None:
     m = _LOBE.match(name)
     if m:
@@ -298,6 +301,79 @@ def describe_location(
         >>> loc.laterality, loc.size_mm, loc.phrase
         ('right', (15.0, 15.0), 'central part of the')
     """
+    return _describe(
+        box,
+        label_map_or_mask,
+        organ,
+        spacing=spacing,
+        affine=affine,
+        class_map=class_map,
+        slice_index=slice_index,
+        extents=extents,
+        view=view,
+        vertical=vertical,
+        shared=None,
+    )
+
+
+class _SharedExtents:
+    """What every lesion of one label map derives alike from its extents, computed once.
+
+    :func:`~medcurric.seeds.build_seeds` describes many lesions of one map with
+    one extents mapping that nobody else holds; this keeps the union of each
+    organ's member boxes and the body's extent (the union of all labels) instead
+    of rebuilding them for every lesion. The values are the same either way.
+    """
+
+    def __init__(self, extents: Extents) -> None:
+        self.extents = extents
+        self._unions: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray] | None] = {}
+        self._body: tuple[np.ndarray, np.ndarray] | None = None
+
+    def union(self, members: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Min/max RAS corner over the members' boxes, ``None`` when none is present."""
+        if members not in self._unions:
+            self._unions[members] = _union(self.extents, members)
+        return self._unions[members]
+
+    def body(self) -> tuple[np.ndarray, np.ndarray]:
+        """Min/max RAS corner over every label's box (the extents must not be empty)."""
+        if self._body is None:
+            self._body = _body(self.extents)
+        return self._body
+
+
+def _union(ext_all: Extents, members: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    boxes = [ext_all[m] for m in members if m in ext_all]
+    if not boxes:
+        return None
+    return np.min([bx[0] for bx in boxes], axis=0), np.max([bx[1] for bx in boxes], axis=0)
+
+
+def _body(ext_all: Extents) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.min([v[0] for v in ext_all.values()], axis=0),
+        np.max([v[1] for v in ext_all.values()], axis=0),
+    )
+
+
+def _describe(
+    box: Sequence[float] | np.ndarray,
+    label_map_or_mask: LabelMap | np.ndarray,
+    organ: Any,
+    *,
+    spacing: Sequence[float] | None,
+    affine: np.ndarray | None,
+    class_map: ClassMap | None,
+    slice_index: int | None,
+    extents: Extents | None,
+    view: ViewPlane | str,
+    vertical: bool,
+    shared: _SharedExtents | None,
+) -> Location:
+    """:func:`describe_location`; ``shared`` (for ``extents``) reuses per-map unions."""
+    if shared is not None and shared.extents is not extents:
+        shared = None
     view_plane = look_up_option(view, ViewPlane, name="view")
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape[0] not in (4, 6):
@@ -375,15 +451,14 @@ def describe_location(
             members = cm.member_labels(cm.resolve(organ_name))
 
     # Organ extent (union of members) in RAS.
-    boxes = [ext_all[m] for m in members if m in ext_all]
+    united = shared.union(members) if shared is not None else _union(ext_all, members)
     rel = None
     use_vertical = bool(vertical)
     vertical_word: str | None = None
     ap = transverse = None
     side_of_name = _name_side(organ_name)
-    if boxes:
-        lo = np.min([bx[0] for bx in boxes], axis=0)
-        hi = np.max([bx[1] for bx in boxes], axis=0)
+    if united is not None:
+        lo, hi = united
         span = np.maximum(hi - lo, 1e-9)
         f = (centre[:3] - lo) / span  # towards R, A, S
         rel = (round(float(f[0]), 4), round(float(f[1]), 4), round(float(f[2]), 4))
@@ -414,8 +489,7 @@ def describe_location(
     # Side of the body: from the name, else from the centre vs the body's midline.
     laterality = side_of_name
     if laterality is None and ext_all and not is_mask:
-        body_lo = np.min([v[0] for v in ext_all.values()], axis=0)
-        body_hi = np.max([v[1] for v in ext_all.values()], axis=0)
+        body_lo, body_hi = shared.body() if shared is not None else _body(ext_all)
         mid = (body_lo[0] + body_hi[0]) / 2
         width = max(float(body_hi[0] - body_lo[0]), 1e-9)
         dx = float(centre[0] - mid)

@@ -141,11 +141,17 @@ class OrganMatch(JsonRecord):
     id: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "criterion", look_up_option(self.criterion, Criterion, name="criterion"))
-        object.__setattr__(self, "outcome", look_up_option(self.outcome, MatchOutcome, name="outcome"))
-        object.__setattr__(self, "level", look_up_option(self.level, MatchLevel, name="level"))
-        object.__setattr__(self, "score", float(self.score))
-        object.__setattr__(self, "candidates", tuple(self.candidates))
+        # the matcher passes members already; only other values need looking up
+        if type(self.criterion) is not Criterion:
+            object.__setattr__(self, "criterion", look_up_option(self.criterion, Criterion, name="criterion"))
+        if type(self.outcome) is not MatchOutcome:
+            object.__setattr__(self, "outcome", look_up_option(self.outcome, MatchOutcome, name="outcome"))
+        if type(self.level) is not MatchLevel:
+            object.__setattr__(self, "level", look_up_option(self.level, MatchLevel, name="level"))
+        if type(self.score) is not float:
+            object.__setattr__(self, "score", float(self.score))
+        if type(self.candidates) is not tuple:
+            object.__setattr__(self, "candidates", tuple(self.candidates))
 
     @property
     def is_inside(self) -> bool:
@@ -415,7 +421,15 @@ class BoxOrganMatcher:
         if n == 0:
             return []
 
-        ov = box_mask_overlap(b, arr, slice_index=slices, clip=False)
+        # A uint8 map's labels all fit 256 columns: no pass over the volume for its maximum
+        # (labels the class map lacks are dropped in _aggregate either way).
+        ov = box_mask_overlap(
+            b,
+            arr,
+            slice_index=slices,
+            clip=False,
+            num_labels=256 if slices is not None and arr.dtype == np.uint8 else None,
+        )
         inter, area = self._aggregate(ov.intersection, ov.label_area, units, cm)
         box_area = np.asarray(ov.box_area, dtype=np.int64)
 
