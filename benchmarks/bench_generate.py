@@ -3,8 +3,10 @@
 The server (``medcurric.cot._fake_server``, asyncio, stdlib only) runs in a separate
 process and answers every request after exactly ``--latency`` seconds (200 ms), so
 the ideal throughput at concurrency c is c / latency requests per second. The
-backend is measured at concurrency 1, 8 and 64 against a plain sequential loop
-(one synchronous ``httpx.Client`` request after another) in the same run, and the
+backend (default ``http_client="auto"``, which is its stdlib client on loopback) is
+measured at concurrency 1, 8 and 64 against a plain sequential loop (one
+synchronous ``httpx.Client`` request after another) in the same run, the backend
+with ``http_client="httpx"`` at concurrency 64, and the
 whole generator (prompting, parsing, validation, JSONL writing) at concurrency 64,
 and, as the ceiling of the machine itself, a bare asyncio HTTP/1.1 client (no
 library) at concurrency 64.
@@ -83,8 +85,12 @@ def _sequential(url: str, requests: list[GenerationRequest]) -> None:
             resp.json()["choices"][0]["message"]["content"]
 
 
-def _concurrent(url: str, requests: list[GenerationRequest], concurrency: int) -> None:
-    backend = OpenAIBackend("bench", base_url=url, concurrency=concurrency, timeout=30.0)
+def _concurrent(
+    url: str, requests: list[GenerationRequest], concurrency: int, client: str = "auto"
+) -> None:
+    backend = OpenAIBackend(
+        "bench", base_url=url, concurrency=concurrency, timeout=30.0, http_client=client
+    )
     done = [c for c in backend.complete(requests) if c.error is None]
     if len(done) != len(requests):
         raise RuntimeError(f"{len(requests) - len(done)} requests failed")
@@ -200,6 +206,19 @@ def main(argv: list[str] | None = None) -> dict:
                     1000 * statistics.median(cp for _, cp in runs) / n, 3
                 ),
             }
+        # The same backend on httpx (what it used before its own client; the proxy path).
+        n = 64 * waves
+        runs = []
+        for k in range(repeats):
+            reqs = _requests(n, work / "img.png", f"hx-{k}")
+            runs.append(_time(lambda reqs=reqs: _concurrent(url, reqs, 64, "httpx")))
+        rate = n / statistics.median(w for w, _ in runs)
+        result["httpx_concurrency_64"] = {
+            "requests": n,
+            "req_per_s": round(rate, 2),
+            "efficiency": round(rate / (64 / latency), 4),
+            "client_cpu_ms_per_req": round(1000 * statistics.median(c for _, c in runs) / n, 3),
+        }
         # What this machine allows at all: a bare asyncio client with no HTTP library.
         n = 64 * waves
         runs = [

@@ -25,15 +25,20 @@ import logging
 import os
 import queue
 import random
+import re
 import ssl
 import threading
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from medcurric._optional import require
+from medcurric._options import StrEnum, look_up_option
+from medcurric.cot import _http
 from medcurric.cot._imaging import data_url, load_rgb
 from medcurric.cot.templates import QuestionType
 from medcurric.curriculum.stage import Stage
@@ -420,8 +425,37 @@ class TransformersBackend:
 # --------------------------------------------------------------------------- OpenAI-compatible
 
 _RETRY_STATUS = {408, 409, 425, 429}
-_CONNECTIONS_PER_POOL = 1
 _DONE = object()
+# Stands in for the image URL while the body is JSON-encoded; random per process, so no
+# text from a dataset or a model can contain it by chance or on purpose.
+_URL_SLOT = f"medcurric-image-url-{uuid.uuid4().hex}"
+_JSON_SAFE_PREFIX = re.compile(r"data:[a-z]+/[a-z0-9.+-]+;base64,")
+
+
+class _HTTPClient(StrEnum):
+    AUTO = "auto"
+    STDLIB = "stdlib"
+    HTTPX = "httpx"
+
+
+def _proxy_applies(target: _http.Target) -> bool:
+    """Whether an ``http(s)_proxy``/``all_proxy`` environment variable covers ``target``."""
+    proxies = urllib.request.getproxies_environment()
+    scheme = "https" if target.tls else "http"
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    host = target.host.lower()
+    for entry in proxies.get("no", "").split(","):
+        entry = entry.strip().lower()
+        if entry == "*":
+            return False
+        name, _, port = entry.partition(":")
+        name = name.lstrip(".")
+        if not name or (port and port != str(target.port)):
+            continue
+        if host == name or host.endswith("." + name):
+            return False
+    return True
 
 
 class _Malformed(Exception):
@@ -465,11 +499,16 @@ def _retry_after(value: str | None, cap: float) -> float | None:
 class OpenAIBackend:
     """Any OpenAI-compatible chat-completions server, with bounded async concurrency and retries.
 
-    Requests are sent with ``httpx.AsyncClient`` from an event loop in a worker
-    thread, at most ``concurrency`` at a time, each slot with its own one-connection
-    pool (one large httpx pool costs CPU per request that grows with its size:
-    about 3.7 ms per request at 64 connections against 2.3 ms this way, on this
-    project's benchmark machine); completions stream back as they finish. Images travel as base64 ``data:`` URLs. A request is retried on HTTP
+    Requests are sent from an event loop in a worker thread, at most
+    ``concurrency`` at a time, each slot over its own keep-alive connection;
+    completions stream back as they finish. The HTTP client is chosen by
+    ``http_client``: ``"stdlib"`` is a small HTTP/1.1 client on asyncio streams
+    (no dependency; about 0.4 ms of CPU per request where ``httpx`` spends 2-3 ms,
+    on this project's benchmark machine, which is what decides throughput at high
+    concurrency), ``"httpx"`` uses ``httpx.AsyncClient`` (needs the ``gen`` extra;
+    honours ``HTTP(S)_PROXY``), and ``"auto"`` (default) takes ``httpx`` when a proxy
+    environment variable applies to ``base_url`` and the stdlib client otherwise.
+    Images travel as base64 ``data:`` URLs. A request is retried on HTTP
     408/409/425/429 and 5xx, timeouts, connection errors, truncated bodies and
     malformed JSON, with exponential backoff and full jitter, or after the
     server's ``Retry-After``; it is sent at most ``1 + max_retries`` times.
@@ -494,6 +533,7 @@ class OpenAIBackend:
         temperature: ``temperature`` of each request.
         extra_body: Further JSON fields for each request (e.g. ``{"top_p": 0.9}``).
         send_images: Send the image (``False`` for text-only models).
+        http_client: ``"auto"``, ``"stdlib"`` or ``"httpx"`` (see above).
 
     Examples:
         >>> from medcurric.cot import OpenAIBackend
@@ -521,6 +561,7 @@ class OpenAIBackend:
         temperature: float = 0.0,
         extra_body: Mapping[str, Any] | None = None,
         send_images: bool = True,
+        http_client: str = "auto",
     ) -> None:
         if not model:
             raise InvalidOptionError("Expected a model name for OpenAIBackend, but got ''.")
@@ -546,6 +587,11 @@ class OpenAIBackend:
         self.temperature = float(temperature)
         self.extra_body = dict(extra_body or {})
         self.send_images = bool(send_images)
+        self.http_client = look_up_option(http_client, _HTTPClient, name="http_client")
+        try:
+            self._target = _http.Target.from_url(self.base_url)
+        except ValueError as exc:
+            raise InvalidOptionError(str(exc)) from None
         self._rng = random.Random()
         self._ssl_context: ssl.SSLContext | None = None
 
@@ -583,6 +629,34 @@ class OpenAIBackend:
             "temperature": self.temperature,
         }
 
+    def _body(self, request: GenerationRequest) -> bytes:
+        """The JSON request body, equal to ``json.dumps(self._payload(request))``.
+
+        The image's data URL (tens of kilobytes of base64, which needs no JSON escaping)
+        is spliced into the encoded text instead of being scanned by the JSON encoder.
+        """
+        if not (self.send_images and request.image_path is not None):
+            return json.dumps(self._payload(request)).encode("utf-8")
+        url = data_url(request.image_path)
+        image = {"type": "image_url", "image_url": {"url": _URL_SLOT}}
+        payload = {
+            **self.extra_body,
+            "model": self.model,
+            "messages": _messages(request, image),
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+        text = json.dumps(payload)
+        quoted = f'"{_URL_SLOT}"'
+        # data_url() builds "data:<mime>;base64,<base64>": only the prefix needs checking.
+        prefix = url[: url.find(",") + 1]
+        if text.count(quoted) != 1 or not _JSON_SAFE_PREFIX.fullmatch(prefix):
+            return json.dumps(self._payload(request)).encode("utf-8")
+        head, _, tail = text.partition(quoted)
+        return b"".join(
+            (head.encode("utf-8"), b'"', url.encode("ascii"), b'"', tail.encode("utf-8"))
+        )
+
     def complete(self, requests: Sequence[GenerationRequest]) -> Iterator[Completion]:
         """Send the requests concurrently; yield completions as they finish.
 
@@ -593,7 +667,12 @@ class OpenAIBackend:
         reqs = list(requests)
         if not reqs:
             return
-        httpx = require("httpx", feature="OpenAIBackend")
+        use_httpx = self.http_client == _HTTPClient.HTTPX or (
+            self.http_client == _HTTPClient.AUTO and _proxy_applies(self._target)
+        )
+        httpx = (
+            require("httpx", feature="OpenAIBackend(http_client='httpx')") if use_httpx else None
+        )
         out: queue.Queue[Any] = queue.Queue()
         holder: dict[str, Any] = {}
 
@@ -633,52 +712,85 @@ class OpenAIBackend:
         holder["task"] = asyncio.current_task()
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        # httpcore's pool does O(connections x waiting requests) work per event, which
-        # dominates at high concurrency; small pools keep it O(1) per request.
-        n_pools = -(-self.concurrency // _CONNECTIONS_PER_POOL)
-        per_pool = -(-self.concurrency // n_pools)
-        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
-        if self._ssl_context is None:
+        if self._ssl_context is None and self._target.tls:
+            # Loading the trust store takes ~0.1 s; plain-http servers (a local vLLM) skip it.
             self._ssl_context = ssl.create_default_context()
-        # The bound on requests in flight: one token per slot, each naming its pool.
+        # The bound on requests in flight: one token per slot, each slot one connection.
         slots: asyncio.Queue[int] = asyncio.Queue()
         for i in range(self.concurrency):
-            slots.put_nowait(i % n_pools)
-        url = f"{self.base_url}/chat/completions"
+            slots.put_nowait(i)
         async with contextlib.AsyncExitStack() as stack:
-            pools = [
-                await stack.enter_async_context(
-                    httpx.AsyncClient(
-                        headers=headers,
-                        timeout=httpx.Timeout(self.timeout),
-                        limits=limits,
-                        verify=self._ssl_context,
+            if httpx is not None:
+                # One single-connection client per slot: httpcore's pool does work per event
+                # that grows with its size (about 3.7 ms of CPU per request at 64 connections
+                # in one pool against 2.3 ms this way, on the benchmark machine).
+                limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+                clients = [
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(
+                            headers={**headers, "Content-Type": "application/json"},
+                            timeout=httpx.Timeout(self.timeout),
+                            limits=limits,
+                            verify=self._ssl_context if self._ssl_context else True,
+                        )
                     )
+                    for _ in range(self.concurrency)
+                ]
+                url = f"{self.base_url}/chat/completions"
+
+                async def send(slot: int, body: bytes) -> tuple[int, Any, bytes]:
+                    resp = await clients[slot].post(url, content=body)
+                    return resp.status_code, resp.headers, resp.content
+
+                errors: tuple[tuple[type[BaseException], str], ...] = (
+                    (httpx.TimeoutException, "timeout"),
+                    (httpx.TransportError, "transport error"),
+                    (httpx.HTTPError, "HTTP error"),
                 )
-                for _ in range(n_pools)
-            ]
+            else:
+                connections = [
+                    _http.Connection(
+                        self._target,
+                        timeout=self.timeout,
+                        ssl_context=self._ssl_context,
+                        headers=headers,
+                    )
+                    for _ in range(self.concurrency)
+                ]
+
+                async def close_all() -> None:
+                    await asyncio.gather(*(c.close() for c in connections))
+
+                stack.push_async_callback(close_all)
+                path = self._target.path("/chat/completions")
+
+                async def send(slot: int, body: bytes) -> tuple[int, Any, bytes]:
+                    resp = await connections[slot].post_json(path, body)
+                    return resp.status, resp.headers, resp.body
+
+                errors = (
+                    (_http.HTTPTimeout, "timeout"),
+                    (_http.HTTPTransportError, "transport error"),
+                )
 
             async def one(r: GenerationRequest) -> None:
-                put(await self._one(httpx, pools, slots, url, r, key))
+                put(await self._one(send, errors, slots, r, key))
 
             await asyncio.gather(*(one(r) for r in reqs))
 
     async def _one(
         self,
-        httpx: Any,
-        pools: list[Any],
+        send: Any,
+        errors: tuple[tuple[type[BaseException], str], ...],
         slots: asyncio.Queue[int],
-        url: str,
         request: GenerationRequest,
         key: str,
     ) -> Completion:
         def scrub(text: str) -> str:
             return text.replace(key, "***") if key else text
 
-        try:
-            payload = self._payload(request)
-        except Exception as exc:  # unreadable image: not worth retrying
-            return Completion(request, None, scrub(f"cannot build the request: {exc}"), 0)
+        caught = tuple(kind for kind, _ in errors)
+        body: bytes | None = None
         last = ""
         attempts = 0
         cap = 1 + self.max_retries
@@ -688,30 +800,34 @@ class OpenAIBackend:
             try:
                 slot = await slots.get()
                 try:
-                    resp = await pools[slot].post(url, json=payload)
-                    body = resp.content
+                    if body is None:
+                        # Built once a slot is free, so thousands of queued requests do not
+                        # all read and encode their images before the first one is sent.
+                        try:
+                            body = self._body(request)
+                        except Exception as exc:  # unreadable image: not worth retrying
+                            error = scrub(f"cannot build the request: {exc}")
+                            return Completion(request, None, error, 0)
+                    status, headers, content = await send(slot, body)
                 finally:
                     slots.put_nowait(slot)
-                status = resp.status_code
                 if status == 200:
                     try:
-                        return Completion(request, _reply_text(json.loads(body)), None, attempts)
+                        return Completion(request, _reply_text(json.loads(content)), None, attempts)
                     except (ValueError, _Malformed) as exc:
                         last = f"malformed response body ({exc})"
                 elif status in _RETRY_STATUS or status >= 500:
                     last = f"HTTP {status}"
-                    wait = _retry_after(resp.headers.get("retry-after"), self.retry_after_max)
+                    wait = _retry_after(headers.get("retry-after"), self.retry_after_max)
                 else:
-                    snippet = body[:300].decode("utf-8", "replace")
+                    snippet = content[:300].decode("utf-8", "replace")
                     return Completion(
                         request, None, scrub(f"HTTP {status} (not retried): {snippet}"), attempts
                     )
-            except httpx.TimeoutException as exc:
-                last = f"timeout ({type(exc).__name__})"
-            except httpx.TransportError as exc:  # connect/read errors, truncated bodies
-                last = f"transport error ({type(exc).__name__}: {exc})"
-            except httpx.HTTPError as exc:
-                last = f"HTTP error ({type(exc).__name__}: {exc})"
+            except caught as exc:
+                label = next(text for kind, text in errors if isinstance(exc, kind))
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                last = f"{label} ({detail})"
             if attempts >= cap:
                 break
             delay = wait if wait is not None else self.backoff(attempts)
