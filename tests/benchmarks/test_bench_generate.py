@@ -16,6 +16,7 @@ def test_bench_generate_quick(capsys) -> None:
         "concurrency_1",
         "concurrency_8",
         "concurrency_64",
+        "httpx_concurrency_64",
         "raw_asyncio_concurrency_64",
     ):
         assert result[key]["req_per_s"] > 0 and result[key]["client_cpu_ms_per_req"] > 0
