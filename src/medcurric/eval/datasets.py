@@ -342,6 +342,36 @@ def _pick_text(record: Mapping[str, Any], keys: Sequence[str], where: str, what:
     return v
 
 
+def _id_and_value(
+    key: str | None,
+    record: Any,
+    id_keys: Sequence[str],
+    value_keys: Sequence[str],
+    bare: tuple[type, ...],
+    *,
+    where: str,
+    what: str,
+) -> tuple[str, Any]:
+    """The id (as text) and the value of one record of an id-keyed file.
+
+    A bare value (of a type in ``bare``) under a key of an id -> value mapping is its own
+    record; otherwise the record is an object holding the id (or taking the mapping's
+    key) and the value under one of ``value_keys``.
+    """
+    rid: Any
+    if key is not None and isinstance(record, bare):
+        rid, value = key, record
+    elif isinstance(record, Mapping):
+        _, rid = _first(record, id_keys)
+        rid = key if rid is None else rid
+        if rid is None:
+            raise DataFormatError(f"{where}: expected an id in one of {list(id_keys)}.")
+        value = _pick_text(record, value_keys, where, what)
+    else:
+        raise DataFormatError(f"{where}: expected a JSON object, but got {type(record).__name__}.")
+    return _text(rid, what="the id", where=where), value
+
+
 def load_predictions(
     path: str | os.PathLike[str],
     *,
@@ -377,21 +407,9 @@ def load_predictions(
     text_keys = (text_key,) if text_key else _PREDICTION_KEYS
     for index, (key, record) in enumerate(_read_records(path)):
         where = f"{path}: record {index}"
-        rid: Any
-        text: Any
-        if isinstance(record, str) and key is not None:
-            rid, text = key, record
-        elif isinstance(record, Mapping):
-            _, rid = _first(record, id_keys)
-            rid = key if rid is None else rid
-            if rid is None:
-                raise DataFormatError(f"{where}: expected a question id in one of {list(id_keys)}.")
-            text = _pick_text(record, text_keys, where, "the predicted text")
-        else:
-            raise DataFormatError(
-                f"{where}: expected a JSON object, but got {type(record).__name__}."
-            )
-        rid = _text(rid, what="the id", where=where)
+        rid, text = _id_and_value(
+            key, record, id_keys, text_keys, (str,), where=where, what="the predicted text"
+        )
         if rid in out:
             raise DataFormatError(
                 f"{where}: prediction id {rid!r} appears twice; ids must be unique."
@@ -435,21 +453,9 @@ def load_texts(
     text_keys = (text_key,) if text_key else _REPORT_KEYS
     for index, (key, record) in enumerate(_read_records(path)):
         where = f"{path}: record {index}"
-        rid: Any
-        value: Any
-        if key is not None and (isinstance(record, (str, list))):
-            rid, value = key, record
-        elif isinstance(record, Mapping):
-            _, rid = _first(record, id_keys)
-            rid = key if rid is None else rid
-            if rid is None:
-                raise DataFormatError(f"{where}: expected an id in one of {list(id_keys)}.")
-            value = _pick_text(record, text_keys, where, "the text")
-        else:
-            raise DataFormatError(
-                f"{where}: expected a JSON object, but got {type(record).__name__}."
-            )
-        rid = _text(rid, what="the id", where=where)
+        rid, value = _id_and_value(
+            key, record, id_keys, text_keys, (str, list), where=where, what="the text"
+        )
         values = value if isinstance(value, list) else [value]
         texts = [_text(v, what="the text", where=where) for v in values]
         if not texts:
