@@ -55,6 +55,23 @@ def _start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
+def _row(n: int, runs: list[tuple[float, float]], ideal: float) -> dict:
+    """Throughput, efficiency and CPU per request of ``runs`` (wall, client CPU) of n requests."""
+    walls = [w for w, _ in runs]
+    rate = n / statistics.median(walls)
+    return {
+        "requests": n,
+        "req_per_s": round(rate, 2),
+        "req_per_s_min": round(n / max(walls), 2),
+        "req_per_s_max": round(n / min(walls), 2),
+        "ideal_req_per_s": round(ideal, 2),
+        "efficiency": round(rate / ideal, 4),
+        "client_cpu_ms_per_req": round(1000 * statistics.median(c for _, c in runs) / n, 3),
+        # _time() appended one server figure per run; these are the last len(runs).
+        "server_cpu_ms_per_req": round(1000 * statistics.median(_SERVER_CPU[-len(runs) :]) / n, 3),
+    }
+
+
 def _requests(n: int, image: Path, tag: str) -> list[GenerationRequest]:
     return [
         GenerationRequest(
@@ -215,49 +232,20 @@ def main(argv: list[str] | None = None) -> dict:
             for k in range(repeats):
                 reqs = _requests(n, work / "img.png", f"c{c}-{k}")
                 runs.append(_time(lambda reqs=reqs, c=c: _concurrent(url, reqs, c)))
-            walls = [w for w, _ in runs]
-            ideal = c / latency
-            rate = n / statistics.median(walls)
-            result[f"concurrency_{c}"] = {
-                "requests": n,
-                "req_per_s": round(rate, 2),
-                "req_per_s_min": round(n / max(walls), 2),
-                "req_per_s_max": round(n / min(walls), 2),
-                "ideal_req_per_s": round(ideal, 2),
-                "efficiency": round(rate / ideal, 4),
-                "client_cpu_ms_per_req": round(
-                    1000 * statistics.median(cp for _, cp in runs) / n, 3
-                ),
-                "server_cpu_ms_per_req": round(
-                    1000 * statistics.median(_SERVER_CPU[-repeats:]) / n, 3
-                ),
-            }
+            result[f"concurrency_{c}"] = _row(n, runs, c / latency)
         # The same backend on httpx (what it used before its own client; the proxy path).
         n = 64 * waves
         runs = []
         for k in range(repeats):
             reqs = _requests(n, work / "img.png", f"hx-{k}")
             runs.append(_time(lambda reqs=reqs: _concurrent(url, reqs, 64, "httpx")))
-        rate = n / statistics.median(w for w, _ in runs)
-        result["httpx_concurrency_64"] = {
-            "requests": n,
-            "req_per_s": round(rate, 2),
-            "efficiency": round(rate / (64 / latency), 4),
-            "client_cpu_ms_per_req": round(1000 * statistics.median(c for _, c in runs) / n, 3),
-        }
+        result["httpx_concurrency_64"] = _row(n, runs, 64 / latency)
         # What this machine allows at all: a bare asyncio client with no HTTP library.
-        n = 64 * waves
         runs = [
             _time(lambda k=k: _raw_asyncio(url, _requests(n, work / "img.png", f"raw{k}"), 64))
             for k in range(repeats)
         ]
-        rate = n / statistics.median(w for w, _ in runs)
-        result["raw_asyncio_concurrency_64"] = {
-            "requests": n,
-            "req_per_s": round(rate, 2),
-            "efficiency": round(rate / (64 / latency), 4),
-            "client_cpu_ms_per_req": round(1000 * statistics.median(c for _, c in runs) / n, 3),
-        }
+        result["raw_asyncio_concurrency_64"] = _row(n, runs, 64 / latency)
         # The whole generator: prompts, parsing, validation and JSONL writing at concurrency 64.
         n_seeds = 4 if args.quick else 110
         seeds = _seeds(n_seeds)
