@@ -342,3 +342,20 @@ def test_connect_refused_and_header_injection():
         _post(Connection(Target.from_url(f"http://127.0.0.1:{free}"), timeout=2))
     with pytest.raises(ValueError, match="line breaks"):
         Connection(Target.from_url("http://h"), timeout=1, headers={"X": "a\r\nEvil: 1"})
+
+
+def test_connection_the_server_closed_while_idle_is_not_reused():
+    # The server answers and closes (an idle timeout) without saying "Connection: close".
+    steps = [_send(_ok(b"one"), keep=False), _send(_ok(b"two"))]
+    with _ScriptedServer(steps) as server:
+        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=5)
+
+        async def go():  # type: ignore[no-untyped-def]
+            first = await conn.post_json("/x", b"{}")
+            await asyncio.sleep(0.1)  # the close reaches the client while it is idle
+            second = await conn.post_json("/x", b"{}")
+            await conn.close()
+            return [first.body, second.body]
+
+        assert asyncio.run(go()) == [b"one", b"two"]
+    assert conn.requests_sent == 2 and len(server.requests) == 2 and server.connections == 2

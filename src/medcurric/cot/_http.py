@@ -160,6 +160,8 @@ class Connection:
             f"Content-Length: {len(body)}\r\n"
         ).encode("latin-1")
         message = b"".join((head, self._fixed_head, b"\r\n", body))
+        if self._writer is not None and (self._writer.is_closing() or self._reader_at_eof()):
+            self.abort()  # the server has already closed this idle connection
         if self._writer is not None:
             try:
                 return await self._exchange(message)
@@ -169,6 +171,9 @@ class Connection:
             return await self._exchange(message)
         except _StaleConnection:
             raise HTTPTransportError("the server closed the connection without a reply") from None
+
+    def _reader_at_eof(self) -> bool:
+        return self._reader is not None and self._reader.at_eof()
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         t = self.target
