@@ -271,3 +271,20 @@ def test_coco_with_per_class_folders_and_png_masks(tmp_path):
     assert (b["organ"], b["outcome"]) == ("heart", "inside") and b["size_mm"] == [5.0, 5.0]
     assert c["outcome"] == "unmatched" and "uncertain" in c["text"]
     assert not _lines(rejects_path(out))
+
+
+def test_summary_counts_the_whole_file_on_reruns(tmp_path, capsys):
+    """The table is kept up while writing; it must equal a re-read of the output file."""
+    from medcurric.seeds._cli import summarise
+
+    out = tmp_path / "s.jsonl"
+    main(["seeds", "--phantom", "--phantom-cases", "1", "--out", str(out)])
+    assert capsys.readouterr().out.strip() == summarise(out).strip()
+    lines = _lines(out)
+    # an older file: a few lines of another run, one line without an organ, a torn tail
+    other = json.loads(lines[0]) | {"id": "other/1", "organ": None, "outcome": "unmatched"}
+    out.write_text("\n".join([*lines[:3], json.dumps(other)]) + "\n" + lines[3][:40])
+    main(["seeds", "--phantom", "--phantom-cases", "2", "--out", str(out)])
+    table = capsys.readouterr().out.strip()
+    assert table == summarise(out).strip()
+    assert table.splitlines()[-1].split()[-1] == str(len(_lines(out))) == "21"

@@ -378,11 +378,12 @@ def _describe(
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape[0] not in (4, 6):
         raise ShapeError(f"Expected a box of 4 or 6 numbers, but got {b.shape[0]}.")
-    if not np.all(np.isfinite(b)):
-        raise InvalidBoxError(f"Expected a finite box, but got {b.tolist()}.")
-    d = b.shape[0] // 2
-    if np.any(b[d:] < b[:d]):
-        raise InvalidBoxError(f"Expected x2 >= x1 (and y2 >= y1, z2 >= z1), but got {b.tolist()}.")
+    bl = b.tolist()  # Python floats: the same IEEE arithmetic, without numpy's per-call cost
+    if not all(map(math.isfinite, bl)):
+        raise InvalidBoxError(f"Expected a finite box, but got {bl}.")
+    d = len(bl) // 2
+    if any(bl[d + i] < bl[i] for i in range(d)):
+        raise InvalidBoxError(f"Expected x2 >= x1 (and y2 >= y1, z2 >= z1), but got {bl}.")
 
     cm: ClassMap | None
     if isinstance(label_map_or_mask, LabelMap):
@@ -411,7 +412,7 @@ def _describe(
 
     # Box centre as a continuous voxel index (x, y, z); pixel c covers [c, c + 1).
     if d == 2:
-        cx, cy = (b[0] + b[2]) / 2 - 0.5, (b[1] + b[3]) / 2 - 0.5
+        cx, cy = (bl[0] + bl[2]) / 2 - 0.5, (bl[1] + bl[3]) / 2 - 0.5
         if arr.ndim == 3:
             if slice_index is None:
                 raise ShapeError("Got a 2D box on a volume; pass slice_index (the key slice).")
@@ -425,16 +426,16 @@ def _describe(
     else:
         if arr.ndim != 3:
             raise ShapeError(f"Got a 3D box but a 2D map of shape {arr.shape}.")
-        cx, cy, cz = ((b[:3] + b[3:]) / 2 - 0.5).tolist()
-    centre = aff @ np.array([cx, cy, cz, 1.0])
-    centre_mm = tuple(round(float(v), 3) for v in centre[:3])
+        cx, cy, cz = ((bl[i] + bl[3 + i]) / 2 - 0.5 for i in range(3))
+    centre = (aff @ np.array([cx, cy, cz, 1.0])).tolist()
+    centre_mm = tuple(round(v, 3) for v in centre[:3])
 
     size_mm = None
     if spacing is not None:
         sy, sx = float(spacing[-2]), float(spacing[-1])
-        w_mm = (b[d] - b[0]) * sx
-        h_mm = (b[d + 1] - b[1]) * sy
-        size_mm = (round(float(max(w_mm, h_mm)), 2), round(float(min(w_mm, h_mm)), 2))
+        w_mm = (bl[d] - bl[0]) * sx
+        h_mm = (bl[d + 1] - bl[1]) * sy
+        size_mm = (round(max(w_mm, h_mm), 2), round(min(w_mm, h_mm), 2))
 
     organ_name = _resolve_organ(organ, cm)
     members: tuple[int, ...] = ()
@@ -458,22 +459,21 @@ def _describe(
     ap = transverse = None
     side_of_name = _name_side(organ_name)
     if united is not None:
-        lo, hi = united
-        span = np.maximum(hi - lo, 1e-9)
-        f = (centre[:3] - lo) / span  # towards R, A, S
-        rel = (round(float(f[0]), 4), round(float(f[1]), 4), round(float(f[2]), 4))
+        lo, hi = united[0].tolist(), united[1].tolist()
+        f = [(centre[i] - lo[i]) / max(hi[i] - lo[i], 1e-9) for i in range(3)]  # towards R, A, S
+        rel = (round(f[0], 4), round(f[1], 4), round(f[2], 4))
         planar_coronal = arr.ndim == 2 and view_plane is ViewPlane.CORONAL and affine is None
         planar_axial = arr.ndim == 2 and not planar_coronal
         if not planar_axial and use_vertical:
-            vertical_word = _thirds(float(f[2]), "lower", "upper")
+            vertical_word = _thirds(f[2], "lower", "upper")
         if not planar_coronal:
-            ap = _thirds(float(f[1]), "posterior", "anterior")
+            ap = _thirds(f[1], "posterior", "anterior")
         if side_of_name == "right":
-            transverse = _thirds(float(f[0]), "medial", "lateral")
+            transverse = _thirds(f[0], "medial", "lateral")
         elif side_of_name == "left":
-            transverse = _thirds(float(f[0]), "lateral", "medial")
+            transverse = _thirds(f[0], "lateral", "medial")
         else:
-            transverse = _thirds(float(f[0]), "left", "right")
+            transverse = _thirds(f[0], "left", "right")
 
     # Sub-region: the member (lobe, vertebra, liver segment) holding most of the box.
     region = None
@@ -490,9 +490,9 @@ def _describe(
     laterality = side_of_name
     if laterality is None and ext_all and not is_mask:
         body_lo, body_hi = shared.body() if shared is not None else _body(ext_all)
-        mid = (body_lo[0] + body_hi[0]) / 2
-        width = max(float(body_hi[0] - body_lo[0]), 1e-9)
-        dx = float(centre[0] - mid)
+        mid = (float(body_lo[0]) + float(body_hi[0])) / 2
+        width = max(float(body_hi[0]) - float(body_lo[0]), 1e-9)
+        dx = centre[0] - mid
         if abs(dx) <= _MIDLINE_FRACTION * width:
             laterality = "midline"
         else:

@@ -369,12 +369,23 @@ def _results(
         yield from pool.map(_run_case, tasks, chunksize=1)
 
 
-def summarise(path: Path) -> str:
-    """A table of outcomes per organ over every seed in ``path``."""
+def _count(counts: dict[str, collections.Counter[str]], obj: dict[str, Any]) -> None:
+    counts[obj.get("organ") or "(uncertain)"][str(obj.get("outcome"))] += 1
+
+
+def _counts_in(path: Path) -> dict[str, collections.Counter[str]]:
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for obj in read_jsonl(path) if path.exists() else []:
-        organ = obj.get("organ") or "(uncertain)"
-        counts[organ][str(obj.get("outcome"))] += 1
+        _count(counts, obj)
+    return counts
+
+
+def summarise(path: Path) -> str:
+    """A table of outcomes per organ over every seed in ``path``."""
+    return _table(_counts_in(path))
+
+
+def _table(counts: dict[str, collections.Counter[str]]) -> str:
     cols = ("inside", "adjacent", "unmatched")
     width = max([len("organ"), *(len(k) for k in counts)]) + 2
     lines = ["organ".ljust(width) + "".join(c.rjust(11) for c in (*cols, "total"))]
@@ -447,6 +458,8 @@ def run(args: argparse.Namespace) -> int:
     rej_path = rejects_path(out_path)
     written = skipped = rejected = 0
     with JsonlWriter(out_path) as writer, JsonlWriter(rej_path) as rejects:
+        # the summary covers the whole file: what was there (tail repaired) plus each new line
+        counts = _counts_in(out_path)
         todo = []
         for c in cases:
             keep = [r for r in c.records if r.id not in writer]
@@ -458,11 +471,13 @@ def run(args: argparse.Namespace) -> int:
             for results in _results(todo, opts, args.workers):
                 for kind, obj in results:
                     if kind == "seed":
-                        written += writer.write(obj)
+                        if writer.write(obj):
+                            written += 1
+                            _count(counts, obj)
                     else:
                         rejected += rejects.write(obj)
                 bar.update(len(results))
-    print(summarise(out_path))
+    print(_table(counts))
     print(
         f"wrote {written} new seed(s) to {out_path} ({skipped} already there); "
         f"{rejected} reject(s) to {rej_path}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medcurric.anatomy.location import _describe, _SharedExtents, organ_extents
+from medcurric.anatomy.location import ViewPlane, _describe, _SharedExtents, organ_extents
 from medcurric.anatomy.matcher import BoxOrganMatcher
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.seeds.builder import SeedBuilder
@@ -71,7 +71,7 @@ def build_seeds(
             class_map=None,
             slice_index=slice_index,
             extents=extents,
-            view="axial",
+            view=ViewPlane.AXIAL,
             vertical=vertical,
             shared=shared,
         )
