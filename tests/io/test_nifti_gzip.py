@@ -84,3 +84,41 @@ def test_falls_back_for_what_it_does_not_handle(
     plain = tmp_path / "seg.nii"
     write_nifti(a, plain)
     assert _inflate_gzip_nifti(plain) is None
+
+
+def test_big_endian_header_with_extension(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vox_offset is read from the header bytes in the file's own byte order."""
+    rng = np.random.default_rng(5)
+    stored = rng.integers(0, 5, (16, 7, 5)).astype(">i2")  # (i, j, k) as stored
+    hdr = nib.Nifti1Header(endianness=">")
+    hdr.set_data_dtype(">i2")
+    img = nib.Nifti1Image(stored, AFFINES[2], header=hdr)
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(0, nifti._label_extension_xml(NAMES)))
+    f = tmp_path / "be.nii.gz"
+    nib.save(img, str(f))
+    assert nib.load(str(f)).header.endianness == ">"
+    fast = _inflate_gzip_nifti(f)
+    assert fast is not None
+    np.testing.assert_array_equal(fast[1], np.asanyarray(nib.load(str(f)).dataobj))
+    got, ref = read_nifti_labels(f), _via_nibabel(f, monkeypatch)
+    np.testing.assert_array_equal(got.array, ref.array)
+    assert got.class_map == ref.class_map and got.class_map.name_of(4) == "aorta"
+
+
+def test_vox_offset_past_the_end_is_left_to_nibabel(tmp_path: Path) -> None:
+    f = tmp_path / "seg.nii.gz"
+    write_nifti(np.zeros((2, 3, 8), np.uint8), f)
+    body = bytearray(gzip.decompress(f.read_bytes()))
+    body[108:112] = np.array([len(body) + 16], dtype="<f4").tobytes()
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(gzip.compress(bytes(body)))
+    assert _inflate_gzip_nifti(bad) is None
+
+
+def test_parsed_label_names_are_not_shared(tmp_path: Path) -> None:
+    """Names are parsed once per distinct extension; each caller gets its own dict."""
+    content = nifti._label_extension_xml(NAMES)
+    first = nifti._parse_label_extension(content)
+    assert first == NAMES
+    first[99] = "changed"
+    assert nifti._parse_label_extension(content) == NAMES

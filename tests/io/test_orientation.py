@@ -81,3 +81,18 @@ def test_bad_affines_raise():
         Reorientation.from_affine(np.diag([1.0, 0.0, 1.0, 1.0]), (2, 2, 2))
     with pytest.raises(ShapeError):
         reorient_to_canonical(np.zeros((2, 2)), np.eye(4))
+
+
+def test_axis_assignment_is_cached_per_affine_without_sharing_lists():
+    from medcurric.io.orientation import _axis_assignment
+
+    aff = np.array([[0, 0, 2, 1], [0, -1, 0, 2], [1, 0, 0, 3], [0, 0, 0, 1.0]])
+    world, signs = _axis_assignment(aff)
+    assert (world, signs) == ([2, 1, 0], [1.0, -1.0, 1.0])
+    world.append(7)
+    signs[0] = -5.0
+    assert _axis_assignment(aff.copy()) == ([2, 1, 0], [1.0, -1.0, 1.0])
+    # a strided view of a bigger array reads the same 3 x 3 block
+    big = np.zeros((6, 6))
+    big[:4, :4] = aff
+    assert _axis_assignment(big[:4, :4]) == ([2, 1, 0], [1.0, -1.0, 1.0])

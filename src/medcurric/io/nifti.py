@@ -7,6 +7,7 @@ slices asked for (nibabel slices ``dataobj`` without loading the rest).
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -52,6 +53,13 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
 
 def _parse_label_extension(content: bytes) -> dict[int, str] | None:
     """Label names from one header extension, or ``None`` if it holds none we know."""
+    names = _parse_label_extension_cached(bytes(content))
+    return None if names is None else dict(names)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_label_extension_cached(content: bytes) -> dict[int, str] | None:
+    """:func:`_parse_label_extension`, parsed once per distinct extension (callers copy)."""
     text = content.decode("utf-8", errors="replace").strip("\x00 \n\t\r")
     if "<Label" in text:
         names: dict[int, str] = {}
@@ -169,12 +177,13 @@ def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
         int.from_bytes(buf[:4].tobytes(), "big") != 348
     ):
         return None  # NIfTI-2 or not NIfTI-1
+    little = int.from_bytes(buf[:4].tobytes(), "little") == 348
+    # vox_offset (float32 at byte 108) says where the extensions end and the data begin
+    vox_offset = float(buf[108:112].view("<f4" if little else ">f4")[0])
+    if not (np.isfinite(vox_offset) and 0 <= vox_offset <= size):
+        return None
     try:
-        first = nib.Nifti1Header.from_fileobj(io.BytesIO(buf[:348].tobytes()), check=False)
-        offset = int(first.get_data_offset())
-        if offset > size:
-            return None
-        header = nib.Nifti1Header.from_fileobj(io.BytesIO(buf[:max(offset, 348)].tobytes()))
+        header = nib.Nifti1Header.from_fileobj(io.BytesIO(buf[: max(int(vox_offset), 348)].tobytes()))
     except Exception:
         return None
     if bytes(header["magic"]) != b"n+1\x00":

@@ -11,6 +11,7 @@ axis-code terms the voxel axes ``(x, y, z)`` are ``("L", "P", "S")``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,14 @@ _CANONICAL_SIGN = (-1.0, -1.0, 1.0)
 
 def _axis_assignment(affine: np.ndarray) -> tuple[list[int], list[float]]:
     """For each voxel axis, the RAS world axis it is closest to and the sign of that direction."""
-    rzs = np.asarray(affine, dtype=np.float64)[:3, :3]
+    rzs = np.ascontiguousarray(np.asarray(affine, dtype=np.float64)[:3, :3])
+    world, signs = _axis_assignment_of(rzs.tobytes())  # cases of a dataset share a few affines
+    return list(world), list(signs)
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_assignment_of(rzs_bytes: bytes) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    rzs = np.frombuffer(rzs_bytes, dtype=np.float64).reshape(3, 3)
     zooms = np.sqrt((rzs**2).sum(axis=0))
     if not np.all(np.isfinite(rzs)) or np.any(zooms == 0):
         raise ShapeError(
@@ -51,7 +59,7 @@ def _axis_assignment(affine: np.ndarray) -> tuple[list[int], list[float]]:
             world[v] = int(w)
             taken_w.add(int(w))
     signs = [float(np.sign(signed[world[v], v]) or 1.0) for v in range(3)]
-    return world, signs
+    return tuple(world), tuple(signs)
 
 
 def orientation_codes(affine: np.ndarray) -> tuple[str, str, str]:
