@@ -475,3 +475,35 @@ def test_torch_integer_dtypes(dtype: torch.dtype, pure_torch: bool, monkeypatch)
     np.testing.assert_array_equal(got.label_area.numpy(), _label_area(lab, 7))
     hist = label_histogram(torch.from_numpy(lab).to(dtype), 7)
     np.testing.assert_array_equal(hist.numpy(), _label_area(lab, 7))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.sampled_from([(4, 8), (3, 5), (8, 16), (2, 12)]),  # planes on and off word boundaries
+    st.lists(st.integers(0, 4), min_size=1, max_size=6),
+    st.sampled_from([None, 256, 300]),
+    st.integers(0, 2**32 - 1),
+)
+def test_slice_label_areas_of_uint8_volumes_match_bincount(
+    depth: int, plane: tuple[int, int], slices: list[int], num_labels: int | None, seed: int
+) -> None:
+    """Per-slice label areas (one word-histogram per slice) against np.bincount."""
+    rng = np.random.default_rng(seed)
+    vol = rng.choice(np.array([0, 0, 3, 7, 255], dtype=np.uint8), size=(depth, *plane))
+    slices = [s % depth for s in slices]
+    h, w = plane
+    boxes = [[0, 0, w, h]] * len(slices)
+    ov = box_mask_overlap(boxes, vol, slice_index=slices, num_labels=num_labels)
+    nl = num_labels if num_labels is not None else int(vol.max()) + 1
+    want = np.stack([np.bincount(vol[s].ravel(), minlength=nl) for s in slices])
+    np.testing.assert_array_equal(ov.label_area, want)
+    np.testing.assert_array_equal(ov.intersection, want)  # whole-slice boxes
+
+
+def test_slice_label_areas_report_the_first_slice_over_num_labels() -> None:
+    for shape in ((3, 4, 8), (3, 3, 5)):  # the word path and the per-slice fallback
+        vol = np.zeros(shape, dtype=np.uint8)
+        vol[1, 0, 0], vol[2, 0, 0] = 9, 12
+        with pytest.raises(DataFormatError, match="holds label 9"):
+            box_mask_overlap([[0, 0, 1, 1]] * 2, vol, slice_index=[2, 1], num_labels=5)

@@ -695,19 +695,50 @@ def _label_overlap(
 def _slice_areas_np(vol: np.ndarray, slices: np.ndarray, nl: int) -> np.ndarray:
     """Per-box label areas of each box's slice, ``[N, L]`` (int slice -> ``[L]``)."""
     uniq, inverse = np.unique(slices, return_inverse=True)
-    per_slice = (
-        np.stack(
-            [
-                _fit_length(_histogram_np(np.ascontiguousarray(vol[int(s)])), nl, "label_map")
-                for s in uniq
-            ]
+    words = _slice_words_u8(vol)
+    if words is not None and uniq.size:
+        per_slice = _slice_histograms_u8(words, uniq, nl)
+    else:
+        per_slice = (
+            np.stack(
+                [
+                    _fit_length(_histogram_np(np.ascontiguousarray(vol[int(s)])), nl, "label_map")
+                    for s in uniq
+                ]
+            )
+            if uniq.size
+            else np.zeros((0, nl), dtype=np.int64)
         )
-        if uniq.size
-        else np.zeros((0, nl), dtype=np.int64)
-    )
     if uniq.size == 1:
         return per_slice[0]
     return per_slice[inverse.reshape(-1)]
+
+
+def _slice_words_u8(vol: np.ndarray) -> np.ndarray | None:
+    """``vol`` as ``[D, H * W / 8]`` uint64 words when every slice starts on a word, else None."""
+    if vol.dtype != np.uint8 or vol.ndim != 3 or not vol.flags.c_contiguous or not vol.size:
+        return None
+    plane = vol.shape[1] * vol.shape[2]
+    if plane % 8 or vol.ctypes.data % 8:
+        return None
+    return vol.reshape(vol.shape[0], plane).view(np.uint64)
+
+
+def _slice_histograms_u8(words: np.ndarray, uniq: np.ndarray, nl: int) -> np.ndarray:
+    """``[S, nl]`` label histograms of slices ``uniq`` (as ``_fit_length(_histogram_np(...))``)."""
+    from medcurric.geometry import _kernels
+
+    counts = np.zeros((uniq.size, 256), dtype=np.int64)
+    for row, s in enumerate(uniq.tolist()):
+        _kernels.hist_u8_words(words[s], counts[row])
+    if nl < 256 and counts[:, nl:].any():
+        row = int(np.flatnonzero(counts[:, nl:].any(axis=1))[0])  # the first, as a loop would
+        raise _too_large_error(int(np.flatnonzero(counts[row])[-1]), nl, "label_map")
+    if nl <= 256:
+        return counts[:, :nl].copy()
+    out = np.zeros((uniq.size, nl), dtype=np.int64)
+    out[:, :256] = counts
+    return out
 
 
 def _slice_areas_torch(vol: torch.Tensor, slices: np.ndarray, nl: int) -> torch.Tensor:
