@@ -493,7 +493,11 @@ class BoxOrganMatcher:
     ) -> OrganMatch:
         score, other = (ioa, iou) if self.criterion is Criterion.IOA else (iou, ioa)
         touching = np.flatnonzero(inter > 0)
-        order = touching[np.lexsort((units.keys[touching], -other[touching], -score[touching]))]
+        order = (
+            touching[np.lexsort((units.keys[touching], -other[touching], -score[touching]))]
+            if touching.size > 1
+            else touching
+        )
         candidates = tuple(
             Candidate(
                 organ=units.names[k],

@@ -38,6 +38,13 @@ _REGION_TYPES = {
 }
 
 
+_SIDE_PHRASE = {
+    "right": "on the right side",
+    "left": "on the left side",
+    "midline": "in the midline",
+}
+
+
 def lesion_noun(lesion_type: str | None) -> str:
     """The lesion type as a noun phrase; unknown types read ``"lesion"``.
 
@@ -163,11 +170,6 @@ class SeedBuilder:
         phrase = location.phrase if location is not None and organ else ""
         where = f"the {phrase} {organ_words}" if phrase and organ_words else the_organ
         side = (location.laterality or "") if location is not None else ""
-        side_phrase = {
-            "right": "on the right side",
-            "left": "on the left side",
-            "midline": "in the midline",
-        }
         return {
             "lesion": noun,
             "sized_lesion": sized,
@@ -179,7 +181,7 @@ class SeedBuilder:
             "location": phrase,
             "where": " ".join(where.split()),
             "side": side,
-            "side_phrase": side_phrase.get(side, ""),
+            "side_phrase": _SIDE_PHRASE.get(side, ""),
             "modality": record.modality,
         }
 

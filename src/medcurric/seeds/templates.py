@@ -57,6 +57,8 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
 
 _OUTCOMES = ("inside", "adjacent", "unmatched")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SPACES = re.compile(r"[ \t]+")
+_SPACE_BEFORE_PUNCT = re.compile(r" ([,.;:!?])")
 
 
 def render_template(template: str, values: Mapping[str, str]) -> str:
@@ -90,8 +92,8 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
         return str(values[name])
 
     text = _PLACEHOLDER.sub(_sub, template)
-    text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r" ([,.;:!?])", r"\1", text)
+    text = _SPACES.sub(" ", text)
+    text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     return text.strip()
 
 
