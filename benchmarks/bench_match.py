@@ -18,24 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-
-def _timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-            "repeats": repeats}
+from _timing import timeit
 
 
 def _naive(boxes: np.ndarray, vol: np.ndarray, slices: np.ndarray | None) -> list[tuple[int, float]]:
@@ -96,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def run_naive(boxes: np.ndarray = boxes, slices: np.ndarray | None = slices) -> Any:
             return _naive(boxes, vol, slices)
 
-        o, m, n = (_timeit(f, repeats) for f in (run_overlap, run_match, run_naive))
+        o, m, n = (timeit(f, repeats) for f in (run_overlap, run_match, run_naive))
         matches = run_match()
         results[name] = {
             "n_boxes": len(boxes),

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -33,33 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-
-def _timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "repeats": repeats,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from _timing import cpu_model, timeit
 
 
 def make_volume(shape: tuple[int, int, int], labels: int, seed: int = 0) -> np.ndarray:
@@ -196,12 +169,12 @@ def bench_overlap_3d(quick: bool, rng: np.random.Generator) -> dict[str, Any]:
         got = box_mask_overlap(boxes, vol, num_labels=labels, label_area=hist)
         assert np.array_equal(ref, got.intersection), "kernel disagrees with the naive loop"
         reps_naive = 1 if (n >= 100 and not quick) else 3
-        naive = _timeit(lambda b=boxes: naive_overlap(b, vol, labels), reps_naive, warmup=0)
-        binc = _timeit(lambda b=boxes: bincount_overlap(b, vol, labels), 3)
-        ours = _timeit(
+        naive = timeit(lambda b=boxes: naive_overlap(b, vol, labels), reps_naive, warmup=0)
+        binc = timeit(lambda b=boxes: bincount_overlap(b, vol, labels), 3)
+        ours = timeit(
             lambda b=boxes: box_mask_overlap(b, vol, num_labels=labels, label_area=hist), 15
         )
-        full = _timeit(lambda b=boxes: box_mask_overlap(b, vol, num_labels=labels), 5)
+        full = timeit(lambda b=boxes: box_mask_overlap(b, vol, num_labels=labels), 5)
         voxels = int(np.prod(boxes[:, 3:] - boxes[:, :3], axis=1).sum())
         results["runs"][str(n)] = {
             "box_voxels": voxels,
@@ -232,15 +205,15 @@ def bench_histogram(quick: bool) -> dict[str, Any]:
     for name, vol in (("realistic", realistic), ("iid_noise", noise)):
         assert np.array_equal(label_histogram(vol, 256), np.bincount(vol.ravel(), minlength=256))
         entry: dict[str, Any] = {
-            "read_once_max": _timeit(vol.max, reps),
-            "ours": _timeit(lambda v=vol: label_histogram(v), reps),
-            "np_bincount": _timeit(
+            "read_once_max": timeit(vol.max, reps),
+            "ours": timeit(lambda v=vol: label_histogram(v), reps),
+            "np_bincount": timeit(
                 lambda v=vol: np.bincount(v.ravel(), minlength=256), 1 if not quick else 2
             ),
         }
         if cv2 is not None:
             flat2d = vol.reshape(-1, vol.shape[-1])
-            entry["cv2_calcHist"] = _timeit(
+            entry["cv2_calcHist"] = timeit(
                 lambda f=flat2d: cv2.calcHist([f], [0], None, [256], [0, 256]), 3
             )
         base = entry["read_once_max"]["median_ms"]
@@ -276,10 +249,10 @@ def bench_overlap_2d(quick: bool, rng: np.random.Generator) -> dict[str, Any]:
         ranges = ov._kernel_ranges(_pixel_ranges(boxes, _axis_sizes(shape, 2)))
         ref = naive_overlap(boxes, lab, labels)
         assert np.array_equal(ref, box_mask_overlap(boxes, lab, num_labels=labels).intersection)
-        crop = _timeit(lambda r=ranges: ov._counts_np(vol, r, labels, plane=0, strategy="crop"), 9)
-        sat = _timeit(lambda r=ranges: ov._counts_np(vol, r, labels, plane=0, strategy="sat"), 9)
-        auto = _timeit(lambda b=boxes: box_mask_overlap(b, lab, num_labels=labels), 9)
-        naive = _timeit(lambda b=boxes: naive_overlap(b, lab, labels), 3)
+        crop = timeit(lambda r=ranges: ov._counts_np(vol, r, labels, plane=0, strategy="crop"), 9)
+        sat = timeit(lambda r=ranges: ov._counts_np(vol, r, labels, plane=0, strategy="sat"), 9)
+        auto = timeit(lambda b=boxes: box_mask_overlap(b, lab, num_labels=labels), 9)
+        naive = timeit(lambda b=boxes: naive_overlap(b, lab, labels), 3)
         out["runs"][str(n)] = {
             "naive_per_label_loop": naive,
             "ours_auto": auto,
@@ -306,15 +279,15 @@ def _bench_iou_size(n: int, rng: np.random.Generator) -> dict[str, Any]:
     tb, to = torch.from_numpy(boxes), torch.from_numpy(other)
     ref = torchvision_iou_torch(tb, to).numpy()
     assert np.allclose(box_iou(boxes, other), ref, atol=1e-5)
-    ours = _timeit(lambda: box_iou(boxes, other), reps)
-    fill = _timeit(lambda: np.empty((n, n), dtype=np.float32).fill(0), reps)
-    zeros = _timeit(lambda: np.zeros((n, n), dtype=np.float32), reps)
-    tv_torch = _timeit(
+    ours = timeit(lambda: box_iou(boxes, other), reps)
+    fill = timeit(lambda: np.empty((n, n), dtype=np.float32).fill(0), reps)
+    zeros = timeit(lambda: np.zeros((n, n), dtype=np.float32), reps)
+    tv_torch = timeit(
         lambda: torchvision_iou_torch(tb, to), 1 if big else 5, warmup=0 if big else 1
     )
     entry: dict[str, Any] = {
         "ours": ours,
-        "ours_torch_cpu_tensors": _timeit(lambda: box_iou(tb, to), reps),
+        "ours_torch_cpu_tensors": timeit(lambda: box_iou(tb, to), reps),
         "fill_empty": fill,
         "np_zeros_lazy_calloc": zeros,
         "torchvision_formulation_torch": tv_torch,
@@ -323,7 +296,7 @@ def _bench_iou_size(n: int, rng: np.random.Generator) -> dict[str, Any]:
         "ratio_torchvision_vs_fill": tv_torch["median_ms"] / fill["median_ms"],
     }
     if not big:
-        tvn = _timeit(lambda: torchvision_iou_numpy(boxes, other), 3)
+        tvn = timeit(lambda: torchvision_iou_numpy(boxes, other), 3)
         entry["torchvision_formulation_numpy"] = tvn
         entry["ratio_torchvision_numpy_vs_fill"] = tvn["median_ms"] / fill["median_ms"]
     return entry
@@ -359,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.only or ["overlap_3d", "histogram", "overlap_2d", "box_iou"]
     result: dict[str, Any] = {
         "meta": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "numpy": np.__version__,
             "numba": numba.__version__,
