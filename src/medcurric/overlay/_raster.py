@@ -542,9 +542,258 @@ def _fast_ellipse(
                     _put(row, xi_, alpha * min(c, 1.0), cr, cg, cb, is_float)
 
 
+# ----------------------------------------------------------------------------- uint8 kernels
+#
+# The uint8 kernels below write the same bytes as ``_fast_box`` / ``_fast_ellipse``
+# with ``_put``, in a form that LLVM vectorises:
+#
+# * every pixel of a row span is blended; a pixel that the coverage formula leaves
+#   out (outside the band or the box, or coverage <= 0) gets ``ai = 0``, and
+#   ``(v * 255 + 127) // 255 == v`` leaves it unchanged, so the loops have no
+#   data-dependent branches;
+# * per span, one loop writes each byte's 0-255 opacity ``ai`` into a float32 scratch
+#   row (the coverage expressions are those of ``_fast_box`` / ``_fast_ellipse``
+#   verbatim, so the float64 values are the same), a second loop blends:
+#   ``(v * (255 - ai) + c * ai + 127) // 255`` as ``int((v * (255 - ai) + c * ai +
+#   127.5) * float32(1 / 255))``. Every term is an integer below 2**24 (exact in
+#   float32) and the product is at least 0.5 / 255 away from the next integer, so
+#   the truncation is the integer quotient for all v, c, ai in 0..255 (checked
+#   exhaustively in the tests);
+# * on a C-contiguous ``[B, H, W, 3]`` batch the blend runs over the row's bytes
+#   (``flat``), elsewhere (a permuted torch batch) over pixels with 3 channels;
+# * the loops index slices from 0 (no negative-index wraparound in the loop body).
+#
+# A rectangle's rows between its top and bottom edges all have the same two side
+# spans; their opacities are computed once per prompt and reused wherever that is
+# exact (the row's ``qy`` is at most every ``qx`` of the spans and not positive,
+# so the distance is ``|qx|`` whatever the row).
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _blend_span(
+    img: np.ndarray,
+    flat: np.ndarray,
+    b: int,
+    y: int,
+    xa: int,
+    n: int,
+    ab: np.ndarray,
+    c3: np.ndarray,
+) -> None:  # pragma: no cover - numba
+    """Blend ``c3`` into pixels ``xa .. xa + n`` of row ``y`` at per-byte opacities ``ab``."""
+    inv = np.float32(1.0 / 255.0)
+    k255 = np.float32(255.0)
+    half = np.float32(127.5)
+    if flat.shape[0] > 0:
+        j0 = np.uint64(((b * img.shape[1] + y) * img.shape[2] + xa) * 3)
+        for k in range(3 * n):
+            j = j0 + np.uint64(k)
+            a = ab[k]
+            flat[j] = np.uint8(
+                np.int32((np.float32(flat[j]) * (k255 - a) + (c3[k] * a + half)) * inv)
+            )
+    else:
+        cr, cg, cb = c3[0], c3[1], c3[2]
+        ub, uy = np.uint64(b), np.uint64(y)
+        c0, c1, c2 = np.uint64(0), np.uint64(1), np.uint64(2)
+        for k in range(n):
+            x = np.uint64(xa + k)
+            a = ab[3 * k]
+            r = k255 - a
+            img[ub, uy, x, c0] = np.uint8(
+                np.int32((np.float32(img[ub, uy, x, c0]) * r + (cr * a + half)) * inv)
+            )
+            img[ub, uy, x, c1] = np.uint8(
+                np.int32((np.float32(img[ub, uy, x, c1]) * r + (cg * a + half)) * inv)
+            )
+            img[ub, uy, x, c2] = np.uint8(
+                np.int32((np.float32(img[ub, uy, x, c2]) * r + (cb * a + half)) * inv)
+            )
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _box_span(
+    ab: np.ndarray,
+    xa: int,
+    n: int,
+    qy: float,
+    cx: float,
+    hx: float,
+    hw: float,
+    bx0: float,
+    bx1: float,
+    alpha: float,
+) -> None:  # pragma: no cover - numba
+    """Per-byte opacities of pixels ``xa .. xa + n`` of a row of a rectangle outline."""
+    for k in range(n):
+        px = (xa + k) + 0.5
+        qx = abs(px - cx) - hx
+        dc = math.sqrt(qx * qx + qy * qy)
+        dm = abs(max(qx, qy))
+        d = dc if (qx > 0.0) & (qy > 0.0) else dm
+        c = hw - d + 0.5
+        c = min(c, 1.0) if (px >= bx0) & (px <= bx1) & (c > 0.0) else 0.0
+        a = np.float32(np.int32(alpha * c * 255.0 + 0.5))
+        ab[3 * k] = a
+        ab[3 * k + 1] = a
+        ab[3 * k + 2] = a
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _u8_box(
+    img: np.ndarray,
+    flat: np.ndarray,
+    b: int,
+    p: np.ndarray,
+    alpha: float,
+    c3: np.ndarray,
+    ab: np.ndarray,
+    side0: np.ndarray,
+    side1: np.ndarray,
+) -> None:  # pragma: no cover - numba
+    """``_fast_box`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes)."""
+    h, w = img.shape[1], img.shape[2]
+    a0, a1, a2, a3, hw = p[1], p[2], p[3], p[4], p[5]
+    m = hw + 0.5
+    cx, cy = 0.5 * (a0 + a2), 0.5 * (a1 + a3)
+    hx, hy = 0.5 * (a2 - a0), 0.5 * (a3 - a1)
+    bx0, by0, bx1, by1 = p[6], p[7], p[8], p[9]
+    ya = max(0, math.floor(by0))
+    yb = min(h, math.ceil(by1) + 1)
+    xlo = max(0, math.floor(bx0))
+    xhi = min(w, math.ceil(bx1) + 1)
+    # the two side spans of the rows between the top and bottom edges
+    sxa = np.empty(2, np.int64)
+    sn = np.empty(2, np.int64)
+    for s in range(2):
+        lo, hi = (a0 - m, a0 + m) if s == 0 else (a2 - m, a2 + m)
+        sxa[s] = max(xlo, math.ceil(lo - 0.5))
+        sn[s] = max(0, min(xhi, math.floor(hi - 0.5) + 1) - sxa[s])
+    qx_min = math.inf
+    cached = False
+    for y in range(ya, yb):
+        py = y + 0.5
+        if py < by0 or py > by1:
+            continue
+        qy = abs(py - cy) - hy
+        if py > a1 + m and py < a3 - m and a0 + m < a2 - m:
+            if not cached:
+                for s in range(2):
+                    for k in range(sn[s]):
+                        qx_min = min(qx_min, abs((sxa[s] + k) + 0.5 - cx) - hx)
+                    _box_span(
+                        side0 if s == 0 else side1,
+                        sxa[s],
+                        sn[s],
+                        -math.inf,
+                        cx,
+                        hx,
+                        hw,
+                        bx0,
+                        bx1,
+                        alpha,
+                    )
+                cached = True
+            for s in range(2):
+                if qy <= 0.0 and qy <= qx_min:
+                    _blend_span(img, flat, b, y, sxa[s], sn[s], side0 if s == 0 else side1, c3)
+                else:
+                    _box_span(ab, sxa[s], sn[s], qy, cx, hx, hw, bx0, bx1, alpha)
+                    _blend_span(img, flat, b, y, sxa[s], sn[s], ab, c3)
+        else:
+            xa = max(xlo, math.ceil(a0 - m - 0.5))
+            n = min(xhi, math.floor(a2 + m - 0.5) + 1) - xa
+            if n > 0:
+                _box_span(ab, xa, n, qy, cx, hx, hw, bx0, bx1, alpha)
+                _blend_span(img, flat, b, y, xa, n, ab, c3)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _u8_ellipse(
+    img: np.ndarray,
+    flat: np.ndarray,
+    b: int,
+    p: np.ndarray,
+    alpha: float,
+    c3: np.ndarray,
+    ab: np.ndarray,
+) -> None:  # pragma: no cover - numba
+    """``_fast_ellipse`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes)."""
+    h, w = img.shape[1], img.shape[2]
+    cx, cy, rx, ry, hw = p[1], p[2], p[3], p[4], p[5]
+    big = hw + 1.5
+    ro_x, ro_y = rx + big, ry + big
+    ri_x, ri_y = rx - big, ry - big
+    inner = ri_x > 0.0 and ri_y > 0.0
+    no_inner = not inner
+    iox2, ioy2 = 1.0 / (ro_x * ro_x), 1.0 / (ro_y * ro_y)
+    iix2 = 1.0 / (ri_x * ri_x) if inner else 0.0
+    iiy2 = 1.0 / (ri_y * ri_y) if inner else 0.0
+    irx, iry = 1.0 / rx, 1.0 / ry
+    irx2, iry2 = irx * irx, iry * iry
+    d0 = min(rx, ry)
+    bx0, by0, bx1, by1 = p[6], p[7], p[8], p[9]
+    ya = max(0, math.floor(by0))
+    yb = min(h, math.ceil(by1) + 1)
+    xlo = max(0, math.floor(bx0))
+    xhi = min(w, math.ceil(bx1) + 1)
+    for yi in range(ya, yb):
+        py = yi + 0.5
+        if py < by0 or py > by1:
+            continue
+        dy = py - cy
+        if abs(dy) >= ro_y:
+            continue
+        r = dy / ro_y
+        xo = ro_x * math.sqrt(1.0 - r * r)
+        two = inner and abs(dy) < ri_y
+        xi = 0.0
+        if two:
+            r = dy / ri_y
+            xi = ri_x * math.sqrt(1.0 - r * r)
+        v = dy * iry
+        vv = v * v
+        v2 = dy * iry2
+        v2v2 = v2 * v2
+        oy_term = dy * dy * ioy2
+        iy_term = dy * dy * iiy2
+        for s in range(2 if two else 1):
+            if two:
+                lo, hi = (cx - xo, cx - xi) if s == 0 else (cx + xi, cx + xo)
+            else:
+                lo, hi = cx - xo, cx + xo
+            xa = max(xlo, math.ceil(lo - 0.5))
+            n = min(xhi, math.floor(hi - 0.5) + 1) - xa
+            if n <= 0:
+                continue
+            for k in range(n):
+                px = (xa + k) + 0.5
+                x = px - cx
+                band = (px >= bx0) & (px <= bx1) & (x * x * iox2 + oy_term <= 1.0)
+                band = band & (no_inner | (x * x * iix2 + iy_term >= 1.0))
+                u = x * irx
+                k0 = math.sqrt(u * u + vv)
+                u2 = x * irx2
+                k1 = math.sqrt(u2 * u2 + v2v2)
+                q = abs(k0 * (k0 - 1.0) / k1)
+                d = q if k1 > 0.0 else d0
+                c = hw - d + 0.5
+                c = min(c, 1.0) if band & (c > 0.0) else 0.0
+                a = np.float32(np.int32(alpha * c * 255.0 + 0.5))
+                ab[3 * k] = a
+                ab[3 * k + 1] = a
+                ab[3 * k + 2] = a
+            _blend_span(img, flat, b, yi, xa, n, ab, c3)
+
+
 @numba.njit(cache=True, nogil=True)
 def _draw_numba(
-    img: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray, is_float: bool
+    img: np.ndarray,
+    prims: np.ndarray,
+    colors: np.ndarray,
+    alphas: np.ndarray,
+    is_float: bool,
+    flat: np.ndarray,
 ) -> None:  # pragma: no cover - numba
     """Draw ``prims[b]`` on ``img[b]`` (``[B, H, W, C]``), in place, visiting only stroke pixels.
 
@@ -554,6 +803,11 @@ def _draw_numba(
     nb, h, w = img.shape[0], img.shape[1], img.shape[2]
     nk = prims.shape[1]
     spans = np.empty((2, 2), np.float64)
+    fast_u8 = not is_float and img.shape[3] == 3
+    ab = np.empty(3 * w if fast_u8 else 0, np.float32)
+    side0 = np.empty(3 * w if fast_u8 else 0, np.float32)
+    side1 = np.empty(3 * w if fast_u8 else 0, np.float32)
+    c3 = np.empty(3 * w if fast_u8 else 0, np.float32)
     for b in range(nb):
         x0, y0, x1, y1 = w, h, 0, 0
         count = 0
@@ -570,7 +824,16 @@ def _draw_numba(
         alpha = alphas[b]
         if count == 1 and (prims[b, 0, 0] == 1.0 or prims[b, 0, 0] == 2.0) and img.shape[3] == 3:
             cr, cg, cb = colors[b, 0], colors[b, 1], colors[b, 2]
-            if prims[b, 0, 0] == 1.0:
+            if fast_u8:
+                for k in range(w):
+                    c3[3 * k] = np.float32(np.int32(cr))
+                    c3[3 * k + 1] = np.float32(np.int32(cg))
+                    c3[3 * k + 2] = np.float32(np.int32(cb))
+                if prims[b, 0, 0] == 1.0:
+                    _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab, side0, side1)
+                else:
+                    _u8_ellipse(img, flat, b, prims[b, 0], alpha, c3, ab)
+            elif prims[b, 0, 0] == 1.0:
                 _fast_box(img, b, prims[b, 0], alpha, cr, cg, cb, is_float)
             else:
                 _fast_ellipse(img, b, prims[b, 0], alpha, cr, cg, cb, is_float)
@@ -622,6 +885,10 @@ def draw_numba(
         np.ascontiguousarray(colors, np.float64),
         np.ascontiguousarray(alphas, np.float64),
         img_bhwc.dtype.kind == "f",
+        # the uint8 kernels blend a C-contiguous batch's rows as flat bytes
+        img_bhwc.reshape(-1)
+        if img_bhwc.flags.c_contiguous and img_bhwc.dtype == np.uint8
+        else np.empty(0, np.uint8),
     )
 
 
