@@ -1,0 +1,149 @@
+"""The uint8 rectangle/ellipse kernels against a brute-force numpy reference of the same formula.
+
+The reference evaluates the documented coverage of ``medcurric.overlay._raster`` at
+every pixel of the image (no spans, no blocks, no shortcuts) in float64 with the same
+operations in the same order, and blends with integer arithmetic:
+``ai = int(255 * alpha * min(c, 1) + 0.5)``, ``(v * (255 - ai) + colour * ai + 127) // 255``.
+The kernels must give exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medcurric.overlay import _raster
+
+
+def _box_coverage(p: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    a0, a1, a2, a3, hw = p[1:6]
+    cx, cy = 0.5 * (a0 + a2), 0.5 * (a1 + a3)
+    hx, hy = 0.5 * (a2 - a0), 0.5 * (a3 - a1)
+    qx = np.abs(px - cx) - hx
+    qy = np.abs(py - cy) - hy
+    d = np.where((qx > 0) & (qy > 0), np.sqrt(qx * qx + qy * qy), np.abs(np.maximum(qx, qy)))
+    return hw - d + 0.5
+
+
+def _ellipse_coverage(p: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    cx, cy, rx, ry, hw = p[1:6]
+    big = hw + 1.5
+    ro_x, ro_y = rx + big, ry + big
+    ri_x, ri_y = rx - big, ry - big
+    inner = ri_x > 0 and ri_y > 0
+    x = px - cx
+    dy = py - cy
+    band = x * x * (1.0 / (ro_x * ro_x)) + dy * dy * (1.0 / (ro_y * ro_y)) <= 1.0
+    if inner:
+        band &= x * x * (1.0 / (ri_x * ri_x)) + dy * dy * (1.0 / (ri_y * ri_y)) >= 1.0
+    irx, iry = 1.0 / rx, 1.0 / ry
+    irx2, iry2 = irx * irx, iry * iry
+    u = x * irx
+    v = dy * iry
+    k0 = np.sqrt(u * u + v * v)
+    u2 = x * irx2
+    v2 = dy * iry2
+    k1 = np.sqrt(u2 * u2 + v2 * v2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.abs(k0 * (k0 - 1.0) / k1)
+    d = np.where(k1 > 0, q, min(rx, ry))
+    return np.where(band, hw - d + 0.5, 0.0)
+
+
+def _reference(
+    images: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray
+) -> np.ndarray:
+    """Brute force over every pixel: one rectangle or ellipse primitive per image."""
+    out = images.astype(np.int64)
+    _, h, w, _ = images.shape
+    py, px = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    for b, p in enumerate(prims[:, 0]):
+        if p[0] == _raster.BOX:
+            c = _box_coverage(p, px, py)
+        else:
+            c = _ellipse_coverage(p, px, py)
+        inside = (px >= p[6]) & (px <= p[8]) & (py >= p[7]) & (py <= p[9])
+        c = np.where(inside & (c > 0), np.minimum(c, 1.0), 0.0)
+        ai = (alphas[b] * c * 255.0 + 0.5).astype(np.int64)[..., None]
+        col = colors[b].astype(np.int64)
+        out[b] = (out[b] * (255 - ai) + col * ai + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _random_prims(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    """Rectangles and ellipses: off-image, tiny, thick (width above the box size), thin."""
+    x1 = rng.uniform(-0.4 * w, 1.1 * w, n)
+    y1 = rng.uniform(-0.4 * h, 1.1 * h, n)
+    size = np.where(
+        rng.random(n) < 0.3, rng.uniform(0, 3, (2, n)), rng.uniform(0, 0.8, (2, n)) * [[w], [h]]
+    )
+    boxes = np.stack([x1, y1, x1 + size[0], y1 + size[1]], axis=1)
+    lw = np.where(rng.random(n) < 0.25, rng.uniform(6, 20, n), rng.uniform(1, 6, n))
+    kind = rng.integers(0, 3, n)
+    out = np.empty((n, 1, _raster.NPARAM))
+    for i in range(n):
+        b, lw_i = boxes[i : i + 1], lw[i : i + 1]
+        if kind[i] == 0:  # clamped into the image, as draw_overlay does
+            out[i] = _raster.rectangle(b, lw_i, (h, w))[0]
+        elif kind[i] == 1:  # raw outline, anywhere (partly or fully off the image)
+            out[i] = _raster._with_bbox(_raster.BOX, b, lw_i / 2)[0]
+        else:
+            out[i] = _raster.ellipse(b, lw_i, rng.uniform(0.8, 1.5, 1))[0]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_uint8_kernels_match_brute_force_reference(seed):
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(1, 90, 2))
+    n = 40
+    images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    prims = _random_prims(rng, n, h, w)
+    colors = rng.integers(0, 256, (n, 3)).astype(np.float64)
+    alphas = np.where(rng.random(n) < 0.2, 1.0, rng.uniform(0.01, 1.0, n))
+    expected = _reference(images, prims, colors, alphas)
+    assert not np.array_equal(expected, images)  # the prompts draw something
+
+    got = images.copy()  # C-contiguous: the kernels address rows as flat bytes
+    _raster.draw_numba(got, prims, colors, alphas)
+    np.testing.assert_array_equal(got, expected)
+
+    # a permuted torch batch [B, 3, H, W]: pixel-by-pixel addressing with strides
+    t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    view = _raster.to_bhwc_numpy(t)
+    assert view is not None and not view.flags.c_contiguous
+    _raster.draw_numba(view, prims, colors, alphas)
+    np.testing.assert_array_equal(t.permute(0, 2, 3, 1).numpy(), expected)
+
+
+def test_uint8_kernels_match_on_large_images():
+    """Long rows (several blocks and prefetched lines) and strokes at the image borders."""
+    rng = np.random.default_rng(11)
+    h, w = 200, 337
+    boxes = np.array([[-20, 5, 330, 150], [0, 0, 337, 200], [100, 150, 400, 260], [5, 5, 9, 9]])
+    lw = np.array([3.0, 9.0, 2.0, 12.0])
+    prims = np.concatenate(
+        [
+            _raster.rectangle(boxes[:2], lw[:2], (h, w)),
+            _raster.ellipse(boxes[2:], lw[2:], np.ones(2)),
+        ]
+    )
+    images = rng.integers(0, 256, (4, h, w, 3), dtype=np.uint8)
+    colors = rng.integers(0, 256, (4, 3)).astype(np.float64)
+    alphas = np.array([0.8, 1.0, 0.37, 0.5])
+    got = images.copy()
+    _raster.draw_numba(got, prims, colors, alphas)
+    np.testing.assert_array_equal(got, _reference(images, prims, colors, alphas))
+
+
+def test_float32_blend_is_the_integer_quotient():
+    """The kernels' float32 blend equals ``(v * (255 - a) + c * a + 127) // 255`` for all bytes."""
+    v = np.arange(256, dtype=np.int64)[:, None, None]
+    a = np.arange(256, dtype=np.int64)[None, :, None]
+    c = np.arange(256, dtype=np.int64)[None, None, :]
+    exact = (v * (255 - a) + c * a + 127) // 255
+    f32 = np.float32
+    fv, fa, fc = v.astype(f32), a.astype(f32), c.astype(f32)
+    blended = ((fv * (f32(255) - fa) + (fc * fa + f32(127.5))) * f32(1.0 / 255.0)).astype(np.int32)
+    np.testing.assert_array_equal(blended, exact)
