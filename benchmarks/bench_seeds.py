@@ -18,7 +18,11 @@ Three pipelines run over the same files in the same process:
 
 ``ours``, ``decompress`` and ``inflate`` are timed round-robin (one repeat of each in
 turn), so the machine's load affects them alike; the ratios are given of the medians
-and per round (median and min of the per-round ratios).
+and per round (median and min of the per-round ratios). Before every timed call a
+``gc.collect()`` runs, untimed: with torch imported the process holds a few hundred
+thousand objects, and a full collection (0.1-0.25 s) that earlier allocations made
+due would otherwise land in whichever pipeline happens to allocate next (usually
+``ours``, the one that builds Python records), not in the one that caused it.
 
 Prints one JSON object. ``--quick`` runs a small smoke configuration.
 """
@@ -26,6 +30,7 @@ Prints one JSON object. ``--quick`` runs a small smoke configuration.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -124,6 +129,7 @@ def _time(fn, repeats: int) -> list[float]:
     fn()  # warm-up (imports, numba cache, page cache)
     out = []
     for _ in range(repeats):
+        gc.collect()  # untimed: a collection due from earlier work does not land in this run
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
@@ -136,6 +142,7 @@ def _time_round_robin(fns: dict[str, Any], repeats: int) -> dict[str, list[float
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            gc.collect()  # untimed, before every pipeline alike (see the module docs)
             t0 = time.perf_counter()
             fn()
             out[k].append(time.perf_counter() - t0)
