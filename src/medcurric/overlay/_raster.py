@@ -246,6 +246,60 @@ def scribble(
     return _segments(pts, hw)
 
 
+@numba.njit(cache=True, nogil=True)
+def outlines(
+    boxes: np.ndarray,
+    packed: np.ndarray,
+    rect_code: int,
+    ellipse_code: int,
+    size: tuple[int, int],
+) -> np.ndarray:  # pragma: no cover - numba
+    """``rectangle`` / ``ellipse`` primitives of a batch in one pass: ``[n, 1, NPARAM]``.
+
+    ``packed`` rows are ``OverlayStyle._packed`` (code, width, jitter, scale, ...);
+    code ``rect_code`` draws :func:`rectangle`, any other code :func:`ellipse` with
+    the style's scale, or with scale 1 where the code is not ``ellipse_code`` (a
+    contour without a mask). The arithmetic is that of those functions, in the same
+    order, so the rows are the same numbers.
+    """
+    h, w = size
+    n = boxes.shape[0]
+    s = max(h, w) / 336
+    out = np.empty((n, 1, NPARAM), np.float64)
+    for i in range(n):
+        lw = max(packed[i, 1] * s, 1.0)
+        hw = lw / 2
+        m = hw + 1.0
+        p = out[i, 0]
+        p[5] = hw
+        if packed[i, 0] == rect_code:
+            a0 = max(boxes[i, 0] - hw, hw)
+            a1 = max(boxes[i, 1] - hw, hw)
+            a2 = min(boxes[i, 2] + hw, w - hw)
+            a3 = min(boxes[i, 3] + hw, h - hw)
+            a2 = max(a2, a0)
+            a3 = max(a3, a1)
+            p[0] = BOX
+            p[1], p[2], p[3], p[4] = a0, a1, a2, a3
+            p[6] = min(a0, a2) - m
+            p[7] = min(a1, a3) - m
+            p[8] = max(a0, a2) + m
+            p[9] = max(a1, a3) + m
+        else:
+            scale = packed[i, 3] if packed[i, 0] == ellipse_code else 1.0
+            cx = (boxes[i, 0] + boxes[i, 2]) / 2
+            cy = (boxes[i, 1] + boxes[i, 3]) / 2
+            rx = max((boxes[i, 2] - boxes[i, 0]) / 2 * scale + hw, hw + 0.5)
+            ry = max((boxes[i, 3] - boxes[i, 1]) / 2 * scale + hw, hw + 0.5)
+            p[0] = ELLIPSE
+            p[1], p[2], p[3], p[4] = cx, cy, rx, ry
+            p[6] = cx - rx - m
+            p[7] = cy - ry - m
+            p[8] = cx + rx + m
+            p[9] = cy + ry + m
+    return out
+
+
 # ----------------------------------------------------------------------------- numba kernel
 #
 # Ellipse outlines are also limited to the band between the ellipses with radii

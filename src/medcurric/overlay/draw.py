@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,11 @@ __all__ = ["DrawBackend", "OverlayResult", "StageOverlay", "draw_overlay"]
 #: Reference image size of VIP-LLaVA's widths.
 REFERENCE_SIZE = 336
 
-_SHAPE_VALUE = {shape: shape.value for shape in Shape}
+#: Shapes by their code in ``OverlayStyle._packed``.
+_SHAPES = tuple(Shape)
+_CONTOUR_CODE = _SHAPES.index(Shape.CONTOUR)
+_RECT_CODE = _SHAPES.index(Shape.RECTANGLE)
+_ELLIPSE_CODE = _SHAPES.index(Shape.ELLIPSE)
 
 
 class DrawBackend(StrEnum):
@@ -175,40 +180,54 @@ def _masks_for(masks: Any, n: int, size: tuple[int, int], device: torch.device) 
 
 
 def _primitives(
-    boxes: np.ndarray, styles: Sequence[OverlayStyle], size: tuple[int, int], fallback: np.ndarray
+    boxes: np.ndarray,
+    packed: np.ndarray,
+    styles: Sequence[OverlayStyle],
+    size: tuple[int, int],
+    fallback: np.ndarray,
 ) -> np.ndarray:
-    """``[B, K, NPARAM]`` primitives; ``fallback[i]``: draw a contour as the box's ellipse."""
-    n = len(styles)
+    """``[B, K, NPARAM]`` primitives; ``fallback[i]``: draw a contour as the box's ellipse.
+
+    ``packed`` holds the styles' ``_packed`` rows (shape code, width, jitter, scale,
+    R, G, B, alpha) of ``styles``.
+    """
+    n = packed.shape[0]
+    codes = packed[:, 0].astype(np.int64)
+    outline = (
+        (codes == _RECT_CODE) | (codes == _ELLIPSE_CODE) | ((codes == _CONTOUR_CODE) & fallback)
+    )
+    if n and outline.all():  # rectangles and ellipses only: one compiled pass
+        return _raster.outlines(boxes, packed, _RECT_CODE, _ELLIPSE_CODE, size)
     s = max(size) / REFERENCE_SIZE
-    table = np.array([(st.width, st.jitter, st.scale) for st in styles], np.float64)
-    table = table.reshape(n, 3)
-    width, jitter, scale = table[:, 0], table[:, 1], table[:, 2]
+    seeds = np.fromiter((st.seed for st in styles), np.int64, n)
+    width, jitter, scale = packed[:, 1], packed[:, 2], packed[:, 3]
     lw = np.maximum(width * s, 1.0)
-    seeds = np.array([st.seed for st in styles], np.int64)
-    shapes = np.array([_SHAPE_VALUE[st.shape] for st in styles])
     parts: list[tuple[np.ndarray, np.ndarray]] = []
-    for shape in dict.fromkeys(shapes.tolist()):
-        idx = np.nonzero(shapes == shape)[0]
-        if shape == Shape.CONTOUR:
+    for code in np.flatnonzero(np.bincount(codes, minlength=len(_SHAPES))):
+        shape = _SHAPES[code]
+        idx = np.flatnonzero(codes == code)
+        if shape is Shape.CONTOUR:
             idx = idx[fallback[idx]]
             if idx.size == 0:
                 continue
         b, w_, sd, jt = boxes[idx], lw[idx], seeds[idx], jitter[idx]
-        if shape == Shape.RECTANGLE:
+        if shape is Shape.RECTANGLE:
             p = _raster.rectangle(b, w_, size)
-        elif shape == Shape.ELLIPSE:
+        elif shape is Shape.ELLIPSE:
             p = _raster.ellipse(b, w_, scale[idx])
-        elif shape == Shape.CONTOUR:
+        elif shape is Shape.CONTOUR:
             p = _raster.ellipse(b, w_, np.ones(idx.size))
-        elif shape == Shape.POINT:
+        elif shape is Shape.POINT:
             p = _raster.point(b, np.maximum(width[idx] * s, 1.0), sd, jt)
-        elif shape == Shape.ARROW:
+        elif shape is Shape.ARROW:
             p = _raster.arrow(b, w_, sd, jt, size, s)
-        elif shape == Shape.TRIANGLE:
+        elif shape is Shape.TRIANGLE:
             p = _raster.triangle(b, w_, sd, jt)
         else:
             p = _raster.scribble(b, w_, sd, jt)
         parts.append((idx, p))
+    if len(parts) == 1 and parts[0][0].size == n:
+        return parts[0][1]
     k = max((p.shape[1] for _, p in parts), default=0)
     out = np.full((n, k, _raster.NPARAM), float(_raster.NONE))
     for idx, p in parts:
@@ -258,18 +277,24 @@ def draw_overlay(
     if styles is None:
         styles = OverlayStyle()
     style_list = [styles] * n if isinstance(styles, OverlayStyle) else list(styles)
-    if len(style_list) != n or not all(isinstance(s, OverlayStyle) for s in style_list):
+    if len(style_list) != n or not all(map(isinstance, style_list, repeat(OverlayStyle))):
         raise ShapeError(f"Expected one OverlayStyle or {n} of them, but got {styles!r}.")
     box_arr = _boxes_for(boxes, n, canvas.single)
     mask_list = _masks_for(masks, n, (h, w), t.device)
-    is_contour = np.array([s.shape is Shape.CONTOUR for s in style_list], dtype=bool)
-    has_mask = np.array([m is not None and bool(m.any()) for m in mask_list], dtype=bool)
+    # one row of numbers per style, packed when the style was made
+    packed = np.fromiter(
+        chain.from_iterable([s._packed for s in style_list]), np.float64, 8 * n
+    ).reshape(n, 8)
+    is_contour = packed[:, 0] == _CONTOUR_CODE
+    if masks is None:
+        has_mask = np.zeros(n, dtype=bool)
+    else:
+        has_mask = np.array([m is not None and bool(m.any()) for m in mask_list], dtype=bool)
     fallback = is_contour & ~has_mask
-    paint = np.array([(*s.rgb, s.alpha) for s in style_list], np.float64).reshape(n, 4)
-    colors = paint[:, :3]
-    alphas = paint[:, 3]
+    colors = packed[:, 4:7]
+    alphas = packed[:, 7]
 
-    prims = _primitives(box_arr, style_list, (h, w), fallback)
+    prims = _primitives(box_arr, packed, style_list, (h, w), fallback)
     use_numba = bk is DrawBackend.NUMBA or (bk is DrawBackend.AUTO and canvas.bhwc is not None)
     if use_numba and canvas.bhwc is None:
         raise WrongTypeError(

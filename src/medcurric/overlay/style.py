@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -66,6 +66,9 @@ COLORS: dict[Color, tuple[int, int, int]] = {
     Color.GOLD: (255, 215, 0),
 }
 
+#: ``Shape`` -> its index in ``Shape`` (the code the rasteriser's packing uses).
+_SHAPE_CODES: dict[Shape, int] = {shape: i for i, shape in enumerate(Shape)}
+
 _PHRASES: dict[Shape, str] = {
     Shape.RECTANGLE: "within the {color} rectangle",
     Shape.ELLIPSE: "within the {color} ellipse",
@@ -100,6 +103,10 @@ class OverlayStyle(JsonRecord):
         ('pointed to by the blue arrow', (0, 0, 255))
     """
 
+    #: The numbers the rasteriser reads for every image (set in ``__post_init__``):
+    #: shape code (index in ``Shape``), width, jitter, scale, R, G, B, alpha.
+    _packed: ClassVar[tuple[float, ...]]
+
     shape: Shape = Shape.RECTANGLE
     color: Color = Color.RED
     width: float | None = None
@@ -128,6 +135,18 @@ class OverlayStyle(JsonRecord):
         object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "jitter", float(self.jitter))
         object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(
+            self,
+            "_packed",
+            (
+                float(_SHAPE_CODES[self.shape]),
+                self.width,
+                self.jitter,
+                self.scale,
+                *(float(c) for c in COLORS[self.color]),
+                self.alpha,
+            ),
+        )
 
     @property
     def rgb(self) -> tuple[int, int, int]:
