@@ -130,22 +130,18 @@ def _load(path: Path) -> tuple[Any, Reorientation]:
     return img, Reorientation.from_affine(img.affine, shape[:3])
 
 
-#: Deflate cannot expand data by more than about 1032 : 1, so the output-size hint
-#: taken from the gzip trailer is capped at that (a damaged trailer cannot make zlib
-#: reserve more than the stream could ever produce).
-_MAX_DEFLATE_RATIO = 1032
+_INFLATE_CHUNK = 1 << 18
 
 
 def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
-    """``(header, data)`` of a single-member gzip NIfTI-1 file, inflated in one call.
+    """``(header, data)`` of a single-member gzip NIfTI-1 file, inflated in one pass.
 
-    The compressed file is read whole and inflated by one ``zlib.decompress`` call
-    sized from the gzip trailer (zlib checks the member's CRC-32 and length); the
-    data region is then copied once into a writeable array in the file's
-    (Fortran) order, unscaled. Inflating in pieces with ``max_length`` would copy
-    the unconsumed compressed input again for every piece. Returns ``None`` when
-    the fast path does not apply (not gzip, several gzip members, NIfTI-2, scaled
-    data, a size that does not add up), so the caller falls back to nibabel.
+    The compressed file is read whole and inflated by zlib straight into one
+    preallocated, writeable buffer (zlib checks the gzip CRC-32 and length), and
+    the data is a view of that buffer in the file's (Fortran) order, unscaled.
+    Returns ``None`` when the fast path does not apply (not gzip, several gzip
+    members, NIfTI-2, scaled data, a size that does not add up), so the caller
+    falls back to nibabel.
     """
     import io
     import zlib
@@ -157,13 +153,26 @@ def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
     size = int.from_bytes(raw[-4:], "little")  # ISIZE: length mod 2**32
     if size < 352:
         return None
+    buf = np.empty(size, dtype=np.uint8)
+    inflater = zlib.decompressobj(31)
+    pos = 0
+    data: bytes = raw
     try:
-        out = zlib.decompress(raw, 31, max(1, min(size, _MAX_DEFLATE_RATIO * len(raw))))
+        while not inflater.eof:
+            chunk = inflater.decompress(data, _INFLATE_CHUNK)
+            data = inflater.unconsumed_tail
+            if not chunk:
+                if not data:
+                    return None  # truncated stream
+                continue
+            if pos + len(chunk) > size:
+                return None  # longer than ISIZE says (> 4 GiB or several members)
+            buf[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            pos += len(chunk)
     except zlib.error:
-        return None  # damaged or truncated: let nibabel read it and report
-    if len(out) != size:
-        return None  # several members (zlib stops after the first), or > 4 GiB
-    buf = np.frombuffer(out, dtype=np.uint8)  # read-only view for the header
+        return None  # let nibabel read it and report
+    if pos != size or inflater.unused_data:
+        return None
     if int.from_bytes(buf[:4].tobytes(), "little") != 348 and (
         int.from_bytes(buf[:4].tobytes(), "big") != 348
     ):
@@ -188,8 +197,7 @@ def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
     offset = int(header.get_data_offset())
     if offset + count * dtype.itemsize > size or dtype.hasobject:
         return None
-    data = buf[offset : offset + count * dtype.itemsize].copy()  # writeable, aligned
-    arr = data.view(dtype).reshape(shape, order="F")
+    arr = buf[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape, order="F")
     return header, arr
 
 
