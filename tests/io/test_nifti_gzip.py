@@ -122,3 +122,27 @@ def test_parsed_label_names_are_not_shared(tmp_path: Path) -> None:
     assert first == NAMES
     first[99] = "changed"
     assert nifti._parse_label_extension(content) == NAMES
+
+
+def test_a_trailer_claiming_gigabytes_is_left_to_nibabel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An impossible ISIZE (beyond deflate's 1032:1) reserves nothing and falls back."""
+    f = tmp_path / "seg.nii.gz"
+    write_nifti(np.ones((2, 3, 8), np.uint8), f)
+    raw = bytearray(f.read_bytes())
+    raw[-4:] = (2**32 - 1).to_bytes(4, "little")
+    bad = tmp_path / "big.nii.gz"
+    bad.write_bytes(bytes(raw))
+    assert nifti._MAX_DEFLATE_RATIO * len(raw) < 2**32 - 1
+    reserved: list[int] = []
+    real_empty = np.empty
+
+    def spy(shape: object, *args: object, **kw: object) -> np.ndarray:
+        reserved.append(int(np.prod(shape)))  # type: ignore[call-overload]
+        return real_empty(shape, *args, **kw)  # type: ignore[call-overload]
+
+    with monkeypatch.context() as m:
+        m.setattr(nifti.np, "empty", spy)
+        assert _inflate_gzip_nifti(bad) is None
+    assert not reserved or max(reserved) < 2**20

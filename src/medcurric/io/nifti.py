@@ -131,6 +131,9 @@ def _load(path: Path) -> tuple[Any, Reorientation]:
 
 
 _INFLATE_CHUNK = 1 << 18
+#: Deflate cannot expand data by more than about 1032 : 1: a gzip trailer claiming
+#: more than that times the file's size is damaged (and must not reserve memory).
+_MAX_DEFLATE_RATIO = 1032
 
 
 def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
@@ -151,7 +154,7 @@ def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
     if len(raw) < 18 or raw[:2] != b"\x1f\x8b":
         return None
     size = int.from_bytes(raw[-4:], "little")  # ISIZE: length mod 2**32
-    if size < 352:
+    if size < 352 or size > _MAX_DEFLATE_RATIO * len(raw):
         return None
     buf = np.empty(size, dtype=np.uint8)
     inflater = zlib.decompressobj(31)
