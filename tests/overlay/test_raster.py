@@ -147,3 +147,33 @@ def test_float32_blend_is_the_integer_quotient():
     fv, fa, fc = v.astype(f32), a.astype(f32), c.astype(f32)
     blended = ((fv * (f32(255) - fa) + (fc * fa + f32(127.5))) * f32(1.0 / 255.0)).astype(np.int32)
     np.testing.assert_array_equal(blended, exact)
+
+
+def test_draw_overlay_fast_path_matches_general_path():
+    """numpy batch + numpy boxes (one compiled call) == the general path, for all outlines."""
+    from medcurric.overlay import RandomStyle, draw_overlay
+
+    rng = np.random.default_rng(5)
+    n, h, w = 24, 57, 83
+    images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    styles = RandomStyle(shapes=("rectangle", "ellipse", "contour")).sample_many(n, rng)
+    xy = rng.uniform(-20, 80, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 50, (n, 2))], axis=1)
+    fast = draw_overlay(images, boxes, styles)
+    general = draw_overlay(images, boxes, styles, masks=[None] * n)  # masks: general path
+    np.testing.assert_array_equal(fast, general)
+    assert (fast != images).any()
+    work = images.copy()
+    assert draw_overlay(work, boxes, styles, inplace=True) is work
+    np.testing.assert_array_equal(work, fast)
+
+
+def test_draw_overlay_fast_path_leaves_bad_boxes_to_the_general_path():
+    from medcurric.errors import MedcurricError
+    from medcurric.overlay import OverlayStyle, draw_overlay
+
+    images = np.zeros((2, 20, 20, 3), np.uint8)
+    for bad in ([[2, 2, 8, 8], [9, 9, 3, 3]], [[2, 2, 8, 8], [1, np.nan, 5, 5]]):
+        with pytest.raises(MedcurricError):
+            draw_overlay(images, np.array(bad, float), OverlayStyle(), inplace=True)
+        assert not images.any()  # nothing drawn before the error

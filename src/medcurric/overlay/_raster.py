@@ -624,7 +624,7 @@ def _prefetch_intrinsic(typingctx: Any, arr: Any, offset: Any) -> Any:  # pragma
         i32 = llvm_ir.IntType(32)
         fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [ptr.type, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        builder.call(fn, [ptr, i32(1), i32(3), i32(1)])  # for a write, into L1
         return context.get_dummy_value()
 
     return sig, codegen
@@ -1024,6 +1024,44 @@ def _draw_numba(
                                 if c > 0.0:
                                     scratch[y - y0, x - x0] = 0.0
                                     _blend(img, b, y, x, c, colors, alpha, is_float)
+
+
+@numba.njit(cache=True, nogil=True)
+def draw_outlines(
+    img: np.ndarray,
+    flat: np.ndarray,
+    boxes: np.ndarray,
+    packed: np.ndarray,
+    rect_code: int,
+    ellipse_code: int,
+    contour_code: int,
+) -> bool:  # pragma: no cover - numba
+    """Rectangle/ellipse prompts on a C-contiguous uint8 ``[B, H, W, 3]`` batch, in one call.
+
+    Checks first that every box is finite with ``x2 >= x1`` and ``y2 >= y1`` and that
+    every style (``packed`` rows, see ``OverlayStyle._packed``) is a rectangle, an
+    ellipse or a contour (drawn as the box's ellipse: no masks here); returns False
+    without drawing anything otherwise. Then builds the primitives as
+    :func:`outlines` and draws them as :func:`draw_numba` does.
+    """
+    n = boxes.shape[0]
+    for i in range(n):
+        code = packed[i, 0]
+        if not (code == rect_code or code == ellipse_code or code == contour_code):
+            return False
+        for j in range(4):
+            if not math.isfinite(boxes[i, j]):
+                return False
+        if boxes[i, 2] < boxes[i, 0] or boxes[i, 3] < boxes[i, 1]:
+            return False
+    prims = outlines(boxes, packed, rect_code, ellipse_code, (img.shape[1], img.shape[2]))
+    colors = np.empty((n, 3), np.float64)
+    alphas = np.empty(n, np.float64)
+    for i in range(n):
+        colors[i, 0], colors[i, 1], colors[i, 2] = packed[i, 4], packed[i, 5], packed[i, 6]
+        alphas[i] = packed[i, 7]
+    _draw_numba(img, prims, colors, alphas, False, flat)
+    return True
 
 
 def draw_numba(

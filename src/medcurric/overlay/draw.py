@@ -235,6 +235,44 @@ def _primitives(
     return out
 
 
+def _draw_outlines(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    styles: OverlayStyle | Sequence[OverlayStyle] | None,
+    inplace: bool,
+) -> np.ndarray | None:
+    """:func:`draw_overlay`'s fast path: rectangles/ellipses on a numpy uint8 batch.
+
+    For a C-contiguous ``[B, H, W, 3]`` uint8 batch with ``[B, 4]`` numpy boxes and no
+    masks, one compiled call checks the boxes and styles, builds the primitives and
+    draws them, with little Python and numpy work around it (which matters when the
+    call comes cold, after other work). Returns None, having drawn nothing, where
+    anything else is needed (other shapes, bad boxes or styles: the general path
+    then draws them or raises its errors).
+    """
+    n = image.shape[0]
+    if styles is None:
+        styles = OverlayStyle()
+    if isinstance(styles, OverlayStyle):
+        style_list: list[OverlayStyle] = [styles] * n
+    elif isinstance(styles, list) and len(styles) == n:
+        style_list = styles
+    else:
+        return None
+    if not all(map(isinstance, style_list, repeat(OverlayStyle))):
+        return None
+    packed = np.fromiter(
+        chain.from_iterable([s._packed for s in style_list]), np.float64, 8 * n
+    ).reshape(n, 8)
+    out = image if inplace else image.copy()
+    b = np.ascontiguousarray(boxes, np.float64)
+    if not _raster.draw_outlines(
+        out, out.reshape(-1), b, packed, _RECT_CODE, _ELLIPSE_CODE, _CONTOUR_CODE
+    ):
+        return None
+    return out
+
+
 def draw_overlay(
     image: Any,
     boxes: Any,
@@ -270,6 +308,21 @@ def draw_overlay(
         >>> out[19, 30].tolist(), out[30, 30].tolist(), int(img.max())
         ([255, 0, 0], [0, 0, 0], 0)
     """
+    if (
+        masks is None
+        and (backend is DrawBackend.AUTO or backend is DrawBackend.NUMBA or backend == "auto")
+        and isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 4
+        and image.shape[3] == 3
+        and image.flags.c_contiguous
+        and isinstance(boxes, np.ndarray)
+        and boxes.shape == (image.shape[0], 4)
+        and boxes.dtype.kind in "fiu"
+    ):
+        out = _draw_outlines(image, boxes, styles, inplace)
+        if out is not None:
+            return out
     bk = look_up_option(backend, DrawBackend, name="backend")
     canvas = _canvas(image, inplace)
     t = canvas.bchw
