@@ -15,6 +15,9 @@ Two interchangeable back ends draw them:
 * ``torch``: pure tensor ops over each prompt's bounding region, batched (any device);
 * ``numba``: a CPU kernel that visits only the pixels near each stroke (row spans),
   in place on a uint8 / float ``[B, H, W, C]`` view. The two agree to one grey level.
+  Single rectangles and ellipses on uint8 images go through branch-free,
+  vectorised kernels that prefetch the rows ahead (same bytes as the generic
+  per-pixel kernel; see "uint8 kernels" below).
 
 Blending of 8-bit images is integer: ``a = round(255 * alpha * coverage)``,
 ``out = (img * (255 - a) + colour * a + 127) // 255``; float images in ``[0, 1]`` use
@@ -696,7 +699,10 @@ def _prefetch_ellipse_row(
 #   exhaustively in the tests);
 # * on a C-contiguous ``[B, H, W, 3]`` batch the blend runs over the row's bytes
 #   (``flat``), elsewhere (a permuted torch batch) over pixels with 3 channels;
-# * the loops index slices from 0 (no negative-index wraparound in the loop body).
+# * the loops index with unsigned integers (no negative-index wraparound) and make
+#   no array views (no reference counting per span);
+# * ``error_model="numpy"``: no zero-division checks in the loops (the coverage
+#   selects ``d0`` where ``k1 == 0``, as ``_fast_ellipse`` does).
 #
 # A rectangle's rows between its top and bottom edges all have the same two side
 # spans; their opacities are computed once per prompt and reused wherever that is
