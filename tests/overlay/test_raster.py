@@ -166,6 +166,13 @@ def test_draw_overlay_fast_path_matches_general_path():
     work = images.copy()
     assert draw_overlay(work, boxes, styles, inplace=True) is work
     np.testing.assert_array_equal(work, fast)
+    # a CPU torch uint8 batch [B, 3, H, W] takes the fast path too (strided view)
+    t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    drawn = draw_overlay(t, boxes, styles)
+    np.testing.assert_array_equal(drawn.permute(0, 2, 3, 1).numpy(), fast)
+    np.testing.assert_array_equal(t.permute(0, 2, 3, 1).numpy(), images)  # a copy
+    assert draw_overlay(t, boxes, styles, inplace=True) is t
+    np.testing.assert_array_equal(t.permute(0, 2, 3, 1).numpy(), fast)
 
 
 def test_draw_overlay_fast_path_leaves_bad_boxes_to_the_general_path():

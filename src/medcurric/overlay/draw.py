@@ -236,21 +236,21 @@ def _primitives(
 
 
 def _draw_outlines(
-    image: np.ndarray,
+    view: np.ndarray,
     boxes: np.ndarray,
     styles: OverlayStyle | Sequence[OverlayStyle] | None,
-    inplace: bool,
-) -> np.ndarray | None:
-    """:func:`draw_overlay`'s fast path: rectangles/ellipses on a numpy uint8 batch.
+) -> bool:
+    """:func:`draw_overlay`'s fast path: rectangles/ellipses on a uint8 ``[B, H, W, 3]`` view.
 
-    For a C-contiguous ``[B, H, W, 3]`` uint8 batch with ``[B, 4]`` numpy boxes and no
-    masks, one compiled call checks the boxes and styles, builds the primitives and
-    draws them, with little Python and numpy work around it (which matters when the
-    call comes cold, after other work). Returns None, having drawn nothing, where
-    anything else is needed (other shapes, bad boxes or styles: the general path
-    then draws them or raises its errors).
+    For a numpy uint8 batch (or a CPU torch uint8 batch's channels-last view) with
+    ``[B, 4]`` numpy boxes and no masks, one compiled call checks the boxes and
+    styles, builds the primitives and draws them in place, with little Python and
+    numpy work around it (which matters when the call comes cold, after other work).
+    Returns False, having drawn nothing, where anything else is needed (other
+    shapes, bad boxes or styles: the general path then draws them or raises its
+    errors).
     """
-    n = image.shape[0]
+    n = view.shape[0]
     if styles is None:
         styles = OverlayStyle()
     if isinstance(styles, OverlayStyle):
@@ -258,19 +258,25 @@ def _draw_outlines(
     elif isinstance(styles, list) and len(styles) == n:
         style_list = styles
     else:
-        return None
+        return False
     if not all(map(isinstance, style_list, repeat(OverlayStyle))):
-        return None
+        return False
     packed = np.fromiter(
         chain.from_iterable([s._packed for s in style_list]), np.float64, 8 * n
     ).reshape(n, 8)
-    out = image if inplace else image.copy()
-    b = np.ascontiguousarray(boxes, np.float64)
-    if not _raster.draw_outlines(
-        out, out.reshape(-1), b, packed, _RECT_CODE, _ELLIPSE_CODE, _CONTOUR_CODE
-    ):
-        return None
-    return out
+    # rows as flat bytes where the batch is C-contiguous, else pixel by pixel
+    flat = view.reshape(-1) if view.flags.c_contiguous else np.empty(0, np.uint8)
+    return bool(
+        _raster.draw_outlines(
+            view,
+            flat,
+            np.ascontiguousarray(boxes, np.float64),
+            packed,
+            _RECT_CODE,
+            _ELLIPSE_CODE,
+            _CONTOUR_CODE,
+        )
+    )
 
 
 def draw_overlay(
@@ -311,18 +317,32 @@ def draw_overlay(
     if (
         masks is None
         and (backend is DrawBackend.AUTO or backend is DrawBackend.NUMBA or backend == "auto")
-        and isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 4
-        and image.shape[3] == 3
-        and image.flags.c_contiguous
         and isinstance(boxes, np.ndarray)
-        and boxes.shape == (image.shape[0], 4)
+        and boxes.ndim == 2
         and boxes.dtype.kind in "fiu"
     ):
-        out = _draw_outlines(image, boxes, styles, inplace)
-        if out is not None:
-            return out
+        if (
+            isinstance(image, np.ndarray)
+            and image.dtype == np.uint8
+            and image.ndim == 4
+            and image.shape[3] == 3
+            and image.flags.c_contiguous
+            and boxes.shape[0] == image.shape[0]
+        ):
+            out = image if inplace else image.copy()
+            if _draw_outlines(out, boxes, styles):
+                return out
+        elif (
+            isinstance(image, torch.Tensor)
+            and image.device.type == "cpu"
+            and image.dtype == torch.uint8
+            and image.ndim == 4
+            and image.shape[1] == 3
+            and boxes.shape[0] == image.shape[0]
+        ):
+            t_out = image if inplace else image.clone()
+            if _draw_outlines(t_out.detach().permute(0, 2, 3, 1).numpy(), boxes, styles):
+                return t_out
     bk = look_up_option(backend, DrawBackend, name="backend")
     canvas = _canvas(image, inplace)
     t = canvas.bchw
