@@ -184,3 +184,6 @@ def test_draw_overlay_fast_path_leaves_bad_boxes_to_the_general_path():
         with pytest.raises(MedcurricError):
             draw_overlay(images, np.array(bad, float), OverlayStyle(), inplace=True)
         assert not images.any()  # nothing drawn before the error
+    with pytest.raises(MedcurricError):  # [B, 5] boxes are not [B, 4] boxes
+        draw_overlay(images, np.array([[2, 2, 8, 8, 1], [1, 1, 5, 5, 1]], float), inplace=True)
+    assert not images.any()

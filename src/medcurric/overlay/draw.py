@@ -319,6 +319,7 @@ def draw_overlay(
         and (backend is DrawBackend.AUTO or backend is DrawBackend.NUMBA or backend == "auto")
         and isinstance(boxes, np.ndarray)
         and boxes.ndim == 2
+        and boxes.shape[1] == 4
         and boxes.dtype.kind in "fiu"
     ):
         if (
