@@ -94,8 +94,14 @@ def _chromium() -> str | None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Headless Chromium, for one test module at a time.
+
+    Playwright's sync API keeps an event loop marked as running in the main thread while
+    it is open, so any later test calling ``asyncio.run`` would fail; module scope closes
+    it when the browser tests are done.
+    """
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):
