@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,22 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-
-def _timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "repeats": repeats,
-    }
+from _timing import cpu_model, timeit
 
 
 def _interleaved(
@@ -77,17 +61,6 @@ def _interleaved(
         for k, v in times.items()
     }
     return stats, times
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _workload(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
@@ -206,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any]
     results, raw = _interleaved(fns, repeats)
     results.setdefault("cv2_opaque", None)
-    results["ours_torch_ops_inplace"] = _timeit(
+    results["ours_torch_ops_inplace"] = timeit(
         lambda: draw_overlay(work_t, boxes, styles, inplace=True, backend="torch"),
         1 if args.quick else max(3, repeats // 4),
         warmup=1,
@@ -238,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             "size": args.size,
             "shapes": ["rectangle", "ellipse"],
             "seed": args.seed,
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "threads": torch.get_num_threads(),
             "python": sys.version.split()[0],
             "torch": torch.__version__,
