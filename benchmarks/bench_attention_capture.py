@@ -34,39 +34,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from _models import vip_llava_7b
 
 from medcurric.attention import AttentionCapture
 from medcurric.losses import attention_kl_loss
 
 MODES = ("sdpa", "capture", "eager")
 _LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
-
-
-def build_7b(device: torch.device) -> tuple[Any, int, int]:
-    """Random-init VIP-LLaVA-7B-shaped model on ``device`` in bf16 (no weights downloaded)."""
-    import transformers
-
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
-    )
-    text = transformers.LlamaConfig(
-        vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-        rms_norm_eps=1e-5, pad_token_id=32001, bos_token_id=1, eos_token_id=2,
-    )
-    config = transformers.VipLlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=32000,
-        vision_feature_layers=[-2, -5, -8, -11, 6],
-    )
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):
-            model = transformers.VipLlavaForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(previous)
-    return model, 32000, 336
 
 
 def build_tiny() -> tuple[Any, int, int]:
@@ -225,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not torch.cuda.is_available():
             raise SystemExit("The 7B benchmark needs a CUDA device; use --tiny on CPU.")
         device, dtype = torch.device("cuda"), torch.bfloat16
-        model, image_token_id, image_size = build_7b(device)
+        model, image_token_id, image_size = vip_llava_7b(device), 32000, 336
     if args.quick:
         args.repeats, args.warmup = 2, 1
     n_layers = model.config.text_config.num_hidden_layers

@@ -42,37 +42,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _models import vip_llava_7b
 
 from medcurric.curriculum import Stage
 from medcurric.training import CurriculumTrainer, TrainConfig, bundled_sample
-
-
-def build_7b(device: torch.device, image_token_id: int, pad_token_id: int) -> Any:
-    """Random-init VIP-LLaVA-7B-shaped model on ``device`` in bf16 (no weights downloaded)."""
-    import transformers
-
-    vision = transformers.CLIPVisionConfig(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-        image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
-    )
-    text = transformers.LlamaConfig(
-        vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-        rms_norm_eps=1e-5, pad_token_id=pad_token_id, bos_token_id=1, eos_token_id=2,
-    )
-    config = transformers.VipLlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=image_token_id,
-        vision_feature_layers=[-2, -5, -8, -11, 6],
-    )
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):
-            model = transformers.VipLlavaForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(previous)
-    model.set_attn_implementation("sdpa")
-    return model
 
 
 def _sync(device: torch.device) -> None:
@@ -158,7 +131,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit("bench_train_curriculum.py needs a CUDA GPU (or --tiny for the CPU smoke run)")
         processor = build_tiny_processor(image_size=336, patch_size=14)
         tok = processor.tokenizer
-        model = build_7b(torch.device("cuda"), tok.convert_tokens_to_ids("<image>"), tok.pad_token_id)
+        model = vip_llava_7b(
+            torch.device("cuda"),
+            image_token_id=tok.convert_tokens_to_ids("<image>"),
+            pad_token_id=tok.pad_token_id,
+        )
+        model.set_attn_implementation("sdpa")
         layers = tuple(int(v) for v in args.attention_layers.split(","))
         device_name = torch.cuda.get_device_name()
     bundle = bundled_sample(seed=args.seed)
