@@ -1,4 +1,4 @@
-"""Let the benchmark scripts loaded by the smoke tests import their shared ``_timing`` helper."""
+"""Put `benchmarks/` on `sys.path`: the smoke tests import the scripts and their shared helpers."""
 
 from __future__ import annotations
 

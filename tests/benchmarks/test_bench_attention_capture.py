@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_attention_capture.py"
-
 
 def test_bench_attention_capture_tiny_quick(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("bench_attention_capture", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(
+        "bench_attention_capture"
+    )  # benchmarks/ is on sys.path (conftest)
     result = module.main(["--tiny", "--quick"])
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(json.dumps(result))

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_attention_kl.py"
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_attention_kl", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench_attention_kl")  # benchmarks/ is on sys.path (conftest)
 
 
 def test_bench_attention_kl_quick(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,7 +21,14 @@ def test_bench_attention_kl_quick(capsys: pytest.CaptureFixture[str]) -> None:
     assert printed["benchmark"] == "attention_kl" and printed["shape"] == [2, 4, 8, 64]
     assert set(printed["results"]) == {"fp32", "bf16"}
     for res in printed["results"].values():
-        assert set(res["time_ms"]) == {"read", "log", "naive", "fused", "fused_dense_target", "mean_then_kl"}
+        assert set(res["time_ms"]) == {
+            "read",
+            "log",
+            "naive",
+            "fused",
+            "fused_dense_target",
+            "mean_then_kl",
+        }
         assert all(
             v["median"] > 0 and v["q1"] <= v["median"] <= v["q3"] for v in res["time_ms"].values()
         )

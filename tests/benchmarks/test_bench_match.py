@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 
 def test_bench_match_quick(capsys) -> None:
-    path = Path(__file__).parents[2] / "benchmarks" / "bench_match.py"
-    spec = importlib.util.spec_from_file_location("bench_match", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("bench_match")  # benchmarks/ is on sys.path (conftest)
     result = module.main(["--quick", "--repeats", "1"])
     assert set(result["cases"]) == {"lesions_3d", "lesions_2d", "random_3d_n100"}
     for case in result["cases"].values():

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_overlap.py"
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_overlap", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench_overlap")  # benchmarks/ is on sys.path (conftest)
 
 
 @pytest.mark.parametrize("part", ["overlap_3d", "histogram", "overlap_2d", "box_iou"])

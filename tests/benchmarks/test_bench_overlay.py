@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_overlay.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_overlay", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench_overlay")  # benchmarks/ is on sys.path (conftest)
 
 
 def test_bench_overlay_quick(capsys) -> None:

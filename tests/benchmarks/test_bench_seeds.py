@@ -1,14 +1,10 @@
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 
 def test_bench_seeds_quick(capsys):
-    path = Path(__file__).parents[2] / "benchmarks" / "bench_seeds.py"
-    spec = importlib.util.spec_from_file_location("bench_seeds", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("bench_seeds")  # benchmarks/ is on sys.path (conftest)
     result = module.main(["--quick"])
     for key in (
         "lesions",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,14 +11,11 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train_curriculum.py"
-
 
 def test_bench_train_curriculum_tiny_quick(capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("bench_train_curriculum", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(
+        "bench_train_curriculum"
+    )  # benchmarks/ is on sys.path (conftest)
     result = module.main(["--tiny", "--quick"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(result))
@@ -33,5 +29,7 @@ def test_bench_train_curriculum_tiny_quick(capsys: pytest.CaptureFixture[str]) -
             assert entry[loop]["steps"] == 4 and entry[loop]["median_s"] > 0
             assert entry[loop]["tokens_per_s"] > 0 and entry[loop]["peak_memory_gib"] is None
         assert entry["overhead"] > -1.0 and entry["render_collate_median_s"] > 0
-    assert printed["max_overhead"] == max(printed["stages"][s]["overhead"] for s in ("easy", "medium"))
+    assert printed["max_overhead"] == max(
+        printed["stages"][s]["overhead"] for s in ("easy", "medium")
+    )
     assert printed["within_target"] == (printed["max_overhead"] <= 0.02)
