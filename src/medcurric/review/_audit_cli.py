@@ -50,41 +50,12 @@ def _dataset_cases(args: argparse.Namespace) -> Iterator[tuple[Any, list[Any]]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
+    from medcurric.seeds._cli import add_dataset_arguments
+
     parser.add_argument(
         "--phantom", action="store_true", help="audit the bundled synthetic CT phantom (default)"
     )
-    parser.add_argument(
-        "--detections",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="DL_info.csv, COCO JSON or CSV of lesion boxes (as for `medcurric seeds`)",
-    )
-    parser.add_argument(
-        "--format",
-        default="deeplesion",
-        choices=("deeplesion", "coco", "csv"),
-        help="detection format",
-    )
-    parser.add_argument(
-        "--masks",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="folder of per-case organ masks, found as `medcurric seeds` finds them",
-    )
-    parser.add_argument(
-        "--class-map",
-        default="auto",
-        metavar="auto|totalsegmentator|FILE.json",
-        help="label names: from the files (auto), TotalSegmentator's, or a JSON class map",
-    )
-    parser.add_argument(
-        "--slice-order",
-        default="canonical",
-        choices=("canonical", "stored"),
-        help="coco/csv slice_index: canonical z (default) or the file's stored slice axis",
-    )
+    add_dataset_arguments(parser)  # the same dataset inputs as `medcurric seeds`
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument(
         "--perturbations",

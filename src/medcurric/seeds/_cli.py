@@ -43,7 +43,7 @@ from medcurric._paths import safe_join
 from medcurric.errors import DataFormatError, MissingFileError, UnsafePathError
 from medcurric.io.records import LesionRecord
 
-__all__ = ["add_arguments", "demo_step", "rejects_path", "run"]
+__all__ = ["add_arguments", "add_dataset_arguments", "demo_step", "rejects_path", "run"]
 
 _NIFTI = (".nii.gz", ".nii")
 
@@ -54,36 +54,48 @@ def rejects_path(out: Path) -> Path:
     return out.with_name(name + ".rejects.jsonl")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``seeds`` options to ``parser``."""
-    src = parser.add_argument_group("inputs")
-    src.add_argument(
-        "--detections", type=Path, metavar="FILE", help="DL_info.csv, COCO JSON or CSV"
+def add_dataset_arguments(group: Any) -> None:
+    """Declare the dataset inputs read by :func:`_read_records` and :func:`_cases`.
+
+    ``--detections``, ``--format``, ``--masks``, ``--class-map`` and ``--slice-order``,
+    shared by ``medcurric seeds`` and ``medcurric audit``.
+    """
+    group.add_argument(
+        "--detections",
+        type=Path,
+        metavar="FILE",
+        help="DL_info.csv, COCO JSON or CSV of lesion boxes",
     )
-    src.add_argument(
+    group.add_argument(
         "--format",
         default="deeplesion",
         choices=("deeplesion", "coco", "csv"),
         help="detection format",
     )
-    src.add_argument("--masks", type=Path, metavar="DIR", help="folder of per-case organ masks")
-    src.add_argument(
-        "--phantom", action="store_true", help="self-contained run on synthetic phantoms"
-    )
-    src.add_argument(
-        "--phantom-cases", type=int, default=3, help="number of phantoms (seeds 0..N-1)"
-    )
-    src.add_argument(
+    group.add_argument("--masks", type=Path, metavar="DIR", help="folder of per-case organ masks")
+    group.add_argument(
         "--class-map",
         default="auto",
         metavar="auto|totalsegmentator|FILE.json",
         help="label names: from the files (auto), TotalSegmentator's total task, or a JSON class map",
     )
-    src.add_argument(
+    group.add_argument(
         "--slice-order",
         default="canonical",
         choices=("canonical", "stored"),
         help="coco/csv slice_index: canonical z (default) or along the file's stored slice axis",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``seeds`` options to ``parser``."""
+    src = parser.add_argument_group("inputs")
+    add_dataset_arguments(src)
+    src.add_argument(
+        "--phantom", action="store_true", help="self-contained run on synthetic phantoms"
+    )
+    src.add_argument(
+        "--phantom-cases", type=int, default=3, help="number of phantoms (seeds 0..N-1)"
     )
     rule = parser.add_argument_group("matching and text")
     rule.add_argument("--criterion", default="ioa", help="ioa (default) or iou")
@@ -178,7 +190,9 @@ def _cases(records: Sequence[LesionRecord], masks: Path, opts: _Options) -> list
                     path, start = _deeplesion_mask(masks, r)
                 else:
                     path, start = _find_mask(masks, _stem(r.image)), 0
-                error = None if path is not None else f"no mask for image {r.image!r} under '{masks}'"
+                error = (
+                    None if path is not None else f"no mask for image {r.image!r} under '{masks}'"
+                )
             except (UnsafePathError, DataFormatError) as exc:
                 path, start, error = None, 0, str(exc)
             found[cache_key] = (path, start, error)
