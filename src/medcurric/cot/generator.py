@@ -25,6 +25,7 @@ answered "no".
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -530,17 +531,7 @@ class CoTGenerator:
                     f"Your reply could not be parsed: {exc} Reply again in exactly this format, "
                     f"on one line: {reply_format(r.stage)}"
                 )
-                job.request = GenerationRequest(
-                    id=r.id,
-                    system=r.system,
-                    prompt=r.prompt,
-                    stage=r.stage,
-                    question_type=r.question_type,
-                    template_id=r.template_id,
-                    fields=r.fields,
-                    image_path=r.image_path,
-                    history=(*r.history, (raw[:4000], follow)),
-                )
+                job.request = dataclasses.replace(r, history=(*r.history, (raw[:4000], follow)))
                 return job.request
             verdict = Verdict("parse", False, str(exc))
             return self._sample(job, None, raw, (verdict,), f"parse: {exc}")
