@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _timing import round_robin
 
 from medcurric.losses import attention_kl_loss
 
@@ -152,13 +153,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def time_modes(shape, dtype, device, repeats, warmup) -> dict[str, dict[str, float]]:
     attention, target = make_inputs(shape, dtype, device)
     steps = {m: make_step(m, attention, target) for m in MODES}
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {m: [] for m in MODES}
-    for _ in range(repeats):
-        for m, step in steps.items():
-            times[m].append(_timed(step, device))
+    times = round_robin(steps, repeats, warmup, measure=lambda step: _timed(step, device))
     return {m: _stats(v) for m, v in times.items()}
 
 

@@ -29,38 +29,12 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from _timing import cpu_model, timeit
-
-
-def _interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
-) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
-    """Time several functions round-robin, so that they all see the same machine load."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    stats = {
-        k: {
-            "median_ms": statistics.median(v),
-            "min_ms": min(v),
-            "max_ms": max(v),
-            "repeats": repeats,
-        }
-        for k, v in times.items()
-    }
-    return stats, times
+from _timing import cpu_model, ms_stats, round_robin, timeit
 
 
 def _workload(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
@@ -177,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     results: dict[str, Any]
-    results, raw = _interleaved(fns, repeats)
+    seconds = round_robin(fns, repeats, warmup=2)
+    results = {k: ms_stats(v) for k, v in seconds.items()}
+    raw = {k: [1e3 * t for t in v] for k, v in seconds.items()}
     results.setdefault("cv2_opaque", None)
     results["ours_torch_ops_inplace"] = timeit(
         lambda: draw_overlay(work_t, boxes, styles, inplace=True, backend="torch"),

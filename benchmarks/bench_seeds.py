@@ -37,13 +37,12 @@ import platform
 import shutil
 import statistics
 import tempfile
-import time
 import zlib
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
+from _timing import round_robin
 
 from medcurric.data import make_phantom
 from medcurric.io import write_nifti
@@ -125,30 +124,6 @@ def _naive(det: Path, masks: Path, out: Path) -> None:
                 )
 
 
-def _time(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (imports, numba cache, page cache)
-    out = []
-    for _ in range(repeats):
-        gc.collect()  # untimed: a collection due from earlier work does not land in this run
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def _time_round_robin(fns: dict[str, Any], repeats: int) -> dict[str, list[float]]:
-    for fn in fns.values():
-        fn()  # warm-up (imports, numba cache, page cache)
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            gc.collect()  # untimed, before every pipeline alike (see the module docs)
-            t0 = time.perf_counter()
-            fn()
-            out[k].append(time.perf_counter() - t0)
-    return out
-
-
 def _summary(times: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
@@ -197,16 +172,23 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         import io
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            times = _time_round_robin(
+            # warm-up: imports, numba cache, page cache; gc.collect() untimed before every
+            # call of every pipeline alike (see the module docs)
+            times = round_robin(
                 {
                     "ours": ours,
                     "decompress": lambda: _decompress(files),
                     "inflate": lambda: _inflate(files),
                 },
                 repeats,
+                before=gc.collect,
             )
         t_ours, t_dec, t_inf = times["ours"], times["decompress"], times["inflate"]
-        t_naive = _time(lambda: _naive(det, masks, root / "naive.jsonl"), naive_repeats)
+        t_naive = round_robin(
+            {"naive": lambda: _naive(det, masks, root / "naive.jsonl")},
+            naive_repeats,
+            before=gc.collect,
+        )["naive"]
         # the two pipelines agree on the host organ of every lesion ours calls "inside"
         from medcurric.anatomy import ClassMap
 
