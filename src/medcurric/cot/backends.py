@@ -617,10 +617,12 @@ class OpenAIBackend:
         ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
         return self._rng.uniform(0.0, ceiling)
 
-    def _payload(self, request: GenerationRequest) -> dict[str, Any]:
+    def _payload(self, request: GenerationRequest, image_url: str | None = None) -> dict[str, Any]:
+        """The chat-completions JSON payload; ``image_url`` stands in for the image's data URL."""
         image = None
         if self.send_images and request.image_path is not None:
-            image = {"type": "image_url", "image_url": {"url": data_url(request.image_path)}}
+            url = image_url if image_url is not None else data_url(request.image_path)
+            image = {"type": "image_url", "image_url": {"url": url}}
         return {
             **self.extra_body,
             "model": self.model,
@@ -638,15 +640,7 @@ class OpenAIBackend:
         if not (self.send_images and request.image_path is not None):
             return json.dumps(self._payload(request)).encode("utf-8")
         url = data_url(request.image_path)
-        image = {"type": "image_url", "image_url": {"url": _URL_SLOT}}
-        payload = {
-            **self.extra_body,
-            "model": self.model,
-            "messages": _messages(request, image),
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-        }
-        text = json.dumps(payload)
+        text = json.dumps(self._payload(request, image_url=_URL_SLOT))
         quoted = f'"{_URL_SLOT}"'
         # data_url() builds "data:<mime>;base64,<base64>": only the prefix needs checking.
         prefix = url[: url.find(",") + 1]
