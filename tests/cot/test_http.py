@@ -236,6 +236,7 @@ def test_tls_round_trip_and_certificate_check(tls_files):
         (_ok(gzip.compress(b'{"z": 1}'), b"Content-Encoding: gzip\r\n"), b'{"z": 1}'),
         (_ok(zlib.compress(b"deflated"), b"Content-Encoding: deflate\r\n"), b"deflated"),
         (b"HTTP/1.1 100 Continue\r\n\r\n" + _ok(b"after 100"), b"after 100"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok"),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-A:  spaced  \r\n\r\nhi", b"hi"),
     ],
 )  # fmt: skip

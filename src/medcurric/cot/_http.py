@@ -257,7 +257,9 @@ class Connection:
             if status >= 200 or status == 101:
                 break
             # 1xx informational replies (100 Continue, 103 Early Hints) precede the real one.
-        body = await _read_body(reader, headers, status)
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        body = await _read_body(reader, status, chunked, length)
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             try:
@@ -268,9 +270,7 @@ class Connection:
                 ) from None
         connection = headers.get("connection", "").lower()
         keep = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
-        if "content-length" not in headers and "chunked" not in headers.get(
-            "transfer-encoding", ""
-        ):
+        if not chunked and length is None:
             keep = False  # the body ran to the end of the connection
         return Response(status, headers, body), keep
 
@@ -296,13 +296,15 @@ def _parse_head(block: bytes) -> tuple[int, str, dict[str, str]]:
     return int(parts[1]), parts[0], headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], status: int) -> bytes:
-    if status in (204, 304) or 100 <= status < 200:
+async def _read_body(
+    reader: asyncio.StreamReader, status: int, chunked: bool, length: str | None
+) -> bytes:
+    """The reply body, framed by chunked coding, ``Content-Length`` or the connection's end."""
+    if status in (101, 204, 304):  # no body (1xx other than 101 were skipped before)
         return b""
     try:
-        if "chunked" in headers.get("transfer-encoding", "").lower():
+        if chunked:
             return await _read_chunked(reader)
-        length = headers.get("content-length")
         if length is not None:
             try:
                 n = int(length)
@@ -311,13 +313,11 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], stat
             if n < 0 or n > _MAX_BODY_BYTES:
                 raise HTTPTransportError(f"Content-Length {n} out of range")
             return await reader.readexactly(n)
-        body = await reader.read(_MAX_BODY_BYTES + 1)
-        chunks = [body]
-        total = len(body)
-        while body:
-            body = await reader.read(_MAX_BODY_BYTES + 1 - total)
-            chunks.append(body)
-            total += len(body)
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := await reader.read(_MAX_BODY_BYTES + 1 - total):
+            chunks.append(chunk)
+            total += len(chunk)
             if total > _MAX_BODY_BYTES:
                 raise HTTPTransportError(f"reply body longer than {_MAX_BODY_BYTES} bytes")
         return b"".join(chunks)
