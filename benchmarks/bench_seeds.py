@@ -13,8 +13,9 @@ Three pipelines run over the same files in the same process:
 * ``decompress``: only ``np.asanyarray(nib.load(f).dataobj)`` per file, what reading
   these files through nibabel costs (the target's reference).
 * ``inflate``: only ``zlib.decompress`` of each whole file (gzip mode, CRC checked),
-  the floor any pipeline reading these files pays (``medcurric`` reads gzip NIfTI
-  this way, so it can beat ``decompress``).
+  about the floor any pipeline reading these files pays (``medcurric`` inflates gzip
+  NIfTI with the same zlib, but straight into its array through ``ctypes``, without
+  Python's growing output buffer, so it can beat ``decompress``).
 
 ``ours``, ``decompress`` and ``inflate`` are timed round-robin (one repeat of each in
 turn), so the machine's load affects them alike; the ratios are given of the medians

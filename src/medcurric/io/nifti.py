@@ -20,6 +20,7 @@ import numpy as np
 
 from medcurric._optional import require
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
+from medcurric.io._zlib import inflate_into
 from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap, Volume
 
@@ -130,7 +131,6 @@ def _load(path: Path) -> tuple[Any, Reorientation]:
     return img, Reorientation.from_affine(img.affine, shape[:3])
 
 
-_INFLATE_CHUNK = 1 << 18
 #: Deflate cannot expand data by more than about 1032 : 1: a gzip trailer claiming
 #: more than that times the file's size is damaged (and must not reserve memory).
 _MAX_DEFLATE_RATIO = 1032
@@ -147,7 +147,6 @@ def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
     falls back to nibabel.
     """
     import io
-    import zlib
 
     nib = _nib()
     raw = path.read_bytes()
@@ -157,25 +156,8 @@ def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
     if size < 352 or size > _MAX_DEFLATE_RATIO * len(raw):
         return None
     buf = np.empty(size, dtype=np.uint8)
-    inflater = zlib.decompressobj(31)
-    pos = 0
-    data: bytes = raw
-    try:
-        while not inflater.eof:
-            chunk = inflater.decompress(data, _INFLATE_CHUNK)
-            data = inflater.unconsumed_tail
-            if not chunk:
-                if not data:
-                    return None  # truncated stream
-                continue
-            if pos + len(chunk) > size:
-                return None  # longer than ISIZE says (> 4 GiB or several members)
-            buf[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-            pos += len(chunk)
-    except zlib.error:
-        return None  # let nibabel read it and report
-    if pos != size or inflater.unused_data:
-        return None
+    if not inflate_into(raw, buf):
+        return None  # damaged, truncated, several members: let nibabel read it and report
     if int.from_bytes(buf[:4].tobytes(), "little") != 348 and (
         int.from_bytes(buf[:4].tobytes(), "big") != 348
     ):
@@ -186,7 +168,9 @@ def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
     if not (np.isfinite(vox_offset) and 0 <= vox_offset <= size):
         return None
     try:
-        header = nib.Nifti1Header.from_fileobj(io.BytesIO(buf[: max(int(vox_offset), 348)].tobytes()))
+        header = nib.Nifti1Header.from_fileobj(
+            io.BytesIO(buf[: max(int(vox_offset), 348)].tobytes())
+        )
     except Exception:
         return None
     if bytes(header["magic"]) != b"n+1\x00":
@@ -349,9 +333,7 @@ def read_nifti_labels(
     p = _check_file(path)
     nib = _nib()
     fast = (
-        _inflate_gzip_nifti(p)
-        if z_range is None and p.name.lower().endswith(".nii.gz")
-        else None
+        _inflate_gzip_nifti(p) if z_range is None and p.name.lower().endswith(".nii.gz") else None
     )
     if fast is not None:  # whole gzip file: one inflate into one buffer, no second copy
         header, dataobj = fast
