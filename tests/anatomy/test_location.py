@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medcurric.anatomy import BoxOrganMatcher, ClassMap, Location, describe_location
-from medcurric.anatomy.location import organ_extents
+from medcurric.anatomy.location import OrganExtents, organ_extents
 from medcurric.data import make_phantom
-from medcurric.errors import InvalidBoxError, ShapeError
+from medcurric.errors import InvalidBoxError, ShapeError, WrongTypeError
 from medcurric.io import LabelMap
 
 
@@ -181,24 +183,78 @@ def test_errors(phantom):
         describe_location((1, 1, 2, 2), lm, "livr", slice_index=3)
 
 
-def test_shared_extents_give_the_same_locations(phantom):
-    """build_seeds' per-map cache of organ unions and body extent changes no value."""
-    from medcurric.anatomy.location import _describe, _SharedExtents
-
+def test_cached_extents_give_the_same_locations(phantom):
+    """OrganExtents' cached unions and body change no value against a fresh pass or a dict."""
     lm = phantom.label_map()
     matches = BoxOrganMatcher(level="group").match_records(phantom.key_slice_lesions, lm)
     ext = organ_extents(lm.array, lm.affine)
-    shared = _SharedExtents(ext)
+    assert isinstance(ext, OrganExtents)
     for _ in range(2):  # second round: every union and the body come from the cache
         for r, m in zip(phantom.key_slice_lesions, matches, strict=True):
             for organ in (m, None, "liver", "lung_left"):
-                kw = {"slice_index": r.slice_index, "extents": ext, "vertical": True}
-                want = describe_location(r.box, lm, organ, **kw)
-                got = _describe(r.box, lm, organ, spacing=None, affine=None, class_map=None,
-                                view="axial", shared=shared, **kw)
-                assert got == want
-    other = dict(ext)  # a shared cache of other extents is not used
-    got = _describe(r.box, lm, "liver", spacing=None, affine=None, class_map=None, view="axial",
-                    shared=_SharedExtents(other), slice_index=r.slice_index, extents=ext,
-                    vertical=True)
-    assert got == describe_location(r.box, lm, "liver", slice_index=r.slice_index, extents=ext)
+                kw = {"slice_index": r.slice_index, "vertical": True}
+                fresh = describe_location(r.box, lm, organ, **kw)
+                assert describe_location(r.box, lm, organ, extents=ext, **kw) == fresh
+                assert describe_location(r.box, lm, organ, extents=dict(ext), **kw) == fresh
+    assert ext._unions and ext.body() is not None
+
+
+def test_organ_extents_union_against_the_voxels(phantom):
+    """Unions and the body from the cache equal the corners of the members' voxels."""
+    lm = phantom.label_map()
+    ext = organ_extents(lm.array, lm.affine)
+    cm = lm.class_map
+
+    def voxel_extent(labels):
+        z, y, x = np.nonzero(np.isin(lm.array, labels))
+        if z.size == 0:
+            return None
+        lo = np.array([x.min(), y.min(), z.min()]) - 0.5
+        hi = np.array([x.max(), y.max(), z.max()]) + 0.5
+        corners = np.array(
+            [[c[0], c[1], c[2], 1.0] for c in itertools.product(*zip(lo, hi, strict=True))]
+        )
+        world = (lm.affine @ corners.T).T[:, :3]
+        return world.min(axis=0), world.max(axis=0)
+
+    for name in ("liver", "lung_left", "lung", "kidney_right"):
+        try:
+            members = cm.member_labels(cm.resolve(name))
+        except Exception:
+            continue
+        want = voxel_extent(list(members))
+        for _ in range(2):
+            got = ext.union(members)
+            assert (got is None) == (want is None)
+            if got is not None:
+                np.testing.assert_allclose(got[0], want[0])
+                np.testing.assert_allclose(got[1], want[1])
+    body = ext.body()
+    want = voxel_extent([lab for lab in np.unique(lm.array) if lab != 0])
+    np.testing.assert_allclose(body[0], want[0])
+    np.testing.assert_allclose(body[1], want[1])
+    assert ext.union((255,)) is None and OrganExtents({}).body() is None
+
+
+def test_organ_extents_are_read_only(phantom):
+    lm = phantom.label_map()
+    ext = organ_extents(lm.array, lm.affine)
+    label = next(iter(ext))
+    with pytest.raises(TypeError):
+        ext[label] = ext[label]  # type: ignore[index]
+    with pytest.raises(ValueError):
+        ext[label][0][0] = 1e9
+    union = ext.union((label,))
+    with pytest.raises(ValueError):
+        union[1][0] = 1e9
+    mine = {label: (np.zeros(3), np.ones(3))}
+    copy = OrganExtents(mine)
+    mine[label][1][:] = 5.0  # the caller's arrays are copied, not shared
+    assert copy[label][1].tolist() == [1.0, 1.0, 1.0] and label in copy and len(copy) == 1
+    lo, hi = np.zeros((2, 3)), np.ones((2, 3))
+    arrays = OrganExtents.from_arrays([4, 9], lo, hi)
+    assert arrays[9][1].tolist() == [1.0, 1.0, 1.0] and not hi.flags.writeable
+    with pytest.raises(ShapeError, match=r"Expected lo and hi of shape \(3, 3\)"):
+        OrganExtents.from_arrays([1, 2, 3], np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(WrongTypeError, match="Expected extents"):
+        describe_location((1, 1, 2, 2), lm, "liver", slice_index=3, extents=[1, 2])

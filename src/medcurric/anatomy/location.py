@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, InvalidBoxError, ShapeError, WrongTypeError
 from medcurric.io.records import LabelMap
 
-__all__ = ["Location", "ViewPlane", "describe_location", "organ_extents"]
+__all__ = ["Location", "OrganExtents", "ViewPlane", "describe_location", "organ_extents"]
 
 _LOBE = re.compile(r"^lung_(upper|middle|lower)_lobe_(left|right)$")
 _VERTEBRA = re.compile(r"^vertebra(?:e)?_([A-Za-z]\d+)$")
@@ -93,9 +93,103 @@ class Location(JsonRecord):
     phrase: str = ""
 
 
-def organ_extents(
-    labels: np.ndarray, affine: np.ndarray
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+class OrganExtents(Mapping[int, tuple[np.ndarray, np.ndarray]]):
+    """Read-only ``{label: (min_xyz, max_xyz)}`` world extents, with derived boxes cached.
+
+    What :func:`organ_extents` returns. Describing many lesions of one label map
+    needs the same unions again and again (an organ's member labels, such as the
+    five lung lobes, and the whole body for the midline); they are computed once
+    per mapping and kept. The mapping is read-only, and so are its arrays, so a
+    cached union can never go stale.
+
+    Args:
+        boxes: ``{label: (min_xyz, max_xyz)}`` in RAS+ mm (copied).
+
+    Examples:
+        >>> ext = OrganExtents({1: ([0, 0, 0], [1, 2, 3]), 2: ([-1, 1, 1], [0, 5, 2])})
+        >>> [v.tolist() for v in ext.union((1, 2))]
+        [[-1.0, 0.0, 0.0], [1.0, 5.0, 3.0]]
+        >>> ext.union((9,)) is None, len(ext), sorted(ext)
+        (True, 2, [1, 2])
+    """
+
+    __slots__ = ("_body", "_boxes", "_unions")
+
+    def __init__(self, boxes: Mapping[int, tuple[Any, Any]]) -> None:
+        self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            int(k): (_frozen(v[0]), _frozen(v[1])) for k, v in boxes.items()
+        }
+        self._unions: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray] | None] = {}
+        self._body: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def from_arrays(cls, labels: Sequence[int], lo: np.ndarray, hi: np.ndarray) -> OrganExtents:
+        """From ``[n]`` labels and their ``[n, 3]`` float64 min/max corners, without copying.
+
+        The arrays are made read-only and the mapping's values are their rows.
+        """
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        keys = [int(k) for k in labels]
+        if lo.shape != (len(keys), 3) or hi.shape != (len(keys), 3):
+            raise ShapeError(
+                f"Expected lo and hi of shape ({len(keys)}, 3), but got {lo.shape} and {hi.shape}."
+            )
+        lo.flags.writeable = False
+        hi.flags.writeable = False
+        out = cls.__new__(cls)
+        out._boxes = {lab: (lo[i], hi[i]) for i, lab in enumerate(keys)}
+        out._unions = {}
+        out._body = None
+        return out
+
+    def __getitem__(self, label: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._boxes[label]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._boxes)
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._boxes
+
+    def __repr__(self) -> str:
+        return f"OrganExtents({len(self._boxes)} labels: {sorted(self._boxes)})"
+
+    def union(self, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Min/max RAS corner over the boxes of ``members`` present; ``None`` if none is."""
+        key = tuple(int(m) for m in members)
+        if key not in self._unions:
+            boxes = [self._boxes[m] for m in key if m in self._boxes]
+            self._unions[key] = (
+                (
+                    _frozen(np.min([bx[0] for bx in boxes], axis=0)),
+                    _frozen(np.max([bx[1] for bx in boxes], axis=0)),
+                )
+                if boxes
+                else None
+            )
+        return self._unions[key]
+
+    def body(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Min/max RAS corner over every label's box (the body); ``None`` when empty."""
+        if self._body is None and self._boxes:
+            self._body = (
+                _frozen(np.min([v[0] for v in self._boxes.values()], axis=0)),
+                _frozen(np.max([v[1] for v in self._boxes.values()], axis=0)),
+            )
+        return self._body
+
+
+def _frozen(values: Any) -> np.ndarray:
+    a = np.array(values, dtype=np.float64).reshape(3)
+    a.flags.writeable = False
+    return a
+
+
+def organ_extents(labels: np.ndarray, affine: np.ndarray) -> OrganExtents:
     """World (RAS+ mm) extent of every label of a label map, in one pass over the array.
 
     Each label's voxel bounding box (voxel edges, not centres) is mapped through
@@ -108,7 +202,8 @@ def organ_extents(
         affine: 4 x 4 voxel ``(x, y, z, 1)`` -> RAS+ mm (for a 2D map, ``z`` is 0).
 
     Returns:
-        ``{label: (min_xyz, max_xyz)}`` for every label present (background excluded).
+        ``{label: (min_xyz, max_xyz)}`` for every label present (background
+        excluded), as a read-only :class:`OrganExtents`.
 
     Examples:
         >>> a = np.zeros((4, 5), np.uint8); a[1:3, 0:2] = 7
@@ -124,12 +219,14 @@ def organ_extents(
     if not np.issubdtype(arr.dtype, np.integer):
         raise DataFormatError(f"Expected an integer label map, but got dtype {arr.dtype}.")
     if arr.size == 0:
-        return {}
+        return OrganExtents({})
     if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
         n_labels = 1 << (8 * arr.dtype.itemsize)  # every value fits: no extra pass for the max
     else:
         if arr.min() < 0:
-            raise DataFormatError("Expected non-negative labels, but the label map has negative values.")
+            raise DataFormatError(
+                "Expected non-negative labels, but the label map has negative values."
+            )
         n_labels = int(arr.max()) + 1
     lo, hi = _label_bounds(arr, n_labels)
     aff = np.asarray(affine, dtype=np.float64)
@@ -144,8 +241,7 @@ def organ_extents(
     pick = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=bool)
     corners = np.where(pick[None], hi_xyz[:, None, :], lo_xyz[:, None, :]) - 0.5  # [n, 8, 3]
     world = corners @ aff[:3, :3].T + aff[:3, 3]
-    w_lo, w_hi = world.min(axis=1), world.max(axis=1)
-    return {int(label): (w_lo[i], w_hi[i]) for i, label in enumerate(present.tolist())}
+    return OrganExtents.from_arrays(present.tolist(), world.min(axis=1), world.max(axis=1))
 
 
 def _label_bounds(arr: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +377,9 @@ def describe_location(
         class_map: Names of the labels; defaults to the LabelMap's.
         slice_index: Key slice of a 2D box on a volume.
         extents: Precomputed :func:`organ_extents` of the label map (saves a pass
-            over the volume when describing many lesions of one image).
+            over the volume when describing many lesions of one image, and the
+            :class:`OrganExtents` it returns keeps each organ's union across calls);
+            any ``{label: (min_xyz, max_xyz)}`` mapping is accepted.
         view: For 2D maps without an affine: ``"axial"`` or ``"coronal"``.
         vertical: Say upper/middle/lower. Pass ``False`` when the label map is a slab
             that holds only part of the organ along the superior-inferior axis.
@@ -301,79 +399,6 @@ def describe_location(
         >>> loc.laterality, loc.size_mm, loc.phrase
         ('right', (15.0, 15.0), 'central part of the')
     """
-    return _describe(
-        box,
-        label_map_or_mask,
-        organ,
-        spacing=spacing,
-        affine=affine,
-        class_map=class_map,
-        slice_index=slice_index,
-        extents=extents,
-        view=view,
-        vertical=vertical,
-        shared=None,
-    )
-
-
-class _SharedExtents:
-    """What every lesion of one label map derives alike from its extents, computed once.
-
-    :func:`~medcurric.seeds.build_seeds` describes many lesions of one map with
-    one extents mapping that nobody else holds; this keeps the union of each
-    organ's member boxes and the body's extent (the union of all labels) instead
-    of rebuilding them for every lesion. The values are the same either way.
-    """
-
-    def __init__(self, extents: Extents) -> None:
-        self.extents = extents
-        self._unions: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray] | None] = {}
-        self._body: tuple[np.ndarray, np.ndarray] | None = None
-
-    def union(self, members: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Min/max RAS corner over the members' boxes, ``None`` when none is present."""
-        if members not in self._unions:
-            self._unions[members] = _union(self.extents, members)
-        return self._unions[members]
-
-    def body(self) -> tuple[np.ndarray, np.ndarray]:
-        """Min/max RAS corner over every label's box (the extents must not be empty)."""
-        if self._body is None:
-            self._body = _body(self.extents)
-        return self._body
-
-
-def _union(ext_all: Extents, members: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    boxes = [ext_all[m] for m in members if m in ext_all]
-    if not boxes:
-        return None
-    return np.min([bx[0] for bx in boxes], axis=0), np.max([bx[1] for bx in boxes], axis=0)
-
-
-def _body(ext_all: Extents) -> tuple[np.ndarray, np.ndarray]:
-    return (
-        np.min([v[0] for v in ext_all.values()], axis=0),
-        np.max([v[1] for v in ext_all.values()], axis=0),
-    )
-
-
-def _describe(
-    box: Sequence[float] | np.ndarray,
-    label_map_or_mask: LabelMap | np.ndarray,
-    organ: Any,
-    *,
-    spacing: Sequence[float] | None,
-    affine: np.ndarray | None,
-    class_map: ClassMap | None,
-    slice_index: int | None,
-    extents: Extents | None,
-    view: ViewPlane | str,
-    vertical: bool,
-    shared: _SharedExtents | None,
-) -> Location:
-    """:func:`describe_location`; ``shared`` (for ``extents``) reuses per-map unions."""
-    if shared is not None and shared.extents is not extents:
-        shared = None
     view_plane = look_up_option(view, ViewPlane, name="view")
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape[0] not in (4, 6):
@@ -440,10 +465,10 @@ def _describe(
     organ_name = _resolve_organ(organ, cm)
     members: tuple[int, ...] = ()
     if is_mask:
-        ext_all = organ_extents(arr.astype(np.uint8), aff) if extents is None else extents
+        ext_all = organ_extents(arr.astype(np.uint8), aff) if extents is None else _extents(extents)
         members = (1,) if organ_name is not None or organ is None else ()
     else:
-        ext_all = organ_extents(arr, aff) if extents is None else extents
+        ext_all = organ_extents(arr, aff) if extents is None else _extents(extents)
         if organ_name is not None:
             if cm is None:
                 raise WrongTypeError(
@@ -452,7 +477,7 @@ def _describe(
             members = cm.member_labels(cm.resolve(organ_name))
 
     # Organ extent (union of members) in RAS.
-    united = shared.union(members) if shared is not None else _union(ext_all, members)
+    united = ext_all.union(members)
     rel = None
     use_vertical = bool(vertical)
     vertical_word: str | None = None
@@ -489,7 +514,7 @@ def _describe(
     # Side of the body: from the name, else from the centre vs the body's midline.
     laterality = side_of_name
     if laterality is None and ext_all and not is_mask:
-        body_lo, body_hi = shared.body() if shared is not None else _body(ext_all)
+        body_lo, body_hi = ext_all.body()  # type: ignore[misc]  # not empty here
         mid = (float(body_lo[0]) + float(body_hi[0])) / 2
         width = max(float(body_hi[0]) - float(body_lo[0]), 1e-9)
         dx = centre[0] - mid
@@ -525,6 +550,17 @@ def _describe(
         centre_mm=centre_mm,
         phrase=phrase,
     )
+
+
+def _extents(extents: Extents) -> OrganExtents:
+    if isinstance(extents, OrganExtents):
+        return extents
+    if not isinstance(extents, Mapping):
+        raise WrongTypeError(
+            "Expected extents as returned by organ_extents ({label: (min_xyz, max_xyz)}), "
+            f"but got {type(extents).__name__}."
+        )
+    return OrganExtents(extents)
 
 
 def _dominant_member(

@@ -36,7 +36,7 @@ from scipy import ndimage
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._serialization import JsonRecord
 from medcurric.anatomy.classmap import ClassMap
-from medcurric.anatomy.location import describe_location, organ_extents
+from medcurric.anatomy.location import OrganExtents, describe_location, organ_extents
 from medcurric.anatomy.matcher import BoxOrganMatcher, OrganMatch
 from medcurric.errors import DataFormatError, ShapeError
 from medcurric.geometry import label_histogram
@@ -439,7 +439,7 @@ class AuditResult:
         return path
 
 
-Extents = dict[int, tuple[np.ndarray, np.ndarray]]
+Extents = Mapping[int, tuple[np.ndarray, np.ndarray]]
 
 
 class _ExtentTable:
@@ -461,7 +461,7 @@ class _ExtentTable:
         shift_world: np.ndarray | None,
         dropped: set[int],
         lut: np.ndarray | None,
-    ) -> Extents:
+    ) -> OrganExtents:
         """Organ extents (RAS+ mm) after ``p``, derived without rescanning the map."""
         labels, lo, hi = self.labels, self.lo, self.hi
         keep = np.ones(len(labels), dtype=bool)
@@ -476,7 +476,7 @@ class _ExtentTable:
             keep = ~np.isin(labels, list(dropped))
         elif p.kind == "swap_lr" and lut is not None:
             labels = np.where(labels < len(lut), lut[np.minimum(labels, len(lut) - 1)], labels)
-        return {int(lab): (a, b) for lab, a, b, k in zip(labels, lo, hi, keep, strict=True) if k}
+        return OrganExtents.from_arrays(labels[keep].tolist(), lo[keep], hi[keep])
 
 
 @dataclass(frozen=True)

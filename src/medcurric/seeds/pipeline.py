@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from medcurric.anatomy.location import ViewPlane, _describe, _SharedExtents, organ_extents
+from medcurric.anatomy.location import ViewPlane, describe_location, organ_extents
 from medcurric.anatomy.matcher import BoxOrganMatcher
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.seeds.builder import SeedBuilder
@@ -54,26 +54,20 @@ def build_seeds(
     builder = builder if builder is not None else SeedBuilder()
     matches = matcher.match_records(recs, label_map, clip=clip)
     affine = label_map.affine
-    extents = None
-    shared = None
-    if affine is not None:
-        extents = organ_extents(label_map.array, affine)
-        shared = _SharedExtents(extents)
+    # one pass for every organ's extent; the result keeps each organ's union for the next lesion
+    extents = organ_extents(label_map.array, affine) if affine is not None else None
     out = []
     for record, match in zip(recs, matches, strict=True):
         slice_index = record.slice_index if len(record.box) == 4 and label_map.ndim == 3 else None
-        location = _describe(  # describe_location, reusing the organs' unions across lesions
+        location = describe_location(
             record.box,
             label_map,
             match,
             spacing=_spacing(label_map, record),
-            affine=None,
-            class_map=None,
             slice_index=slice_index,
             extents=extents,
             view=ViewPlane.AXIAL,
             vertical=vertical,
-            shared=shared,
         )
         out.append(builder.build(record, match, location))
     return out
