@@ -107,3 +107,18 @@ def test_mixed_words_with_large_labels_match_brute_force(
     ref_lo, ref_hi = _reference_present(a, n)
     np.testing.assert_array_equal(lo, ref_lo)
     np.testing.assert_array_equal(hi, ref_hi)
+
+
+def test_sparse_rows_one_voxel_anywhere_in_a_row() -> None:
+    """Rows of zeros are skipped whole: a lone voxel in the first or last word still counts."""
+    rng = np.random.default_rng(11)
+    for dtype in (np.uint8, np.uint16, np.int32, np.int64):
+        a = np.zeros((3, 7, 64), dtype=dtype)
+        per_word = 8 // a.itemsize
+        for k, x in enumerate((0, per_word - 1, 64 - per_word, 63, 30)):
+            a[k % 3, k + 1, x] = k + 1
+        a[2, 6, rng.integers(0, 64)] = 6
+        lo, hi = label_bounds_3d(a, 7)
+        ref_lo, ref_hi = _reference(a.astype(np.int64), 7)
+        np.testing.assert_array_equal(lo, ref_lo)
+        np.testing.assert_array_equal(hi, ref_hi)

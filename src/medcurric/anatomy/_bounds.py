@@ -41,6 +41,8 @@ def _bounds(a, n_labels):  # type: ignore[no-untyped-def]
 def _bounds_words(a, words, per_word, n_labels):  # type: ignore[no-untyped-def]
     """Same as ``_bounds`` but a word at a time (``words`` views ``a`` as uint64).
 
+    A row whose words OR to zero (most rows of a label map) is skipped after one
+    vectorised pass over it.
     A word of zeros, or a word equal to its first element repeated (one label),
     continues or starts a run without looking at its elements; in a word where
     labels change, only the elements that differ from the one before are visited
@@ -61,6 +63,12 @@ def _bounds_words(a, words, per_word, n_labels):  # type: ignore[no-untyped-def]
     hi = np.full((n_labels, 3), -1, dtype=np.int64)
     for i in range(d0):
         for j in range(d1):
+            # a row of zeros (most rows of a label map) changes nothing: one OR over it
+            any_set = zero
+            for q in range(nw):
+                any_set |= words[i, j, q]
+            if any_set == zero:
+                continue
             prev = np.int64(0)
             for q in range(nw):
                 w = words[i, j, q]
