@@ -256,5 +256,7 @@ def test_organ_extents_are_read_only(phantom):
     assert arrays[9][1].tolist() == [1.0, 1.0, 1.0] and not hi.flags.writeable
     with pytest.raises(ShapeError, match=r"Expected lo and hi of shape \(3, 3\)"):
         OrganExtents.from_arrays([1, 2, 3], np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ShapeError, match=r"Expected an \(x, y, z\) corner of 3 numbers"):
+        OrganExtents({1: ([0, 0], [1, 1])})
     with pytest.raises(WrongTypeError, match="Expected extents"):
         describe_location((1, 1, 2, 2), lm, "liver", slice_index=3, extents=[1, 2])

@@ -184,7 +184,9 @@ class OrganExtents(Mapping[int, tuple[np.ndarray, np.ndarray]]):
 
 
 def _frozen(values: Any) -> np.ndarray:
-    a = np.array(values, dtype=np.float64).reshape(3)
+    a = np.array(values, dtype=np.float64)
+    if a.shape != (3,):
+        raise ShapeError(f"Expected an (x, y, z) corner of 3 numbers, but got shape {a.shape}.")
     a.flags.writeable = False
     return a
 
