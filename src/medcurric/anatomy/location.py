@@ -116,9 +116,11 @@ class OrganExtents(Mapping[int, tuple[np.ndarray, np.ndarray]]):
     __slots__ = ("_body", "_boxes", "_unions")
 
     def __init__(self, boxes: Mapping[int, tuple[Any, Any]]) -> None:
-        self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {
-            int(k): (_frozen(v[0]), _frozen(v[1])) for k, v in boxes.items()
-        }
+        self._start({int(k): (_frozen(v[0]), _frozen(v[1])) for k, v in boxes.items()})
+
+    def _start(self, boxes: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Take ``boxes`` (read-only corners) as they are, with nothing cached yet."""
+        self._boxes = boxes
         self._unions: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray] | None] = {}
         self._body: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -138,9 +140,7 @@ class OrganExtents(Mapping[int, tuple[np.ndarray, np.ndarray]]):
         lo.flags.writeable = False
         hi.flags.writeable = False
         out = cls.__new__(cls)
-        out._boxes = {lab: (lo[i], hi[i]) for i, lab in enumerate(keys)}
-        out._unions = {}
-        out._body = None
+        out._start({lab: (lo[i], hi[i]) for i, lab in enumerate(keys)})
         return out
 
     def __getitem__(self, label: int) -> tuple[np.ndarray, np.ndarray]:

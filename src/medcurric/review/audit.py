@@ -36,7 +36,12 @@ from scipy import ndimage
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._serialization import JsonRecord
 from medcurric.anatomy.classmap import ClassMap
-from medcurric.anatomy.location import OrganExtents, describe_location, organ_extents
+from medcurric.anatomy.location import (
+    Extents,
+    OrganExtents,
+    describe_location,
+    organ_extents,
+)
 from medcurric.anatomy.matcher import BoxOrganMatcher, OrganMatch
 from medcurric.errors import DataFormatError, ShapeError
 from medcurric.geometry import label_histogram
@@ -438,8 +443,6 @@ class AuditResult:
         plt.close(fig)
         return path
 
-
-Extents = Mapping[int, tuple[np.ndarray, np.ndarray]]
 
 
 class _ExtentTable:
