@@ -311,6 +311,54 @@ def outlines(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _ellipse_band(
+    rx: float, ry: float, hw: float
+) -> tuple[float, float, float, float, bool, float, float, float, float]:  # pragma: no cover
+    """The band an ellipse outline is drawn in: ellipses ``hw + 1.5`` outside and inside.
+
+    Returns ``(ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2)``: the outer and
+    inner radii, whether the inner ellipse exists, and the inverse squared radii.
+    """
+    big = hw + 1.5
+    ro_x, ro_y = rx + big, ry + big
+    ri_x, ri_y = rx - big, ry - big
+    inner = ri_x > 0.0 and ri_y > 0.0
+    iox2, ioy2 = 1.0 / (ro_x * ro_x), 1.0 / (ro_y * ro_y)
+    iix2 = 1.0 / (ri_x * ri_x) if inner else 0.0
+    iiy2 = 1.0 / (ri_y * ri_y) if inner else 0.0
+    return ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ellipse_chord(
+    dy: float, ro_x: float, ro_y: float, ri_x: float, ri_y: float, inner: bool
+) -> tuple[float, float, bool]:  # pragma: no cover - numba
+    """Half widths ``(xo, xi, two)`` of the band at ``dy`` (``|dy| < ro_y``) from the centre.
+
+    ``two``: the row crosses the inner ellipse, so the band is two spans
+    ``cx - xo .. cx - xi`` and ``cx + xi .. cx + xo``; otherwise one, ``cx - xo .. cx + xo``.
+    """
+    r = dy / ro_y
+    xo = ro_x * math.sqrt(1.0 - r * r)
+    two = inner and abs(dy) < ri_y
+    xi = 0.0
+    if two:
+        r = dy / ri_y
+        xi = ri_x * math.sqrt(1.0 - r * r)
+    return xo, xi, two
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ellipse_span(
+    s: int, two: bool, cx: float, xo: float, xi: float
+) -> tuple[float, float]:  # pragma: no cover - numba
+    """``(lo, hi)`` of span ``s`` of a band row (see :func:`_ellipse_chord`)."""
+    if two:
+        return (cx - xo, cx - xi) if s == 0 else (cx + xi, cx + xo)
+    return cx - xo, cx + xo
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _coverage(
     kind: float,
     a0: float,
@@ -397,22 +445,14 @@ def _spans(
         out[0, 0], out[0, 1] = a0 - m, a2 + m
         return 1
     if kind == 2.0:
-        big = hw + 1.5
-        ro_x, ro_y = a2 + big, a3 + big
+        ro_x, ro_y, ri_x, ri_y, inner, _, _, _, _ = _ellipse_band(a2, a3, hw)
         dy = py - a1
         if abs(dy) >= ro_y:
             return 0
-        r = dy / ro_y
-        xo = ro_x * math.sqrt(1.0 - r * r)
-        ri_x, ri_y = a2 - big, a3 - big
-        if ri_x > 0.0 and ri_y > 0.0 and abs(dy) < ri_y:
-            r = dy / ri_y
-            xi = ri_x * math.sqrt(1.0 - r * r)
-            out[0, 0], out[0, 1] = a0 - xo, a0 - xi
-            out[1, 0], out[1, 1] = a0 + xi, a0 + xo
-            return 2
-        out[0, 0], out[0, 1] = a0 - xo, a0 + xo
-        return 1
+        xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
+        for s in range(2 if two else 1):
+            out[s, 0], out[s, 1] = _ellipse_span(s, two, a0, xo, xi)
+        return 2 if two else 1
     if kind == 0.0:
         lo, hi = bx0, bx1
         dx = a2 - a0
@@ -541,13 +581,7 @@ def _fast_ellipse(
     """One ellipse outline over its ring band only (same coverage as ``_coverage``)."""
     h, w = img.shape[1], img.shape[2]
     cx, cy, rx, ry, hw = p[1], p[2], p[3], p[4], p[5]
-    big = hw + 1.5
-    ro_x, ro_y = rx + big, ry + big
-    ri_x, ri_y = rx - big, ry - big
-    inner = ri_x > 0.0 and ri_y > 0.0
-    iox2, ioy2 = 1.0 / (ro_x * ro_x), 1.0 / (ro_y * ro_y)
-    iix2 = 1.0 / (ri_x * ri_x) if inner else 0.0
-    iiy2 = 1.0 / (ri_y * ri_y) if inner else 0.0
+    ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2 = _ellipse_band(rx, ry, hw)
     irx, iry = 1.0 / rx, 1.0 / ry
     irx2, iry2 = irx * irx, iry * iry
     bx0, bx1 = p[6], p[8]  # locals: stores into img could alias p for the compiler
@@ -563,13 +597,7 @@ def _fast_ellipse(
         if abs(dy) >= ro_y:
             continue
         row = img[b, yi]
-        r = dy / ro_y
-        xo = ro_x * math.sqrt(1.0 - r * r)
-        two = inner and abs(dy) < ri_y
-        xi = 0.0
-        if two:
-            r = dy / ri_y
-            xi = ri_x * math.sqrt(1.0 - r * r)
+        xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
         v = dy * iry
         vv = v * v
         v2 = dy * iry2
@@ -577,10 +605,7 @@ def _fast_ellipse(
         oy_term = dy * dy * ioy2
         iy_term = dy * dy * iiy2
         for s in range(2 if two else 1):
-            if two:
-                lo, hi = (cx - xo, cx - xi) if s == 0 else (cx + xi, cx + xo)
-            else:
-                lo, hi = cx - xo, cx + xo
+            lo, hi = _ellipse_span(s, two, cx, xo, xi)
             xa = max(xlo, math.ceil(lo - 0.5))
             xb = min(xhi, math.floor(hi - 0.5) + 1)
             for xi_ in range(xa, xb):
@@ -667,13 +692,10 @@ def _prefetch_ellipse_row(
     dy = y + 0.5 - cy
     if abs(dy) >= ro_y:
         return
-    r = dy / ro_y
-    xo = ro_x * math.sqrt(1.0 - r * r)
+    xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
     lo = max(xlo, int(cx - xo) - 1)
     hi = min(xhi, int(cx + xo) + 2)
-    if inner and abs(dy) < ri_y:
-        r = dy / ri_y
-        xi = ri_x * math.sqrt(1.0 - r * r)
+    if two:
         _prefetch_px(img, b, y, lo, min(hi, int(cx - xi) + 2))
         _prefetch_px(img, b, y, max(lo, int(cx + xi) - 1), hi)
     else:
@@ -872,14 +894,8 @@ def _u8_ellipse(
     """``_fast_ellipse`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes)."""
     h, w = img.shape[1], img.shape[2]
     cx, cy, rx, ry, hw = p[1], p[2], p[3], p[4], p[5]
-    big = hw + 1.5
-    ro_x, ro_y = rx + big, ry + big
-    ri_x, ri_y = rx - big, ry - big
-    inner = ri_x > 0.0 and ri_y > 0.0
+    ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2 = _ellipse_band(rx, ry, hw)
     no_inner = not inner
-    iox2, ioy2 = 1.0 / (ro_x * ro_x), 1.0 / (ro_y * ro_y)
-    iix2 = 1.0 / (ri_x * ri_x) if inner else 0.0
-    iiy2 = 1.0 / (ri_y * ri_y) if inner else 0.0
     irx, iry = 1.0 / rx, 1.0 / ry
     irx2, iry2 = irx * irx, iry * iry
     d0 = min(rx, ry)
@@ -901,13 +917,7 @@ def _u8_ellipse(
         dy = py - cy
         if abs(dy) >= ro_y:
             continue
-        r = dy / ro_y
-        xo = ro_x * math.sqrt(1.0 - r * r)
-        two = inner and abs(dy) < ri_y
-        xi = 0.0
-        if two:
-            r = dy / ri_y
-            xi = ri_x * math.sqrt(1.0 - r * r)
+        xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
         v = dy * iry
         vv = v * v
         v2 = dy * iry2
@@ -915,10 +925,7 @@ def _u8_ellipse(
         oy_term = dy * dy * ioy2
         iy_term = dy * dy * iiy2
         for s in range(2 if two else 1):
-            if two:
-                lo, hi = (cx - xo, cx - xi) if s == 0 else (cx + xi, cx + xo)
-            else:
-                lo, hi = cx - xo, cx + xo
+            lo, hi = _ellipse_span(s, two, cx, xo, xi)
             xa = max(xlo, math.ceil(lo - 0.5))
             n = min(xhi, math.floor(hi - 0.5) + 1) - xa
             if n <= 0:
