@@ -130,3 +130,13 @@ def test_multibyte_buffers_are_filled_bytewise() -> None:
     out = np.empty(1000, np.int32)
     assert inflate_into(gzip.compress(a.tobytes()), out)
     assert out.tobytes() == a.tobytes()
+
+
+def test_without_a_system_zlib_the_loop_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_zlib, "_load", lambda: None)
+    data = gzip.compress(b"abcdef")
+    out = np.empty(6, np.uint8)
+    assert not have_ctypes_zlib()
+    assert inflate_into(data, out) and out.tobytes() == b"abcdef"
+    with pytest.raises(RuntimeError, match="No system zlib"):
+        inflate_into(data, out, use_ctypes=True)

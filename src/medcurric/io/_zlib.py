@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import zlib
 from typing import Any
 
@@ -52,7 +53,9 @@ class _ZStream(ctypes.Structure):
     ]
 
 
+@functools.cache
 def _load() -> tuple[Any, bytes] | None:
+    """``(library, version)`` of the system zlib, checked once; ``None`` where it does not load."""
     name = ctypes.util.find_library("z")
     if not name:
         return None
@@ -147,15 +150,9 @@ def _loop_inflate(data: bytes, out: np.ndarray) -> bool:
     return pos == size and not inflater.unused_data
 
 
-_LOADED: tuple[Any, bytes] | bool | None = False
-
-
 def have_ctypes_zlib() -> bool:
     """Whether :func:`inflate_into` writes through the system zlib (else the loop)."""
-    global _LOADED
-    if _LOADED is False:
-        _LOADED = _load()
-    return _LOADED is not None
+    return _load() is not None
 
 
 def inflate_into(data: bytes, out: np.ndarray, *, use_ctypes: bool | None = None) -> bool:
@@ -175,6 +172,7 @@ def inflate_into(data: bytes, out: np.ndarray, *, use_ctypes: bool | None = None
 
     Raises:
         ValueError: When ``out`` is not a C-contiguous writeable array.
+        RuntimeError: With ``use_ctypes=True`` where no system zlib loads.
 
     Examples:
         >>> import gzip
@@ -188,11 +186,9 @@ def inflate_into(data: bytes, out: np.ndarray, *, use_ctypes: bool | None = None
             + (f" with flags {out.flags!r}" if isinstance(out, np.ndarray) else "")
             + "."
         )
-    if use_ctypes is None:
-        use_ctypes = have_ctypes_zlib()
+    loaded = _load() if use_ctypes is not False else None
+    if loaded is not None:
+        return _ctypes_inflate(loaded, bytes(data), out)
     if use_ctypes:
-        if not have_ctypes_zlib():
-            raise RuntimeError("No system zlib could be loaded through ctypes.")
-        assert isinstance(_LOADED, tuple)
-        return _ctypes_inflate(_LOADED, bytes(data), out)
+        raise RuntimeError("No system zlib could be loaded through ctypes.")
     return _loop_inflate(bytes(data), out)
