@@ -722,7 +722,11 @@ def _prefetch_ellipse_row(
 # * on a C-contiguous ``[B, H, W, 3]`` batch the blend runs over the row's bytes
 #   (``flat``), elsewhere (a permuted torch batch) over pixels with 3 channels;
 # * the loops index with unsigned integers (no negative-index wraparound) and make
-#   no array views (no reference counting per span);
+#   no array views;
+# * the helpers they inline take either no arrays or no loops: numba counts the
+#   references of an inlined helper's array arguments, and cannot drop that
+#   counting (two calls into the runtime) around a loop, which cost a fifth of the
+#   time of a rectangle's short spans;
 # * ``error_model="numpy"``: no zero-division checks in the loops (the coverage
 #   selects ``d0`` where ``k1 == 0``, as ``_fast_ellipse`` does).
 #
@@ -733,73 +737,38 @@ def _prefetch_ellipse_row(
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _blend_span(
-    img: np.ndarray,
-    flat: np.ndarray,
-    b: int,
-    y: int,
-    xa: int,
-    n: int,
-    ab: np.ndarray,
-    c3: np.ndarray,
-) -> None:  # pragma: no cover - numba
-    """Blend ``c3`` into pixels ``xa .. xa + n`` of row ``y`` at per-byte opacities ``ab``."""
-    inv = np.float32(1.0 / 255.0)
-    k255 = np.float32(255.0)
-    half = np.float32(127.5)
-    if flat.shape[0] > 0:
-        j0 = np.uint64(((b * img.shape[1] + y) * img.shape[2] + xa) * 3)
-        for k in range(3 * n):
-            j = j0 + np.uint64(k)
-            a = ab[k]
-            flat[j] = np.uint8(
-                np.int32((np.float32(flat[j]) * (k255 - a) + (c3[k] * a + half)) * inv)
-            )
-    else:
-        cr, cg, cb = c3[0], c3[1], c3[2]
-        ub, uy = np.uint64(b), np.uint64(y)
-        c0, c1, c2 = np.uint64(0), np.uint64(1), np.uint64(2)
-        for k in range(n):
-            x = np.uint64(xa + k)
-            a = ab[3 * k]
-            r = k255 - a
-            img[ub, uy, x, c0] = np.uint8(
-                np.int32((np.float32(img[ub, uy, x, c0]) * r + (cr * a + half)) * inv)
-            )
-            img[ub, uy, x, c1] = np.uint8(
-                np.int32((np.float32(img[ub, uy, x, c1]) * r + (cg * a + half)) * inv)
-            )
-            img[ub, uy, x, c2] = np.uint8(
-                np.int32((np.float32(img[ub, uy, x, c2]) * r + (cb * a + half)) * inv)
-            )
+def _mix(v: Any, a: Any, c: Any) -> Any:  # pragma: no cover - numba
+    """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c`` held in float32."""
+    return np.uint8(
+        np.int32(
+            (v * (np.float32(255.0) - a) + (c * a + np.float32(127.5))) * np.float32(1.0 / 255.0)
+        )
+    )
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _box_span(
-    ab: np.ndarray,
-    xa: int,
-    n: int,
-    qy: float,
-    cx: float,
-    hx: float,
-    hw: float,
-    bx0: float,
-    bx1: float,
-    alpha: float,
+def _mix_px(
+    img: np.ndarray, b: int, y: int, x: int, a: Any, c3: np.ndarray
 ) -> None:  # pragma: no cover - numba
-    """Per-byte opacities of pixels ``xa .. xa + n`` of a row of a rectangle outline."""
-    for k in range(n):
-        px = (xa + k) + 0.5
-        qx = abs(px - cx) - hx
-        dc = math.sqrt(qx * qx + qy * qy)
-        dm = abs(max(qx, qy))
-        d = dc if (qx > 0.0) & (qy > 0.0) else dm
-        c = hw - d + 0.5
-        c = min(c, 1.0) if (px >= bx0) & (px <= bx1) & (c > 0.0) else 0.0
-        a = np.float32(np.int32(alpha * c * 255.0 + 0.5))
-        ab[3 * k] = a
-        ab[3 * k + 1] = a
-        ab[3 * k + 2] = a
+    """Blend colour ``c3[:3]`` into pixel ``(y, x)`` of image ``b`` at opacity ``a``."""
+    ub, uy, ux = np.uint64(b), np.uint64(y), np.uint64(x)
+    for ch in range(3):
+        uc = np.uint64(ch)
+        img[ub, uy, ux, uc] = _mix(np.float32(img[ub, uy, ux, uc]), a, c3[ch])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _box_opacity(
+    px: float, qy: float, cx: float, hx: float, hw: float, bx0: float, bx1: float, alpha: float
+) -> Any:  # pragma: no cover - numba
+    """The 0-255 opacity of a rectangle outline at pixel centre ``px`` of a row with ``qy``."""
+    qx = abs(px - cx) - hx
+    dc = math.sqrt(qx * qx + qy * qy)
+    dm = abs(max(qx, qy))
+    d = dc if (qx > 0.0) & (qy > 0.0) else dm
+    c = hw - d + 0.5
+    c = min(c, 1.0) if (px >= bx0) & (px <= bx1) & (c > 0.0) else 0.0
+    return np.float32(np.int32(alpha * c * 255.0 + 0.5))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -811,10 +780,12 @@ def _u8_box(
     alpha: float,
     c3: np.ndarray,
     ab: np.ndarray,
-    side0: np.ndarray,
-    side1: np.ndarray,
 ) -> None:  # pragma: no cover - numba
-    """``_fast_box`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes)."""
+    """``_fast_box`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes).
+
+    ``ab``: float32 scratch of ``9 * W``: a row span's per-byte opacities, then the
+    two cached side spans' (``3 * W`` each).
+    """
     h, w = img.shape[1], img.shape[2]
     a0, a1, a2, a3, hw = p[1], p[2], p[3], p[4], p[5]
     m = hw + 0.5
@@ -828,12 +799,14 @@ def _u8_box(
     # the two side spans of the rows between the top and bottom edges
     sxa = np.empty(2, np.int64)
     sn = np.empty(2, np.int64)
+    qx_min = math.inf
     for s in range(2):
         lo, hi = (a0 - m, a0 + m) if s == 0 else (a2 - m, a2 + m)
         sxa[s] = max(xlo, math.ceil(lo - 0.5))
         sn[s] = max(0, min(xhi, math.floor(hi - 0.5) + 1) - sxa[s])
-    qx_min = math.inf
-    cached = False
+        for k in range(sn[s]):
+            qx_min = min(qx_min, abs((sxa[s] + k) + 0.5 - cx) - hx)
+    cached = 0  # bit s: side span s's opacities are in ab
     for yp in range(ya, yb + _AHEAD):
         if yp < yb:  # prefetch _AHEAD rows below the one drawn
             pyp = yp + 0.5
@@ -849,36 +822,35 @@ def _u8_box(
         if py < by0 or py > by1:
             continue
         qy = abs(py - cy) - hy
-        if py > a1 + m and py < a3 - m and a0 + m < a2 - m:
-            if not cached:
-                for s in range(2):
-                    for k in range(sn[s]):
-                        qx_min = min(qx_min, abs((sxa[s] + k) + 0.5 - cx) - hx)
-                    _box_span(
-                        side0 if s == 0 else side1,
-                        sxa[s],
-                        sn[s],
-                        -math.inf,
-                        cx,
-                        hx,
-                        hw,
-                        bx0,
-                        bx1,
-                        alpha,
-                    )
-                cached = True
-            for s in range(2):
-                if qy <= 0.0 and qy <= qx_min:
-                    _blend_span(img, flat, b, y, sxa[s], sn[s], side0 if s == 0 else side1, c3)
-                else:
-                    _box_span(ab, sxa[s], sn[s], qy, cx, hx, hw, bx0, bx1, alpha)
-                    _blend_span(img, flat, b, y, sxa[s], sn[s], ab, c3)
-        else:
-            xa = max(xlo, math.ceil(a0 - m - 0.5))
-            n = min(xhi, math.floor(a2 + m - 0.5) + 1) - xa
-            if n > 0:
-                _box_span(ab, xa, n, qy, cx, hx, hw, bx0, bx1, alpha)
-                _blend_span(img, flat, b, y, xa, n, ab, c3)
+        two = py > a1 + m and py < a3 - m and a0 + m < a2 - m
+        for s in range(2 if two else 1):
+            if two:
+                xa, n = sxa[s], sn[s]
+            else:
+                xa = max(xlo, math.ceil(a0 - m - 0.5))
+                n = min(xhi, math.floor(a2 + m - 0.5) + 1) - xa
+            if n <= 0:
+                continue
+            # opacities: the side span's cached ones where exact, else this row's
+            fill, off, q = True, np.uint64(0), qy
+            if two and qy <= 0.0 and qy <= qx_min:
+                fill, off, q = (cached >> s) & 1 == 0, np.uint64(3 * w * (s + 1)), -math.inf
+                cached |= 1 << s
+            if fill:
+                for k in range(n):
+                    a = _box_opacity((xa + k) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
+                    i = off + np.uint64(3 * k)
+                    ab[i] = a
+                    ab[i + np.uint64(1)] = a
+                    ab[i + np.uint64(2)] = a
+            if flat.shape[0] > 0:
+                j0 = np.uint64(((b * h + y) * w + xa) * 3)
+                for k in range(3 * n):
+                    j = j0 + np.uint64(k)
+                    flat[j] = _mix(np.float32(flat[j]), ab[off + np.uint64(k)], c3[k])
+            else:
+                for k in range(n):
+                    _mix_px(img, b, y, xa + k, ab[off + np.uint64(3 * k)], c3)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -947,7 +919,14 @@ def _u8_ellipse(
                 ab[3 * k] = a
                 ab[3 * k + 1] = a
                 ab[3 * k + 2] = a
-            _blend_span(img, flat, b, yi, xa, n, ab, c3)
+            if flat.shape[0] > 0:
+                j0 = np.uint64(((b * h + yi) * w + xa) * 3)
+                for k in range(3 * n):
+                    j = j0 + np.uint64(k)
+                    flat[j] = _mix(np.float32(flat[j]), ab[k], c3[k])
+            else:
+                for k in range(n):
+                    _mix_px(img, b, yi, xa + k, ab[3 * k], c3)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -968,9 +947,7 @@ def _draw_numba(
     nk = prims.shape[1]
     spans = np.empty((2, 2), np.float64)
     fast_u8 = not is_float and img.shape[3] == 3
-    ab = np.empty(3 * w if fast_u8 else 0, np.float32)
-    side0 = np.empty(3 * w if fast_u8 else 0, np.float32)
-    side1 = np.empty(3 * w if fast_u8 else 0, np.float32)
+    ab = np.empty(9 * w if fast_u8 else 0, np.float32)
     c3 = np.empty(3 * w if fast_u8 else 0, np.float32)
     for b in range(nb):
         x0, y0, x1, y1 = w, h, 0, 0
@@ -994,7 +971,7 @@ def _draw_numba(
                     c3[3 * k + 1] = np.float32(np.int32(cg))
                     c3[3 * k + 2] = np.float32(np.int32(cb))
                 if prims[b, 0, 0] == 1.0:
-                    _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab, side0, side1)
+                    _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab)
                 else:
                     _u8_ellipse(img, flat, b, prims[b, 0], alpha, c3, ab)
             elif prims[b, 0, 0] == 1.0:
