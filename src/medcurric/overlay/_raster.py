@@ -16,8 +16,9 @@ Two interchangeable back ends draw them:
 * ``numba``: a CPU kernel that visits only the pixels near each stroke (row spans),
   in place on a uint8 / float ``[B, H, W, C]`` view. The two agree to one grey level.
   Single rectangles and ellipses on uint8 images go through branch-free,
-  vectorised kernels that prefetch the rows ahead (same bytes as the generic
-  per-pixel kernel; see "uint8 kernels" below).
+  vectorised kernels that prefetch the rows ahead (rectangles: the same bytes as
+  the generic per-pixel kernel; ellipses: the same formula evaluated in float32,
+  within one grey level of it; see "uint8 kernels" below).
 
 Blending of 8-bit images is integer: ``a = round(255 * alpha * coverage)``,
 ``out = (img * (255 - a) + colour * a + 127) // 255``; float images in ``[0, 1]`` use
@@ -704,16 +705,17 @@ def _prefetch_ellipse_row(
 
 # ----------------------------------------------------------------------------- uint8 kernels
 #
-# The uint8 kernels below write the same bytes as ``_fast_box`` / ``_fast_ellipse``
-# with ``_put``, in a form that LLVM vectorises:
+# The uint8 kernels below draw what ``_fast_box`` / ``_fast_ellipse`` with ``_put``
+# draw, in a form that LLVM vectorises (the rectangle kernel the same bytes, the
+# ellipse kernel with float32 coverage, below):
 #
 # * every pixel of a row span is blended; a pixel that the coverage formula leaves
 #   out (outside the band or the box, or coverage <= 0) gets ``ai = 0``, and
 #   ``(v * 255 + 127) // 255 == v`` leaves it unchanged, so the loops have no
 #   data-dependent branches;
 # * per span, one loop writes each byte's 0-255 opacity ``ai`` into a float32 scratch
-#   row (the coverage expressions are those of ``_fast_box`` / ``_fast_ellipse``
-#   verbatim, so the float64 values are the same), a second loop blends:
+#   row (the rectangle's coverage expressions are those of ``_fast_box`` verbatim,
+#   so the float64 values are the same), a second loop blends:
 #   ``(v * (255 - ai) + c * ai + 127) // 255`` as ``int((v * (255 - ai) + c * ai +
 #   127.5) * float32(1 / 255))``. Every term is an integer below 2**24 (exact in
 #   float32) and the product is at least 0.5 / 255 away from the next integer, so
@@ -734,6 +736,16 @@ def _prefetch_ellipse_row(
 # spans; their opacities are computed once per prompt and reused wherever that is
 # exact (the row's ``qy`` is at most every ``qx`` of the spans and not positive,
 # so the distance is ``|qx|`` whatever the row).
+#
+# float32 ellipse coverage: the ellipse kernel evaluates ``_fast_ellipse``'s formula
+# with 8 float32 lanes where float64 has 4 (its two square roots and division per
+# pixel were most of its time). The terms of a row (``dy`` and its squares scaled)
+# are computed in float64 and rounded to float32; per pixel, ``x = float32(ix) -
+# float32(cx - 0.5)`` for pixel index ``ix``, the band test, ``k0``, ``k1``, ``d``
+# and ``c = min(hw - d + 0.5, 1)`` are float32 operations (IEEE, no fused or
+# approximate ones), and ``ai = int(float32(255 * alpha) * c + 0.5)``. A brute-force
+# numpy float32 reference gives the same bytes (tests/overlay/test_raster.py); the
+# float64 kernels differ by one grey level at a few pixels in a hundred thousand.
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -863,19 +875,24 @@ def _u8_ellipse(
     c3: np.ndarray,
     ab: np.ndarray,
 ) -> None:  # pragma: no cover - numba
-    """``_fast_ellipse`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes)."""
+    """``_fast_ellipse`` on uint8 ``[B, H, W, 3]`` images, vectorised, float32 coverage."""
     h, w = img.shape[1], img.shape[2]
     cx, cy, rx, ry, hw = p[1], p[2], p[3], p[4], p[5]
     ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2 = _ellipse_band(rx, ry, hw)
     no_inner = not inner
     irx, iry = 1.0 / rx, 1.0 / ry
     irx2, iry2 = irx * irx, iry * iry
-    d0 = min(rx, ry)
     bx0, by0, bx1, by1 = p[6], p[7], p[8], p[9]
     ya = max(0, math.floor(by0))
     yb = min(h, math.ceil(by1) + 1)
     xlo = max(0, math.floor(bx0))
     xhi = min(w, math.ceil(bx1) + 1)
+    # the coverage's float32 constants (see "float32 ellipse coverage" above)
+    f0, f1, fh = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+    fcx = np.float32(cx - 0.5)
+    fiox2, fiix2 = np.float32(iox2), np.float32(iix2)
+    firx, firx2 = np.float32(irx), np.float32(irx2)
+    fd0, fhw, fal = np.float32(min(rx, ry)), np.float32(hw), np.float32(alpha * 255.0)
     for yp in range(ya, min(yb, ya + _AHEAD)):
         _prefetch_ellipse_row(img, b, yp, cx, cy, ro_x, ro_y, ri_x, ri_y, inner, xlo, xhi)
     for yi in range(ya, yb):
@@ -891,11 +908,11 @@ def _u8_ellipse(
             continue
         xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
         v = dy * iry
-        vv = v * v
         v2 = dy * iry2
-        v2v2 = v2 * v2
-        oy_term = dy * dy * ioy2
-        iy_term = dy * dy * iiy2
+        fvv = np.float32(v * v)
+        fv2 = np.float32(v2 * v2)
+        foy = np.float32(dy * dy * ioy2)
+        fiy = np.float32(dy * dy * iiy2)
         for s in range(2 if two else 1):
             lo, hi = _ellipse_span(s, two, cx, xo, xi)
             xa = max(xlo, math.ceil(lo - 0.5))
@@ -903,19 +920,20 @@ def _u8_ellipse(
             if n <= 0:
                 continue
             for k in range(n):
-                px = (xa + k) + 0.5
-                x = px - cx
-                band = (px >= bx0) & (px <= bx1) & (x * x * iox2 + oy_term <= 1.0)
-                band = band & (no_inner | (x * x * iix2 + iy_term >= 1.0))
-                u = x * irx
-                k0 = math.sqrt(u * u + vv)
-                u2 = x * irx2
-                k1 = math.sqrt(u2 * u2 + v2v2)
-                q = abs(k0 * (k0 - 1.0) / k1)
-                d = q if k1 > 0.0 else d0
-                c = hw - d + 0.5
-                c = min(c, 1.0) if band & (c > 0.0) else 0.0
-                a = np.float32(np.int32(alpha * c * 255.0 + 0.5))
+                ix = np.int32(xa + k)  # int32: converts to float in vector registers
+                px = np.float64(ix) + 0.5
+                x = np.float32(ix) - fcx
+                band = (px >= bx0) & (px <= bx1) & (x * x * fiox2 + foy <= f1)
+                band = band & (no_inner | (x * x * fiix2 + fiy >= f1))
+                u = x * firx
+                k0 = np.sqrt(u * u + fvv)
+                u2 = x * firx2
+                k1 = np.sqrt(u2 * u2 + fv2)
+                q = abs(k0 * (k0 - f1) / k1)
+                d = q if k1 > f0 else fd0
+                c = fhw - d + fh
+                c = min(c, f1) if band & (c > f0) else f0
+                a = np.float32(np.int32(fal * c + fh))
                 ab[3 * k] = a
                 ab[3 * k + 1] = a
                 ab[3 * k + 2] = a
