@@ -370,3 +370,19 @@ def test_errors():
         draw_overlay(img, [1, 1, 5, 5], OverlayStyle(shape="contour"), masks=np.zeros((5, 5), bool))
     with pytest.raises(InvalidOptionError):
         RandomStyle(alpha=(0.5, 2.0))
+
+
+def test_packed_style_rows_hold_the_style_fields():
+    """The kernels read each style as 8 float64 (shape code, width, jitter, scale, RGB, alpha)."""
+    from medcurric.overlay.draw import _SHAPES, _pack
+
+    styles = [
+        OverlayStyle(),
+        OverlayStyle(shape="ellipse", color="gold", width=5.5, alpha=0.25, scale=1.1, jitter=0.3),
+        OverlayStyle(shape="scribble", color="aqua", seed=9),
+    ]
+    rows = _pack(styles)
+    assert rows.shape == (3, 8) and rows.dtype == np.float64 and rows.flags.writeable
+    for row, s in zip(rows, styles, strict=True):
+        assert row.tolist() == [_SHAPES.index(s.shape), s.width, s.jitter, s.scale, *s.rgb, s.alpha]
+    assert _pack([]).shape == (0, 8)

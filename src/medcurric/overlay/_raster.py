@@ -983,8 +983,8 @@ def _draw_numba(
         alpha = alphas[b]
         if count == 1 and (prims[b, 0, 0] == 1.0 or prims[b, 0, 0] == 2.0) and img.shape[3] == 3:
             cr, cg, cb = colors[b, 0], colors[b, 1], colors[b, 2]
-            if fast_u8:
-                for k in range(w):
+            if fast_u8:  # a span is at most the prompt's region wide
+                for k in range(x1 - x0):
                     c3[3 * k] = np.float32(np.int32(cr))
                     c3[3 * k + 1] = np.float32(np.int32(cg))
                     c3[3 * k + 2] = np.float32(np.int32(cb))

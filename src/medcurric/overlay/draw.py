@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -179,6 +179,13 @@ def _masks_for(masks: Any, n: int, size: tuple[int, int], device: torch.device) 
 # ----------------------------------------------------------------------------- core
 
 
+def _pack(styles: Sequence[OverlayStyle]) -> np.ndarray:
+    """The styles' ``_packed`` rows as one writeable float64 ``[n, 8]`` array."""
+    return np.frombuffer(bytearray(b"".join([s._packed for s in styles])), np.float64).reshape(
+        len(styles), 8
+    )
+
+
 def _primitives(
     boxes: np.ndarray,
     packed: np.ndarray,
@@ -261,9 +268,7 @@ def _draw_outlines(
         return False
     if not all(map(isinstance, style_list, repeat(OverlayStyle))):
         return False
-    packed = np.fromiter(
-        chain.from_iterable([s._packed for s in style_list]), np.float64, 8 * n
-    ).reshape(n, 8)
+    packed = _pack(style_list)
     # rows as flat bytes where the batch is C-contiguous, else pixel by pixel
     flat = view.reshape(-1) if view.flags.c_contiguous else np.empty(0, np.uint8)
     return bool(
@@ -356,9 +361,7 @@ def draw_overlay(
     box_arr = _boxes_for(boxes, n, canvas.single)
     mask_list = _masks_for(masks, n, (h, w), t.device)
     # one row of numbers per style, packed when the style was made
-    packed = np.fromiter(
-        chain.from_iterable([s._packed for s in style_list]), np.float64, 8 * n
-    ).reshape(n, 8)
+    packed = _pack(style_list)
     is_contour = packed[:, 0] == _CONTOUR_CODE
     if masks is None:
         has_mask = np.zeros(n, dtype=bool)

@@ -104,8 +104,9 @@ class OverlayStyle(JsonRecord):
     """
 
     #: The numbers the rasteriser reads for every image (set in ``__post_init__``):
-    #: shape code (index in ``Shape``), width, jitter, scale, R, G, B, alpha.
-    _packed: ClassVar[tuple[float, ...]]
+    #: shape code (index in ``Shape``), width, jitter, scale, R, G, B, alpha, as eight
+    #: native float64 in bytes (a batch's rows are joined and read without conversion).
+    _packed: ClassVar[bytes]
 
     shape: Shape = Shape.RECTANGLE
     color: Color = Color.RED
@@ -135,18 +136,18 @@ class OverlayStyle(JsonRecord):
         object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "jitter", float(self.jitter))
         object.__setattr__(self, "seed", int(self.seed))
-        object.__setattr__(
-            self,
-            "_packed",
-            (
-                float(_SHAPE_CODES[self.shape]),
+        packed = np.array(
+            [
+                _SHAPE_CODES[self.shape],
                 self.width,
                 self.jitter,
                 self.scale,
-                *(float(c) for c in COLORS[self.color]),
+                *COLORS[self.color],
                 self.alpha,
-            ),
+            ],
+            np.float64,
         )
+        object.__setattr__(self, "_packed", packed.tobytes())
 
     @property
     def rgb(self) -> tuple[int, int, int]:
