@@ -22,6 +22,8 @@ def test_bench_overlay_quick(capsys) -> None:
         "meets_target_inplace",
         "meets_target_copy",
         "stroke_pixel_iou_vs_pil",
+        "blend_only_floor_bytes_equal",
+        "blend_only_floor_runs",
     }
     assert (
         result["meta"]["quick"] is True and result["meta"]["images"] == 8 and result["meta"]["cpu"]
@@ -32,6 +34,7 @@ def test_bench_overlay_quick(capsys) -> None:
         "pil_draw_opaque",
         "copy_numpy",
         "copy_torch",
+        "blend_only_floor",
         "ours_numpy_inplace",
         "ours_numpy_copy",
         "ours_torch_uint8_inplace",
@@ -42,3 +45,6 @@ def test_bench_overlay_quick(capsys) -> None:
     assert all(v > 0 for v in result["speedup_vs_pil_rgba"].values())
     # the same strokes: our pixels and PIL's mostly coincide
     assert result["stroke_pixel_iou_vs_pil"] > 0.5
+    # the blend-only floor replays our blending: the same bytes but for rare roundings
+    assert result["blend_only_floor_runs"] > 0
+    assert result["blend_only_floor_bytes_equal"] > 0.9999
