@@ -84,8 +84,8 @@ def _floor_runs(
     """Runs ``[n, 5]`` (image, row, first x, pixels, offset), per-byte opacities and colours.
 
     The runs are the pixels the library's coverage (torch formulas, float64) gives a
-    non-zero 8-bit opacity, row by row; opacities and colours are float32 per byte,
-    laid out as the library's uint8 span kernel reads them.
+    non-zero 8-bit opacity, row by row; opacities and colours are uint8 per byte,
+    laid out as the library's uint8 span kernels read them.
     """
     from medcurric.overlay import _raster, draw
 
@@ -110,8 +110,8 @@ def _floor_runs(
     ab = np.concatenate(
         [flat_ai[r, x : x + k] for r, x, k in zip(row_s, x_s, n, strict=True)]
     ).repeat(3)
-    colours = np.tile(packed[:, 4:7], (1, size)).astype(np.float32)
-    return runs, ab.astype(np.float32), colours
+    colours = np.tile(packed[:, 4:7], (1, size)).astype(np.uint8)
+    return runs, ab.astype(np.uint8), colours
 
 
 def _floor_kernel() -> Callable[..., None]:
@@ -133,7 +133,7 @@ def _floor_kernel() -> Callable[..., None]:
             j0 = ((b * h + y) * w + x) * 3
             for k in range(3 * n):
                 j = np.uint64(j0 + k)
-                flat[j] = _mix(np.float32(flat[j]), ab[off + k], colours[b, k])
+                flat[j] = _mix(flat[j], ab[off + k], colours[b, k])
 
     return replay  # type: ignore[no-any-return]
 

@@ -166,16 +166,23 @@ def test_uint8_ellipse_kernel_is_exact_over_many_anti_aliased_pixels():
     np.testing.assert_array_equal(got, expected)
 
 
-def test_float32_blend_is_the_integer_quotient():
-    """The kernels' float32 blend equals ``(v * (255 - a) + c * a + 127) // 255`` for all bytes."""
+def test_blend_is_the_integer_quotient_for_all_bytes():
+    """``_raster._mix`` (every uint8 kernel's blend) equals ``(v * (255 - a) + c * a + 127) // 255``."""
+    import numba
+
+    @numba.njit
+    def mix_all(out):  # type: ignore[no-untyped-def]
+        for v in range(256):
+            for a in range(256):
+                for c in range(256):
+                    out[v, a, c] = _raster._mix(np.uint8(v), np.uint8(a), np.uint8(c))
+
+    got = np.empty((256, 256, 256), np.uint8)
+    mix_all(got)
     v = np.arange(256, dtype=np.int64)[:, None, None]
     a = np.arange(256, dtype=np.int64)[None, :, None]
     c = np.arange(256, dtype=np.int64)[None, None, :]
-    exact = (v * (255 - a) + c * a + 127) // 255
-    f32 = np.float32
-    fv, fa, fc = v.astype(f32), a.astype(f32), c.astype(f32)
-    blended = ((fv * (f32(255) - fa) + (fc * fa + f32(127.5))) * f32(1.0 / 255.0)).astype(np.int32)
-    np.testing.assert_array_equal(blended, exact)
+    np.testing.assert_array_equal(got, (v * (255 - a) + c * a + 127) // 255)
 
 
 def test_draw_overlay_fast_path_matches_general_path():

@@ -494,6 +494,18 @@ def _blend(
             img[b, y, x, ch] = (v * (255 - ai) + int(colors[b, ch]) * ai + 127) // 255
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mix(v: Any, a: Any, c: Any) -> Any:  # pragma: no cover - numba
+    """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c``, in uint32.
+
+    ``t // 255`` is ``(t + 1 + (t >> 8)) >> 8``, exact for ``0 <= t < 65535`` (here
+    ``t <= 255 * 255 + 127``; checked exhaustively in the tests).
+    """
+    a32 = np.uint32(a)
+    t = np.uint32(v) * (np.uint32(255) - a32) + np.uint32(c) * a32 + np.uint32(127)
+    return np.uint8((t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8))
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _put(
     row: np.ndarray, x: int, a: float, cr: float, cg: float, cb: float, is_float: bool
@@ -508,14 +520,9 @@ def _put(
         row[x, 2] = v + (cb / 255.0 - v) * a
     else:
         ai = np.uint32(a * 255.0 + 0.5)
-        bi = np.uint32(255) - ai
-        # (t + 1 + (t >> 8)) >> 8 == t // 255 exactly for 0 <= t < 65535
-        t = np.uint32(row[x, 0]) * bi + np.uint32(cr) * ai + np.uint32(127)
-        row[x, 0] = (t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8)
-        t = np.uint32(row[x, 1]) * bi + np.uint32(cg) * ai + np.uint32(127)
-        row[x, 1] = (t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8)
-        t = np.uint32(row[x, 2]) * bi + np.uint32(cb) * ai + np.uint32(127)
-        row[x, 2] = (t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8)
+        row[x, 0] = _mix(row[x, 0], ai, cr)
+        row[x, 1] = _mix(row[x, 1], ai, cg)
+        row[x, 2] = _mix(row[x, 2], ai, cb)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -713,14 +720,10 @@ def _prefetch_ellipse_row(
 #   out (outside the band or the box, or coverage <= 0) gets ``ai = 0``, and
 #   ``(v * 255 + 127) // 255 == v`` leaves it unchanged, so the loops have no
 #   data-dependent branches;
-# * per span, one loop writes each byte's 0-255 opacity ``ai`` into a float32 scratch
+# * per span, one loop writes each byte's 0-255 opacity ``ai`` into a uint8 scratch
 #   row (the rectangle's coverage expressions are those of ``_fast_box`` verbatim,
-#   so the float64 values are the same), a second loop blends:
-#   ``(v * (255 - ai) + c * ai + 127) // 255`` as ``int((v * (255 - ai) + c * ai +
-#   127.5) * float32(1 / 255))``. Every term is an integer below 2**24 (exact in
-#   float32) and the product is at least 0.5 / 255 away from the next integer, so
-#   the truncation is the integer quotient for all v, c, ai in 0..255 (checked
-#   exhaustively in the tests);
+#   so the float64 values are the same), a second loop blends each byte with
+#   ``_mix`` (uint8 operands, uint32 arithmetic), as ``_put`` does;
 # * on a C-contiguous ``[B, H, W, 3]`` batch the blend runs over the row's bytes
 #   (``flat``), elsewhere (a permuted torch batch) over pixels with 3 channels;
 # * the loops index with unsigned integers (no negative-index wraparound) and make
@@ -749,16 +752,6 @@ def _prefetch_ellipse_row(
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _mix(v: Any, a: Any, c: Any) -> Any:  # pragma: no cover - numba
-    """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c`` held in float32."""
-    return np.uint8(
-        np.int32(
-            (v * (np.float32(255.0) - a) + (c * a + np.float32(127.5))) * np.float32(1.0 / 255.0)
-        )
-    )
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _mix_px(
     img: np.ndarray, b: int, y: int, x: int, a: Any, c3: np.ndarray
 ) -> None:  # pragma: no cover - numba
@@ -766,7 +759,7 @@ def _mix_px(
     ub, uy, ux = np.uint64(b), np.uint64(y), np.uint64(x)
     for ch in range(3):
         uc = np.uint64(ch)
-        img[ub, uy, ux, uc] = _mix(np.float32(img[ub, uy, ux, uc]), a, c3[ch])
+        img[ub, uy, ux, uc] = _mix(img[ub, uy, ux, uc], a, c3[ch])
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -780,7 +773,7 @@ def _box_opacity(
     d = dc if (qx > 0.0) & (qy > 0.0) else dm
     c = hw - d + 0.5
     c = min(c, 1.0) if (px >= bx0) & (px <= bx1) & (c > 0.0) else 0.0
-    return np.float32(np.int32(alpha * c * 255.0 + 0.5))
+    return np.uint8(np.int32(alpha * c * 255.0 + 0.5))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -795,7 +788,7 @@ def _u8_box(
 ) -> None:  # pragma: no cover - numba
     """``_fast_box`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes).
 
-    ``ab``: float32 scratch of ``9 * W``: a row span's per-byte opacities, then the
+    ``ab``: uint8 scratch of ``9 * W``: a row span's per-byte opacities, then the
     two cached side spans' (``3 * W`` each).
     """
     h, w = img.shape[1], img.shape[2]
@@ -859,7 +852,7 @@ def _u8_box(
                 j0 = np.uint64(((b * h + y) * w + xa) * 3)
                 for k in range(3 * n):
                     j = j0 + np.uint64(k)
-                    flat[j] = _mix(np.float32(flat[j]), ab[off + np.uint64(k)], c3[k])
+                    flat[j] = _mix(flat[j], ab[off + np.uint64(k)], c3[k])
             else:
                 for k in range(n):
                     _mix_px(img, b, y, xa + k, ab[off + np.uint64(3 * k)], c3)
@@ -933,7 +926,7 @@ def _u8_ellipse(
                 d = q if k1 > f0 else fd0
                 c = fhw - d + fh
                 c = min(c, f1) if band & (c > f0) else f0
-                a = np.float32(np.int32(fal * c + fh))
+                a = np.uint8(np.int32(fal * c + fh))
                 ab[3 * k] = a
                 ab[3 * k + 1] = a
                 ab[3 * k + 2] = a
@@ -941,7 +934,7 @@ def _u8_ellipse(
                 j0 = np.uint64(((b * h + yi) * w + xa) * 3)
                 for k in range(3 * n):
                     j = j0 + np.uint64(k)
-                    flat[j] = _mix(np.float32(flat[j]), ab[k], c3[k])
+                    flat[j] = _mix(flat[j], ab[k], c3[k])
             else:
                 for k in range(n):
                     _mix_px(img, b, yi, xa + k, ab[3 * k], c3)
@@ -965,8 +958,8 @@ def _draw_numba(
     nk = prims.shape[1]
     spans = np.empty((2, 2), np.float64)
     fast_u8 = not is_float and img.shape[3] == 3
-    ab = np.empty(9 * w if fast_u8 else 0, np.float32)
-    c3 = np.empty(3 * w if fast_u8 else 0, np.float32)
+    ab = np.empty(9 * w if fast_u8 else 0, np.uint8)
+    c3 = np.empty(3 * w if fast_u8 else 0, np.uint8)
     for b in range(nb):
         x0, y0, x1, y1 = w, h, 0, 0
         count = 0
@@ -985,9 +978,9 @@ def _draw_numba(
             cr, cg, cb = colors[b, 0], colors[b, 1], colors[b, 2]
             if fast_u8:  # a span is at most the prompt's region wide
                 for k in range(x1 - x0):
-                    c3[3 * k] = np.float32(np.int32(cr))
-                    c3[3 * k + 1] = np.float32(np.int32(cg))
-                    c3[3 * k + 2] = np.float32(np.int32(cb))
+                    c3[3 * k] = np.uint8(cr)
+                    c3[3 * k + 1] = np.uint8(cg)
+                    c3[3 * k + 2] = np.uint8(cb)
                 if prims[b, 0, 0] == 1.0:
                     _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab)
                 else:
