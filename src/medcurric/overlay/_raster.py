@@ -471,6 +471,18 @@ def _spans(
     return 0
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mix(v: Any, a: Any, c: Any) -> Any:  # pragma: no cover - numba
+    """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c``, in uint32.
+
+    ``t // 255`` is ``(t + 1 + (t >> 8)) >> 8``, exact for ``0 <= t < 65535`` (here
+    ``t <= 255 * 255 + 127``; checked exhaustively in the tests).
+    """
+    a32 = np.uint32(a)
+    t = np.uint32(v) * (np.uint32(255) - a32) + np.uint32(c) * a32 + np.uint32(127)
+    return np.uint8((t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8))
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _blend(
     img: np.ndarray,
@@ -488,22 +500,9 @@ def _blend(
             v = img[b, y, x, ch]
             img[b, y, x, ch] = v + (colors[b, ch] / 255.0 - v) * a
     else:
-        ai = int(a * 255.0 + 0.5)
+        ai = np.uint32(a * 255.0 + 0.5)
         for ch in range(img.shape[3]):
-            v = int(img[b, y, x, ch])
-            img[b, y, x, ch] = (v * (255 - ai) + int(colors[b, ch]) * ai + 127) // 255
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _mix(v: Any, a: Any, c: Any) -> Any:  # pragma: no cover - numba
-    """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c``, in uint32.
-
-    ``t // 255`` is ``(t + 1 + (t >> 8)) >> 8``, exact for ``0 <= t < 65535`` (here
-    ``t <= 255 * 255 + 127``; checked exhaustively in the tests).
-    """
-    a32 = np.uint32(a)
-    t = np.uint32(v) * (np.uint32(255) - a32) + np.uint32(c) * a32 + np.uint32(127)
-    return np.uint8((t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8))
+            img[b, y, x, ch] = _mix(img[b, y, x, ch], ai, colors[b, ch])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
