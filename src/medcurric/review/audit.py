@@ -444,7 +444,6 @@ class AuditResult:
         return path
 
 
-
 class _ExtentTable:
     """Organ extents as arrays, so each perturbation derives all of them in a few array ops."""
 
