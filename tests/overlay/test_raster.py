@@ -185,6 +185,108 @@ def test_blend_is_the_integer_quotient_for_all_bytes():
     np.testing.assert_array_equal(got, (v * (255 - a) + c * a + 127) // 255)
 
 
+def _quotient(v: np.ndarray, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    v, a, c = (np.asarray(t, np.int64) for t in (v, a, c))
+    return ((v * (255 - a) + c * a + 127) // 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mix_span():
+    import numba
+
+    @numba.njit
+    def run(flat, j0, ab, o0, c3, n):  # type: ignore[no-untyped-def]
+        _raster._mix_span(flat, j0, ab, o0, c3, n)
+
+    return run
+
+
+def test_span_blend_is_the_integer_quotient_for_all_bytes(mix_span):
+    """The vector blocks of ``_mix_span`` over all 2**24 (v, a, c) triples, in one span."""
+    v, a, c = (t.ravel() for t in np.meshgrid(*[np.arange(256, dtype=np.uint8)] * 3, indexing="ij"))
+    got = v.copy()
+    mix_span(got, 0, a, 0, c, got.size)
+    np.testing.assert_array_equal(got, _quotient(v, a, c))
+
+
+def test_span_blend_writes_exactly_its_span(mix_span):
+    """Every length 0-100 (scalar tail, 8- and 16-byte blocks, overlapping last blocks),
+    at the start, inside and at the end of the buffer: the span's bytes are blended, and
+    not one byte outside it changes."""
+    rng = np.random.default_rng(8)
+    size = 300
+    buf = rng.integers(0, 256, size, dtype=np.uint8)
+    ab = rng.integers(0, 256, size, dtype=np.uint8)
+    c3 = rng.integers(0, 256, size, dtype=np.uint8)
+    ab[:40] = 0  # a zero opacity leaves a byte unchanged, so some spans start unchanged
+    for n in range(101):
+        for j0 in {0, 1, 13, 150, size - n}:
+            o0 = int(rng.integers(0, size - n + 1))
+            got = buf.copy()
+            mix_span(got, j0, ab, o0, c3, n)
+            expected = buf.copy()
+            expected[j0 : j0 + n] = _quotient(buf[j0 : j0 + n], ab[o0 : o0 + n], c3[:n])
+            np.testing.assert_array_equal(got, expected, err_msg=f"n={n} j0={j0} o0={o0}")
+
+
+def test_ellipse_opacity_lanes_follow_the_float32_formula():
+    """``_ellipse_opacity8`` lane by lane against numpy float32, centre pixel included
+    (``k1 == 0``: the distance is ``min(rx, ry)``), with and without an inner ellipse."""
+    import numba
+
+    @numba.njit
+    def run(ab, off, ix0, fx, fy):  # type: ignore[no-untyped-def]
+        _raster._ellipse_opacity8(ab, off, ix0, fx, fy)
+
+    f32 = np.float32
+    rng = np.random.default_rng(21)
+    checked_centre = 0
+    for trial in range(400):
+        rx, ry = rng.uniform(0.5, 60, 2)
+        hw = rng.uniform(0.5, 6)
+        ro_x, ro_y, ri_x, ri_y = rx + hw + 1.5, ry + hw + 1.5, rx - hw - 1.5, ry - hw - 1.5
+        inner = ri_x > 0 and ri_y > 0
+        centre_row = trial % 4 == 0
+        cx = float(rng.integers(-5, 40)) + 0.5 if centre_row else rng.uniform(-5, 40)
+        dy = 0.0 if centre_row else rng.uniform(-ro_y, ro_y)
+        ix0 = np.int32(rng.integers(-10, 40))
+        fx = tuple(
+            f32(t)
+            for t in (
+                cx - 0.5,
+                1 / ro_x**2,
+                1 / ri_x**2 if inner else 0.0,
+                1 / rx,
+                1 / rx**2,
+                min(rx, ry),
+                hw,
+                255 * rng.uniform(0.05, 1),
+            )
+        )
+        fy = (
+            f32(dy * dy / ro_y**2),
+            f32(dy * dy / ri_y**2) if inner else f32(1),
+            f32((dy / ry) ** 2),
+            f32((dy / ry**2) ** 2),
+        )
+        ab = np.full(40, 7, np.uint8)
+        run(ab, 5, ix0, fx, fy)
+
+        x = np.arange(ix0, ix0 + 8).astype(f32) - fx[0]
+        band = (x * x * fx[1] + fy[0] <= 1) & (x * x * fx[2] + fy[1] >= 1)
+        u, u2 = x * fx[3], x * fx[4]
+        k0, k1 = np.sqrt(u * u + fy[2]), np.sqrt(u2 * u2 + fy[3])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = np.where(k1 > 0, np.abs(k0 * (k0 - f32(1)) / k1), fx[5])
+        c = fx[6] - d + f32(0.5)
+        c = np.where(band & (c > 0), np.minimum(c, f32(1)), f32(0))
+        expected = (fx[7] * c + f32(0.5)).astype(np.int32).astype(np.uint8)
+        np.testing.assert_array_equal(ab[5:29], expected.repeat(3), err_msg=f"trial {trial}")
+        assert (ab[:5] == 7).all() and (ab[29:] == 7).all()
+        checked_centre += int((k1 == 0).any() & (fx[6] - fx[5] + 0.5 > 0))
+    assert checked_centre > 0  # the k1 == 0 lane was drawn with d = min(rx, ry) somewhere
+
+
 def test_draw_overlay_fast_path_matches_general_path():
     """numpy batch + numpy boxes (one compiled call) == the general path, for all outlines."""
     from medcurric.overlay import RandomStyle, draw_overlay

@@ -709,22 +709,245 @@ def _prefetch_ellipse_row(
         _prefetch_px(img, b, y, lo, hi)
 
 
+# ----------------------------------------------------------------------------- explicit vectors
+#
+# LLVM vectorises a loop 32 elements at a time (8 lanes, 4 interleaved) and runs
+# shorter trip counts, and every loop's remainder, one element at a time. A span is
+# mostly 5-40 bytes (2-13 pixels), so most of the kernels' work ran scalar. The two
+# intrinsics below write the vector code out instead, as LLVM IR on fixed-width
+# vectors (which LLVM lowers to whatever the CPU has: AVX2, SSE, NEON):
+#
+# * ``_mix_block8`` / ``_mix_block16`` blend 8 / 16 bytes with ``_mix``'s integer
+#   formula in 16-bit lanes (``t <= 255 * 255 + 127`` and ``t + 1 + (t >> 8)`` fit);
+#   ``_mix_span`` covers a span of ``n`` bytes with them: whole blocks, then a last
+#   block that ends at the span's end and may overlap the one before. Both blocks
+#   of that pair are loaded before either is stored, so the overlapping bytes get
+#   the same value twice; no byte outside the span is read or written.
+# * ``_ellipse_opacity8`` evaluates the uint8 ellipse kernel's float32 coverage for
+#   8 pixels at once: the same IEEE operations in the same order as the scalar
+#   formula (no fused or approximate ones), lane by lane.
+
+
+def _items(ty: Any) -> list[Any]:
+    """The numba types of an integer argument, or of each item of a tuple argument."""
+    if isinstance(ty, types.BaseTuple):
+        items: Any = ty  # numba's tuple types index like tuples
+        return [items[i] for i in range(len(items))]
+    return [ty]
+
+
+def _index(context: Any, builder: Any, value: Any, ty: Any) -> list[Any]:  # pragma: no cover
+    """The intp values of an integer or a tuple of integers (a numba intrinsic argument)."""
+    if isinstance(ty, types.BaseTuple):
+        return [
+            context.cast(builder, builder.extract_value(value, i), t, types.intp)
+            for i, t in enumerate(_items(ty))
+        ]
+    return [context.cast(builder, value, ty, types.intp)]
+
+
+def _is_index(ty: Any) -> bool:
+    """An integer, or a tuple of integers."""
+    return all(isinstance(t, types.Integer) for t in _items(ty))
+
+
+def _mix_block_intrinsic(width: int) -> Any:
+    """An intrinsic ``(flat, j, ab, o, c3, jc)``: ``_mix`` over ``width`` bytes at a time.
+
+    Blends ``flat[j : j + width]`` with opacities ``ab[o : o + width]`` and colours
+    ``c3[jc : jc + width]`` (uint8 arrays, no bounds checks). ``j``, ``o``, ``jc`` are
+    integers, or equally long tuples of integers for several blocks: all are loaded
+    before any is stored.
+    """
+
+    def typer(typingctx: Any, flat: Any, j: Any, ab: Any, o: Any, c3: Any, jc: Any) -> Any:
+        if not all(
+            isinstance(t, types.Array) and t.dtype == types.uint8 for t in (flat, ab, c3)
+        ) or not all(_is_index(t) for t in (j, o, jc)):
+            return None
+
+        def codegen(
+            context: Any, builder: Any, signature: Any, args: Any
+        ) -> Any:  # pragma: no cover
+            i8, i16 = llvm_ir.IntType(8), llvm_ir.IntType(16)
+            vb, vw = llvm_ir.VectorType(i8, width), llvm_ir.VectorType(i16, width)
+
+            def pointers(k: int) -> list[Any]:  # the blocks of array argument k
+                ary = context.make_array(signature.args[k])(context, builder, args[k])
+                data = builder.bitcast(ary.data, i8.as_pointer())
+                offsets = _index(context, builder, args[k + 1], signature.args[k + 1])
+                return [builder.bitcast(builder.gep(data, [i]), vb.as_pointer()) for i in offsets]
+
+            def splat(value: int) -> Any:
+                return llvm_ir.Constant(vw, [value] * width)
+
+            dst, ops, cols = pointers(0), pointers(2), pointers(4)
+            out = []
+            for p, q, r in zip(dst, ops, cols, strict=True):
+                v = builder.zext(builder.load(p, align=1), vw)
+                a = builder.zext(builder.load(q, align=1), vw)
+                c = builder.zext(builder.load(r, align=1), vw)
+                t = builder.mul(v, builder.sub(splat(255), a))
+                t = builder.add(builder.add(t, builder.mul(c, a)), splat(127))
+                t = builder.add(builder.add(t, splat(1)), builder.lshr(t, splat(8)))
+                out.append(builder.trunc(builder.lshr(t, splat(8)), vb))
+            for p, value in zip(dst, out, strict=True):
+                builder.store(value, p, align=1)
+            return context.get_dummy_value()
+
+        return types.void(flat, j, ab, o, c3, jc), codegen
+
+    return intrinsic(typer)
+
+
+_mix_block8: Any = _mix_block_intrinsic(8)
+_mix_block16: Any = _mix_block_intrinsic(16)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mix_span(
+    flat: np.ndarray, j0: Any, ab: np.ndarray, o0: Any, c3: np.ndarray, n: int
+) -> None:  # pragma: no cover - numba
+    """``flat[j0 + k] = _mix(flat[j0 + k], ab[o0 + k], c3[k])`` for ``k < n``, in blocks.
+
+    ``j0``, ``o0``: signed integers. Reads and writes no byte of ``flat`` outside
+    ``j0 .. j0 + n``; the caller keeps all three ranges inside their arrays.
+    """
+    if n >= 16:
+        k = 0
+        while n - k > 32:
+            _mix_block16(flat, j0 + k, ab, o0 + k, c3, k)
+            k += 16
+        e = n - 16  # the last block ends at n: it may overlap block k
+        _mix_block16(flat, (j0 + k, j0 + e), ab, (o0 + k, o0 + e), c3, (k, e))
+    elif n >= 8:
+        e = n - 8
+        _mix_block8(flat, (j0, j0 + e), ab, (o0, o0 + e), c3, (0, e))
+    else:
+        for k in range(n):
+            j = np.uint64(j0 + k)
+            flat[j] = _mix(flat[j], ab[np.uint64(o0 + k)], c3[np.uint64(k)])
+
+
+def _ellipse_opacity8_intrinsic(
+    typingctx: Any, ab: Any, off: Any, ix0: Any, fx: Any, fy: Any
+) -> Any:
+    """``_ellipse_opacity8(ab, off, ix0, fx, fy)``: the opacities of 8 pixels of a band row.
+
+    Pixels ``ix0 .. ix0 + 7`` (``ix0`` an int32); each one's 0-255 opacity is written
+    three times (once per channel) to ``ab[off : off + 24]`` (uint8, no bounds check).
+    ``fx``: the prompt's float32 constants ``(cx - 0.5, 1 / ro_x**2, 1 / ri_x**2,
+    1 / rx, 1 / rx**2, min(rx, ry), hw, 255 * alpha)``; ``fy``: the row's float32 terms
+    ``(dy**2 / ro_y**2, dy**2 / ri_y**2, (dy / ry)**2, (dy / ry**2)**2)``, where a
+    prompt without an inner ellipse passes ``1 / ri_x**2 = 0`` and ``dy**2 / ri_y**2 =
+    1`` (every pixel passes the inner test). See "float32 ellipse coverage" below.
+    """
+    f32 = types.float32
+    if not (
+        isinstance(ab, types.Array)
+        and ab.dtype == types.uint8
+        and isinstance(off, types.Integer)
+        and ix0 == types.int32
+        and isinstance(fx, types.UniTuple)
+        and fx.count == 8
+        and fx.dtype == f32
+        and isinstance(fy, types.UniTuple)
+        and fy.count == 4
+        and fy.dtype == f32
+    ):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:  # pragma: no cover
+        lanes = 8
+        f32t, i32, i8 = llvm_ir.FloatType(), llvm_ir.IntType(32), llvm_ir.IntType(8)
+        vf, vi = llvm_ir.VectorType(f32t, lanes), llvm_ir.VectorType(i32, lanes)
+        vb = llvm_ir.VectorType(i8, lanes)
+
+        def splat(value: Any, vty: Any) -> Any:
+            undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
+            first = builder.insert_element(undef, value, i32(0))
+            return builder.shuffle_vector(first, undef, llvm_ir.Constant(vi, [0] * lanes))
+
+        def const(value: float) -> Any:
+            return llvm_ir.Constant(vf, [value] * lanes)
+
+        def unary(name: str, value: Any) -> Any:
+            fnty = llvm_ir.FunctionType(vf, [vf])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.{name}.v8f32")
+            return builder.call(fn, [value])
+
+        def lt(a: Any, b: Any) -> Any:
+            return builder.fcmp_ordered("<", a, b)
+
+        fcx, fiox2, fiix2, firx, firx2, fd0, fhw, fal = (
+            splat(builder.extract_value(args[3], i), vf) for i in range(8)
+        )
+        foy, fiy, fvv, fv2 = (splat(builder.extract_value(args[4], i), vf) for i in range(4))
+        zero, one, half = const(0.0), const(1.0), const(0.5)
+        ix = builder.add(splat(args[2], vi), llvm_ir.Constant(vi, list(range(lanes))))
+        x = builder.fsub(builder.sitofp(ix, vf), fcx)
+        xx = builder.fmul(x, x)
+        band = builder.fcmp_ordered("<=", builder.fadd(builder.fmul(xx, fiox2), foy), one)
+        inside = builder.fcmp_ordered(">=", builder.fadd(builder.fmul(xx, fiix2), fiy), one)
+        band = builder.and_(band, inside)
+        u = builder.fmul(x, firx)
+        k0 = unary("sqrt", builder.fadd(builder.fmul(u, u), fvv))
+        u2 = builder.fmul(x, firx2)
+        k1 = unary("sqrt", builder.fadd(builder.fmul(u2, u2), fv2))
+        q = unary("fabs", builder.fdiv(builder.fmul(k0, builder.fsub(k0, one)), k1))
+        d = builder.select(lt(zero, k1), q, fd0)
+        c = builder.fadd(builder.fsub(fhw, d), half)
+        capped = builder.select(lt(one, c), one, c)  # min(c, 1)
+        c = builder.select(builder.and_(band, lt(zero, c)), capped, zero)
+        a = builder.trunc(builder.fptosi(builder.fadd(builder.fmul(fal, c), half), vi), vb)
+        triple = llvm_ir.Constant(llvm_ir.VectorType(i32, 3 * lanes), [k // 3 for k in range(24)])
+        a3 = builder.shuffle_vector(a, llvm_ir.Constant(vb, llvm_ir.Undefined), triple)
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        (offset,) = _index(context, builder, args[1], signature.args[1])
+        ptr = builder.gep(builder.bitcast(ary.data, i8.as_pointer()), [offset])
+        builder.store(a3, builder.bitcast(ptr, a3.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(ab, off, ix0, fx, fy), codegen
+
+
+_ellipse_opacity8: Any = intrinsic(_ellipse_opacity8_intrinsic)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _centre_range(x0: float, x1: float) -> tuple[int, int]:  # pragma: no cover - numba
+    """The first and last pixel ``i`` whose centre ``i + 0.5`` lies in ``[x0, x1]``."""
+    lo = math.ceil(x0 - 0.5)
+    while lo + 0.5 < x0:
+        lo += 1
+    while (lo - 1) + 0.5 >= x0:
+        lo -= 1
+    hi = math.floor(x1 - 0.5)
+    while hi + 0.5 > x1:
+        hi -= 1
+    while (hi + 1) + 0.5 <= x1:
+        hi += 1
+    return lo, hi
+
+
 # ----------------------------------------------------------------------------- uint8 kernels
 #
 # The uint8 kernels below draw what ``_fast_box`` / ``_fast_ellipse`` with ``_put``
-# draw, in a form that LLVM vectorises (the rectangle kernel the same bytes, the
-# ellipse kernel with float32 coverage, below):
+# draw, in vector form (the rectangle kernel the same bytes, the ellipse kernel with
+# float32 coverage, below):
 #
 # * every pixel of a row span is blended; a pixel that the coverage formula leaves
 #   out (outside the band or the box, or coverage <= 0) gets ``ai = 0``, and
 #   ``(v * 255 + 127) // 255 == v`` leaves it unchanged, so the loops have no
 #   data-dependent branches;
-# * per span, one loop writes each byte's 0-255 opacity ``ai`` into a uint8 scratch
-#   row (the rectangle's coverage expressions are those of ``_fast_box`` verbatim,
-#   so the float64 values are the same), a second loop blends each byte with
-#   ``_mix`` (uint8 operands, uint32 arithmetic), as ``_put`` does;
+# * per span, each byte's 0-255 opacity ``ai`` goes into a uint8 scratch row first
+#   (the rectangle's coverage expressions are those of ``_fast_box`` verbatim, so
+#   the float64 values are the same; the ellipse's are ``_ellipse_opacity8``'s, 8
+#   pixels at a time), then the span's bytes are blended with ``_mix``'s formula, as
+#   ``_put`` does;
 # * on a C-contiguous ``[B, H, W, 3]`` batch the blend runs over the row's bytes
-#   (``flat``), elsewhere (a permuted torch batch) over pixels with 3 channels;
+#   (``flat``) in vector blocks (``_mix_span``), elsewhere (a permuted torch batch)
+#   over pixels with 3 channels;
 # * the loops index with unsigned integers (no negative-index wraparound) and make
 #   no array views;
 # * the helpers they inline take either no arrays or no loops: numba counts the
@@ -745,9 +968,11 @@ def _prefetch_ellipse_row(
 # are computed in float64 and rounded to float32; per pixel, ``x = float32(ix) -
 # float32(cx - 0.5)`` for pixel index ``ix``, the band test, ``k0``, ``k1``, ``d``
 # and ``c = min(hw - d + 0.5, 1)`` are float32 operations (IEEE, no fused or
-# approximate ones), and ``ai = int(float32(255 * alpha) * c + 0.5)``. A brute-force
-# numpy float32 reference gives the same bytes (tests/overlay/test_raster.py); the
-# float64 kernels differ by one grey level at a few pixels in a hundred thousand.
+# approximate ones), and ``ai = int(float32(255 * alpha) * c + 0.5)``. The test
+# ``x + 0.5`` inside the bounding box is exact integer clipping of the span
+# (``_centre_range``). A brute-force numpy float32 reference gives the same bytes
+# (tests/overlay/test_raster.py); the float64 kernels differ by one grey level at a
+# few pixels in a hundred thousand.
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -836,25 +1061,22 @@ def _u8_box(
             if n <= 0:
                 continue
             # opacities: the side span's cached ones where exact, else this row's
-            fill, off, q = True, np.uint64(0), qy
+            fill, off, q = True, 0, qy
             if two and qy <= 0.0 and qy <= qx_min:
-                fill, off, q = (cached >> s) & 1 == 0, np.uint64(3 * w * (s + 1)), -math.inf
+                fill, off, q = (cached >> s) & 1 == 0, 3 * w * (s + 1), -math.inf
                 cached |= 1 << s
             if fill:
                 for k in range(n):
                     a = _box_opacity((xa + k) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
-                    i = off + np.uint64(3 * k)
+                    i = np.uint64(off + 3 * k)
                     ab[i] = a
                     ab[i + np.uint64(1)] = a
                     ab[i + np.uint64(2)] = a
             if flat.shape[0] > 0:
-                j0 = np.uint64(((b * h + y) * w + xa) * 3)
-                for k in range(3 * n):
-                    j = j0 + np.uint64(k)
-                    flat[j] = _mix(flat[j], ab[off + np.uint64(k)], c3[k])
+                _mix_span(flat, ((b * h + y) * w + xa) * 3, ab, off, c3, 3 * n)
             else:
                 for k in range(n):
-                    _mix_px(img, b, y, xa + k, ab[off + np.uint64(3 * k)], c3)
+                    _mix_px(img, b, y, xa + k, ab[np.uint64(off + 3 * k)], c3)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -880,11 +1102,13 @@ def _u8_ellipse(
     xlo = max(0, math.floor(bx0))
     xhi = min(w, math.ceil(bx1) + 1)
     # the coverage's float32 constants (see "float32 ellipse coverage" above)
-    f0, f1, fh = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+    f1 = np.float32(1.0)
     fcx = np.float32(cx - 0.5)
     fiox2, fiix2 = np.float32(iox2), np.float32(iix2)
     firx, firx2 = np.float32(irx), np.float32(irx2)
     fd0, fhw, fal = np.float32(min(rx, ry)), np.float32(hw), np.float32(alpha * 255.0)
+    fx = (fcx, fiox2, fiix2, firx, firx2, fd0, fhw, fal)
+    ixlo, ixhi = _centre_range(bx0, bx1)  # the pixels inside the bounding box
     for yp in range(ya, min(yb, ya + _AHEAD)):
         _prefetch_ellipse_row(img, b, yp, cx, cy, ro_x, ro_y, ri_x, ri_y, inner, xlo, xhi)
     for yi in range(ya, yb):
@@ -904,36 +1128,17 @@ def _u8_ellipse(
         fvv = np.float32(v * v)
         fv2 = np.float32(v2 * v2)
         foy = np.float32(dy * dy * ioy2)
-        fiy = np.float32(dy * dy * iiy2)
+        fy = (foy, f1 if no_inner else np.float32(dy * dy * iiy2), fvv, fv2)
         for s in range(2 if two else 1):
             lo, hi = _ellipse_span(s, two, cx, xo, xi)
-            xa = max(xlo, math.ceil(lo - 0.5))
-            n = min(xhi, math.floor(hi - 0.5) + 1) - xa
+            xa = max(xlo, ixlo, math.ceil(lo - 0.5))
+            n = min(xhi, ixhi + 1, math.floor(hi - 0.5) + 1) - xa
             if n <= 0:
                 continue
-            for k in range(n):
-                ix = np.int32(xa + k)  # int32: converts to float in vector registers
-                px = np.float64(ix) + 0.5
-                x = np.float32(ix) - fcx
-                band = (px >= bx0) & (px <= bx1) & (x * x * fiox2 + foy <= f1)
-                band = band & (no_inner | (x * x * fiix2 + fiy >= f1))
-                u = x * firx
-                k0 = np.sqrt(u * u + fvv)
-                u2 = x * firx2
-                k1 = np.sqrt(u2 * u2 + fv2)
-                q = abs(k0 * (k0 - f1) / k1)
-                d = q if k1 > f0 else fd0
-                c = fhw - d + fh
-                c = min(c, f1) if band & (c > f0) else f0
-                a = np.uint8(np.int32(fal * c + fh))
-                ab[3 * k] = a
-                ab[3 * k + 1] = a
-                ab[3 * k + 2] = a
+            for k in range(0, n, 8):  # ab has room for n rounded up to 8 pixels
+                _ellipse_opacity8(ab, 3 * k, np.int32(xa + k), fx, fy)
             if flat.shape[0] > 0:
-                j0 = np.uint64(((b * h + yi) * w + xa) * 3)
-                for k in range(3 * n):
-                    j = j0 + np.uint64(k)
-                    flat[j] = _mix(flat[j], ab[k], c3[k])
+                _mix_span(flat, ((b * h + yi) * w + xa) * 3, ab, 0, c3, 3 * n)
             else:
                 for k in range(n):
                     _mix_px(img, b, yi, xa + k, ab[3 * k], c3)
@@ -957,7 +1162,7 @@ def _draw_numba(
     nk = prims.shape[1]
     spans = np.empty((2, 2), np.float64)
     fast_u8 = not is_float and img.shape[3] == 3
-    ab = np.empty(9 * w if fast_u8 else 0, np.uint8)
+    ab = np.empty(9 * w + 24 if fast_u8 else 0, np.uint8)
     c3 = np.empty(3 * w if fast_u8 else 0, np.uint8)
     for b in range(nb):
         x0, y0, x1, y1 = w, h, 0, 0
