@@ -115,10 +115,10 @@ def _floor_runs(
 
 
 def _floor_kernel() -> Callable[..., None]:
-    """The blend-only replay: the library's byte blend and prefetch over precomputed runs."""
+    """The blend-only replay: the library's span blend and prefetch over precomputed runs."""
     import numba
 
-    from medcurric.overlay._raster import _mix, _prefetch_px
+    from medcurric.overlay._raster import _mix_span, _prefetch_px
 
     ahead = 16  # runs; the library's kernels look 8 rows (about 16 spans) ahead
 
@@ -130,10 +130,7 @@ def _floor_kernel() -> Callable[..., None]:
                 r = runs[i + ahead]
                 _prefetch_px(img, r[0], r[1], r[2], r[2] + r[3])
             b, y, x, n, off = runs[i, 0], runs[i, 1], runs[i, 2], runs[i, 3], runs[i, 4]
-            j0 = ((b * h + y) * w + x) * 3
-            for k in range(3 * n):
-                j = np.uint64(j0 + k)
-                flat[j] = _mix(flat[j], ab[off + k], colours[b, k])
+            _mix_span(flat, ((b * h + y) * w + x) * 3, ab, off, colours[b], 3 * n)
 
     return replay  # type: ignore[no-any-return]
 

@@ -960,7 +960,10 @@ def _centre_range(x0: float, x1: float) -> tuple[int, int]:  # pragma: no cover 
 # A rectangle's rows between its top and bottom edges all have the same two side
 # spans; their opacities are computed once per prompt and reused wherever that is
 # exact (the row's ``qy`` is at most every ``qx`` of the spans and not positive,
-# so the distance is ``|qx|`` whatever the row).
+# so the distance is ``|qx|`` whatever the row). In a row along the top or bottom
+# edge, the pixels between the corners all have the distance ``|qy|``
+# (``_box_middle``): the ends of the span are computed pixel by pixel, the middle
+# gets one value.
 #
 # float32 ellipse coverage: the ellipse kernel evaluates ``_fast_ellipse``'s formula
 # with 8 float32 lanes where float64 has 4 (its two square roots and division per
@@ -998,6 +1001,20 @@ def _box_opacity(
     c = hw - d + 0.5
     c = min(c, 1.0) if (px >= bx0) & (px <= bx1) & (c > 0.0) else 0.0
     return np.uint8(np.int32(alpha * c * 255.0 + 0.5))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _box_middle(
+    px: float, qy: float, cx: float, hx: float, bx0: float, bx1: float
+) -> bool:  # pragma: no cover - numba
+    """Whether pixel centre ``px`` of a row with ``qy`` lies between a rectangle's corners.
+
+    There (``qx <= min(qy, 0)``, inside the bounding box) ``_box_opacity``'s distance
+    is ``|qy|`` whatever ``px``. ``qx`` is monotone on each side of ``cx``, so along a
+    row these pixels form one run.
+    """
+    qx = abs(px - cx) - hx
+    return (qx <= qy) & (qx <= 0.0) & (px >= bx0) & (px <= bx1)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -1066,12 +1083,27 @@ def _u8_box(
                 fill, off, q = (cached >> s) & 1 == 0, 3 * w * (s + 1), -math.inf
                 cached |= 1 << s
             if fill:
-                for k in range(n):
-                    a = _box_opacity((xa + k) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
-                    i = np.uint64(off + 3 * k)
+                # pixels between the corners (qx <= min(q, 0), in the box) all have
+                # d = |q|: the ends one by one, the middle with one value
+                k0, k1 = 0, n
+                while k0 < k1 and not _box_middle((xa + k0) + 0.5, q, cx, hx, bx0, bx1):
+                    a = _box_opacity((xa + k0) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
+                    i = np.uint64(off + 3 * k0)
                     ab[i] = a
                     ab[i + np.uint64(1)] = a
                     ab[i + np.uint64(2)] = a
+                    k0 += 1
+                while k1 > k0 and not _box_middle((xa + k1 - 1) + 0.5, q, cx, hx, bx0, bx1):
+                    k1 -= 1
+                    a = _box_opacity((xa + k1) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
+                    i = np.uint64(off + 3 * k1)
+                    ab[i] = a
+                    ab[i + np.uint64(1)] = a
+                    ab[i + np.uint64(2)] = a
+                if k1 > k0:
+                    a = _box_opacity((xa + k0) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
+                    for i in range(off + 3 * k0, off + 3 * k1):
+                        ab[np.uint64(i)] = a
             if flat.shape[0] > 0:
                 _mix_span(flat, ((b * h + y) * w + xa) * 3, ab, off, c3, 3 * n)
             else:
