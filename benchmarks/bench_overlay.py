@@ -130,7 +130,7 @@ def _floor_kernel() -> Callable[..., None]:
                 r = runs[i + ahead]
                 _prefetch_px(img, r[0], r[1], r[2], r[2] + r[3])
             b, y, x, n, off = runs[i, 0], runs[i, 1], runs[i, 2], runs[i, 3], runs[i, 4]
-            _mix_span(flat, ((b * h + y) * w + x) * 3, ab, off, colours[b], 3 * n)
+            _mix_span(flat, ((b * h + y) * w + x) * 3, ab, off, colours[b], 0, 3 * n)
 
     return replay  # type: ignore[no-any-return]
 

@@ -118,12 +118,21 @@ def test_uint8_kernels_match_brute_force_reference(seed):
     _raster.draw_numba(got, prims, colors, alphas)
     np.testing.assert_array_equal(got, expected)
 
-    # a permuted torch batch [B, 3, H, W]: pixel-by-pixel addressing with strides
+    # a torch batch [B, 3, H, W] through its channels-last view: plane by plane
     t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     view = _raster.to_bhwc_numpy(t)
     assert view is not None and not view.flags.c_contiguous
+    assert _raster.flat_bytes(view)[1]  # planar
     _raster.draw_numba(view, prims, colors, alphas)
     np.testing.assert_array_equal(t.permute(0, 2, 3, 1).numpy(), expected)
+
+    # neither layout (RGB of an RGBA batch): pixel-by-pixel addressing with strides
+    rgba = np.concatenate([images, images[..., :1]], axis=-1)
+    view = rgba[..., :3]
+    assert _raster.flat_bytes(view)[0].size == 0
+    _raster.draw_numba(view, prims, colors, alphas)
+    np.testing.assert_array_equal(view, expected)
+    np.testing.assert_array_equal(rgba[..., 3], images[..., 0])  # alpha plane untouched
 
 
 def test_uint8_kernels_match_on_large_images():
@@ -195,8 +204,8 @@ def mix_span():
     import numba
 
     @numba.njit
-    def run(flat, j0, ab, o0, c3, n):  # type: ignore[no-untyped-def]
-        _raster._mix_span(flat, j0, ab, o0, c3, n)
+    def run(flat, j0, ab, o0, c3, oc, n):  # type: ignore[no-untyped-def]
+        _raster._mix_span(flat, j0, ab, o0, c3, oc, n)
 
     return run
 
@@ -205,7 +214,7 @@ def test_span_blend_is_the_integer_quotient_for_all_bytes(mix_span):
     """The vector blocks of ``_mix_span`` over all 2**24 (v, a, c) triples, in one span."""
     v, a, c = (t.ravel() for t in np.meshgrid(*[np.arange(256, dtype=np.uint8)] * 3, indexing="ij"))
     got = v.copy()
-    mix_span(got, 0, a, 0, c, got.size)
+    mix_span(got, 0, a, 0, c, 0, got.size)
     np.testing.assert_array_equal(got, _quotient(v, a, c))
 
 
@@ -221,12 +230,12 @@ def test_span_blend_writes_exactly_its_span(mix_span):
     ab[:40] = 0  # a zero opacity leaves a byte unchanged, so some spans start unchanged
     for n in range(101):
         for j0 in {0, 1, 13, 150, size - n}:
-            o0 = int(rng.integers(0, size - n + 1))
+            o0, oc = (int(t) for t in rng.integers(0, size - n + 1, 2))
             got = buf.copy()
-            mix_span(got, j0, ab, o0, c3, n)
+            mix_span(got, j0, ab, o0, c3, oc, n)
             expected = buf.copy()
-            expected[j0 : j0 + n] = _quotient(buf[j0 : j0 + n], ab[o0 : o0 + n], c3[:n])
-            np.testing.assert_array_equal(got, expected, err_msg=f"n={n} j0={j0} o0={o0}")
+            expected[j0 : j0 + n] = _quotient(buf[j0 : j0 + n], ab[o0 : o0 + n], c3[oc : oc + n])
+            np.testing.assert_array_equal(got, expected, err_msg=f"n={n} j0={j0} o0={o0} oc={oc}")
 
 
 def test_ellipse_opacity_lanes_follow_the_float32_formula():

@@ -670,14 +670,25 @@ _prefetch: Any = intrinsic(_prefetch_intrinsic)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _prefetch_px(img: np.ndarray, b: int, y: int, xa: int, xb: int) -> None:  # pragma: no cover
-    """Prefetch the lines of pixels ``xa .. xb`` (exclusive) of row ``y`` of image ``b``."""
+    """Prefetch the lines of pixels ``xa .. xb`` (exclusive) of row ``y`` of image ``b``.
+
+    Channels more than a line apart (a channels-first batch's planes) are prefetched
+    one by one.
+    """
     if xb <= xa:
         return
     base = b * img.strides[0] + y * img.strides[1]
     step = img.strides[2]
-    for x in range(xa, xb, 16):
-        _prefetch(img, base + x * step)
-    _prefetch(img, base + (xb - 1) * step)
+    if img.strides[3] < 64:
+        for x in range(xa, xb, 16):
+            _prefetch(img, base + x * step)
+        _prefetch(img, base + (xb - 1) * step)
+    else:
+        for c in range(img.shape[3]):
+            lo = base + c * img.strides[3] + xa * step
+            for x in range(0, (xb - xa) * step, 64):
+                _prefetch(img, lo + x)
+            _prefetch(img, lo + (xb - 1 - xa) * step)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -806,27 +817,27 @@ _mix_block16: Any = _mix_block_intrinsic(16)
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _mix_span(
-    flat: np.ndarray, j0: Any, ab: np.ndarray, o0: Any, c3: np.ndarray, n: int
+    flat: np.ndarray, j0: Any, ab: np.ndarray, o0: Any, c3: np.ndarray, oc: Any, n: int
 ) -> None:  # pragma: no cover - numba
-    """``flat[j0 + k] = _mix(flat[j0 + k], ab[o0 + k], c3[k])`` for ``k < n``, in blocks.
+    """``flat[j0 + k] = _mix(flat[j0 + k], ab[o0 + k], c3[oc + k])`` for ``k < n``, in blocks.
 
-    ``j0``, ``o0``: signed integers. Reads and writes no byte of ``flat`` outside
-    ``j0 .. j0 + n``; the caller keeps all three ranges inside their arrays.
+    ``j0``, ``o0``, ``oc``: signed integers. Reads and writes no byte of ``flat``
+    outside ``j0 .. j0 + n``; the caller keeps all three ranges inside their arrays.
     """
     if n >= 16:
         k = 0
         while n - k > 32:
-            _mix_block16(flat, j0 + k, ab, o0 + k, c3, k)
+            _mix_block16(flat, j0 + k, ab, o0 + k, c3, oc + k)
             k += 16
         e = n - 16  # the last block ends at n: it may overlap block k
-        _mix_block16(flat, (j0 + k, j0 + e), ab, (o0 + k, o0 + e), c3, (k, e))
+        _mix_block16(flat, (j0 + k, j0 + e), ab, (o0 + k, o0 + e), c3, (oc + k, oc + e))
     elif n >= 8:
         e = n - 8
-        _mix_block8(flat, (j0, j0 + e), ab, (o0, o0 + e), c3, (0, e))
+        _mix_block8(flat, (j0, j0 + e), ab, (o0, o0 + e), c3, (oc, oc + e))
     else:
         for k in range(n):
             j = np.uint64(j0 + k)
-            flat[j] = _mix(flat[j], ab[np.uint64(o0 + k)], c3[np.uint64(k)])
+            flat[j] = _mix(flat[j], ab[np.uint64(o0 + k)], c3[np.uint64(oc + k)])
 
 
 def _ellipse_opacity8_intrinsic(
@@ -1026,11 +1037,15 @@ def _u8_box(
     alpha: float,
     c3: np.ndarray,
     ab: np.ndarray,
+    ap: np.ndarray,
+    planar: bool,
 ) -> None:  # pragma: no cover - numba
     """``_fast_box`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes).
 
     ``ab``: uint8 scratch of ``9 * W``: a row span's per-byte opacities, then the
-    two cached side spans' (``3 * W`` each).
+    two cached side spans' (``3 * W`` each); ``c3``: the colour as ``r g b r g b ...``
+    (``3 * W`` bytes), then as three runs ``r r ... g g ... b b ...`` of ``W`` bytes
+    each; ``ap``: scratch of ``W``; ``flat``, ``planar``: :func:`flat_bytes` of ``img``.
     """
     h, w = img.shape[1], img.shape[2]
     a0, a1, a2, a3, hw = p[1], p[2], p[3], p[4], p[5]
@@ -1102,13 +1117,18 @@ def _u8_box(
                     ab[i + np.uint64(2)] = a
                 if k1 > k0:
                     a = _box_opacity((xa + k0) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
-                    for i in range(off + 3 * k0, off + 3 * k1):
-                        ab[np.uint64(i)] = a
-            if flat.shape[0] > 0:
-                _mix_span(flat, ((b * h + y) * w + xa) * 3, ab, off, c3, 3 * n)
-            else:
+                    for k in range(off + 3 * k0, off + 3 * k1):
+                        ab[np.uint64(k)] = a
+            if flat.shape[0] == 0:  # see "uint8 kernels" above on this block
                 for k in range(n):
                     _mix_px(img, b, y, xa + k, ab[np.uint64(off + 3 * k)], c3)
+            elif not planar:
+                _mix_span(flat, ((b * h + y) * w + xa) * 3, ab, off, c3, 0, 3 * n)
+            else:
+                for k in range(n):
+                    ap[np.uint64(k)] = ab[np.uint64(off + 3 * k)]
+                for ch in range(3):
+                    _mix_span(flat, ((b * 3 + ch) * h + y) * w + xa, ap, 0, c3, (3 + ch) * w, n)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -1120,6 +1140,8 @@ def _u8_ellipse(
     alpha: float,
     c3: np.ndarray,
     ab: np.ndarray,
+    ap: np.ndarray,
+    planar: bool,
 ) -> None:  # pragma: no cover - numba
     """``_fast_ellipse`` on uint8 ``[B, H, W, 3]`` images, vectorised, float32 coverage."""
     h, w = img.shape[1], img.shape[2]
@@ -1169,11 +1191,16 @@ def _u8_ellipse(
                 continue
             for k in range(0, n, 8):  # ab has room for n rounded up to 8 pixels
                 _ellipse_opacity8(ab, 3 * k, np.int32(xa + k), fx, fy)
-            if flat.shape[0] > 0:
-                _mix_span(flat, ((b * h + yi) * w + xa) * 3, ab, 0, c3, 3 * n)
-            else:
+            if flat.shape[0] == 0:
                 for k in range(n):
                     _mix_px(img, b, yi, xa + k, ab[3 * k], c3)
+            elif not planar:
+                _mix_span(flat, ((b * h + yi) * w + xa) * 3, ab, 0, c3, 0, 3 * n)
+            else:
+                for k in range(n):
+                    ap[k] = ab[3 * k]
+                for ch in range(3):
+                    _mix_span(flat, ((b * 3 + ch) * h + yi) * w + xa, ap, 0, c3, (3 + ch) * w, n)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1184,18 +1211,21 @@ def _draw_numba(
     alphas: np.ndarray,
     is_float: bool,
     flat: np.ndarray,
+    planar: bool,
 ) -> None:  # pragma: no cover - numba
     """Draw ``prims[b]`` on ``img[b]`` (``[B, H, W, C]``), in place, visiting only stroke pixels.
 
     A prompt made of one primitive is blended in one pass; a union of several is
     first accumulated (maximum coverage) in a scratch buffer over its region.
+    ``flat``, ``planar``: :func:`flat_bytes` of ``img``.
     """
     nb, h, w = img.shape[0], img.shape[1], img.shape[2]
     nk = prims.shape[1]
     spans = np.empty((2, 2), np.float64)
     fast_u8 = not is_float and img.shape[3] == 3
     ab = np.empty(9 * w + 24 if fast_u8 else 0, np.uint8)
-    c3 = np.empty(3 * w if fast_u8 else 0, np.uint8)
+    c3 = np.empty(6 * w if fast_u8 else 0, np.uint8)  # see _u8_box
+    ap = np.empty(w if fast_u8 else 0, np.uint8)
     for b in range(nb):
         x0, y0, x1, y1 = w, h, 0, 0
         count = 0
@@ -1217,10 +1247,15 @@ def _draw_numba(
                     c3[3 * k] = np.uint8(cr)
                     c3[3 * k + 1] = np.uint8(cg)
                     c3[3 * k + 2] = np.uint8(cb)
+                if planar:
+                    for k in range(x1 - x0):
+                        c3[3 * w + k] = np.uint8(cr)
+                        c3[4 * w + k] = np.uint8(cg)
+                        c3[5 * w + k] = np.uint8(cb)
                 if prims[b, 0, 0] == 1.0:
-                    _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab)
+                    _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab, ap, planar)
                 else:
-                    _u8_ellipse(img, flat, b, prims[b, 0], alpha, c3, ab)
+                    _u8_ellipse(img, flat, b, prims[b, 0], alpha, c3, ab, ap, planar)
             elif prims[b, 0, 0] == 1.0:
                 _fast_box(img, b, prims[b, 0], alpha, cr, cg, cb, is_float)
             else:
@@ -1267,13 +1302,16 @@ def _draw_numba(
 def draw_outlines(
     img: np.ndarray,
     flat: np.ndarray,
+    planar: bool,
     boxes: np.ndarray,
     packed: np.ndarray,
     rect_code: int,
     ellipse_code: int,
     contour_code: int,
 ) -> bool:  # pragma: no cover - numba
-    """Rectangle/ellipse prompts on a C-contiguous uint8 ``[B, H, W, 3]`` batch, in one call.
+    """Rectangle/ellipse prompts on a uint8 ``[B, H, W, 3]`` batch, in one call.
+
+    ``flat``, ``planar``: :func:`flat_bytes` of ``img``.
 
     Checks first that every box is finite with ``x2 >= x1`` and ``y2 >= y1`` and that
     every style (``packed`` rows, see ``OverlayStyle._packed``) is a rectangle, an
@@ -1297,7 +1335,7 @@ def draw_outlines(
     for i in range(n):
         colors[i, 0], colors[i, 1], colors[i, 2] = packed[i, 4], packed[i, 5], packed[i, 6]
         alphas[i] = packed[i, 7]
-    _draw_numba(img, prims, colors, alphas, False, flat)
+    _draw_numba(img, prims, colors, alphas, False, flat, planar)
     return True
 
 
@@ -1311,11 +1349,26 @@ def draw_numba(
         np.ascontiguousarray(colors, np.float64),
         np.ascontiguousarray(alphas, np.float64),
         img_bhwc.dtype.kind == "f",
-        # the uint8 kernels blend a C-contiguous batch's rows as flat bytes
-        img_bhwc.reshape(-1)
-        if img_bhwc.flags.c_contiguous and img_bhwc.dtype == np.uint8
-        else np.empty(0, np.uint8),
+        *flat_bytes(img_bhwc),
     )
+
+
+def flat_bytes(img_bhwc: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(flat, planar)`` for the uint8 kernels: a uint8 batch's bytes as 1-D, and their order.
+
+    A C-contiguous ``[B, H, W, 3]`` batch gives its bytes with ``planar`` False (rows
+    of interleaved pixels); the ``[B, H, W, 3]`` view of a C-contiguous ``[B, 3, H,
+    W]`` batch (a torch batch) gives the latter's bytes with ``planar`` True (one
+    plane per channel). Anything else (other layouts, dtypes or channel counts)
+    gives an empty ``flat``: the kernels then address pixels through the view.
+    """
+    if img_bhwc.dtype == np.uint8 and img_bhwc.ndim == 4 and img_bhwc.shape[3] == 3:
+        if img_bhwc.flags.c_contiguous:
+            return img_bhwc.reshape(-1), False
+        planes = img_bhwc.transpose(0, 3, 1, 2)
+        if planes.flags.c_contiguous:
+            return planes.reshape(-1), True
+    return np.empty(0, np.uint8), False
 
 
 # ----------------------------------------------------------------------------- torch path

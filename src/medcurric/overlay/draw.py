@@ -269,12 +269,13 @@ def _draw_outlines(
     if not all(map(isinstance, style_list, repeat(OverlayStyle))):
         return False
     packed = _pack(style_list)
-    # rows as flat bytes where the batch is C-contiguous, else pixel by pixel
-    flat = view.reshape(-1) if view.flags.c_contiguous else np.empty(0, np.uint8)
+    # rows or planes as flat bytes where the batch is contiguous, else pixel by pixel
+    flat, planar = _raster.flat_bytes(view)
     return bool(
         _raster.draw_outlines(
             view,
             flat,
+            planar,
             np.ascontiguousarray(boxes, np.float64),
             packed,
             _RECT_CODE,
