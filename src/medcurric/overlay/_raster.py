@@ -957,14 +957,19 @@ def _centre_range(x0: float, x1: float) -> tuple[int, int]:  # pragma: no cover 
 #   pixels at a time), then the span's bytes are blended with ``_mix``'s formula, as
 #   ``_put`` does;
 # * on a C-contiguous ``[B, H, W, 3]`` batch the blend runs over the row's bytes
-#   (``flat``) in vector blocks (``_mix_span``), elsewhere (a permuted torch batch)
-#   over pixels with 3 channels;
+#   (``flat``) in vector blocks (``_mix_span``); on a channels-first batch (the
+#   ``[B, H, W, 3]`` view of a torch ``[B, 3, H, W]`` one) over each plane's bytes,
+#   with the pixels' opacities gathered into ``ap``; on any other view pixel by
+#   pixel, with 3 channels (see ``flat_bytes``);
 # * the loops index with unsigned integers (no negative-index wraparound) and make
 #   no array views;
-# * the helpers they inline take either no arrays or no loops: numba counts the
-#   references of an inlined helper's array arguments, and cannot drop that
-#   counting (two calls into the runtime) around a loop, which cost a fifth of the
-#   time of a rectangle's short spans;
+# * numba counts the references of an inlined helper's array arguments and, for
+#   some helpers, cannot drop that counting (calls into the runtime) around their
+#   loops. Span helpers taking arrays cost a fifth of the time of a rectangle's
+#   short spans that way; a helper holding the three-way blend dispatch above added
+#   seven runtime calls to the rectangle kernel and a third to the batch's time. So
+#   the kernels inline scalar helpers (``_mix``, ``_mix_px``, ``_box_opacity``) and
+#   ``_mix_span`` (which added none), and write the dispatch out in each kernel;
 # * ``error_model="numpy"``: no zero-division checks in the loops (the coverage
 #   selects ``d0`` where ``k1 == 0``, as ``_fast_ellipse`` does).
 #
