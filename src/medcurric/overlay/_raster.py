@@ -1049,8 +1049,9 @@ def _u8_box(
 
     ``ab``: uint8 scratch of ``9 * W``: a row span's per-byte opacities, then the
     two cached side spans' (``3 * W`` each); ``c3``: the colour as ``r g b r g b ...``
-    (``3 * W`` bytes), then as three runs ``r r ... g g ... b b ...`` of ``W`` bytes
-    each; ``ap``: scratch of ``W``; ``flat``, ``planar``: :func:`flat_bytes` of ``img``.
+    (``3 * W`` bytes), or where ``planar`` as three runs ``r r ... g g ... b b ...``
+    of ``W`` bytes each after those; ``ap``: scratch of ``W``; ``flat``, ``planar``:
+    :func:`flat_bytes` of ``img``.
     """
     h, w = img.shape[1], img.shape[2]
     a0, a1, a2, a3, hw = p[1], p[2], p[3], p[4], p[5]
@@ -1248,15 +1249,16 @@ def _draw_numba(
         if count == 1 and (prims[b, 0, 0] == 1.0 or prims[b, 0, 0] == 2.0) and img.shape[3] == 3:
             cr, cg, cb = colors[b, 0], colors[b, 1], colors[b, 2]
             if fast_u8:  # a span is at most the prompt's region wide
-                for k in range(x1 - x0):
-                    c3[3 * k] = np.uint8(cr)
-                    c3[3 * k + 1] = np.uint8(cg)
-                    c3[3 * k + 2] = np.uint8(cb)
-                if planar:
+                if planar:  # the planes read only the three runs
                     for k in range(x1 - x0):
                         c3[3 * w + k] = np.uint8(cr)
                         c3[4 * w + k] = np.uint8(cg)
                         c3[5 * w + k] = np.uint8(cb)
+                else:
+                    for k in range(x1 - x0):
+                        c3[3 * k] = np.uint8(cr)
+                        c3[3 * k + 1] = np.uint8(cg)
+                        c3[3 * k + 2] = np.uint8(cb)
                 if prims[b, 0, 0] == 1.0:
                     _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab, ap, planar)
                 else:
