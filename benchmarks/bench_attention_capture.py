@@ -19,7 +19,7 @@ Modes, each a full step (forward, loss, backward, AdamW step):
 Per mode: median step time (and quartiles) after warm-up, and peak memory
 (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``; not available
 on CPU). A mode that runs out of memory is reported as such. ``--tiny`` runs the same
-loop on CPU with the tiny model of :mod:`medcurric.tiny` (for smoke tests);
+loop on CPU with the tiny model of :mod:`medcurric.testing.tiny` (for smoke tests);
 ``--quick`` shortens it. Prints one JSON object.
 """
 
@@ -44,7 +44,7 @@ _LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 
 
 def build_tiny() -> tuple[Any, int, int]:
-    from medcurric.tiny import build_tiny_vlm
+    from medcurric.testing.tiny import build_tiny_vlm
 
     vlm = build_tiny_vlm("vip_llava", num_layers=4, num_kv_heads=2, seed=0)
     return vlm.model, vlm.image_token_id, vlm.image_size
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "model": "tiny VIP-LLaVA (medcurric.tiny)" if args.tiny else "random-init VIP-LLaVA-7B shape, bf16",
+        "model": "tiny VIP-LLaVA (medcurric.testing.tiny)" if args.tiny else "random-init VIP-LLaVA-7B shape, bf16",
         "batch": args.batch,
         "seq": args.seq,
         "queries": args.queries,

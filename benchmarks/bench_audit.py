@@ -20,9 +20,9 @@ import time
 import numpy as np
 
 from medcurric.anatomy import BoxOrganMatcher
-from medcurric.data import make_phantom
 from medcurric.io import LabelMap
 from medcurric.review.audit import DEFAULT_PERTURBATIONS, audit_matching, perturb_labels
+from medcurric.testing import make_phantom
 
 DEEPLESION_LESIONS = 32_735
 

@@ -39,8 +39,8 @@ from PIL import Image
 import medcurric.cot
 from medcurric.cot import CoTGenerator, GenerationRequest, OpenAIBackend
 from medcurric.cot.templates import QuestionType
-from medcurric.curriculum.stage import Stage
 from medcurric.seeds.records import FactualSeed
+from medcurric.stage import Stage
 
 
 def _start_server(latency: float) -> tuple[subprocess.Popen, str]:

@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     from medcurric.anatomy import BoxOrganMatcher
-    from medcurric.data import make_phantom
     from medcurric.geometry import box_mask_overlap
+    from medcurric.testing import make_phantom
 
     shape = (64, 128, 128) if args.quick else (128, 256, 256)
     repeats = args.repeats or (3 if args.quick else 15)

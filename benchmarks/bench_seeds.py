@@ -45,9 +45,9 @@ import nibabel as nib
 import numpy as np
 from _timing import round_robin
 
-from medcurric.data import make_phantom
 from medcurric.io import write_nifti
 from medcurric.seeds._cli import main as seeds_main
+from medcurric.testing import make_phantom
 
 
 def _write_cases(

@@ -4,7 +4,7 @@ Model: a random-initialised VIP-LLaVA-7B-shaped model (CLIP ViT-L/14 at 336 px, 
 image tokens, features of layers -2, -5, -8, -11, 6; Llama-7B language model: hidden
 4096, 32 layers, 32 heads), built directly on the GPU in bf16, with peft LoRA
 (:data:`medcurric.training.DEFAULT_LORA_TARGETS`, rank ``--lora-r``). No weights are
-downloaded: the tokenizer is the tiny offline one of :mod:`medcurric.tiny` (its ids are
+downloaded: the tokenizer is the tiny offline one of :mod:`medcurric.testing.tiny` (its ids are
 valid in the 32064-token vocabulary) inside a ``LlavaProcessor`` at 336 px / patch 14.
 Data: the bundled sample (phantom -> seeds -> template CoT samples).
 
@@ -45,7 +45,8 @@ import torch
 from _models import vip_llava_7b
 
 from medcurric.curriculum import Stage
-from medcurric.training import CurriculumTrainer, TrainConfig, bundled_sample
+from medcurric.testing import bundled_sample
+from medcurric.training import CurriculumTrainer, TrainConfig
 
 
 def _sync(device: torch.device) -> None:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps = args.steps or ((8 if args.quick else 16) if args.tiny else (40 if args.quick else 300))
     warmup = args.warmup if args.warmup is not None else (1 if args.tiny else (3 if args.quick else 10))
     torch.manual_seed(args.seed)
-    from medcurric.tiny import build_tiny_processor, build_tiny_vlm
+    from medcurric.testing.tiny import build_tiny_processor, build_tiny_vlm
 
     if args.tiny:
         torch.set_num_threads(1)

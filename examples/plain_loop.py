@@ -1,6 +1,6 @@
 """A plain PyTorch training loop through the Easy -> Medium curriculum, on CPU in seconds.
 
-It builds the tiny random VIP-LLaVA of :mod:`medcurric.tiny`, a handful of synthetic
+It builds the tiny random VIP-LLaVA of :mod:`medcurric.testing.tiny`, a handful of synthetic
 "CT slices" with one bright lesion each, and trains with:
 
 * :func:`medcurric.curriculum.render` + :class:`medcurric.curriculum.CurriculumCollator`
@@ -40,7 +40,7 @@ from medcurric.curriculum import (
 )
 from medcurric.geometry import Preprocess
 from medcurric.losses import attention_kl_loss, span_weighted_lm_loss
-from medcurric.tiny import build_tiny_vlm
+from medcurric.testing.tiny import build_tiny_vlm
 
 ORGANS = ("liver", "kidney", "spleen", "lung")
 

@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 
-from medcurric.training import DEFAULT_LORA_TARGETS, CurriculumTrainer, TrainConfig, bundled_sample
+from medcurric.testing import bundled_sample
+from medcurric.training import DEFAULT_LORA_TARGETS, CurriculumTrainer, TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     images = None
     if args.tiny:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from medcurric.tiny import build_tiny_vlm
+        from medcurric.testing.tiny import build_tiny_vlm
 
         vlm = build_tiny_vlm(seed=config.seed)
         model, processor = vlm.model, vlm.processor

@@ -13,8 +13,8 @@ import pytest
 
 from medcurric import cli
 from medcurric.anatomy import BoxOrganMatcher, ClassMap, OrganMatch
-from medcurric.data import make_phantom
 from medcurric.io import LesionRecord
+from medcurric.testing import make_phantom
 
 
 def _rows(out: str) -> dict[str, list[str]]:

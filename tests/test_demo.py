@@ -16,9 +16,9 @@ from medcurric import cli
 from medcurric._demo import STEPS, DemoContext, step_index
 from medcurric.anatomy import BoxOrganMatcher
 from medcurric.cot.records import CoTSample
-from medcurric.data import make_phantom
 from medcurric.io.png import read_deeplesion_slice
 from medcurric.seeds.records import FactualSeed
+from medcurric.testing import make_phantom
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def _rewrite(path: Path) -> JsonlWriter:
 
 def step_phantom(ctx: DemoContext) -> None:
     """Build the synthetic CT phantom and write its lesion records."""
-    from medcurric.data import make_phantom
+    from medcurric.testing import make_phantom
 
     ph = make_phantom(seed=ctx.seed)
     ctx.state["phantom"] = ph
@@ -74,7 +74,7 @@ def step_match(ctx: DemoContext) -> None:
     """Match every phantom lesion to its host organ, print the table and write the matches."""
     from medcurric.anatomy import BoxOrganMatcher
     from medcurric.anatomy._cli import format_table
-    from medcurric.data import Phantom
+    from medcurric.testing import Phantom
 
     ph = ctx.state["phantom"]
     assert isinstance(ph, Phantom)
@@ -105,9 +105,9 @@ def step_seeds(ctx: DemoContext) -> None:
     import dataclasses
 
     from medcurric.anatomy import BoxOrganMatcher
-    from medcurric.data import Phantom
     from medcurric.overlay import window_to_rgb
     from medcurric.seeds.pipeline import build_seeds
+    from medcurric.testing import Phantom
 
     ph = ctx.state["phantom"]
     assert isinstance(ph, Phantom)
@@ -141,7 +141,7 @@ def step_seeds(ctx: DemoContext) -> None:
 def step_generate(ctx: DemoContext) -> None:
     """Generate Easy/Medium/Hard QA + CoT samples with the template backend; write samples and rejects."""
     from medcurric.cot import CoTGenerator, TemplateBackend
-    from medcurric.data import Phantom
+    from medcurric.testing import Phantom
 
     ph = ctx.state["phantom"]
     assert isinstance(ph, Phantom)
@@ -163,7 +163,7 @@ def step_render(ctx: DemoContext) -> None:
     from medcurric.curriculum import render
     from medcurric.eval import plot_attention
     from medcurric.geometry import Preprocess
-    from medcurric.tiny import build_tiny_processor
+    from medcurric.testing.tiny import build_tiny_processor
 
     samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
     rgb: dict[str, np.ndarray] = ctx.state["rgb"]  # type: ignore[assignment]
@@ -232,7 +232,7 @@ def step_train(ctx: DemoContext) -> None:
     import torch
 
     from medcurric.curriculum import plot_history
-    from medcurric.tiny import build_tiny_vlm
+    from medcurric.testing.tiny import build_tiny_vlm
     from medcurric.training import CurriculumTrainer, TrainConfig
 
     torch.manual_seed(ctx.seed)
@@ -321,9 +321,9 @@ def step_evaluate(ctx: DemoContext) -> None:
 
 def step_review(ctx: DemoContext) -> None:
     """Write the HTML review report of the samples, with host-organ contours from the label slices."""
-    from medcurric.data import Phantom
     from medcurric.review import write_review
     from medcurric.review._cli import label_slice_masks
+    from medcurric.testing import Phantom
 
     ph = ctx.state["phantom"]
     assert isinstance(ph, Phantom)

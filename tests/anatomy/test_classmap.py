@@ -10,7 +10,7 @@ from medcurric.anatomy import ClassMap, Laterality
 from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError, WrongTypeError
 
 # Written out by hand (TotalSegmentator v2, map_to_binary.py class_map["total"]) so that the
-# test does not share the generator loops of medcurric.anatomy._totalseg.
+# test does not share the generator loops of medcurric.vocabulary._totalseg.
 TOTAL_V2_LITERAL = (
     "spleen kidney_right kidney_left gallbladder liver stomach pancreas adrenal_gland_right "
     "adrenal_gland_left lung_upper_lobe_left lung_lower_lobe_left lung_upper_lobe_right "

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from medcurric.anatomy import BoxOrganMatcher, ClassMap, Location, describe_location
 from medcurric.anatomy.location import OrganExtents, organ_extents
-from medcurric.data import make_phantom
 from medcurric.errors import InvalidBoxError, ShapeError, WrongTypeError
 from medcurric.io import LabelMap
+from medcurric.testing import make_phantom
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import transformers  # noqa: E402
 from medcurric.attention import AttentionCapture  # noqa: E402
 from medcurric.errors import DataFormatError, MedcurricWarning, ShapeError, UnsupportedModelError  # noqa: E402
 from medcurric.losses import attention_kl_loss  # noqa: E402
-from medcurric.tiny import build_tiny_vlm  # noqa: E402
+from medcurric.testing.tiny import build_tiny_vlm  # noqa: E402
 
 N_IMG = 36
 
@@ -359,7 +359,7 @@ def test_batch_without_supervised_tokens_gives_empty_rows() -> None:
 
     from medcurric.attention import AttentionCapture
     from medcurric.losses import attention_kl_loss
-    from medcurric.tiny import build_tiny_vlm
+    from medcurric.testing.tiny import build_tiny_vlm
 
     vlm = build_tiny_vlm()
     img = Image.fromarray(np.zeros((48, 48, 3), np.uint8))

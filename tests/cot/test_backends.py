@@ -16,8 +16,8 @@ from medcurric.cot import (
 )
 from medcurric.cot._fake_server import DEFAULT_REPLY, FakeChatServer
 from medcurric.cot.templates import QuestionType
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import InvalidOptionError
+from medcurric.stage import Stage
 
 
 def req(i, image=None):
@@ -212,7 +212,7 @@ def test_api_key_never_leaks(
 
 @pytest.mark.slow
 def test_transformers_backend_with_tiny_vlm(tmp_path, seeds, image_root):
-    tiny = pytest.importorskip("medcurric.tiny")
+    tiny = pytest.importorskip("medcurric.testing.tiny")
     vlm = tiny.build_tiny_vlm(seed=0)
     b = TransformersBackend(
         vlm.model,

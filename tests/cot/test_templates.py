@@ -11,8 +11,8 @@ from medcurric.cot import (
     fill_template,
 )
 from medcurric.cot.templates import QuestionType, reply_format
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, InvalidOptionError
+from medcurric.stage import Stage
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ pytest.importorskip("transformers")
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, render
 from medcurric.losses.lm import span_weighted_lm_loss
-from medcurric.tiny import build_tiny_vlm
+from medcurric.testing.tiny import build_tiny_vlm
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def _patch_fractions(pixels: np.ndarray, grid: int) -> np.ndarray:
 
 
 def test_medium_target_follows_the_real_image_processor() -> None:
-    from medcurric.tiny import build_tiny_processor
+    from medcurric.testing.tiny import build_tiny_processor
 
     processor = build_tiny_processor()
     pre = Preprocess.from_processor(processor)

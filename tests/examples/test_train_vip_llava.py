@@ -14,7 +14,8 @@ pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
 from medcurric.curriculum import Stage
-from medcurric.training import STATE_FILE, bundled_sample, latest_checkpoint
+from medcurric.testing import bundled_sample
+from medcurric.training import STATE_FILE, latest_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "train_vip_llava.py"
 

@@ -7,9 +7,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, MissingFileError
 from medcurric.io import read_dicom_seg, read_dicom_series, read_label_map
+from medcurric.vocabulary.classmap import ClassMap
 
 
 def _testfile(name: str) -> str:

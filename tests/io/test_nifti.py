@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from nibabel.testing import data_path
 
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
 from medcurric.io import (
     label_names_from_nifti,
@@ -19,6 +18,7 @@ from medcurric.io import (
     read_totalsegmentator,
     write_nifti,
 )
+from medcurric.vocabulary.classmap import ClassMap
 
 CANONICAL = np.diag([-0.8, -0.8, 2.5, 1.0])
 CANONICAL[:3, 3] = (120.0, 90.0, -300.0)

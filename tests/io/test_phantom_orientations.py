@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from medcurric.anatomy import BoxOrganMatcher, describe_location
-from medcurric.data import make_phantom
 from medcurric.io import read_label_map, read_nifti
+from medcurric.testing import make_phantom
 
 TARGETS = [("L", "P", "S"), ("R", "A", "S"), ("L", "A", "I"), ("S", "R", "P"), ("A", "I", "R")]
 

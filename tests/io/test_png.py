@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
 from medcurric.io import read_deeplesion_slice, read_label_map, read_png_masks
+from medcurric.vocabulary.classmap import ClassMap
 
 
 def test_deeplesion_slice_hu(tmp_path, rng):

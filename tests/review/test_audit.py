@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medcurric.anatomy import BoxOrganMatcher, ClassMap
-from medcurric.data import make_phantom
 from medcurric.errors import DataFormatError, InvalidOptionError
 from medcurric.io import LabelMap
 from medcurric.review.audit import (
@@ -18,6 +17,7 @@ from medcurric.review.audit import (
     audit_matching,
     perturb_labels,
 )
+from medcurric.testing import make_phantom
 
 
 def _edge_voxels(lab: np.ndarray) -> list[tuple[int, ...]]:

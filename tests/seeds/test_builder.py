@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medcurric.anatomy import BoxOrganMatcher, Location, OrganMatch, describe_location
-from medcurric.data import make_phantom
 from medcurric.errors import DataFormatError, WrongTypeError
 from medcurric.io import LesionRecord
 from medcurric.seeds import FactualSeed, SeedBuilder, SeedTemplates, lesion_noun, render_template
+from medcurric.testing import make_phantom
 
 INSIDE = OrganMatch(organ="liver", label=5, score=0.9, criterion="ioa", outcome="inside")
 ADJ = OrganMatch(

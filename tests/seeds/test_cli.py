@@ -14,9 +14,9 @@ import pytest
 
 from medcurric.anatomy import BoxOrganMatcher
 from medcurric.cli import main
-from medcurric.data import make_phantom
 from medcurric.io import write_nifti
 from medcurric.seeds._cli import rejects_path
+from medcurric.testing import make_phantom
 
 
 def _lines(p: Path) -> list[str]:

@@ -6,7 +6,6 @@
   giving an :class:`OrganMatch` per box (``inside`` / ``adjacent`` / ``unmatched``).
 """
 
-from medcurric.anatomy.classmap import ClassMap, Laterality
 from medcurric.anatomy.location import Location, describe_location
 from medcurric.anatomy.matcher import (
     BoxOrganMatcher,
@@ -16,6 +15,7 @@ from medcurric.anatomy.matcher import (
     MatchOutcome,
     OrganMatch,
 )
+from medcurric.vocabulary.classmap import ClassMap, Laterality
 
 __all__ = [
     "BoxOrganMatcher",

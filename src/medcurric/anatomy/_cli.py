@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.anatomy.matcher import (
     BoxOrganMatcher,
     Criterion,
@@ -26,6 +25,7 @@ from medcurric.anatomy.matcher import (
     OrganMatch,
 )
 from medcurric.errors import DataFormatError, MissingFileError
+from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = ["add_arguments", "format_table", "run"]
 
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         level=args.level,
     )
     if args.labels is None:
-        from medcurric.data import make_phantom
+        from medcurric.testing import make_phantom
 
         ph = make_phantom(seed=args.seed)
         records = ph.lesions if args.mode == "3d" else ph.key_slice_lesions

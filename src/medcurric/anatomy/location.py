@@ -23,9 +23,9 @@ import numpy as np
 
 from medcurric._options import StrEnum, look_up_option
 from medcurric._serialization import JsonRecord
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, InvalidBoxError, ShapeError, WrongTypeError
 from medcurric.io.records import LabelMap
+from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = ["Location", "OrganExtents", "ViewPlane", "describe_location", "organ_extents"]
 
@@ -394,7 +394,7 @@ def describe_location(
         InvalidBoxError: For a box that is not finite or inverted.
 
     Examples:
-        >>> from medcurric.data import make_phantom
+        >>> from medcurric.testing import make_phantom
         >>> ph = make_phantom()
         >>> r = ph.key_slice_lesions[0]
         >>> loc = describe_location(r.box, ph.label_map(), "liver", slice_index=r.slice_index)

@@ -36,10 +36,10 @@ import numpy as np
 
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._serialization import JsonRecord
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, InvalidBoxError, ShapeError, WrongTypeError
 from medcurric.geometry import box_mask_overlap
 from medcurric.io.records import LabelMap, LesionRecord
+from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = [
     "BoxOrganMatcher",
@@ -556,7 +556,7 @@ class BoxOrganMatcher:
             One match per record, in order.
 
         Examples:
-            >>> from medcurric.data import make_phantom
+            >>> from medcurric.testing import make_phantom
             >>> ph = make_phantom()
             >>> ms = BoxOrganMatcher().match_records(ph.lesions, ph.label_map())
             >>> [m.id for m in ms][:2], ms[0].organ

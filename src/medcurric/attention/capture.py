@@ -170,7 +170,7 @@ class AttentionCapture:
     Examples:
         >>> import torch
         >>> from medcurric.attention import AttentionCapture
-        >>> from medcurric.tiny import build_tiny_vlm
+        >>> from medcurric.testing.tiny import build_tiny_vlm
         >>> vlm = build_tiny_vlm(num_layers=2, seed=0)
         >>> ids = torch.tensor([[1] + [vlm.image_token_id] * 36 + [7, 8, 9]])
         >>> pixels = torch.zeros(1, 3, 48, 48)

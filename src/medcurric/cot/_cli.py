@@ -19,9 +19,9 @@ from medcurric._options import StrEnum, look_up_option
 from medcurric.cot.backends import Backend, OpenAIBackend, TemplateBackend, TransformersBackend
 from medcurric.cot.generator import CoTGenerator, parse_shard
 from medcurric.cot.templates import PromptTemplate, QuestionType
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, InvalidOptionError, MedcurricError
 from medcurric.seeds.records import FactualSeed
+from medcurric.stage import Stage
 
 #: Exit status when some samples could not be generated (a rerun retries them).
 EXIT_INCOMPLETE = 3

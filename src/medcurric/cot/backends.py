@@ -41,8 +41,8 @@ from medcurric._options import StrEnum, look_up_option
 from medcurric.cot import _http
 from medcurric.cot._imaging import data_url, load_rgb
 from medcurric.cot.templates import QuestionType
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import InvalidOptionError, WrongTypeError
+from medcurric.stage import Stage
 
 __all__ = [
     "Backend",
@@ -178,7 +178,7 @@ def template_reply(request: GenerationRequest) -> dict[str, str]:
 
     Examples:
         >>> from medcurric.cot import GenerationRequest, QuestionType, template_reply
-        >>> from medcurric.curriculum.stage import Stage
+        >>> from medcurric.stage import Stage
         >>> r = GenerationRequest("x", "", "", Stage.MEDIUM, QuestionType.OPEN, "t",
         ...     {"lesion": "cyst", "organ": "liver", "location": "the right part of the liver",
         ...      "size": "", "box": ""})

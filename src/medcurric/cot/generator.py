@@ -51,7 +51,6 @@ from medcurric.cot.templates import (
     reply_format,
 )
 from medcurric.cot.validation import OrganLexicon, validate_sample
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import (
     DataFormatError,
     InvalidOptionError,
@@ -59,6 +58,7 @@ from medcurric.errors import (
     WrongTypeError,
 )
 from medcurric.seeds.records import FactualSeed
+from medcurric.stage import Stage
 
 __all__ = ["CoTGenerator", "RunSummary", "parse_shard", "sample_id", "shard_of"]
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from medcurric._options import StrEnum, look_up_option
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError
+from medcurric.stage import Stage
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -72,7 +72,7 @@ def reply_format(stage: Stage) -> str:
 
     Examples:
         >>> from medcurric.cot import reply_format
-        >>> from medcurric.curriculum.stage import Stage
+        >>> from medcurric.stage import Stage
         >>> reply_format(Stage.HARD)
         'Question: <question> | Answer: <answer>'
     """

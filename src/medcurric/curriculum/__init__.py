@@ -21,7 +21,7 @@ from medcurric.curriculum.scheduler import (
     Reason,
     ThresholdMode,
 )
-from medcurric.curriculum.stage import Stage
+from medcurric.stage import Stage
 
 __all__ = [
     "CurriculumCollator",

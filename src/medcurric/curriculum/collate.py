@@ -12,8 +12,8 @@ import torch
 from medcurric._options import StrEnum, look_up_option
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum.render import render
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, ShapeError, UnsupportedModelError, WrongTypeError
+from medcurric.stage import Stage
 
 __all__ = ["MODEL_KEYS", "CurriculumCollator", "Supervise"]
 
@@ -107,7 +107,7 @@ class CurriculumCollator:
         render_options: Further keyword arguments for :func:`~medcurric.curriculum.render`.
 
     Examples:
-        >>> from medcurric.tiny import build_tiny_vlm
+        >>> from medcurric.testing.tiny import build_tiny_vlm
         >>> from medcurric.cot.records import CoTSample
         >>> vlm = build_tiny_vlm()
         >>> s = CoTSample(id="a", seed_id="k", stage="hard", question_type="closed",

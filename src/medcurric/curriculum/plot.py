@@ -10,8 +10,8 @@ from typing import Any
 
 from medcurric._optional import require
 from medcurric.curriculum.scheduler import Decision
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, WrongTypeError
+from medcurric.stage import Stage
 
 __all__ = ["STAGE_COLOURS", "plot_history"]
 

@@ -28,9 +28,9 @@ import numpy as np
 from medcurric._options import look_up_option
 from medcurric._paths import safe_join
 from medcurric.cot.records import CoTSample
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, InvalidBoxError, MissingFileError, WrongTypeError
 from medcurric.overlay.window import read_display_image
+from medcurric.stage import Stage
 
 __all__ = ["EASY_PROMPT", "PROMPT_TEMPLATE", "format_box", "render", "substitute"]
 

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from medcurric._options import StrEnum, look_up_option
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, InvalidOptionError, NonFiniteError, WrongTypeError
+from medcurric.stage import Stage
 
 __all__ = [
     "STATE_VERSION",

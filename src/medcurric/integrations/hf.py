@@ -26,8 +26,8 @@ from typing import Any
 from medcurric._optional import require
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric.curriculum.scheduler import CurriculumScheduler, Decision
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import MedcurricWarning, WrongTypeError
+from medcurric.stage import Stage
 
 transformers = require("transformers", feature="medcurric.integrations.hf.CurriculumCallback")
 from transformers.trainer_callback import ExportableState, TrainerCallback  # noqa: E402

@@ -23,8 +23,8 @@ from typing import Any
 from medcurric._optional import require
 from medcurric._options import StrEnum, look_up_option
 from medcurric.curriculum.scheduler import CurriculumScheduler, Decision
-from medcurric.curriculum.stage import Stage
 from medcurric.errors import DataFormatError, WrongTypeError
+from medcurric.stage import Stage
 
 require("lightning", feature="medcurric.integrations.lightning.CurriculumCallback")
 from lightning.pytorch import Callback  # noqa: E402

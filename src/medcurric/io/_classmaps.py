@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from medcurric.errors import DataFormatError
 
 if TYPE_CHECKING:
-    from medcurric.anatomy.classmap import ClassMap
+    from medcurric.vocabulary.classmap import ClassMap
 
 
 def normalise_name(name: str) -> str:
@@ -28,7 +28,7 @@ def class_map_from_names(names: Mapping[int, str]) -> ClassMap:
 
 @functools.lru_cache(maxsize=64)
 def _cached(items: tuple[tuple[int, str], ...]) -> ClassMap:
-    from medcurric.anatomy.classmap import ClassMap
+    from medcurric.vocabulary.classmap import ClassMap
 
     names = dict(items)
     cleaned: dict[int, str] = {}

@@ -23,7 +23,7 @@ from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap, Volume
 
 if TYPE_CHECKING:
-    from medcurric.anatomy import ClassMap
+    from medcurric.vocabulary import ClassMap
 
 __all__ = ["read_dicom_seg", "read_dicom_series"]
 

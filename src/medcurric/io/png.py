@@ -13,7 +13,7 @@ from medcurric.errors import DataFormatError, MissingFileError, ShapeError
 from medcurric.io.records import LabelMap
 
 if TYPE_CHECKING:
-    from medcurric.anatomy import ClassMap
+    from medcurric.vocabulary import ClassMap
 
 __all__ = ["DEEPLESION_HU_OFFSET", "read_deeplesion_slice", "read_png_masks"]
 

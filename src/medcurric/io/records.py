@@ -25,7 +25,7 @@ from medcurric._serialization import JsonRecord
 from medcurric.errors import DataFormatError, ShapeError
 
 if TYPE_CHECKING:
-    from medcurric.anatomy.classmap import ClassMap
+    from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = ["LabelMap", "LesionRecord", "Volume"]
 

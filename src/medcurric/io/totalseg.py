@@ -14,7 +14,7 @@ from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap
 
 if TYPE_CHECKING:
-    from medcurric.anatomy.classmap import ClassMap
+    from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = ["read_label_map", "read_totalsegmentator"]
 
@@ -61,7 +61,7 @@ def read_totalsegmentator(
         >>> int(lm.array[0, 1, 1]), lm.class_map.name_of(5)
         (5, 'liver')
     """
-    from medcurric.anatomy.classmap import ClassMap
+    from medcurric.vocabulary.classmap import ClassMap
 
     p = Path(path)
     if p.is_file():

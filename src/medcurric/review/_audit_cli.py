@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the audit and write audit.json, audit.csv, audit.md and audit.png."""
     from medcurric.anatomy import BoxOrganMatcher
-    from medcurric.data import make_phantom
+    from medcurric.testing import make_phantom
 
     phantom = make_phantom()
     lesions = phantom.lesions if args.mode == "3d" else phantom.key_slice_lesions

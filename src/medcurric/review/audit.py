@@ -35,7 +35,6 @@ from scipy import ndimage
 
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._serialization import JsonRecord
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.anatomy.location import (
     Extents,
     OrganExtents,
@@ -47,6 +46,7 @@ from medcurric.errors import DataFormatError, ShapeError
 from medcurric.geometry import label_histogram
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.seeds.builder import SeedBuilder
+from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = [
     "DEFAULT_PERTURBATIONS",

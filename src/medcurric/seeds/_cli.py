@@ -209,7 +209,7 @@ def _cases(records: Sequence[LesionRecord], masks: Path, opts: _Options) -> list
 
 
 def _class_map(spec: str) -> Any:
-    from medcurric.anatomy.classmap import ClassMap
+    from medcurric.vocabulary.classmap import ClassMap
 
     if spec == "auto":
         return None
@@ -308,7 +308,7 @@ def _load_case(
     case: _Case, opts: _Options
 ) -> tuple[Any, list[LesionRecord], bool, dict[str, int | None]]:
     if case.phantom_seed is not None:
-        from medcurric.data import make_phantom
+        from medcurric.testing import make_phantom
 
         return make_phantom(seed=case.phantom_seed).label_map(), case.records, True, {}
     from medcurric.io.nifti import read_nifti_labels
@@ -337,7 +337,7 @@ def _load_case(
     if opts.slices_only and two_d and path.is_file() and path.name.endswith(_NIFTI):
         zs = [int(r.slice_index) for r in records if r.slice_index is not None]
         z0, z1 = min(zs), max(zs) + 1
-        from medcurric.anatomy.classmap import ClassMap
+        from medcurric.vocabulary.classmap import ClassMap
 
         lm = read_nifti_labels(
             path, class_map=cmap, z_range=(z0, z1), fallback=ClassMap.totalsegmentator()
@@ -348,7 +348,7 @@ def _load_case(
 
 
 def _phantom_cases(n: int) -> list[_Case]:
-    from medcurric.data import make_phantom
+    from medcurric.testing import make_phantom
 
     cases = []
     for s in range(n):

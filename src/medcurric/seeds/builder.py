@@ -14,13 +14,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.anatomy.location import Location
 from medcurric.anatomy.matcher import OrganMatch
 from medcurric.errors import WrongTypeError
 from medcurric.io.records import LesionRecord
 from medcurric.seeds.records import FactualSeed
 from medcurric.seeds.templates import SeedTemplates, render_template
+from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = ["SeedBuilder", "lesion_noun"]
 

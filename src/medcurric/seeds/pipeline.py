@@ -41,7 +41,7 @@ def build_seeds(
         One seed per record, in order.
 
     Examples:
-        >>> from medcurric.data import make_phantom
+        >>> from medcurric.testing import make_phantom
         >>> ph = make_phantom()
         >>> seeds = build_seeds(ph.key_slice_lesions, ph.label_map())
         >>> seeds[0].organ, seeds[0].outcome

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from medcurric.anatomy.classmap import ClassMap
 from medcurric.errors import DataFormatError, ShapeError
 from medcurric.io.records import LabelMap, LesionRecord
+from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = ["ExpectedHost", "Phantom", "make_phantom"]
 

@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from medcurric.tiny import build_tiny_vlm
+from medcurric.testing.tiny import build_tiny_vlm
 
 
 @pytest.mark.parametrize("arch", ["vip_llava", "llava"])

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from medcurric._options import StrEnum
-from medcurric.anatomy._totalseg import TOTAL_V2, TOTAL_V2_SYNONYMS, group_rule
 from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError, WrongTypeError
+from medcurric.vocabulary._totalseg import TOTAL_V2, TOTAL_V2_SYNONYMS, group_rule
 
 __all__ = ["ClassMap", "Laterality"]
 

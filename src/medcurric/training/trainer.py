@@ -29,18 +29,11 @@ Data order: each stage has its own pool (the accepted samples generated for that
 stage, or all samples when ``stage_pools`` is false or the stage has none). Epoch
 ``e`` of a pool is a permutation drawn from ``(seed, stage, e)``; each global batch
 takes the next ``batch_size * world_size`` items and rank ``r`` the ``r``-th slice, so
-the position is two integers per stage.
-
-Examples:
-    >>> from medcurric.training import TrainConfig
-    >>> cfg = TrainConfig(max_steps=10, patience=1)
-    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
-    True
+the position is two integers per stage (``medcurric.training.order``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -49,7 +42,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,244 +51,13 @@ import torch
 from medcurric._optional import require
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, Stage, render
-from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError
+from medcurric.errors import DataFormatError, MissingFileError
+from medcurric.training.checkpoints import STATE_FILE, STATE_VERSION, latest_checkpoint
+from medcurric.training.config import TrainConfig, TrainResult
+from medcurric.training.order import next_batch, stage_pools
 
-__all__ = [
-    "DEFAULT_LORA_TARGETS",
-    "STATE_FILE",
-    "BundledSample",
-    "CurriculumTrainer",
-    "TrainConfig",
-    "TrainResult",
-    "bundled_sample",
-    "latest_checkpoint",
-]
+__all__ = ["CurriculumTrainer"]
 
-#: Name of the JSON file that holds the trainer's own state inside a checkpoint folder.
-STATE_FILE = "trainer_state.json"
-#: Version of the ``trainer_state.json`` layout.
-STATE_VERSION = 1
-#: LoRA targets: the language model's attention and MLP projections (not the vision tower).
-DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
-_STAGE_INDEX = {Stage.EASY: 0, Stage.MEDIUM: 1, Stage.HARD: 2}
-
-
-@dataclass
-class TrainConfig:
-    """Options of :class:`CurriculumTrainer` (all plain JSON values).
-
-    Attributes:
-        output_dir: Where checkpoints, ``log.jsonl`` and the final adapter go.
-        max_steps: Optimizer steps to train.
-        batch_size: Samples per device per micro-batch.
-        grad_accum: Micro-batches per optimizer step.
-        lr: Peak learning rate (AdamW).
-        weight_decay: AdamW weight decay.
-        warmup_steps: Linear warm-up of the learning rate, in optimizer steps.
-        max_grad_norm: Gradient clipping (``0`` disables).
-        stages: Curriculum stages in order.
-        check_every: Optimizer steps between scheduler checks.
-        patience: Scheduler patience (non-improving checks tolerated).
-        min_delta: Scheduler improvement margin.
-        threshold_mode: ``"rel"`` or ``"abs"``.
-        warmup_checks: First checks the scheduler ignores.
-        answer_weight: Weight of the answer span's cross-entropy.
-        rationale_weight: Weight of the rationale span's cross-entropy.
-        attention_weight: Weight of the attention KL loss in Medium.
-        attention_layers: Decoder layers whose attention is supervised (negative from the end).
-        supervise: Which tokens' attention is supervised: ``"answer"``, ``"rationale"``, ``"both"``.
-        stage_pools: Draw each stage's own samples (``sample.stage``) when it has any.
-        lora_r: LoRA rank (``0``: train every parameter, no peft).
-        lora_alpha: LoRA alpha.
-        lora_dropout: LoRA dropout.
-        lora_targets: Regular expression of the module names that get adapters.
-        bf16: bf16 mixed precision (and bf16 weights for checkpoints loaded by name).
-        gradient_checkpointing: Non-reentrant gradient checkpointing of the model.
-        save_every: Optimizer steps between checkpoints (``0``: only at the end).
-        keep_checkpoints: How many of the newest checkpoints to keep (``0``: all).
-        seed: Seed of the data order, the overlay styles and torch.
-        log_every: Print one JSON log line every this many optimizer steps (``0``: never).
-        prefetch: Render the next step's batches in a background thread during this step.
-    """
-
-    output_dir: str = "runs/medcurric"
-    max_steps: int = 1000
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    stages: tuple[str, ...] = ("easy", "medium")
-    check_every: int = 50
-    patience: int = 3
-    min_delta: float = 0.01
-    threshold_mode: str = "rel"
-    warmup_checks: int = 0
-    answer_weight: float = 0.8
-    rationale_weight: float = 0.2
-    attention_weight: float = 0.5
-    attention_layers: tuple[int, ...] = (-1,)
-    supervise: str = "both"
-    stage_pools: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: str = DEFAULT_LORA_TARGETS
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    save_every: int = 0
-    keep_checkpoints: int = 0
-    seed: int = 0
-    log_every: int = 0
-    prefetch: bool = True
-
-    def __post_init__(self) -> None:
-        self.stages = tuple(str(s) for s in self.stages)
-        self.attention_layers = tuple(int(i) for i in self.attention_layers)
-        for name in ("max_steps", "batch_size", "grad_accum", "check_every"):
-            if int(getattr(self, name)) < 1:
-                raise InvalidOptionError(f"Expected {name} >= 1, but got {getattr(self, name)}.")
-        for name in ("warmup_steps", "save_every", "keep_checkpoints", "lora_r", "patience", "log_every"):
-            if int(getattr(self, name)) < 0:
-                raise InvalidOptionError(f"Expected {name} >= 0, but got {getattr(self, name)}.")
-        if not self.attention_layers:
-            raise InvalidOptionError("Expected at least one attention layer, but got none.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form."""
-        out = dataclasses.asdict(self)
-        out["stages"] = list(self.stages)
-        out["attention_layers"] = list(self.attention_layers)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise, missing keys take defaults.
-
-        Raises:
-            InvalidOptionError: On an unknown key.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise InvalidOptionError(f"Unknown TrainConfig keys {unknown}; expected some of {sorted(names)}.")
-        return cls(**dict(data))
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced.
-
-    Attributes:
-        steps: Optimizer steps done (counting those before a resume).
-        stage: The stage at the end.
-        log: One dict per optimizer step (``step``, ``stage``, ``loss``, ``lm_loss``,
-            ``attention_kl``, ``answer_loss``, ``rationale_loss``, ``lr``, ``tokens``).
-        decisions: The scheduler's decisions as dicts.
-        checkpoints: Checkpoint folders written by this run.
-        tokens_per_second: Non-padding tokens per second of this run's steps (this rank).
-        seconds: Wall time of this run's steps.
-    """
-
-    steps: int
-    stage: str
-    log: list[dict[str, Any]] = field(default_factory=list)
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: list[str] = field(default_factory=list)
-    tokens_per_second: float = 0.0
-    seconds: float = 0.0
-
-    def switch_steps(self) -> list[int]:
-        """Optimizer steps after which the stage advanced."""
-        out = []
-        for prev, cur in zip(self.log, self.log[1:], strict=False):
-            if prev["stage"] != cur["stage"]:
-                out.append(int(prev["step"]))
-        return out
-
-
-@dataclass
-class BundledSample:
-    """The bundled sample: the phantom run through matching, seeds and template CoT generation.
-
-    Attributes:
-        phantom: The :class:`~medcurric.data.Phantom`.
-        records: Key-slice lesion records whose ``image`` names the slice (``phantom/<id>.png``).
-        matches: Host-organ matches, in ``records`` order.
-        seeds: Factual seeds, in ``records`` order.
-        samples: Accepted CoT samples.
-        rejects: Rejected CoT samples.
-        images: ``image name -> uint8 [H, W, 3]`` soft-tissue-windowed key slice.
-        slices: ``image name -> (int16 HU slice, uint8 label slice)``.
-    """
-
-    phantom: Any
-    records: list[Any]
-    matches: list[Any]
-    seeds: list[Any]
-    samples: list[CoTSample]
-    rejects: list[CoTSample]
-    images: dict[str, np.ndarray]
-    slices: dict[str, tuple[np.ndarray, np.ndarray]]
-
-
-def bundled_sample(seed: int = 0, shape: Sequence[int] = (32, 64, 64)) -> BundledSample:
-    """Build the bundled sample: phantom -> matches -> seeds -> template-backend CoT samples.
-
-    Args:
-        seed: Phantom seed.
-        shape: Phantom shape ``(D, H, W)`` (small by default, so it takes seconds).
-
-    Returns:
-        The :class:`BundledSample`.
-    """
-    from medcurric.anatomy import BoxOrganMatcher
-    from medcurric.cot import CoTGenerator, TemplateBackend
-    from medcurric.data import make_phantom
-    from medcurric.overlay import window_to_rgb
-    from medcurric.seeds.pipeline import build_seeds
-
-    ph = make_phantom(seed=seed, shape=shape)
-    records = [dataclasses.replace(r, image=f"phantom/{r.id}.png") for r in ph.key_slice_lesions]
-    label_map = ph.label_map()
-    matcher = BoxOrganMatcher(ph.class_map, criterion="ioa", min_score=0.5, adjacent_mm=5.0)
-    matches = matcher.match_records(records, label_map)
-    seeds = build_seeds(records, label_map, matcher=matcher)
-    height, width = int(ph.shape[1]), int(ph.shape[2])
-    seeds = [dataclasses.replace(s, extra={**s.extra, "image_size": [width, height]}) for s in seeds]
-    generator = CoTGenerator(TemplateBackend(), vocabulary=ph.class_map)
-    generated = list(generator.generate(seeds))
-    images: dict[str, np.ndarray] = {}
-    slices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for r in records:
-        z = int(r.slice_index or 0)
-        hu = np.ascontiguousarray(ph.hu[z])
-        images[r.image] = np.asarray(window_to_rgb(hu.astype(np.float32), "soft_tissue"))
-        slices[r.image] = (hu, np.ascontiguousarray(ph.labels[z]))
-    return BundledSample(
-        phantom=ph,
-        records=records,
-        matches=list(matches),
-        seeds=seeds,
-        samples=[s for s in generated if s.accepted],
-        rejects=[s for s in generated if not s.accepted],
-        images=images,
-        slices=slices,
-    )
-
-
-def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest complete ``checkpoint-<step>`` folder in ``output_dir`` (``None`` if none)."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return None
-    found = []
-    for p in root.glob("checkpoint-*"):
-        tail = p.name.rsplit("-", 1)[-1]
-        if tail.isdigit() and (p / STATE_FILE).is_file():
-            found.append((int(tail), p))
-    return max(found)[1] if found else None
 
 
 def _read_image(root: str | os.PathLike[str], sample: CoTSample, window: tuple[float, float]) -> Any:
@@ -432,12 +193,7 @@ class CurriculumTrainer:
         return model
 
     def _make_pools(self) -> dict[Stage, list[int]]:
-        everything = list(range(len(self.samples)))
-        pools: dict[Stage, list[int]] = {}
-        for stage in self.scheduler.stages:
-            own = [i for i, s in enumerate(self.samples) if s.stage == stage.value]
-            pools[stage] = own if (self.config.stage_pools and own) else everything
-        return pools
+        return stage_pools([s.stage for s in self.samples], self.scheduler.stages, own=self.config.stage_pools)
 
     def _keep_trainable(self, models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
         """``Accelerator.save_state`` hook: keep only trainable parameters (the adapters)."""
@@ -449,27 +205,17 @@ class CurriculumTrainer:
         return key in self._trainable_names or key.removeprefix("module.") in self._trainable_names
 
     # ------------------------------------------------------------------ data
-    def _order(self, stage: Stage, epoch: int) -> np.ndarray:
-        pool = self.pools[stage]
-        rng = np.random.default_rng([self.config.seed, _STAGE_INDEX[stage], epoch])
-        return np.asarray(pool)[rng.permutation(len(pool))]
-
     def _next_batch(self, stage: Stage) -> list[tuple[int, int]]:
         """This rank's ``(sample index, epoch)`` pairs for the next micro-batch; advances the position."""
-        world = self.accelerator.num_processes
-        rank = self.accelerator.process_index
-        bs = self.config.batch_size
-        epoch, cursor = self.position[stage.value]
-        picked: list[tuple[int, int]] = []
-        order = self._order(stage, epoch)
-        for k in range(bs * world):
-            if cursor >= len(order):
-                epoch, cursor = epoch + 1, 0
-                order = self._order(stage, epoch)
-            if rank * bs <= k < (rank + 1) * bs:
-                picked.append((int(order[cursor]), epoch))
-            cursor += 1
-        self.position[stage.value] = [epoch, cursor]
+        picked, self.position[stage.value] = next_batch(
+            self.pools[stage],
+            self.config.seed,
+            stage,
+            self.position[stage.value],
+            batch_size=self.config.batch_size,
+            rank=self.accelerator.process_index,
+            world=self.accelerator.num_processes,
+        )
         return picked
 
     def render_batch(self, stage: Stage, picked: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from medcurric.anatomy import BoxOrganMatcher, ClassMap, MatchOutcome
-from medcurric.data import ExpectedHost, Phantom, make_phantom
 from medcurric.errors import DataFormatError, ShapeError
 from medcurric.io import LabelMap, LesionRecord
+from medcurric.testing import ExpectedHost, Phantom, make_phantom
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

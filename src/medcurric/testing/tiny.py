@@ -7,7 +7,7 @@ real transformers architectures (``VipLlavaForConditionalGeneration`` or
 component that works on them works on the real checkpoints.
 
 Examples:
-    >>> from medcurric.tiny import build_tiny_vlm
+    >>> from medcurric.testing.tiny import build_tiny_vlm
     >>> vlm = build_tiny_vlm(seed=0)
     >>> vlm.grid, vlm.num_image_tokens
     ((6, 6), 36)

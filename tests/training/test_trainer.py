@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,13 +10,9 @@ from medcurric.cot.records import CoTSample
 from medcurric.curriculum import Stage
 from medcurric.errors import InvalidOptionError, MissingFileError, UnsafePathError
 from medcurric.overlay import window_to_rgb
-from medcurric.training import (
-    STATE_FILE,
-    CurriculumTrainer,
-    TrainConfig,
-    _read_image,
-    latest_checkpoint,
-)
+from medcurric.training import STATE_FILE, TrainConfig, latest_checkpoint
+from medcurric.training.order import epoch_order, next_batch
+from medcurric.training.trainer import _read_image
 
 
 def _sample(image: str) -> CoTSample:
@@ -55,29 +49,27 @@ def test_read_image_16_bit_is_deeplesion_hu(tmp_path) -> None:
 @pytest.mark.parametrize("world,bs,n", [(1, 3, 10), (2, 3, 10), (4, 2, 7)])
 def test_ranks_split_each_epoch_exactly(world: int, bs: int, n: int) -> None:
     """Every rank's micro-batches together cover each epoch's permutation once, without overlap."""
-    ranks = []
-    for rank in range(world):
-        ns = SimpleNamespace(
-            accelerator=SimpleNamespace(num_processes=world, process_index=rank),
-            config=SimpleNamespace(batch_size=bs, seed=5),
-            pools={Stage.EASY: list(range(n))},
-            position={"easy": [0, 0]},
-        )
-        ns._order = lambda st, e, ns=ns: CurriculumTrainer._order(ns, st, e)
-        ranks.append(ns)
+    pool = list(range(n))
+    positions = [[0, 0] for _ in range(world)]
     steps = 7
-    picks = [[CurriculumTrainer._next_batch(ns, Stage.EASY) for _ in range(steps)] for ns in ranks]
+    picks: list[list[list[tuple[int, int]]]] = [[] for _ in range(world)]
+    for _ in range(steps):
+        for rank in range(world):
+            picked, positions[rank] = next_batch(
+                pool, 5, Stage.EASY, positions[rank], batch_size=bs, rank=rank, world=world
+            )
+            picks[rank].append(picked)
     # Reference: the flat stream of epoch permutations, cut into global batches.
     stream = []
     e = 0
     while len(stream) < steps * bs * world:
-        stream += [(int(i), e) for i in CurriculumTrainer._order(ranks[0], Stage.EASY, e)]
+        stream += [(int(i), e) for i in epoch_order(pool, 5, Stage.EASY, e)]
         e += 1
     for step in range(steps):
         merged = [p for r in range(world) for p in picks[r][step]]
         assert merged == stream[step * bs * world : (step + 1) * bs * world]
     assert sorted(i for i, _ in stream[:n]) == list(range(n))
-    assert all(ns.position == ranks[0].position for ns in ranks)
+    assert all(pos == positions[0] for pos in positions)
 
 
 def test_latest_checkpoint(tmp_path) -> None:

@@ -1,0 +1,57 @@
+"""Test and demo helpers, kept out of the core data flow.
+
+* :func:`make_phantom`: a deterministic synthetic CT phantom with TotalSegmentator
+  labels and lesions of known host organ (a few milliseconds).
+* :func:`bundled_sample`: the phantom run through matching, seeds and template
+  chain-of-thought generation, with its key-slice images (the demo's input).
+* :func:`build_tiny_vlm` and friends: tiny random-initialised vision-language models
+  and tokenizers built offline, for tests, demos and smoke runs.
+
+Names are imported lazily, so ``import medcurric.testing`` stays cheap and the
+tiny models only need transformers when they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "BundledSample": "medcurric.testing.sample",
+    "ExpectedHost": "medcurric.testing.phantom",
+    "Phantom": "medcurric.testing.phantom",
+    "TINY_CORPUS": "medcurric.testing.tiny",
+    "TinyVLM": "medcurric.testing.tiny",
+    "build_tiny_processor": "medcurric.testing.tiny",
+    "build_tiny_tokenizer": "medcurric.testing.tiny",
+    "build_tiny_vlm": "medcurric.testing.tiny",
+    "bundled_sample": "medcurric.testing.sample",
+    "make_phantom": "medcurric.testing.phantom",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medcurric.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom
+    from medcurric.testing.sample import BundledSample, bundled_sample
+    from medcurric.testing.tiny import (
+        TINY_CORPUS,
+        TinyVLM,
+        build_tiny_processor,
+        build_tiny_tokenizer,
+        build_tiny_vlm,
+    )

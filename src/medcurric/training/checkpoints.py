@@ -1,0 +1,26 @@
+"""Checkpoint folders of the reference trainer: their names and how to find the newest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["STATE_FILE", "STATE_VERSION", "latest_checkpoint"]
+
+#: Name of the JSON file that holds the trainer's own state inside a checkpoint folder.
+STATE_FILE = "trainer_state.json"
+#: Version of the ``trainer_state.json`` layout.
+STATE_VERSION = 1
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder in ``output_dir`` (``None`` if none)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for p in root.glob("checkpoint-*"):
+        tail = p.name.rsplit("-", 1)[-1]
+        if tail.isdigit() and (p / STATE_FILE).is_file():
+            found.append((int(tail), p))
+    return max(found)[1] if found else None

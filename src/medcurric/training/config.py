@@ -1,0 +1,157 @@
+"""Options and results of the reference trainer (plain JSON values).
+
+Examples:
+    >>> from medcurric.training import TrainConfig
+    >>> cfg = TrainConfig(max_steps=10, patience=1)
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from medcurric.errors import InvalidOptionError
+
+__all__ = ["DEFAULT_LORA_TARGETS", "TrainConfig", "TrainResult"]
+
+#: LoRA targets: the language model's attention and MLP projections (not the vision tower).
+DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+
+@dataclass
+class TrainConfig:
+    """Options of :class:`CurriculumTrainer` (all plain JSON values).
+
+    Attributes:
+        output_dir: Where checkpoints, ``log.jsonl`` and the final adapter go.
+        max_steps: Optimizer steps to train.
+        batch_size: Samples per device per micro-batch.
+        grad_accum: Micro-batches per optimizer step.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up of the learning rate, in optimizer steps.
+        max_grad_norm: Gradient clipping (``0`` disables).
+        stages: Curriculum stages in order.
+        check_every: Optimizer steps between scheduler checks.
+        patience: Scheduler patience (non-improving checks tolerated).
+        min_delta: Scheduler improvement margin.
+        threshold_mode: ``"rel"`` or ``"abs"``.
+        warmup_checks: First checks the scheduler ignores.
+        answer_weight: Weight of the answer span's cross-entropy.
+        rationale_weight: Weight of the rationale span's cross-entropy.
+        attention_weight: Weight of the attention KL loss in Medium.
+        attention_layers: Decoder layers whose attention is supervised (negative from the end).
+        supervise: Which tokens' attention is supervised: ``"answer"``, ``"rationale"``, ``"both"``.
+        stage_pools: Draw each stage's own samples (``sample.stage``) when it has any.
+        lora_r: LoRA rank (``0``: train every parameter, no peft).
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        lora_targets: Regular expression of the module names that get adapters.
+        bf16: bf16 mixed precision (and bf16 weights for checkpoints loaded by name).
+        gradient_checkpointing: Non-reentrant gradient checkpointing of the model.
+        save_every: Optimizer steps between checkpoints (``0``: only at the end).
+        keep_checkpoints: How many of the newest checkpoints to keep (``0``: all).
+        seed: Seed of the data order, the overlay styles and torch.
+        log_every: Print one JSON log line every this many optimizer steps (``0``: never).
+        prefetch: Render the next step's batches in a background thread during this step.
+    """
+
+    output_dir: str = "runs/medcurric"
+    max_steps: int = 1000
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    stages: tuple[str, ...] = ("easy", "medium")
+    check_every: int = 50
+    patience: int = 3
+    min_delta: float = 0.01
+    threshold_mode: str = "rel"
+    warmup_checks: int = 0
+    answer_weight: float = 0.8
+    rationale_weight: float = 0.2
+    attention_weight: float = 0.5
+    attention_layers: tuple[int, ...] = (-1,)
+    supervise: str = "both"
+    stage_pools: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = DEFAULT_LORA_TARGETS
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    save_every: int = 0
+    keep_checkpoints: int = 0
+    seed: int = 0
+    log_every: int = 0
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        self.stages = tuple(str(s) for s in self.stages)
+        self.attention_layers = tuple(int(i) for i in self.attention_layers)
+        for name in ("max_steps", "batch_size", "grad_accum", "check_every"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidOptionError(f"Expected {name} >= 1, but got {getattr(self, name)}.")
+        for name in ("warmup_steps", "save_every", "keep_checkpoints", "lora_r", "patience", "log_every"):
+            if int(getattr(self, name)) < 0:
+                raise InvalidOptionError(f"Expected {name} >= 0, but got {getattr(self, name)}.")
+        if not self.attention_layers:
+            raise InvalidOptionError("Expected at least one attention layer, but got none.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form."""
+        out = dataclasses.asdict(self)
+        out["stages"] = list(self.stages)
+        out["attention_layers"] = list(self.attention_layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise, missing keys take defaults.
+
+        Raises:
+            InvalidOptionError: On an unknown key.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InvalidOptionError(f"Unknown TrainConfig keys {unknown}; expected some of {sorted(names)}.")
+        return cls(**dict(data))
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        steps: Optimizer steps done (counting those before a resume).
+        stage: The stage at the end.
+        log: One dict per optimizer step (``step``, ``stage``, ``loss``, ``lm_loss``,
+            ``attention_kl``, ``answer_loss``, ``rationale_loss``, ``lr``, ``tokens``).
+        decisions: The scheduler's decisions as dicts.
+        checkpoints: Checkpoint folders written by this run.
+        tokens_per_second: Non-padding tokens per second of this run's steps (this rank).
+        seconds: Wall time of this run's steps.
+    """
+
+    steps: int
+    stage: str
+    log: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    tokens_per_second: float = 0.0
+    seconds: float = 0.0
+
+    def switch_steps(self) -> list[int]:
+        """Optimizer steps after which the stage advanced."""
+        out = []
+        for prev, cur in zip(self.log, self.log[1:], strict=False):
+            if prev["stage"] != cur["stage"]:
+                out.append(int(prev["step"]))
+        return out
