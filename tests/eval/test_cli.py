@@ -55,7 +55,7 @@ def vqa_files(tmp_path: Path) -> tuple[Path, Path]:
     return gt, ans
 
 
-@pytest.mark.parametrize("compat", ["llava-med", "default"])
+@pytest.mark.parametrize("compat", ["llava-med", "llava-med-2023-08", "default"])
 def test_vqa(
     vqa_files: tuple[Path, Path], tmp_path: Path, compat: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -85,8 +85,8 @@ def test_vqa(
     assert f"closed_accuracy   {direct.closed_accuracy:.4f}" in printed
     md = out.with_suffix(".md").read_text()
     assert md.startswith(f"# VQA scores ({compat})") and "## By answer_type" in md
-    # llava-med drops question 3 (says "no", answer "yes") from the closed denominator
-    assert data["n_closed_scored"] == (1 if compat == "llava-med" else 2)
+    # the first release drops question 3 (says "no", answer "yes") from the closed denominator
+    assert data["n_closed_scored"] == (1 if compat == "llava-med-2023-08" else 2)
 
 
 def test_vqa_errors(

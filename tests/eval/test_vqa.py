@@ -17,6 +17,7 @@ from medcurric.eval import (
     VQAScores,
     closed_hit,
     exact_match,
+    final_answer,
     normalize_answer,
     score_vqa,
     token_f1,
@@ -53,12 +54,15 @@ def test_compat_f1_zero_cases() -> None:
     assert token_f1("", "") == (1.0, 1.0, 1.0)
 
 
-def test_nodule_counts_as_no_in_compat() -> None:
+@pytest.mark.parametrize("compat", ["llava-med", "llava-med-2023-08"])
+def test_nodule_counts_as_no_in_compat(compat: str) -> None:
     # "no" is a substring of "nodule": the prediction is taken as a yes/no reply ...
-    assert closed_hit("a nodule is present", "no", compat="llava-med") == 1.0
-    # ... and with answer "yes" it contains "no" but not "yes": dropped (None), not a 0
-    assert closed_hit("a nodule is present", "yes", compat="llava-med") is None
-    assert closed_hit("normal", "no", compat="llava-med") == 1.0
+    assert closed_hit("a nodule is present", "no", compat=compat) == 1.0
+    # ... and with answer "yes" it contains "no" but not "yes": a 0 in v1.0.0, dropped
+    # (None) in the first release
+    dropped = closed_hit("a nodule is present", "yes", compat=compat)
+    assert dropped == (None if compat == "llava-med-2023-08" else 0.0)
+    assert closed_hit("normal", "no", compat=compat) == 1.0
     # the default mode reads whole words only: no yes/no word -> a miss either way
     assert closed_hit("a nodule is present", "no") == 0.0
     assert closed_hit("a nodule is present", "yes") == 0.0
@@ -72,10 +76,13 @@ def test_closed_miss_leaves_the_denominator_in_compat() -> None:
     ]
     # hit / says "no" (contains "no", lacks "yes": dropped) / says neither (a 0)
     preds = {"1": "Yes.", "2": "No, it is not.", "3": "It is unclear."}
-    compat = score_vqa(refs, preds, compat="llava-med")
+    compat = score_vqa(refs, preds, compat="llava-med-2023-08")
     assert [q.closed for q in compat.questions] == [1.0, None, 0.0]
     assert (compat.n_closed, compat.n_closed_scored) == (3, 2)
     assert compat.closed_accuracy == pytest.approx(1 / 2)
+    v1 = score_vqa(refs, preds, compat="llava-med")
+    assert [q.closed for q in v1.questions] == [1.0, 0.0, 0.0]
+    assert (v1.n_closed, v1.n_closed_scored) == (3, 3)
     default = score_vqa(refs, preds)
     assert [q.closed for q in default.questions] == [1.0, 0.0, 0.0]
     assert (default.n_closed, default.n_closed_scored) == (3, 3)
@@ -113,7 +120,7 @@ def test_hand_computed_llava_med_table() -> None:
         VQAItem("e", "q", "yes", "closed", organ="HEAD"),
     ]
     preds = {"a": "left left", "b": "2 lesions", "c": "spleen", "d": "nodule", "e": "no"}
-    s = score_vqa(refs, preds, compat="llava-med")
+    s = score_vqa(refs, preds, compat="llava-med-2023-08")
     # recall: a 2/3, b 1/2 (tp 1, fn 0? no: ref "2" fully found -> 1/1), c 0
     # b: pred "2 lesions", ref "2": tp 1, fp 1, fn 0 -> p 1/2, r 1, f1 2/3
     assert s.open_recall == pytest.approx((2 / 3 + 1 + 0) / 3)
@@ -128,6 +135,78 @@ def test_hand_computed_llava_med_table() -> None:
     assert table["all"]["n"] == 5
     md = s.to_markdown()
     assert "| open recall | 55.56 |" in md
+    assert "llava-med-2023-08: LLaVA-Med run_eval.py first release" in md.splitlines()[0]
+    # v1.0.0 counts e as a 0: closed 1/2; the open numbers are the same
+    v1 = score_vqa(refs, preds, compat="llava-med")
+    assert (v1.closed_accuracy, v1.n_closed_scored) == (0.5, 2)
+    assert v1.open_recall == s.open_recall
+    assert "llava-med: LLaVA-Med run_eval.py v1.0.0" in v1.to_markdown().splitlines()[0]
+
+
+def _closed_reference(reply: str, answer: str, version: str) -> float | None:
+    """LLaVA-Med's closed rule, restated from its description (both versions), on lower-cased text."""
+    says = ("yes" in reply) or ("no" in reply)
+    if not says:
+        return 0.0
+    if answer in reply:
+        return 1.0
+    return None if version == "first-release" else 0.0
+
+
+def test_llava_med_versions_on_fourteen_closed_questions() -> None:
+    # 8 hits, 5 replies that say yes/no but not the answer, 1 that says neither:
+    # v1.0.0 scores 8/14 = 57.14, the first release 8/9 = 88.89 (it drops the 5).
+    replies = ["yes"] * 4 + ["no"] * 4 + ["no"] * 3 + ["yes"] * 2 + ["unclear"]
+    answers = ["yes"] * 4 + ["no"] * 4 + ["yes"] * 3 + ["no"] * 2 + ["yes"]
+    refs = [VQAItem(str(i), "q", a, "closed") for i, a in enumerate(answers)]
+    preds = {str(i): r for i, r in enumerate(replies)}
+    v1 = score_vqa(refs, preds, compat="llava-med")
+    first = score_vqa(refs, preds, compat="llava-med-2023-08")
+    assert round(100 * v1.closed_accuracy, 2) == 57.14
+    assert round(100 * first.closed_accuracy, 2) == 88.89
+    for version, scores in (("v1.0.0", v1), ("first-release", first)):
+        expected = [_closed_reference(r, a, version) for r, a in zip(replies, answers, strict=True)]
+        assert [q.closed for q in scores.questions] == expected
+
+
+def test_default_mode_scores_the_final_answer_of_a_cot_reply() -> None:
+    refs = [
+        VQAItem("1", "Is there a mass?", "no", "closed"),
+        VQAItem("2", "Is there a mass?", "yes", "closed"),
+        VQAItem("3", "Which organ?", "liver", "open"),
+        VQAItem("4", "Is there a mass?", "no", "closed"),
+    ]
+    preds = {
+        # rationale says "no", final answer "yes": wrong for gold "no"
+        "1": "Reasoning: There is no doubt a mass is present.\n\nAnswer: yes",
+        # rationale says "no", final answer "yes": right for gold "yes"
+        "2": "Reasoning: No other organ is involved.\n\nAnswer: Yes",
+        # rationale names another organ, the answer the right one
+        "3": "Question: Which organ? | Reasoning: The spleen is normal. | **Answer:** liver",
+        # no marker: the whole reply is scored, and counted
+        "4": "no",
+    }
+    s = score_vqa(refs, preds)
+    assert [q.closed for q in s.questions if q.answer_type == "closed"] == [0.0, 1.0, 1.0]
+    assert s.open_recall == 1.0 and s.open_exact_match == 1.0
+    assert s.n_no_marker == 1 and [q.marker_found for q in s.questions] == [True, True, True, False]
+    assert "replies without 'Answer:' (scored whole) | 1" in s.to_markdown()
+    # the LLaVA-Med modes keep scoring the raw reply, as the script did: reply 1 contains "no"
+    raw = score_vqa(refs, preds, compat="llava-med")
+    assert raw.questions[0].closed == 1.0 and raw.n_no_marker == 0
+    # a configurable marker; None scores whole replies
+    custom = score_vqa(refs[:1], {"1": "Reasoning: no.\nFinal: yes"}, answer_marker="Final:")
+    assert custom.questions[0].closed == 0.0 and custom.n_no_marker == 0
+    whole = score_vqa(refs[:1], {"1": "Reasoning: no.\nAnswer: yes"}, answer_marker=None)
+    assert whole.questions[0].closed == 1.0
+
+
+def test_final_answer_takes_the_last_marker_and_is_linear() -> None:
+    assert final_answer("Answer: no. Answer: yes") == ("yes", True)
+    assert final_answer("Reanswer: yes") == ("Reanswer: yes", False)
+    assert final_answer("ANSWER:   __left lung__  ") == ("left lung", True)
+    long = "Answer:" * 20000 + " yes"
+    assert final_answer(long) == ("yes", True)
 
 
 # --- the default mode against an independent reference ----------------------------------

@@ -44,16 +44,19 @@ from medcurric.eval.report import (
 )
 from medcurric.eval.tables import TableFormat, breakdown, format_table
 from medcurric.eval.vqa import (
+    ANSWER_MARKER,
     MissingPolicy,
     QuestionScore,
     VQAScores,
     closed_hit,
     exact_match,
+    final_answer,
     score_vqa,
     token_f1,
 )
 
 __all__ = [
+    "ANSWER_MARKER",
     "AnswerType",
     "BoxPick",
     "Compat",
@@ -74,6 +77,7 @@ __all__ = [
     "breakdown",
     "closed_hit",
     "exact_match",
+    "final_answer",
     "format_table",
     "load_predictions",
     "load_texts",

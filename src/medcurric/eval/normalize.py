@@ -50,13 +50,42 @@ __all__ = ["Compat", "normalize_answer"]
 class Compat(StrEnum):
     """Which scoring behaviour to follow.
 
-    * ``DEFAULT``: corrected normalisation and metrics (see the module docstring).
-    * ``LLAVA_MED``: LLaVA-Med's published ``run_eval.py``, quirks included, so
-      that its numbers are reproduced exactly.
+    * ``DEFAULT``: corrected normalisation and metrics (see :mod:`medcurric.eval.vqa`),
+      scoring the final answer of a chain-of-thought reply.
+    * ``LLAVA_MED``: LLaVA-Med's ``run_eval.py`` at tag v1.0.0 (after its PR #35,
+      December 2023), quirks included, so that the numbers later papers ran are
+      reproduced exactly: a closed reply that says yes/no but not the answer counts 0.
+    * ``LLAVA_MED_2023_08``: the same script as first released (commit ad758b6,
+      August 2023), where such a closed reply is dropped from the denominator.
+
+    Both LLaVA-Med modes score the raw reply, as the script did.
     """
 
     DEFAULT = "default"
     LLAVA_MED = "llava-med"
+    LLAVA_MED_2023_08 = "llava-med-2023-08"
+
+    @property
+    def llava_med(self) -> bool:
+        """Whether this mode follows LLaVA-Med's script (either version)."""
+        return self is not Compat.DEFAULT
+
+    @property
+    def label(self) -> str:
+        """What produced the numbers, for table headers.
+
+        Examples:
+            >>> Compat("llava-med").label
+            'llava-med: LLaVA-Med run_eval.py v1.0.0'
+        """
+        return _COMPAT_LABELS[self.value]
+
+
+_COMPAT_LABELS = {
+    "default": "default: medcurric corrected, final answer",
+    "llava-med": "llava-med: LLaVA-Med run_eval.py v1.0.0",
+    "llava-med-2023-08": "llava-med-2023-08: LLaVA-Med run_eval.py first release (ad758b6)",
+}
 
 
 # --- facts about LLaVA-Med's glossary (re-expressed, not copied) -----------------
@@ -197,6 +226,6 @@ def normalize_answer(text: str, *, compat: str | Compat = Compat.DEFAULT) -> str
             "Convert numbers with str() first."
         )
     mode = look_up_option(compat, Compat, name="compat")
-    if mode is Compat.LLAVA_MED:
+    if mode.llava_med:
         return _normalize_llava_med(text.lower())
     return _normalize_default(text)

@@ -1,9 +1,10 @@
-"""Medical VQA scoring (VQA-RAD, SLAKE, PathVQA): LLaVA-Med-compatible or corrected.
+r"""Medical VQA scoring (VQA-RAD, SLAKE, PathVQA): LLaVA-Med-compatible or corrected.
 
-Two modes, chosen with ``compat``:
+Three modes, chosen with ``compat``:
 
-``"llava-med"`` reproduces LLaVA-Med's published ``llava/eval/run_eval.py``
-number for number, quirks included:
+``"llava-med"`` reproduces LLaVA-Med's ``llava/eval/run_eval.py`` at tag v1.0.0 (what
+later papers ran) number for number, quirks included; ``"llava-med-2023-08"`` its
+first release (commit ad758b6), which differs only in the closed rule below:
 
 * Both answers are lower-cased and normalised once (:func:`normalize_answer`);
   the open-ended metrics normalise them a second time (which matters only for
@@ -16,13 +17,18 @@ number for number, quirks included:
 * Its "exact match" is the number of *distinct* answer words found in the
   prediction divided by the prediction's length, not a match of whole strings.
 * A closed question is a hit when the prediction contains the *substring*
-  ``"yes"`` or ``"no"`` and contains the answer as a substring, a 0 when it
-  contains neither substring, and is **dropped from the denominator** when it
-  contains one but not the answer. ``"no"`` also matches inside words
+  ``"yes"`` or ``"no"`` and contains the answer as a substring, and a 0 otherwise;
+  the first release instead **dropped from the denominator** a prediction that
+  contains ``"yes"``/``"no"`` but not the answer. ``"no"`` also matches inside words
   (``"nodule"``, ``"normal"``, ``"abnormal"``, ``"node"``), and an answer ``"no"``
   is found inside ``"nodule"``.
+* The whole reply is scored: neither version extracts the final answer of a
+  chain-of-thought reply, so a rationale that says "no" counts.
 
-The ``"default"`` mode corrects these: a clipped (multiset) unigram overlap for
+The ``"default"`` mode corrects these: it scores the **final answer** of a reply
+(the text after the last ``Answer:`` marker, the one the library's own targets and
+parser use; configurable, the whole reply when no marker is present, counted in
+``n_no_marker``), with a clipped (multiset) unigram overlap for
 precision/recall/F1, exact match of the normalised strings, and closed
 questions decided by the first whole-word ``yes``/``no`` (or, for other closed
 answers, the answer's words appearing as consecutive whole words), every closed
@@ -33,14 +39,17 @@ Examples:
     (0.8, 1.0, 0.6666666666666666)
     >>> token_f1("left left", "left lung")
     (0.5, 0.5, 0.5)
-    >>> closed_hit("a nodule is seen", "yes", compat="llava-med") is None
+    >>> closed_hit("a nodule is seen", "yes", compat="llava-med-2023-08") is None
     True
-    >>> closed_hit("a nodule is seen", "yes")
-    0.0
+    >>> closed_hit("a nodule is seen", "yes", compat="llava-med"), closed_hit("a nodule is seen", "yes")
+    (0.0, 0.0)
+    >>> final_answer("Reasoning: no mass in the liver.\n\nAnswer: yes")
+    ('yes', True)
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -55,16 +64,20 @@ from medcurric.eval.normalize import Compat, normalize_answer
 from medcurric.eval.tables import breakdown, format_table
 
 __all__ = [
+    "ANSWER_MARKER",
     "MissingPolicy",
     "QuestionScore",
     "VQAScores",
     "closed_hit",
     "exact_match",
+    "final_answer",
     "score_vqa",
     "token_f1",
 ]
 
 _YES_NO = ("yes", "no")
+#: The marker before the final answer in the library's targets (``render``) and replies.
+ANSWER_MARKER = "Answer:"
 
 
 class MissingPolicy(StrEnum):
@@ -108,10 +121,44 @@ def _llava_f1(pred_once: str, ref_once: str) -> tuple[float, float, float]:
     return 2 * precision * recall / (precision + recall), precision, recall
 
 
-def _llava_closed(pred_once: str, ref_once: str) -> float | None:
+def _llava_closed(pred_once: str, ref_once: str, *, first_release: bool) -> float | None:
     if "yes" in pred_once or "no" in pred_once:
-        return 1.0 if ref_once in pred_once else None
+        if ref_once in pred_once:
+            return 1.0
+        return None if first_release else 0.0
     return 0.0
+
+
+def final_answer(reply: str, marker: str = ANSWER_MARKER) -> tuple[str, bool]:
+    """The final answer of a chain-of-thought reply: the text after the last ``marker``.
+
+    The marker matches case-insensitively where it starts a word (``"Answer:"`` matches
+    ``"**answer:**"`` and ``"| Answer:"``, not ``"Reanswer:"``); markdown emphasis around
+    the answer is dropped. Scanning is linear in the reply's length.
+
+    Args:
+        reply: The model's reply.
+        marker: The label before the final answer.
+
+    Returns:
+        ``(answer, found)``: the answer text and whether the marker was present; without
+        a marker, the whole reply stripped, and ``False``.
+
+    Examples:
+        >>> final_answer("Reasoning: no lesion is seen. | Answer: **Yes**")
+        ('Yes', True)
+        >>> final_answer("yes")
+        ('yes', False)
+    """
+    if not marker:
+        return reply.strip(), False
+    pattern = re.compile(r"(?<![0-9A-Za-z_])" + re.escape(marker.strip()), re.IGNORECASE)
+    last = None
+    for match in pattern.finditer(reply):
+        last = match
+    if last is None:
+        return reply.strip(), False
+    return reply[last.end() :].strip().strip("*_ ").strip(), True
 
 
 # --- corrected metrics ---------------------------------------------------------------
@@ -166,7 +213,7 @@ def exact_match(prediction: str, reference: str, *, compat: str | Compat = Compa
         >>> exact_match("liver and spleen", "liver", compat="llava-med")
         0.3333333333333333
     """
-    if _mode(compat) is Compat.LLAVA_MED:
+    if _mode(compat).llava_med:
         return _llava_exact(
             normalize_answer(prediction, compat=Compat.LLAVA_MED),
             normalize_answer(reference, compat=Compat.LLAVA_MED),
@@ -193,7 +240,7 @@ def token_f1(
         >>> token_f1("right lower lobe", "the right lobe")
         (0.8, 0.6666666666666666, 1.0)
     """
-    if _mode(compat) is Compat.LLAVA_MED:
+    if _mode(compat).llava_med:
         return _llava_f1(
             normalize_answer(prediction, compat=Compat.LLAVA_MED),
             normalize_answer(reference, compat=Compat.LLAVA_MED),
@@ -212,20 +259,26 @@ def closed_hit(
         compat: ``"default"``: for a yes/no answer, the prediction's first whole-word
             ``yes``/``no`` decides; for another closed answer, its words must appear as
             consecutive whole words. ``"llava-med"``: substring rules of ``run_eval.py``
-            (see the module docstring), which may return ``None``.
+            v1.0.0 (see the module docstring); ``"llava-med-2023-08"``: those of its first
+            release, which may return ``None``. The text is scored as given (no final-answer
+            extraction; :func:`score_vqa` does that).
 
     Returns:
-        1.0 for a hit, 0.0 for a miss, or ``None`` (``"llava-med"`` only) when the question
-        is left out of the closed accuracy's denominator.
+        1.0 for a hit, 0.0 for a miss, or ``None`` (``"llava-med-2023-08"`` only) when the
+        question is left out of the closed accuracy's denominator.
 
     Examples:
         >>> closed_hit("No, it is normal.", "no"), closed_hit("Yes.", "no", compat="llava-med")
-        (1.0, None)
+        (1.0, 0.0)
+        >>> closed_hit("Yes.", "no", compat="llava-med-2023-08") is None
+        True
     """
-    if _mode(compat) is Compat.LLAVA_MED:
+    mode = _mode(compat)
+    if mode.llava_med:
         return _llava_closed(
-            normalize_answer(prediction, compat=Compat.LLAVA_MED),
-            normalize_answer(reference, compat=Compat.LLAVA_MED),
+            normalize_answer(prediction, compat=mode),
+            normalize_answer(reference, compat=mode),
+            first_release=mode is Compat.LLAVA_MED_2023_08,
         )
     return _default_closed(normalize_answer(prediction), normalize_answer(reference))
 
@@ -246,9 +299,12 @@ class QuestionScore(JsonRecord):
         recall: Token recall (open questions only; the "open" number papers report).
         f1: Token F1 (open questions only).
         closed: Closed hit 1.0/0.0, or ``None`` for open questions and for closed ones
-            that ``"llava-med"`` leaves out of the denominator.
+            that ``"llava-med-2023-08"`` leaves out of the denominator.
         organ: Organ / region of the question, when the dataset gives one.
         missing: Whether the prediction was missing.
+        marker_found: Default mode: whether the reply had the answer marker (its final
+            answer was scored) or not (the whole reply was). ``None`` in the LLaVA-Med modes,
+            which always score the whole reply.
     """
 
     id: str
@@ -264,6 +320,7 @@ class QuestionScore(JsonRecord):
     closed: float | None = None
     organ: str | None = None
     missing: bool = False
+    marker_found: bool | None = None
 
 
 _METRICS = ("recall", "precision", "f1", "exact_match", "closed")
@@ -277,18 +334,21 @@ class VQAScores(JsonRecord):
         compat: The mode that produced them.
         n_open: Open questions scored.
         n_closed: Closed questions.
-        n_closed_scored: Closed questions in the accuracy's denominator (``n_closed`` in the
-            default mode; fewer in ``"llava-med"``).
+        n_closed_scored: Closed questions in the accuracy's denominator (``n_closed`` except
+            in ``"llava-med-2023-08"``).
         n_missing: Questions without a prediction.
         open_recall: Mean token recall over open questions (``None`` when there are none;
             LLaVA-Med's script would crash there).
         open_precision: Mean token precision over open questions.
         open_f1: Mean token F1 over open questions.
         open_exact_match: Mean exact match over open questions.
-        closed_accuracy: Closed hits over ``n_closed_scored`` (``"llava-med"``: 0.0 when
+        closed_accuracy: Closed hits over ``n_closed_scored`` (LLaVA-Med modes: 0.0 when
             nothing was scored, as its script does; default: ``None`` when there are no closed
             questions).
         questions: One :class:`QuestionScore` per question.
+        n_no_marker: Default mode: scored replies without the answer marker, so scored whole
+            (0 in the LLaVA-Med modes, which never extract).
+        answer_marker: The marker the final answer was extracted by (``None`` when none was).
     """
 
     compat: str
@@ -302,6 +362,8 @@ class VQAScores(JsonRecord):
     open_exact_match: float | None
     closed_accuracy: float | None
     questions: tuple[QuestionScore, ...] = ()
+    n_no_marker: int = 0
+    answer_marker: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The aggregate numbers without the per-question details."""
@@ -312,15 +374,19 @@ class VQAScores(JsonRecord):
     def breakdown(self, by: str = "organ") -> list[dict[str, Any]]:
         """Mean metrics per group of questions (e.g. ``"organ"`` or ``"answer_type"``).
 
-        A closed question that ``"llava-med"`` drops from the denominator is left out of
-        its group's ``closed`` mean in the same way.
+        A closed question that ``"llava-med-2023-08"`` drops from the denominator is left out
+        of its group's ``closed`` mean in the same way.
         """
         return breakdown((q.to_dict() for q in self.questions), by, _METRICS)
 
     def to_markdown(self) -> str:
-        """The headline numbers as a markdown table (percentages, like the papers)."""
-        rows = [
-            {"metric": name, "value": None if value is None else 100.0 * value}
+        """The headline numbers as a markdown table (percentages, like the papers).
+
+        The value column's header names the scoring mode that produced them.
+        """
+        column = f"value ({Compat(self.compat).label})"
+        rows: list[dict[str, Any]] = [
+            {"metric": name, column: None if value is None else 100.0 * value}
             for name, value in (
                 ("open recall", self.open_recall),
                 ("open precision", self.open_precision),
@@ -332,11 +398,11 @@ class VQAScores(JsonRecord):
         rows.append(
             {
                 "metric": "open / closed / closed scored / missing",
-                "value": (
-                    f"{self.n_open} / {self.n_closed} / {self.n_closed_scored} / {self.n_missing}"
-                ),
+                column: f"{self.n_open} / {self.n_closed} / {self.n_closed_scored} / {self.n_missing}",
             }
         )
+        if not Compat(self.compat).llava_med:
+            rows.append({"metric": f"replies without {self.answer_marker!r} (scored whole)", column: str(self.n_no_marker)})
         return format_table(rows, fmt="markdown", digits=2)
 
 
@@ -350,17 +416,22 @@ def score_vqa(
     *,
     compat: str | Compat = Compat.DEFAULT,
     missing: str | MissingPolicy = MissingPolicy.ERROR,
+    answer_marker: str | None = ANSWER_MARKER,
 ) -> VQAScores:
-    """Score predictions against VQA ground truth, per question and in aggregate.
+    r"""Score predictions against VQA ground truth, per question and in aggregate.
 
     Args:
         references: Ground-truth questions (e.g. from :func:`~medcurric.eval.load_vqa`).
         predictions: ``{question id: predicted text}`` (e.g. from
             :func:`~medcurric.eval.load_predictions`); ids are compared as strings.
-        compat: ``"default"`` (corrected) or ``"llava-med"`` (reproduces ``run_eval.py``;
-            see the module docstring).
+        compat: ``"default"`` (corrected, final answer), ``"llava-med"`` (reproduces
+            ``run_eval.py`` v1.0.0) or ``"llava-med-2023-08"`` (its first release); see the
+            module docstring.
         missing: A question without a prediction raises (``"error"``), is scored as an
             empty answer (``"empty"``) or is left out (``"skip"``).
+        answer_marker: Default mode: score the text after the last occurrence of this
+            marker (:func:`final_answer`), or the whole reply when it has none (counted in
+            ``n_no_marker``); ``None`` scores whole replies. Ignored by the LLaVA-Med modes.
 
     Returns:
         The aggregate scores with per-question details.
@@ -376,8 +447,11 @@ def score_vqa(
         >>> s.closed_accuracy, round(s.open_recall, 4)
         (1.0, 0.6667)
         >>> s = score_vqa(refs, {"1": "Yes, a nodule.", "2": "left left"})
-        >>> s.closed_accuracy, s.open_recall
-        (1.0, 0.5)
+        >>> s.closed_accuracy, s.open_recall, s.n_no_marker
+        (1.0, 0.5, 2)
+        >>> s = score_vqa(refs, {"1": "Reasoning: no mass.\nAnswer: yes", "2": "Answer: left lung"})
+        >>> s.closed_accuracy, s.open_recall, s.n_no_marker
+        (1.0, 1.0, 0)
     """
     mode = _mode(compat)
     policy = look_up_option(missing, MissingPolicy, name="missing")
@@ -410,11 +484,14 @@ def score_vqa(
                 f"Expected the prediction for question {rid!r} to be a string, "
                 f"but got {type(pred).__name__}."
             )
-        norm_pred = normalize_answer(pred, compat=mode)
-        norm_ref = normalize_answer(item.answer, compat=mode)
         fields: dict[str, Any] = {}
+        scored_text = pred
+        if not mode.llava_med and answer_marker is not None:
+            scored_text, fields["marker_found"] = final_answer(pred, answer_marker)
+        norm_pred = normalize_answer(scored_text, compat=mode)
+        norm_ref = normalize_answer(item.answer, compat=mode)
         if item.answer_type == AnswerType.OPEN:
-            if mode is Compat.LLAVA_MED:
+            if mode.llava_med:
                 fields["exact_match"] = _llava_exact(norm_pred, norm_ref)
                 f1, p, r = _llava_f1(norm_pred, norm_ref)
             else:
@@ -423,8 +500,8 @@ def score_vqa(
             fields.update(f1=f1, precision=p, recall=r)
         else:
             fields["closed"] = (
-                _llava_closed(norm_pred, norm_ref)
-                if mode is Compat.LLAVA_MED
+                _llava_closed(norm_pred, norm_ref, first_release=mode is Compat.LLAVA_MED_2023_08)
+                if mode.llava_med
                 else _default_closed(norm_pred, norm_ref)
             )
         rows.append(
@@ -443,7 +520,7 @@ def score_vqa(
     open_rows = [q for q in rows if q.answer_type == AnswerType.OPEN]
     closed_rows = [q for q in rows if q.answer_type == AnswerType.CLOSED]
     scored = [q.closed for q in closed_rows if q.closed is not None]
-    if mode is Compat.LLAVA_MED:
+    if mode.llava_med:
         closed_accuracy: float | None = _mean(scored) if scored else 0.0
     else:
         closed_accuracy = _mean(scored)
@@ -459,4 +536,6 @@ def score_vqa(
         open_exact_match=_mean([q.exact_match for q in open_rows if q.exact_match is not None]),
         closed_accuracy=closed_accuracy,
         questions=tuple(rows),
+        n_no_marker=sum(q.marker_found is False and not q.missing for q in rows),
+        answer_marker=None if mode.llava_med else answer_marker,
     )
