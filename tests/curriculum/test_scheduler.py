@@ -257,8 +257,9 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def test_per_domain_probabilities_follow_the_authors_formula() -> None:
-    sched = CurriculumScheduler(policy="per_domain")
+def test_per_domain_probabilities_with_emas_from_the_first_observation() -> None:
+    # The named option ema_init=None: EMAs start at their first observation.
+    sched = CurriculumScheduler(policy="per_domain", ema_init=None, global_ema_init=None)
     losses = {"liver|CT": [(2.0, 1.5), (1.8, 0.7), (1.6, 0.5)], "lung|CT": [(1.0, 1.2)]}
     ema: dict[str, dict[str, float]] = {}
     for domain, pairs in losses.items():
@@ -273,7 +274,7 @@ def test_per_domain_probabilities_follow_the_authors_formula() -> None:
         e_now = epoch + 1
         beta = min(1.0, max(0.0, (e_now - 4) / 10))
         for domain, e in ema.items():
-            gap = (e["easy"] - e["medium"]) / e["easy"]
+            gap = (e["easy"] - e["medium"]) / (e["easy"] + 1e-8)
             p = beta * sigmoid((gap - 0.5) / 0.1)
             probs = sched.stage_probabilities(domain)
             assert probs[Stage.EASY] == pytest.approx(1 - p, abs=1e-12)
@@ -300,16 +301,24 @@ def test_per_domain_sampling_matches_probabilities() -> None:
 
 
 def test_hard_budget_grows_when_flat_and_shrinks_on_a_rise() -> None:
-    kw = dict(policy="per_domain", stages=("easy", "medium", "hard"), hard_start_epoch=3, hard_window=2)
+    kw = dict(policy="per_domain", stages=("easy", "medium", "hard"), hard_start_epoch=3, hard_window=2,
+              ema_init=None, global_ema_init=None)
     sched = CurriculumScheduler(**kw)
     sched.observe("d", "easy", 1.0)
     sched.observe("d", "medium", 0.3)  # gap 0.7 >= 0.6
-    reasons = [sched.step({"loss": 1.0}, epoch=e).reason for e in range(6)]
-    # epochs 0-2: before hard_start; 3, 4, 5: flat window of 2 steps -> grows each epoch.
-    assert reasons[:3] == [Reason.WARMUP] * 3
-    assert reasons[3:] == [Reason.HARD_BUDGET_GREW] * 3
-    assert sched.hard_budget == pytest.approx(0.15)
-    assert sched.stage is Stage.HARD
+    # epoch 0: one EMA value, no window yet; from epoch 1 the last 2 values are flat -> grows
+    # every epoch (updated before hard_start too, as the authors do) ...
+    d = sched.step({"loss": 1.0}, epoch=0)
+    assert d.reason is Reason.WARMUP and sched.hard_budget == 0.0
+    d = sched.step({"loss": 1.0}, epoch=1)
+    assert d.reason is Reason.HARD_BUDGET_GREW and sched.hard_budget == pytest.approx(0.05)
+    # ... but used only from hard_start_epoch on (the next epoch is 2 here)
+    assert sched.stage_probabilities("d")[Stage.HARD] == 0.0 and sched.stage is not Stage.HARD
+    sched.step({"loss": 1.0}, epoch=2)
+    assert sched.hard_budget == pytest.approx(0.10)
+    assert sched.stage_probabilities("d")[Stage.HARD] == pytest.approx(0.10) and sched.stage is Stage.HARD
+    reasons = [sched.step({"loss": 1.0}, epoch=e).reason for e in range(3, 6)]
+    assert reasons == [Reason.HARD_BUDGET_GREW] * 3 and sched.hard_budget == pytest.approx(0.25)
     for e in range(6, 12):
         sched.step({"loss": 1.0}, epoch=e)
     assert sched.hard_budget == pytest.approx(0.3)  # capped
@@ -324,6 +333,120 @@ def test_hard_budget_grows_when_flat_and_shrinks_on_a_rise() -> None:
     for e in range(5):
         no_hard.step({"loss": 1.0}, epoch=e)
     assert no_hard.hard_budget == 0.0 and Stage.HARD not in no_hard.stage_probabilities("d")
+
+
+class _AuthorsScheduler:
+    """The per-domain scheduler of ksyint/PROGRESSIVE a7cca74, restated here from its description.
+
+    Constants: EMA rate 0.9 on the new value; domain EMAs start at 1e-3, the global at 1e-4;
+    gap (e - m) / (e + 1e-8), 0 when e < 1e-8; ramp min(1, (epoch - 4) / 10) after epoch 4;
+    P(medium) = ramp * sigmoid((gap - 0.5) / 0.1); the Hard budget is updated after every epoch:
+    +0.05 (cap 0.3) when the last 5 global EMA values move by <= 0.01 per step and the median gap
+    is >= 0.6, else x(1 - 0.1) when the last step rose by >= 0.05; Hard drawn from epoch 19.
+    """
+
+    def __init__(self, domains: list[str]) -> None:
+        self.domains = domains
+        self.easy = {d: 1e-3 for d in domains}
+        self.medium = {d: 1e-3 for d in domains}
+        self.glob = 1e-4
+        self.history: list[float] = []
+        self.budget = 0.0
+
+    def gap(self, d: str) -> float:
+        e, m = self.easy[d], self.medium[d]
+        return 0.0 if e < 1e-8 else (e - m) / (e + 1e-8)
+
+    def probabilities(self, d: str, epoch: int) -> dict[str, float]:
+        if epoch < 4:
+            return {"easy": 1.0, "medium": 0.0, "hard": 0.0}
+        ramp = 0.0 if epoch <= 4 else min(1.0, (epoch - 4) / 10)
+        p = ramp / (1.0 + math.exp(-(self.gap(d) - 0.5) / 0.1))
+        hard = self.budget if epoch >= 19 else 0.0
+        return {"easy": (1 - hard) * (1 - p), "medium": (1 - hard) * p, "hard": hard}
+
+    def end_epoch(self, losses: dict[str, dict[str, float]]) -> None:
+        values = []
+        for d, per_stage in losses.items():
+            for stage, v in per_stage.items():
+                if stage == "easy":
+                    self.easy[d] = 0.1 * self.easy[d] + 0.9 * v
+                elif stage == "medium":
+                    self.medium[d] = 0.1 * self.medium[d] + 0.9 * v
+                values.append(v)
+        self.glob = 0.1 * self.glob + 0.9 * (sum(values) / len(values))
+        self.history.append(self.glob)
+        last = self.history[-5:]
+        flat = len(self.history) >= 5 and all(abs(last[i] - last[i - 1]) <= 0.01 for i in range(1, len(last)))
+        median = float(np.median([self.gap(d) for d in self.domains]))
+        if flat and median >= 0.6:
+            self.budget = min(self.budget + 0.05, 0.3)
+        elif len(self.history) >= 2 and self.history[-1] - self.history[-2] >= 0.05:
+            self.budget = max(0.0, 0.9 * self.budget)
+
+
+def _authors_loss_sequence(epochs: int, seed: int) -> list[dict[str, dict[str, float]]]:
+    """Per-domain epoch means: falling, then flat (so the Hard budget grows), with a rise."""
+    rng = np.random.default_rng(seed)
+    domains = ["liver lesion|CT", "lung lesion|CT", "bone lesion|CT"]
+    out = []
+    for e in range(epochs):
+        level = 2.0 * math.exp(-e / 6) + 0.3
+        if e == 33:
+            level += 0.4  # a rise: the budget shrinks
+        epoch: dict[str, dict[str, float]] = {}
+        for k, d in enumerate(domains):
+            per_stage = {"easy": level + 0.01 * k + 0.002 * rng.standard_normal()}
+            if e >= 5:
+                per_stage["medium"] = 0.2 * level + 0.002 * rng.standard_normal()
+            if e >= 19:
+                per_stage["hard"] = 0.5 * level
+            epoch[d] = per_stage
+        out.append(epoch)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_domain_defaults_reproduce_the_authors_epoch_by_epoch(seed: int) -> None:
+    sequence = _authors_loss_sequence(45, seed)
+    domains = sorted(sequence[0])
+    ours = CurriculumScheduler(policy="per_domain", stages=("easy", "medium", "hard"))
+    theirs = _AuthorsScheduler(domains)
+    grew = shrank = 0
+    for epoch, losses in enumerate(sequence):
+        for d in [*domains, "unseen|MR"]:
+            if d == "unseen|MR":
+                theirs.easy.setdefault(d, 1e-3)
+                theirs.medium.setdefault(d, 1e-3)
+            expected = theirs.probabilities(d, epoch)
+            got = ours.stage_probabilities(d)
+            for stage in ("easy", "medium", "hard"):
+                assert got[Stage(stage)] == pytest.approx(expected[stage], abs=1e-6), (epoch, d, stage)
+        decision = ours.step_epoch(losses, epoch=epoch)
+        theirs.end_epoch(losses)
+        assert ours.hard_budget == pytest.approx(theirs.budget, abs=1e-12)
+        grew += decision.reason is Reason.HARD_BUDGET_GREW
+        shrank += decision.reason is Reason.HARD_BUDGET_SHRANK
+    # the sequence exercises every rule: Medium before any Medium loss, growth, the cap, a shrink
+    assert grew >= 6 and shrank >= 1 and theirs.budget > 0.0
+
+
+def test_before_any_medium_loss_the_gap_is_about_one() -> None:
+    sched = CurriculumScheduler(policy="per_domain")
+    medium = {}
+    for epoch in range(13):
+        medium[epoch] = sched.stage_probabilities("liver|CT")[Stage.MEDIUM]
+        sched.step_epoch({"liver|CT": {"easy": 2.0}}, epoch=epoch)
+    # the authors' figures: 0.099 at epoch 5, 0.79 at epoch 12
+    assert round(medium[5], 3) == 0.099 and round(medium[12], 2) == 0.79
+    assert medium[4] == 0.0
+
+
+def test_step_epoch_needs_the_per_domain_policy_and_a_loss() -> None:
+    with pytest.raises(InvalidOptionError, match="per_domain"):
+        CurriculumScheduler().step_epoch({"d": {"easy": 1.0}})
+    with pytest.raises(DataFormatError, match="at least one"):
+        CurriculumScheduler(policy="per_domain").step_epoch({"d": {}})
 
 
 def test_hard_budget_needs_the_median_gap() -> None:

@@ -11,11 +11,14 @@ After a switch the plateau tracker starts afresh for the new stage. An optional
 :class:`GapRule` additionally requires the rationale-loss gap between Easy and
 Medium to allow the switch.
 
-``policy="per_domain"`` is the variant found in the authors' code: every domain
-(for example lesion type x modality) keeps exponential moving averages of its
-Easy and Medium losses, the probability of drawing a Medium sample rises with
-the gap between them and with the epoch, and an optional Hard budget grows
-while the global loss is flat. Training code asks
+``policy="per_domain"`` is the variant found in the authors' code
+(``ksyint/PROGRESSIVE`` at commit a7cca74, ``integrated_cot/``), reproduced with its
+defaults epoch by epoch: every domain (for example lesion type x modality) keeps
+exponential moving averages of its Easy and Medium losses, the probability of
+drawing a Medium sample rises with the gap between them and with the epoch, and an
+optional Hard budget grows while the global loss is flat. Feed it one epoch at a
+time with :meth:`CurriculumScheduler.step_epoch` (each domain's epoch-mean loss per
+stage, as the authors' trainer does); training code asks
 :meth:`CurriculumScheduler.stage_probabilities` or
 :meth:`CurriculumScheduler.sample_stage` per sample.
 
@@ -60,6 +63,8 @@ __all__ = [
 
 #: Version of the :meth:`CurriculumScheduler.state_dict` layout.
 STATE_VERSION = 1
+#: Epsilon of the authors' gap ``(m_easy - m_medium) / (m_easy + eps)``.
+_GAP_EPS = 1e-8
 
 
 class Mode(StrEnum):
@@ -331,20 +336,29 @@ class CurriculumScheduler:
     :meth:`step` averages the monitored values (and, per domain, the EMAs) across
     ranks before deciding, so all ranks must call :meth:`step` together.
 
-    Per-domain policy (authors' code, every constant an argument): per domain
-    ``d``, ``m_easy``/``m_medium`` are EMAs (``m <- ema_weight * loss + (1 -
-    ema_weight) * m``) of the losses given to :meth:`observe`; the gap is
-    ``g = (m_easy - m_medium) / m_easy`` (``default_gap`` while unknown); Medium is
+    Per-domain policy (authors' code, every constant an argument, defaults theirs):
+    per domain ``d``, ``m_easy``/``m_medium`` are EMAs (``m <- ema_weight * loss + (1 -
+    ema_weight) * m``) of the losses given to :meth:`observe`, starting at ``ema_init``
+    (1e-3, so before any Medium loss exists the gap is about 1); the gap is
+    ``g = (m_easy - m_medium) / (m_easy + 1e-8)`` (0 when ``m_easy < 1e-8``); Medium is
     drawn with probability ``beta_e * sigmoid((g - gap_center) / gap_temperature)``
     where ``beta_e = clip((e - mixing_start_epoch) / mixing_ramp_epochs, 0, 1)``
     (Easy only before ``mixing_start_epoch``). When ``Stage.HARD`` is enabled, a
-    Hard budget ``h`` (share of Hard samples) starts at ``hard_start_epoch``: it
-    grows by ``hard_step`` (up to ``hard_cap``) when every step of the global loss
-    EMA over the last ``hard_window`` epochs moved by at most ``hard_flat_tol`` and
-    the median gap over domains is at least ``hard_min_gap``, and shrinks by the
-    factor ``hard_shrink`` when the global EMA rises by at least ``hard_rise``.
-    Probabilities: Hard ``h``, Medium ``(1 - h) p``, Easy ``(1 - h)(1 - p)``.
-    :meth:`step` marks the end of an epoch there.
+    Hard budget ``h`` (share of Hard samples) is updated at the end of every epoch:
+    it grows by ``hard_step`` (up to ``hard_cap``) when each of the last
+    ``hard_window - 1`` steps of the global loss EMA (the last ``hard_window`` values,
+    the EMA starting at ``global_ema_init``) moved by at most ``hard_flat_tol`` and
+    the median gap over domains is at least ``hard_min_gap``; otherwise it is
+    multiplied by ``hard_shrink`` (0.9: the authors' ``hard_step_down=0.1`` is the
+    fraction taken off, this is the factor kept) when the global EMA rose by at least
+    ``hard_rise`` in the last epoch. The budget is used from epoch
+    ``hard_start_epoch`` on. Probabilities: Hard ``h``, Medium ``(1 - h) p``, Easy
+    ``(1 - h)(1 - p)``. :meth:`step` (or :meth:`step_epoch`) marks the end of an epoch
+    there; epochs count from 0.
+
+    One named option departs from the authors: ``ema_init=None`` (and
+    ``global_ema_init=None``) starts each EMA at its first observation instead, with
+    ``default_gap`` for a domain whose Easy or Medium EMA is still unknown.
 
     Args:
         stages: The stages in order; Hard is optional (the paper found it helped
@@ -365,16 +379,23 @@ class CurriculumScheduler:
         ema_weight: Per-domain: weight of the new value in the EMAs.
         gap_center: Per-domain: centre of the sigmoid.
         gap_temperature: Per-domain: temperature of the sigmoid.
-        default_gap: Per-domain: gap used while a domain lacks an Easy or Medium EMA.
+        default_gap: Per-domain, with ``ema_init=None`` only: gap used while a domain
+            lacks an Easy or Medium EMA.
+        ema_init: Per-domain: starting value of every domain's Easy and Medium EMA
+            (authors: 1e-3); ``None`` starts them at their first observation.
+        global_ema_init: Per-domain: starting value of the global loss EMA (authors:
+            1e-4); ``None`` starts it at the first value.
         mixing_start_epoch: Per-domain: Easy only before this epoch.
         mixing_ramp_epochs: Per-domain: epochs over which ``beta_e`` ramps to 1.
-        hard_start_epoch: Per-domain: first epoch the Hard budget may grow.
+        hard_start_epoch: Per-domain: first epoch whose samples may be Hard (the budget
+            is updated every epoch before that too, as in the authors' code).
         hard_step: Per-domain: growth of the Hard budget.
         hard_cap: Per-domain: largest Hard budget.
-        hard_window: Per-domain: epochs of global EMA that must be flat (``q``).
+        hard_window: Per-domain: the last ``q`` global EMA values that must be flat.
         hard_flat_tol: Per-domain: largest move per epoch that still counts as flat.
         hard_min_gap: Per-domain: smallest median gap for growth.
-        hard_shrink: Per-domain: factor applied when the loss rises.
+        hard_shrink: Per-domain: factor kept when the loss rises (authors:
+            ``hard_step_down=0.1``, the fraction removed; ``hard_shrink = 1 - 0.1``).
         hard_rise: Per-domain: rise of the global EMA that shrinks the budget.
 
     Raises:
@@ -412,6 +433,8 @@ class CurriculumScheduler:
         gap_center: float = 0.5,
         gap_temperature: float = 0.1,
         default_gap: float = 0.0,
+        ema_init: float | None = 1e-3,
+        global_ema_init: float | None = 1e-4,
         mixing_start_epoch: int = 4,
         mixing_ramp_epochs: int = 10,
         hard_start_epoch: int = 19,
@@ -465,6 +488,11 @@ class CurriculumScheduler:
         self.gap_center = float(gap_center)
         self.gap_temperature = float(gap_temperature)
         self.default_gap = float(default_gap)
+        for name, value in (("ema_init", ema_init), ("global_ema_init", global_ema_init)):
+            if value is not None:
+                _check_float(name, value, minimum=0.0)
+        self.ema_init = None if ema_init is None else float(ema_init)
+        self.global_ema_init = None if global_ema_init is None else float(global_ema_init)
         self.mixing_start_epoch = int(mixing_start_epoch)
         self.mixing_ramp_epochs = int(mixing_ramp_epochs)
         self.hard_start_epoch = int(hard_start_epoch)
@@ -486,7 +514,7 @@ class CurriculumScheduler:
         self._num_bad = 0
         self._epoch = 0
         self._domains: dict[str, dict[str, float | None]] = {}
-        self._global_ema: float | None = None
+        self._global_ema: float | None = self.global_ema_init
         self._global_history: list[float] = []
         self._hard_budget = 0.0
         self.history: list[Decision] = []
@@ -517,6 +545,8 @@ class CurriculumScheduler:
             "gap_center": self.gap_center,
             "gap_temperature": self.gap_temperature,
             "default_gap": self.default_gap,
+            "ema_init": self.ema_init,
+            "global_ema_init": self.global_ema_init,
             "mixing_start_epoch": self.mixing_start_epoch,
             "mixing_ramp_epochs": self.mixing_ramp_epochs,
             "hard_start_epoch": self.hard_start_epoch,
@@ -605,7 +635,7 @@ class CurriculumScheduler:
             str(d): {"easy": emas.get("easy"), "medium": emas.get("medium")}
             for d, emas in dict(state.get("domains", {})).items()
         }
-        ema = state.get("global_ema")
+        ema = state.get("global_ema", self.global_ema_init)
         self._global_ema = None if ema is None else float(ema)
         self._global_history = [float(v) for v in state.get("global_history", [])]
         self._hard_budget = float(state.get("hard_budget", 0.0))
@@ -794,7 +824,8 @@ class CurriculumScheduler:
         Args:
             domain: Domain name, e.g. ``"liver lesion|CT"``.
             stage: The stage the sample was rendered in.
-            loss: Its loss (the rationale loss in the authors' code).
+            loss: Its loss. The authors feed each domain's epoch mean of the training loss
+                ``0.8 * answer + 0.2 * rationale`` per stage (see :meth:`step_epoch`).
 
         Raises:
             NonFiniteError: On a NaN/inf loss when ``check_finite`` (whatever
@@ -811,9 +842,45 @@ class CurriculumScheduler:
             return
         if st is Stage.HARD:
             return
-        emas = self._domains.setdefault(str(domain), {"easy": None, "medium": None})
+        emas = self._domains.setdefault(str(domain), {"easy": self.ema_init, "medium": self.ema_init})
         old = emas[st.value]
         emas[st.value] = value if old is None else self.ema_weight * value + (1.0 - self.ema_weight) * old
+
+    def step_epoch(self, losses: Mapping[str, Mapping[Stage | str, float]], *, epoch: int | None = None) -> Decision:
+        """End an epoch with each domain's mean loss per stage, fed as the authors' trainer does.
+
+        Every ``(domain, stage)`` mean goes to :meth:`observe` (Hard ones are ignored
+        there), and the mean of all of them (Hard included) is the global loss given to
+        :meth:`step` as ``monitor``.
+
+        Args:
+            losses: ``{domain: {stage: epoch-mean loss}}``, e.g. ``{"liver|CT": {"easy": 1.2,
+                "medium": 1.5}}``; the authors' loss is ``0.8 * answer + 0.2 * rationale``.
+            epoch: The epoch that just ended (counted from the calls when ``None``).
+
+        Returns:
+            The :class:`Decision`.
+
+        Raises:
+            DataFormatError: When ``losses`` holds no value.
+
+        Examples:
+            >>> sched = CurriculumScheduler(policy="per_domain")
+            >>> for e in range(6):
+            ...     _ = sched.step_epoch({"liver|CT": {"easy": 2.0}}, epoch=e)
+            >>> round(sched.stage_probabilities("liver|CT")[Stage.MEDIUM], 4)  # epoch 6
+            0.1987
+        """
+        if self.policy is not Policy.PER_DOMAIN:
+            raise InvalidOptionError("step_epoch() feeds the per-domain policy; build the scheduler with policy='per_domain'.")
+        values: list[float] = []
+        for domain, per_stage in losses.items():
+            for stage, loss in per_stage.items():
+                self.observe(domain, stage, loss)
+                values.append(float(loss))
+        if not values:
+            raise DataFormatError("Expected at least one (domain, stage) loss for the epoch, but got none.")
+        return self.step({self.monitor: math.fsum(values) / len(values)}, epoch=epoch)
 
     @property
     def domains(self) -> dict[str, dict[str, float | None]]:
@@ -821,12 +888,18 @@ class CurriculumScheduler:
         return {d: dict(v) for d, v in self._domains.items()}
 
     def domain_gap(self, domain: str) -> float:
-        """The gap ``(m_easy - m_medium) / m_easy`` of a domain (``default_gap`` while unknown)."""
-        emas = self._domains.get(str(domain))
-        if emas is None or emas["easy"] is None or emas["medium"] is None or emas["easy"] == 0.0:
-            return self.default_gap
+        """The gap ``(m_easy - m_medium) / (m_easy + 1e-8)`` of a domain.
+
+        0 when ``m_easy < 1e-8``; ``default_gap`` while an EMA is unknown (only with
+        ``ema_init=None``: otherwise an unseen domain has both EMAs at ``ema_init``).
+        """
+        emas = self._domains.get(str(domain), {"easy": self.ema_init, "medium": self.ema_init})
         easy, medium = emas["easy"], emas["medium"]
-        return (easy - medium) / easy
+        if easy is None or medium is None:
+            return self.default_gap
+        if easy < _GAP_EPS:
+            return 0.0
+        return (easy - medium) / (easy + _GAP_EPS)
 
     def mixing_weight(self, epoch: int | None = None) -> float:
         """``beta_e = clip((e - mixing_start_epoch) / mixing_ramp_epochs, 0, 1)`` for the current epoch."""
@@ -851,7 +924,7 @@ class CurriculumScheduler:
         if Stage.MEDIUM in self.stages:
             g = self.domain_gap(domain)
             p_medium = self.mixing_weight() * _sigmoid((g - self.gap_center) / self.gap_temperature)
-        hard = self._hard_budget if Stage.HARD in self.stages else 0.0
+        hard = self._hard_budget if self._hard_in_use() else 0.0
         probs = {
             Stage.EASY: (1.0 - hard) * (1.0 - p_medium),
             Stage.MEDIUM: (1.0 - hard) * p_medium,
@@ -902,8 +975,11 @@ class CurriculumScheduler:
                 merged[name][key] = (math.fsum(vals) / len(vals)) if vals else None
         self._domains = merged
 
+    def _hard_in_use(self) -> bool:
+        return Stage.HARD in self.stages and self._epoch >= self.hard_start_epoch
+
     def _phase(self) -> Stage:
-        if Stage.HARD in self.stages and self._hard_budget > 0.0:
+        if self._hard_in_use() and self._hard_budget > 0.0:
             return Stage.HARD
         if Stage.MEDIUM in self.stages and self.mixing_weight() > 0.0:
             return Stage.MEDIUM
@@ -918,24 +994,28 @@ class CurriculumScheduler:
         old_ema = self._global_ema
         self._global_ema = value if old_ema is None else self.ema_weight * value + (1 - self.ema_weight) * old_ema
         self._global_history.append(self._global_ema)
-        self._global_history = self._global_history[-(self.hard_window + 1) :]
+        self._global_history = self._global_history[-max(self.hard_window, 2) :]
         ended = self._epoch if epoch is None else int(epoch)
         self._epoch = ended + 1
         gaps = [self.domain_gap(d) for d in sorted(self._domains)]
         median_gap = statistics.median(gaps) if gaps else self.default_gap
         reason = Reason.MIXING
-        if Stage.HARD in self.stages and ended >= self.hard_start_epoch:
-            rise = old_ema is not None and self._global_ema - old_ema >= self.hard_rise
-            window = self._global_history
-            flat = len(window) == self.hard_window + 1 and all(
+        if Stage.HARD in self.stages:
+            history = self._global_history
+            window = history[-self.hard_window :]
+            flat = len(history) >= self.hard_window and all(
                 abs(b - a) <= self.hard_flat_tol for a, b in itertools.pairwise(window)
             )
-            if rise and self._hard_budget > 0.0:
-                self._hard_budget *= self.hard_shrink
-                reason = Reason.HARD_BUDGET_SHRANK
-            elif flat and median_gap >= self.hard_min_gap and self._hard_budget < self.hard_cap:
+            rise = len(history) >= 2 and history[-1] - history[-2] >= self.hard_rise
+            before = self._hard_budget
+            if flat and median_gap >= self.hard_min_gap:
                 self._hard_budget = min(self.hard_cap, self._hard_budget + self.hard_step)
-                reason = Reason.HARD_BUDGET_GREW
+                if self._hard_budget > before:
+                    reason = Reason.HARD_BUDGET_GREW
+            elif rise:
+                self._hard_budget = max(0.0, self.hard_shrink * self._hard_budget)
+                if self._hard_budget < before:
+                    reason = Reason.HARD_BUDGET_SHRANK
         if self.mixing_weight() == 0.0 and reason is Reason.MIXING:
             reason = Reason.WARMUP
         self._stage_index = self.stages.index(self._phase())
