@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -217,3 +218,35 @@ def test_load_then_score_end_to_end(tmp_path: Path) -> None:
     s = score_vqa(gt, preds, compat="llava-med")
     assert (s.open_recall, s.closed_accuracy) == (1.0, 1.0)
     assert {r["organ"] for r in s.breakdown("organ")} == {"HEAD", "all"}
+
+
+def test_a_one_line_jsonl_file_is_one_record_not_a_mapping(tmp_path) -> None:
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"id": "q1", "prediction": "yes"}\n')
+    assert load_predictions(one) == {"q1": "yes"}
+    two = tmp_path / "two.jsonl"
+    two.write_text('{"id": "q1", "prediction": "yes"}\n{"id": "q2", "prediction": "no"}\n')
+    assert load_predictions(two) == {"q1": "yes", "q2": "no"}
+    # a .json file holding one object is still an id -> text mapping
+    mapping = tmp_path / "map.json"
+    mapping.write_text('{"q1": "yes", "q2": "no"}')
+    assert load_predictions(mapping) == {"q1": "yes", "q2": "no"}
+
+
+def test_the_librarys_own_samples_are_vqa_references(tmp_path) -> None:
+    from medcurric.testing import bundled_sample
+
+    bundle = bundled_sample()
+    reject = dataclasses.replace(bundle.samples[0], id="rejected-1", accepted=False)
+    path = tmp_path / "samples.jsonl"
+    rows = [s.to_dict() for s in [*bundle.samples, reject]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = load_vqa(path)
+    assert [i.id for i in items] == [s.id for s in bundle.samples]  # the reject is skipped
+    assert {i.dataset for i in items} == {"medcurric"}
+    for item, sample in zip(items, bundle.samples, strict=True):
+        assert (item.question, item.answer, item.answer_type) == (sample.question, sample.answer, sample.question_type)
+        assert item.organ == sample.organ and item.extra["stage"] == sample.stage
+    # every sample scored against its own answer is right
+    scores = score_vqa(items, {s.id: s.answer for s in bundle.samples})
+    assert scores.closed_accuracy == 1.0 and scores.open_recall == 1.0

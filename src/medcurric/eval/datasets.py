@@ -13,11 +13,15 @@ names, because the same data circulates in several shapes:
   them): ``id``, ``image``, ``conversations`` (question from the human turn,
   answer from the next turn; the misspelt ``conversatons`` is accepted) and
   ``answer_type``.
+* medcurric's own generated samples (``medcurric generate`` output, one
+  :class:`~medcurric.cot.CoTSample` per line): ``id``, ``question``, ``answer``,
+  ``question_type`` as the answer type, ``organ``; rejected samples are skipped.
 * Predictions: JSON lines as LLaVA-Med's ``model_vqa_med.py`` writes them
   (``question_id`` and ``text``) or any of ``id``/``qid`` with
   ``answer``/``prediction``/``pred``/``output``/``response``.
 
-Files may be a JSON array, a JSON object of id -> record, or JSON lines. The
+Files may be a JSON array, a JSON object of id -> record, or JSON lines; a
+``.jsonl``/``.ndjson`` file is always read as JSON lines, even with one line. The
 contents are data: nothing read is evaluated or used as a path.
 """
 
@@ -62,6 +66,7 @@ class VQAFormat(StrEnum):
     SLAKE = "slake"
     PATHVQA = "pathvqa"
     FLAT = "flat"
+    MEDCURRIC = "medcurric"
 
 
 @dataclass(frozen=True)
@@ -133,13 +138,23 @@ def _answer_type(value: Any, *, where: str) -> AnswerType:
     )
 
 
+#: Suffixes that always mean JSON lines (one record per line, whatever the line count).
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
 def _read_records(path: str | os.PathLike[str]) -> list[tuple[str | None, Any]]:
-    """Read a JSON array, an object of id -> record, or JSON lines as (key, record) pairs."""
+    """Read a JSON array, an object of id -> record, or JSON lines as (key, record) pairs.
+
+    A ``.jsonl``/``.ndjson`` file is always JSON lines (a one-line file is one record, not
+    an id -> record mapping); any other suffix is JSON when it parses as one document.
+    """
     p = Path(path)
     if not p.is_file():
         raise MissingFileError(
             f"Expected a JSON or JSON-lines file at '{p}', but it does not exist."
         )
+    if p.suffix.lower() in _JSONL_SUFFIXES:
+        return [(None, obj) for obj in read_jsonl(p, allow_partial_tail=False)]
     text = p.read_text(encoding="utf-8-sig")
     try:
         data = json.loads(text)
@@ -180,6 +195,8 @@ def _text(value: Any, *, what: str, where: str) -> str:
 
 
 def _detect(record: Mapping[str, Any]) -> VQAFormat:
+    if {"seed_id", "question_type", "stage"} <= set(record):
+        return VQAFormat.MEDCURRIC
     if "conversations" in record or "conversatons" in record:
         return VQAFormat.LLAVA_MED
     if "q_lang" in record:
@@ -219,7 +236,9 @@ def load_vqa(
         path: Local JSON / JSON-lines file (see the module docstring for the layouts).
         format: ``"auto"`` (detect from the first record), ``"llava-med"``, ``"vqa-rad"``,
             ``"slake"``, ``"pathvqa"`` (LLaVA-Med's distribution; conversations or flat
-            records) or ``"flat"`` (``id``/``question``/``answer``/``answer_type``).
+            records), ``"flat"`` (``id``/``question``/``answer``/``answer_type``) or
+            ``"medcurric"`` (the library's own samples JSONL; detected by ``seed_id``,
+            ``question_type`` and ``stage``).
         split: ``"test"`` or ``"train"`` to keep one split of VQA-RAD's public file
             (``phrase_type`` starting with ``test``); ``None`` keeps every record.
         language: Keep SLAKE questions in this language (``q_lang``); ``None`` keeps all.
@@ -257,6 +276,10 @@ def load_vqa(
                 f"{where}: expected a JSON object, but got {type(record).__name__}."
             )
         kind = _detect(record) if fmt is VQAFormat.AUTO else fmt
+        if kind is VQAFormat.MEDCURRIC:
+            if record.get("accepted", True) is False:
+                continue  # rejected samples are not ground truth
+            record = {**record, "answer_type": record.get("question_type"), "stage": record.get("stage")}
         if (
             language is not None
             and "q_lang" in record
