@@ -46,6 +46,20 @@ def test_png_has_stage_bands_and_curves(tmp_path: Path) -> None:
         assert (dist < 6).sum() > 500, stage
 
 
+def test_axes_and_legend_say_what_is_drawn(tmp_path: Path) -> None:
+    svg = plot_history(run(), tmp_path / "run.svg", metrics=["loss"]).read_text()
+    # matplotlib writes each text element's string as an SVG comment
+    for text in ("scheduler check (call to step())", "<!-- loss -->", "switch decided (plateau)",
+                 "next stage starts", "stage: easy", "stage: medium", "stage: hard"):
+        assert text in svg, text
+    assert "<!-- check -->" not in svg and "<!-- value -->" not in svg
+    sched = CurriculumScheduler(patience=0, min_delta=0.0)
+    for epoch, v in enumerate((2.0, 2.0, 1.0)):
+        sched.step({"loss": v}, epoch=epoch)
+    svg = plot_history(sched, tmp_path / "epochs.svg").read_text()
+    assert "epoch (one scheduler check each)" in svg and "<!-- loss -->" in svg
+
+
 def test_history_from_a_saved_state_and_errors(tmp_path: Path) -> None:
     state = json.loads(json.dumps(run().state_dict()))
     out = plot_history(state["history"], tmp_path / "from_state.svg", metrics=["loss"])

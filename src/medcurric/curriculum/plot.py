@@ -48,8 +48,11 @@ def plot_history(
 ) -> Path:
     r"""Draw the monitored values over checks with stage bands and switch points, to a file.
 
-    Each check is drawn on the band of the stage it was measured in; a dashed line
-    right after a check (and a star on its value) marks a switch decided there.
+    Each check is drawn on the band of the stage it was measured in; a star on a
+    check's value marks a switch decided there, and the dashed line right after it
+    where the new stage starts (both in the legend). The x axis counts the
+    scheduler's checks (epochs when every decision carries its epoch); the y axis is
+    named after the metric drawn.
 
     Args:
         history: A :class:`~medcurric.curriculum.CurriculumScheduler` (its
@@ -106,18 +109,23 @@ def plot_history(
         ys = [d.metrics[name] for d in decisions if name in d.metrics and math.isfinite(d.metrics[name])]
         if xs:
             ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=name)
-    switch_label: str | None = "switch"
+    line_label: str | None = "next stage starts"
+    star_label: str | None = "switch decided (plateau)"
     for d in decisions:
         if d.switched:
-            ax.axvline(d.step + 0.5, color="black", ls="--", lw=1.0, label=switch_label)
+            ax.axvline(d.step + 0.5, color="black", ls="--", lw=1.0, label=line_label)
+            line_label = None
             if d.value is not None and math.isfinite(d.value):
-                ax.plot([d.step], [d.value], marker="*", ms=12, color="black")
-            switch_label = None
-    skipped = [d.step for d in decisions if d.value is None]
-    for s in skipped:
-        ax.axvline(s, color="red", ls=":", lw=0.8)
-    ax.set_xlabel("check")
-    ax.set_ylabel("value")
+                ax.plot([d.step], [d.value], marker="*", ms=12, color="black", ls="none", label=star_label)
+                star_label = None
+    skipped_label: str | None = "check skipped (non-finite)"
+    for d in decisions:
+        if d.value is None:
+            ax.axvline(d.step, color="red", ls=":", lw=0.8, label=skipped_label)
+            skipped_label = None
+    by_epoch = all(d.epoch is not None for d in decisions)
+    ax.set_xlabel("epoch (one scheduler check each)" if by_epoch else "scheduler check (call to step())")
+    ax.set_ylabel(names[0] if len(names) == 1 else "monitored value")
     ax.set_xlim(edges[0] - 0.5, edges[-1] - 0.5)
     ax.set_title(title or f"Curriculum: {' -> '.join(_stage_order(decisions))}")
     ax.legend(loc="best", fontsize=8)
