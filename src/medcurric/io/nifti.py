@@ -178,7 +178,7 @@ MAX_DECLARED_BYTES = 4 << 30
 #: Compressed input fed to the inflater per call, and output asked of it per call:
 #: small steps keep both in cache and bound what one call can produce.
 _IN_STEP = 1 << 18
-_OUT_STEP = 1 << 20
+_OUT_STEP = 1 << 18
 
 
 @functools.cache
