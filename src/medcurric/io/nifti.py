@@ -3,6 +3,14 @@
 Uncompressed ``.nii`` files are memory-mapped: reading a label map costs nothing
 until voxels are touched, and :func:`read_nifti_slices` reads only the axial
 slices asked for (nibabel slices ``dataobj`` without loading the rest).
+
+``.nii.gz`` files are inflated with isal (``pip install 'medcurric[io]'``; stdlib
+:mod:`zlib` where it is missing), header first: nibabel's header class parses it,
+the size it declares (``vox_offset`` plus dims x bytes per voxel, at most
+:data:`MAX_DECLARED_BYTES`) is reserved, and the data are inflated into exactly
+that. A stream that is truncated, damaged, or holds more than declared (trailing
+data, a decompression bomb) raises :class:`~medcurric.errors.DataFormatError`
+naming the file, without inflating more than one byte past the declared size.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import html
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +29,6 @@ import numpy as np
 
 from medcurric._optional import require
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
-from medcurric.io._zlib import inflate_into
 from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap, Volume
 
@@ -107,8 +115,15 @@ def label_names_from_nifti(path: str | os.PathLike[str]) -> dict[int, str] | Non
         >>> label_names_from_nifti(f)
         {5: 'liver'}
     """
-    nib = _nib()
-    return _names_from_header(nib.load(str(_check_file(path))).header)
+    p = _check_file(path)
+    if p.name.lower().endswith(".nii.gz"):  # the header only
+        stream = _GzipStream(p.read_bytes(), p, _inflater())
+        return _names_from_header(_gzip_header(stream, p)[0])
+    try:
+        header = _nib().load(str(p)).header
+    except Exception as exc:
+        raise DataFormatError(f"'{p}' could not be read as NIfTI by nibabel: {exc}") from exc
+    return _names_from_header(header)
 
 
 def _names_from_header(header: Any) -> dict[int, str] | None:
@@ -119,7 +134,25 @@ def _names_from_header(header: Any) -> dict[int, str] | None:
     return None
 
 
+def _open(path: Path, *, mmap: bool = True) -> tuple[Any, Any, np.ndarray]:
+    """``(header, data, affine)`` of a NIfTI file, the data scaled as nibabel scales it.
+
+    ``.nii.gz`` files are inflated whole by :func:`_inflate_gzip_nifti` (checked
+    against their declared size); other files give nibabel's lazy array proxy.
+    """
+    if path.name.lower().endswith(".nii.gz"):
+        header, raw = _inflate_gzip_nifti(path)
+        return header, _scaled(header, raw), header.get_best_affine()
+    nib = _nib()
+    try:
+        img = nib.load(str(path), mmap=mmap)
+    except Exception as exc:
+        raise DataFormatError(f"'{path}' could not be read as NIfTI by nibabel: {exc}") from exc
+    return img.header, img.dataobj, img.affine
+
+
 def _load(path: Path) -> tuple[Any, Reorientation]:
+    """The lazy nibabel image and its reorientation (only the header is read here)."""
     nib = _nib()
     try:
         img = nib.load(str(path))
@@ -131,61 +164,212 @@ def _load(path: Path) -> tuple[Any, Reorientation]:
     return img, Reorientation.from_affine(img.affine, shape[:3])
 
 
-#: Deflate cannot expand data by more than about 1032 : 1: a gzip trailer claiming
-#: more than that times the file's size is damaged (and must not reserve memory).
-_MAX_DEFLATE_RATIO = 1032
+def _take(dataobj: Any, index: tuple[Any, ...] | None, path: Path) -> np.ndarray:
+    """``dataobj[index]`` (all of it for ``None``) as an array; a file cut short is named."""
+    try:
+        return np.asanyarray(dataobj if index is None else dataobj[index])
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataFormatError(f"'{path}' could not be read as NIfTI by nibabel: {exc}") from exc
 
 
-def _inflate_gzip_nifti(path: Path) -> tuple[Any, np.ndarray] | None:
-    """``(header, data)`` of a single-member gzip NIfTI-1 file, inflated in one pass.
+#: Largest header-plus-data size (``vox_offset`` + dims x bytes per voxel) a gzip NIfTI
+#: may declare before it is inflated; raise it to read larger files on purpose.
+MAX_DECLARED_BYTES = 4 << 30
+#: Compressed input fed to the inflater per call, and output asked of it per call:
+#: small steps keep both in cache and bound what one call can produce.
+_IN_STEP = 1 << 18
+_OUT_STEP = 1 << 18
 
-    The compressed file is read whole and inflated by zlib straight into one
-    preallocated, writeable buffer (zlib checks the gzip CRC-32 and length), and
-    the data is a view of that buffer in the file's (Fortran) order, unscaled.
-    Returns ``None`` when the fast path does not apply (not gzip, several gzip
-    members, NIfTI-2, scaled data, a size that does not add up), so the caller
-    falls back to nibabel.
+
+@functools.cache
+def _inflater() -> Any:
+    """The zlib-compatible module that inflates gzip NIfTI: isal where installed, else zlib."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib
+    return isal_zlib
+
+
+class _GzipStream:
+    """The members of one gzip file inflated in order, never more output than asked for.
+
+    Zero bytes between or after members are skipped, as :mod:`gzip` does; anything
+    else that is not a gzip member, a failed CRC or a member cut short raises
+    :class:`DataFormatError` naming the file.
+    """
+
+    def __init__(self, raw: bytes, path: Path, lib: Any) -> None:
+        self._raw = memoryview(raw)
+        self._at = 0  # next byte of raw to feed
+        self._pending: bytes | memoryview = b""  # fed to the inflater, not yet consumed
+        self._path = path
+        self._lib = lib
+        self._member: Any = None  # the decompressobj of the member being read
+        self._done = False
+
+    def _feed(self) -> bool:
+        """Move the next slice of the file into ``_pending``; ``False`` at its end."""
+        if self._at >= len(self._raw):
+            return False
+        self._pending = self._raw[self._at : self._at + _IN_STEP]
+        self._at += len(self._pending)
+        return True
+
+    def _next_member(self) -> bool:
+        """Start the member after the current one; ``False`` where only zeros remain."""
+        self._pending = bytes(self._pending).lstrip(b"\x00")
+        while not self._pending:
+            if not self._feed():
+                return False
+            self._pending = bytes(self._pending).lstrip(b"\x00")
+        self._member = self._lib.decompressobj(31)
+        return True
+
+    def readinto(self, out: memoryview) -> int:
+        """Fill ``out``; fewer bytes than ``len(out)`` only where the stream has ended."""
+        filled, size = 0, len(out)
+        while filled < size and not self._done:
+            if self._member is None or self._member.eof:
+                if self._member is not None:
+                    self._pending = self._member.unused_data
+                if not self._next_member():
+                    self._done = True
+                    break
+            if not self._pending and not self._feed():
+                raise DataFormatError(
+                    f"'{self._path}' is a truncated gzip stream: it ends inside a member."
+                )
+            try:
+                chunk = self._member.decompress(self._pending, min(_OUT_STEP, size - filled))
+            except self._lib.error as exc:
+                raise DataFormatError(
+                    f"'{self._path}' is not an intact gzip stream ({exc})."
+                ) from exc
+            self._pending = self._member.unconsumed_tail
+            out[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        return filled
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` inflated bytes (fewer only where the stream has ended)."""
+        buf = bytearray(n)
+        return bytes(buf[: self.readinto(memoryview(buf))])
+
+
+def _gzip_header(stream: _GzipStream, path: Path) -> tuple[Any, bytes, int]:
+    """Inflate and parse the header of a gzip NIfTI file, and check the size it declares.
+
+    Returns:
+        The nibabel header (NIfTI-1 or NIfTI-2 class, extensions included), the data
+        bytes inflated along with it, and the declared data size in bytes.
     """
     import io
 
     nib = _nib()
-    raw = path.read_bytes()
-    if len(raw) < 18 or raw[:2] != b"\x1f\x8b":
-        return None
-    size = int.from_bytes(raw[-4:], "little")  # ISIZE: length mod 2**32
-    if size < 352 or size > _MAX_DEFLATE_RATIO * len(raw):
-        return None
-    buf = np.empty(size, dtype=np.uint8)
-    if not inflate_into(raw, buf):
-        return None  # damaged, truncated, several members: let nibabel read it and report
-    if int.from_bytes(buf[:4].tobytes(), "little") != 348 and (
-        int.from_bytes(buf[:4].tobytes(), "big") != 348
-    ):
-        return None  # NIfTI-2 or not NIfTI-1
-    little = int.from_bytes(buf[:4].tobytes(), "little") == 348
-    # vox_offset (float32 at byte 108) says where the extensions end and the data begin
-    vox_offset = float(buf[108:112].view("<f4" if little else ">f4")[0])
-    if not (np.isfinite(vox_offset) and 0 <= vox_offset <= size):
-        return None
-    try:
-        header = nib.Nifti1Header.from_fileobj(
-            io.BytesIO(buf[: max(int(vox_offset), 348)].tobytes())
+    head = stream.read(540)  # the longer fixed header (NIfTI-2)
+    kind = next(
+        (k for k in (nib.Nifti1Header, nib.Nifti2Header) if k.may_contain_header(head)), None
+    )
+    if kind is None:
+        raise DataFormatError(
+            f"Expected a NIfTI-1 or NIfTI-2 header at the start of '{path}', "
+            f"but its first bytes are {head[:8]!r}."
         )
-    except Exception:
-        return None
-    if bytes(header["magic"]) != b"n+1\x00":
-        return None
+    fixed_size = kind.template_dtype.itemsize
+    try:
+        fixed = kind(head[:fixed_size])
+        offset = int(fixed.get_data_offset())
+        dtype = fixed.get_data_dtype()
+        shape = tuple(int(n) for n in fixed.get_data_shape())
+        magic = bytes(fixed["magic"])
+    except Exception as exc:
+        raise DataFormatError(f"'{path}' has a NIfTI header nibabel refuses: {exc}") from exc
+    if not magic.startswith((b"n+1", b"n+2")):
+        raise DataFormatError(
+            f"Expected a single-file NIfTI ('n+1' or 'n+2' magic) in '{path}', "
+            f"but its magic is {magic!r}."
+        )
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else 0
+    if offset + nbytes > MAX_DECLARED_BYTES:
+        raise DataFormatError(
+            f"'{path}' declares {offset + nbytes} bytes of header and data (shape {shape}, "
+            f"{dtype}, vox_offset {offset}), more than medcurric.io.nifti.MAX_DECLARED_BYTES "
+            f"= {MAX_DECLARED_BYTES}. Raise that limit to read it on purpose."
+        )
+    if offset < fixed_size:
+        raise DataFormatError(
+            f"Expected the data of '{path}' to start after its {fixed_size}-byte header, "
+            f"but vox_offset is {offset}."
+        )
+    if offset > len(head):
+        head += stream.read(offset - len(head))
+    try:
+        header = kind.from_fileobj(io.BytesIO(head[:offset]))
+    except Exception as exc:
+        raise DataFormatError(f"'{path}' has a NIfTI header nibabel refuses: {exc}") from exc
+    return header, head[offset:], nbytes
+
+
+def _inflate_gzip_nifti(path: Path, lib: Any = None) -> tuple[Any, np.ndarray]:
+    """``(header, data)`` of a gzip NIfTI-1 or NIfTI-2 file, the data unscaled in file order.
+
+    The header is inflated first and parsed by nibabel's header class; the size it
+    declares is checked against :data:`MAX_DECLARED_BYTES` before any data is
+    inflated, and the data are inflated into one array of exactly that size. A
+    stream that ends early, holds more than declared, or fails its CRC is refused,
+    so memory stays bounded by the declared size whatever the stream holds.
+
+    Args:
+        path: A gzip-compressed single-file NIfTI (``.nii.gz``).
+        lib: A zlib-compatible module to inflate with (default: isal, else zlib).
+
+    Returns:
+        The nibabel header and the ``(i, j, k, ...)`` data, unscaled, in the file's dtype.
+
+    Raises:
+        DataFormatError: When the file is not an intact gzip NIfTI file, or declares
+            more than :data:`MAX_DECLARED_BYTES`.
+    """
+    stream = _GzipStream(path.read_bytes(), path, _inflater() if lib is None else lib)
+    header, early, nbytes = _gzip_header(stream, path)
+    shape, dtype = header.get_data_shape(), header.get_data_dtype()
+    data = np.empty(nbytes, np.uint8)
+    filled = min(len(early), nbytes)
+    data[:filled] = np.frombuffer(early[:filled], np.uint8)
+    if len(early) <= nbytes:
+        filled += stream.readinto(data.data[filled:])
+    if filled < nbytes:
+        raise DataFormatError(
+            f"'{path}' declares {nbytes} bytes of data (shape {shape}, {dtype}) but its "
+            f"stream holds only {filled}: the file is truncated."
+        )
+    if len(early) > nbytes or stream.read(1):  # the last read also checks the CRC
+        raise DataFormatError(
+            f"'{path}' declares {nbytes} bytes of data (shape {shape}, {dtype}) but its "
+            f"stream holds more: trailing data, or a damaged header."
+        )
+    return header, data.view(dtype).reshape(shape, order="F")
+
+
+def _scaled(header: Any, raw: np.ndarray) -> np.ndarray:
+    """``raw`` with the header's scaling applied exactly as nibabel's array proxy does."""
+    from nibabel.volumeutils import apply_read_scaling
+
     slope, inter = header.get_slope_inter()
-    if (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0):
-        return None
-    dtype = header.get_data_dtype()
+    if slope in (None, 1.0) and inter in (None, 0.0):
+        return raw
+    # 0-d arrays, as the proxy passes them (nibabel's annotation says scalars)
+    slope_arr: Any = np.array(1.0 if slope is None else slope)
+    inter_arr: Any = np.array(0.0 if inter is None else inter)
+    return apply_read_scaling(raw, slope_arr, inter_arr)
+
+
+def _shape_3d(header: Any, path: Path) -> tuple[int, ...]:
     shape = tuple(int(n) for n in header.get_data_shape())
-    count = int(np.prod(shape)) if shape else 0
-    offset = int(header.get_data_offset())
-    if offset + count * dtype.itemsize > size or dtype.hasobject:
-        return None
-    arr = buf[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape, order="F")
-    return header, arr
+    if len(shape) < 3:
+        raise ShapeError(f"Expected a 3D NIfTI volume, but '{path}' has shape {shape}.")
+    return shape
 
 
 def _frame_index(shape: tuple[int, ...], frame: int | None, path: Path) -> tuple[Any, ...]:
@@ -232,9 +416,10 @@ def read_nifti(
         ((2, 3, 4), (5.0, 0.7, 0.7), 23.0)
     """
     p = _check_file(path)
-    img, r = _load(p)
-    index = _frame_index(tuple(int(n) for n in img.shape), frame, p)
-    data = np.asarray(img.dataobj[index], dtype=dtype)
+    header, dataobj, img_affine = _open(p)
+    shape = _shape_3d(header, p)
+    r = Reorientation.from_affine(img_affine, shape[:3])
+    data = np.asarray(_take(dataobj, _frame_index(shape, frame, p), p), dtype=dtype)
     return Volume(
         array=np.ascontiguousarray(r.apply(data)),
         spacing=r.spacing(),
@@ -331,26 +516,14 @@ def read_nifti_labels(
         ((2, 3, 4), 5, 'liver')
     """
     p = _check_file(path)
-    nib = _nib()
-    fast = (
-        _inflate_gzip_nifti(p) if z_range is None and p.name.lower().endswith(".nii.gz") else None
-    )
-    if fast is not None:  # whole gzip file: one inflate into one buffer, no second copy
-        header, dataobj = fast
-        img_affine = header.get_best_affine()
-    else:
-        try:
-            img = nib.load(str(p), mmap=mmap)
-        except Exception as exc:
-            raise DataFormatError(f"'{p}' could not be read as NIfTI by nibabel: {exc}") from exc
-        header, dataobj, img_affine = img.header, img.dataobj, img.affine
+    header, dataobj, img_affine = _open(p, mmap=mmap)
     shape = tuple(int(n) for n in header.get_data_shape())
     if len(shape) != 3 and not (len(shape) > 3 and all(n == 1 for n in shape[3:])):
         raise ShapeError(f"Expected a 3D label map, but '{p}' has shape {shape}.")
     r = Reorientation.from_affine(img_affine, shape[:3])
     affine = r.affine
     if z_range is None:
-        data = _as_labels(dataobj, p)
+        data = _as_labels(_take(dataobj, None, p), p)
         if data.ndim > 3:
             data = data.reshape(shape[:3])
         canonical = r.apply(data)
@@ -364,7 +537,7 @@ def read_nifti_labels(
         lo, hi = min(first, last), max(first, last) + 1
         index: list[Any] = [slice(None)] * 3 + [0] * (len(shape) - 3)
         index[axis] = slice(lo, hi)
-        data = _as_labels(dataobj[tuple(index)], p)
+        data = _as_labels(_take(dataobj, tuple(index), p), p)
         canonical = r.apply_slab(data)
         shift = np.eye(4)
         shift[2, 3] = z0
@@ -389,8 +562,8 @@ def read_nifti_slices(
 ) -> tuple[dict[int, np.ndarray], Reorientation]:
     """Read only some canonical axial slices of a NIfTI file.
 
-    Each slice is taken through nibabel's array proxy, so an uncompressed file
-    is read for those slices only (a compressed one is decompressed up to them).
+    Each slice of an uncompressed file is taken through nibabel's array proxy, so
+    the file is read for those slices only; a ``.nii.gz`` file is inflated whole.
 
     Args:
         path: A ``.nii`` or ``.nii.gz`` file.
@@ -410,11 +583,13 @@ def read_nifti_slices(
         (True, (2, 3, 4))
     """
     p = _check_file(path)
-    img, r = _load(p)
+    header, dataobj, img_affine = _open(p)
+    shape = _shape_3d(header, p)
+    r = Reorientation.from_affine(img_affine, shape[:3])
     zs = [z] if isinstance(z, (int, np.integer)) else list(z)
     nz = r.canonical_shape[0]
     out: dict[int, np.ndarray] = {}
-    extra = (0,) * (len(img.shape) - 3)
+    extra = (0,) * (len(shape) - 3)
     for zi in zs:
         zi = int(zi)
         if not 0 <= zi < nz:
@@ -422,7 +597,7 @@ def read_nifti_slices(
         axis, index = r.stored_slice(zi)
         sl: list[Any] = [slice(None)] * 3
         sl[axis] = slice(index, index + 1)
-        block = np.asanyarray(img.dataobj[(*sl, *extra)])
+        block = _take(dataobj, (*sl, *extra), p)
         out[zi] = np.ascontiguousarray(r.apply_slab(block)[0])
     return out, r
 
