@@ -38,6 +38,7 @@ from _models import vip_llava_7b
 
 from medcurric.attention import AttentionCapture
 from medcurric.losses import attention_kl_loss
+from medcurric.training import apply_lora
 
 MODES = ("sdpa", "capture", "eager")
 _LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         layers = [round((i + 1) * n_layers / k) - 1 for i in range(k)]
     lora = peft.LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
                            target_modules=_LORA_TARGETS)
-    model = peft.get_peft_model(model, lora)
+    model = apply_lora(model, lora)
     model.train()
     vocab = model.config.text_config.vocab_size
     batch = make_batch(args.batch, args.seq, args.queries, n_image, image_token_id, image_size, vocab, device, dtype)

@@ -14,6 +14,7 @@ from medcurric.attention import AttentionCapture  # noqa: E402
 from medcurric.errors import DataFormatError, MedcurricWarning, ShapeError, UnsupportedModelError  # noqa: E402
 from medcurric.losses import attention_kl_loss  # noqa: E402
 from medcurric.testing.tiny import build_tiny_vlm  # noqa: E402
+from medcurric.training import apply_lora  # noqa: E402
 
 N_IMG = 36
 
@@ -71,7 +72,7 @@ def _hooks(model) -> int:
 def _lora(model, seed: int = 0):
     torch.manual_seed(seed)
     cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"], init_lora_weights=False)
-    return peft.get_peft_model(model, cfg)
+    return apply_lora(model, cfg)
 
 
 def _tiny(arch, kv_heads, *, layers=3, seed=0):
@@ -285,7 +286,7 @@ def test_unsupported_models_are_named():
     with pytest.raises(UnsupportedModelError, match="LlamaForCausalLM"):
         AttentionCapture(llama, layers=[0])
     with pytest.raises(UnsupportedModelError, match=r"LlamaForCausalLM.*PeftModel"):
-        AttentionCapture(peft.get_peft_model(llama, peft.LoraConfig(target_modules=["q_proj"])), layers=[0])
+        AttentionCapture(apply_lora(llama, peft.LoraConfig(target_modules=["q_proj"])), layers=[0])
     if hasattr(transformers, "GemmaConfig"):
         gemma = _custom_llava(transformers.GemmaConfig, head_dim=8)
         with pytest.raises(UnsupportedModelError, match="GemmaAttention"):
@@ -314,13 +315,13 @@ def test_non_reentrant_checkpointing_matches_and_reentrant_warns():
         return loss.detach(), grads
 
     loss_plain, grads_plain = step()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     loss_ckpt, grads_ckpt = step()
     torch.testing.assert_close(loss_ckpt, loss_plain)
     assert set(grads_ckpt) == set(grads_plain)
     for name, grad in grads_plain.items():
         torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-4, atol=1e-7)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     model.enable_input_require_grads()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -335,7 +336,7 @@ def test_exact_in_training_mode_with_lora_dropout():
     vlm = _tiny("vip_llava", 2, seed=11)
     torch.manual_seed(0)
     cfg = peft.LoraConfig(r=4, target_modules=["q_proj", "k_proj"], lora_dropout=0.5, init_lora_weights=False)
-    model = peft.get_peft_model(vlm.model, cfg)
+    model = apply_lora(vlm.model, cfg)
     model.train()
     ids, am, query, pixels = _batch(len(vlm.tokenizer), vlm.image_token_id, seed=6)
     with AttentionCapture(model, layers=[0, 2], query_mask=query) as capture:

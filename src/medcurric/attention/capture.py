@@ -424,7 +424,8 @@ class AttentionCapture:
             warnings.warn(
                 f"Decoder layer {key}'s keys carry no gradient although the model is trainable, so the "
                 "captured attention has no gradient. Reentrant gradient checkpointing does this: use "
-                "model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}).",
+                "model.activation_checkpointing_enable(activation_checkpointing_kwargs={'use_reentrant': False}) "
+                "(gradient_checkpointing_enable on transformers before 5.2x).",
                 MedcurricWarning,
                 stacklevel=2,
             )

@@ -8,7 +8,7 @@
 
 from medcurric.training.checkpoints import STATE_FILE, latest_checkpoint
 from medcurric.training.config import DEFAULT_LORA_TARGETS, TrainConfig, TrainResult
-from medcurric.training.trainer import CurriculumTrainer
+from medcurric.training.trainer import CurriculumTrainer, apply_lora, enable_checkpointing
 
 __all__ = [
     "CurriculumTrainer",
@@ -16,5 +16,7 @@ __all__ = [
     "STATE_FILE",
     "TrainConfig",
     "TrainResult",
+    "apply_lora",
+    "enable_checkpointing",
     "latest_checkpoint",
 ]

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -56,7 +57,7 @@ from medcurric.training.checkpoints import STATE_FILE, STATE_VERSION, latest_che
 from medcurric.training.config import TrainConfig, TrainResult
 from medcurric.training.order import next_batch, stage_pools
 
-__all__ = ["CurriculumTrainer"]
+__all__ = ["CurriculumTrainer", "apply_lora", "enable_checkpointing"]
 
 
 
@@ -84,6 +85,35 @@ def _floats(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out[key] = float(np.mean(vals)) if vals else None
     out["tokens"] = int(sum(int(i.get("tokens", 0)) for i in infos))
     return out
+
+
+def enable_checkpointing(model: Any) -> bool:
+    """Turn on non-reentrant activation (gradient) checkpointing; ``False`` when the model has none.
+
+    Uses transformers' current ``activation_checkpointing_enable`` and falls back to
+    ``gradient_checkpointing_enable`` on releases before it.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        return True
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        return True
+    return False
+
+
+def apply_lora(model: Any, lora_config: Any) -> Any:
+    """``peft.get_peft_model(model, lora_config)`` without peft's deprecation noise.
+
+    peft (0.21) reads transformers' deprecated ``is_gradient_checkpointing`` while it
+    wraps a model; that FutureWarning is about peft's code, not the caller's, so it is
+    silenced here and only here.
+    """
+    peft = require("peft", feature="LoRA adapters")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return peft.get_peft_model(model, lora_config)
 
 
 def _stable_int(*parts: object) -> int:
@@ -174,8 +204,7 @@ class CurriculumTrainer:
     # ------------------------------------------------------------------ setup
     def _prepare_model(self, model: Any) -> Any:
         cfg = self.config
-        if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.gradient_checkpointing and enable_checkpointing(model):
             if hasattr(model, "config"):
                 model.config.use_cache = False
         is_peft = hasattr(model, "peft_config")
@@ -188,7 +217,7 @@ class CurriculumTrainer:
                 target_modules=cfg.lora_targets,
             )
             torch.manual_seed(cfg.seed)
-            model = peft.get_peft_model(model, lora)
+            model = apply_lora(model, lora)
         model.train()
         return model
 
