@@ -211,3 +211,35 @@ def test_fraction_matches_brute_force_pixel_mapping(h, w, data, kind):
     assert 0 <= out.boxes[0, 1] <= out.boxes[0, 3] <= m.height
     if kind != "clip":
         assert out.fraction[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "pre",
+    [
+        Preprocess.pad_square_resize(336),
+        Preprocess.shortest_edge_crop(336),
+        Preprocess.plain_resize((224, 336)),
+    ],
+    ids=["pad_square", "shortest_edge_crop", "plain_resize"],
+)
+def test_visible_fraction_counts_only_the_image_inside_the_input(pre: Preprocess) -> None:
+    """Reference: shapely area of box ∩ original image ∩ (model input mapped back), over the box area."""
+    from shapely.geometry import box as shp_box
+
+    rng = np.random.default_rng(7)
+    height, width = 480, 640
+    m = pre.coordinate_map((height, width))
+    seen = shp_box(0, 0, width, height).intersection(
+        shp_box(-m.offset_x / m.scale_x, -m.offset_y / m.scale_y,
+                (m.width - m.offset_x) / m.scale_x, (m.height - m.offset_y) / m.scale_y)
+    )
+    boxes = []
+    for _ in range(200):
+        x1, y1 = rng.uniform(-400, 900), rng.uniform(-400, 700)
+        boxes.append([x1, y1, x1 + rng.uniform(1, 300), y1 + rng.uniform(1, 300)])
+    boxes += [[100, -200, 200, -100], [100, -50, 200, 50], [-100, 0, 0, 100]]  # above, half above, left
+    out = map_boxes(np.asarray(boxes), pre, (height, width))
+    expected = [shp_box(*b).intersection(seen).area / shp_box(*b).area for b in boxes]
+    np.testing.assert_allclose(out.fraction, expected, atol=1e-5)
+    if pre.pad_to_square:
+        assert out.fraction[-3] == 0.0 and out.fraction[-2] == pytest.approx(0.5)

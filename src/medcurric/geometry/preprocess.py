@@ -524,8 +524,9 @@ def map_boxes(boxes: Any, preprocess: Preprocess, image_size: tuple[int, int]) -
 
     Returns:
         :class:`MappedBoxes` with clipped and unclipped boxes and the fraction of
-        each box's area inside the model input (the affine map keeps area ratios,
-        so this is also the fraction of the original box that the model sees).
+        each box's area that the model sees: the part inside both the original image
+        and the model input (padding added by pad-to-square is not visible; the affine
+        map keeps area ratios, so this is also the fraction of the original box).
 
     Raises:
         ShapeError: Boxes are not ``[N, 4]`` or ``image_size`` is not a pair.
@@ -542,14 +543,21 @@ def map_boxes(boxes: Any, preprocess: Preprocess, image_size: tuple[int, int]) -
         [[0.0, 65.62, 0.0, 196.88], [94.5, 65.62, 225.75, 196.88]]
         >>> out.fraction.tolist()
         [0.0, 1.0]
+        >>> pad = Preprocess.pad_square_resize(336)  # a box above a 640 x 480 image: not visible
+        >>> map_boxes([[100, -200, 200, -100], [100, -50, 200, 50]], pad, (480, 640)).fraction.tolist()
+        [0.0, 0.5]
     """
     t, kind, _ = _as_boxes(boxes)
     m = preprocess.coordinate_map(image_size)
     scale = t.new_tensor([m.scale_x, m.scale_y, m.scale_x, m.scale_y])
     offset = t.new_tensor([m.offset_x, m.offset_y, m.offset_x, m.offset_y])
     raw = t * scale + offset
+    # Only the part inside the original image can be seen: padding added by the
+    # processor (pad-to-square) is not image, so clip to the image before mapping.
+    height, width = float(image_size[0]), float(image_size[1])
+    in_image = torch.minimum(torch.clamp(t, min=0), t.new_tensor([width, height, width, height]))
     hi = t.new_tensor([m.width, m.height, m.width, m.height])
-    clipped = torch.minimum(torch.clamp(raw, min=0), hi)
+    clipped = torch.minimum(torch.clamp(in_image * scale + offset, min=0), hi)
     area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
     kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
     fraction = torch.where(area > 0, kept / torch.where(area > 0, area, torch.ones_like(area)), 0.0)
