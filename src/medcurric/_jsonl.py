@@ -15,7 +15,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from medcurric.errors import DataFormatError, MissingFileError
+from medcurric.errors import DataFormatError, MissingFileError, OutputInUseError
+
+try:  # POSIX advisory locks; elsewhere writers are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["JsonlWriter", "read_ids", "read_jsonl"]
 
@@ -37,15 +42,19 @@ def read_jsonl(path: str | os.PathLike[str], *, allow_partial_tail: bool = True)
     p = Path(path)
     if not p.is_file():
         raise MissingFileError(f"Expected a JSON-lines file at '{p}', but it does not exist.")
-    with p.open("r", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.endswith("\n") and allow_partial_tail:
+    with p.open("rb") as fh:  # bytes: a tail cut inside a multi-byte character is still a tail
+        for number, raw in enumerate(fh, start=1):
+            if not raw.endswith(b"\n") and allow_partial_tail:
                 return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(f"{p}:{number}: expected UTF-8 text ({exc}).") from exc
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise DataFormatError(f"{p}:{number}: expected one JSON object per line ({exc}).") from exc
             if not isinstance(obj, dict):
                 raise DataFormatError(
@@ -129,12 +138,30 @@ class JsonlWriter:
         self.close()
 
     def open(self) -> None:
-        """Open the file for appending (done by ``with`` automatically)."""
-        if self._fh is None:
-            self._fh = self.path.open("a", encoding="utf-8")
+        """Open the file for appending and lock it (done by ``with`` automatically).
+
+        Raises:
+            OutputInUseError: When another process holds the file open for writing.
+        """
+        if self._fh is not None:
+            return
+        fh = self.path.open("a", encoding="utf-8")
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                fh.close()
+                raise OutputInUseError(
+                    f"'{self.path}' is being written by another process; two writers would duplicate "
+                    "records. Wait for it to finish, or write to another file (e.g. with --shard)."
+                ) from exc
+        # Under the lock: mend a tail another writer may have left, and learn what it wrote.
+        _repair_tail(self.path)
+        self.seen |= read_ids(self.path, self.key)
+        self._fh = fh
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file (releasing its lock)."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -154,6 +181,10 @@ class JsonlWriter:
             self.open()
         assert self._fh is not None
         line = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escape it as JSON does, losing nothing
+            line = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
         self._fh.write(line + "\n")
         self._fh.flush()
         if self.fsync:

@@ -22,6 +22,7 @@ __all__ = [
     "MissingDependencyError",
     "MissingFileError",
     "NonFiniteError",
+    "OutputInUseError",
     "ParseError",
     "ShapeError",
     "UnsafePathError",
@@ -76,6 +77,10 @@ class MissingDependencyError(MedcurricError, ImportError):
 
 class NonFiniteError(MedcurricError, ValueError):
     """A monitored value (a loss, a metric) is NaN or infinite where a finite one is needed."""
+
+
+class OutputInUseError(MedcurricError, RuntimeError):
+    """An output file is being written by another process (two writers would duplicate records)."""
 
 
 class MedcurricWarning(UserWarning):
