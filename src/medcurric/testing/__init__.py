@@ -1,0 +1,3 @@
+"""Test and benchmark helpers: a loopback OpenAI-compatible chat server."""
+
+__all__: list[str] = []
