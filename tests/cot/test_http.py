@@ -243,6 +243,18 @@ def test_key_with_trailing_newline_is_sent_without_it(no_proxy_env):
     assert server.hits[0].authorization == "Bearer sk-abc123"
 
 
+def test_key_wins_over_netrc_credentials(no_proxy_env, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    no_proxy_env.setenv("NETRC", str(netrc))
+    no_proxy_env.setenv("MEDCURRIC_TEST_KEY", "sk-abc123")
+    with FakeChatServer() as server:
+        done = _run(server.url, [_req(0)], api_key_env="MEDCURRIC_TEST_KEY")
+    assert done["r0"].error is None
+    assert server.hits[0].authorization == "Bearer sk-abc123"
+
+
 @pytest.mark.parametrize("key", ["sk-SECRET\nX-Injected: 1", "sk-SECRET with space", "sk-SECRÉT"])
 def test_unsendable_key_is_refused_without_showing_it(no_proxy_env, key, caplog):
     caplog.set_level(logging.DEBUG)

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -310,8 +310,17 @@ class OpenAIBackend:
         holder["loop"] = asyncio.get_running_loop()
         holder["task"] = asyncio.current_task()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        middlewares: tuple[Callable[[Any, Any], Awaitable[Any]], ...] = ()
         if key:
-            headers["Authorization"] = f"Bearer {key}"
+            bearer = f"Bearer {key}"
+
+            # Set on the built request, so the key replaces (rather than clashes with) any
+            # credentials that trust_env takes from ~/.netrc for this host.
+            async def authorize(request: Any, handler: Any) -> Any:
+                request.headers["Authorization"] = bearer
+                return await handler(request)
+
+            middlewares = (authorize,)
         url = f"{self.base_url}/chat/completions"
         errors: tuple[tuple[type[BaseException], str], ...] = (
             (TimeoutError, "timeout"),
@@ -324,6 +333,7 @@ class OpenAIBackend:
             connector=aiohttp.TCPConnector(limit=self.concurrency),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers=headers,
+            middlewares=middlewares,
             trust_env=True,
             cookie_jar=aiohttp.DummyCookieJar(),
         ) as session:
