@@ -8,6 +8,7 @@ bomb, garbage or deeply nested JSON) reach the client as they would from the wir
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import json
@@ -220,6 +221,35 @@ def test_no_proxy_bypasses_the_proxy(no_proxy_env):
     assert done["r0"].error is None and server.hits[0].target == "/v1/chat/completions"
 
 
+def test_proxy_credentials_from_the_url_go_in_proxy_authorization(no_proxy_env):
+    with _ScriptedServer(lambda r: _reply(_chat("fine"))) as proxy:
+        port = proxy.url.split(":")[2].split("/")[0]
+        no_proxy_env.setenv("http_proxy", f"http://us%40er:p%3Ass@127.0.0.1:{port}")
+        done = _run("http://medcurric-test.invalid/v1", [_req(0)], max_retries=0)
+    assert done["r0"].text == "fine"
+    (request,) = proxy.requests
+    assert request.startswith(b"POST http://medcurric-test.invalid/v1/chat/completions ")
+    expected = base64.b64encode(b"us@er:p:ss")
+    assert b"\r\nProxy-Authorization: Basic " + expected + b"\r\n" in request
+
+
+def test_key_is_not_sent_to_a_proxy_tunnelling_https(no_proxy_env):
+    sentinel = "sk-SENTINEL-for-the-server-only"
+    no_proxy_env.setenv("MEDCURRIC_TEST_KEY", sentinel)
+    with _ScriptedServer(lambda r: b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n") as proxy:
+        no_proxy_env.setenv("https_proxy", proxy.url.removesuffix("/v1"))
+        done = _run(
+            "https://medcurric-test.invalid/v1",
+            [_req(0)],
+            api_key_env="MEDCURRIC_TEST_KEY",
+            max_retries=0,
+        )
+    (connect,) = proxy.requests
+    assert connect.startswith(b"CONNECT medcurric-test.invalid:443 ")
+    assert sentinel.encode() not in connect and b"authorization" not in connect.lower()
+    assert done["r0"].text is None and "transport error" in done["r0"].error
+
+
 # --------------------------------------------------------------------------- keep-alive
 
 
@@ -243,7 +273,7 @@ def test_key_with_trailing_newline_is_sent_without_it(no_proxy_env):
     assert server.hits[0].authorization == "Bearer sk-abc123"
 
 
-def test_key_wins_over_netrc_credentials(no_proxy_env, tmp_path):
+def test_netrc_credentials_are_not_sent_in_place_of_the_key(no_proxy_env, tmp_path):
     netrc = tmp_path / "netrc"
     netrc.write_text("default login someone password elsewhere\n")
     netrc.chmod(0o600)
