@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
-from medcurric.cot import GenerationRequest, OpenAIBackend
+from medcurric.cot import Completion, GenerationRequest, OpenAIBackend
 from medcurric.cot.templates import QuestionType
 from medcurric.curriculum.stage import Stage
 from medcurric.errors import InvalidOptionError
@@ -102,7 +102,7 @@ def _req(i: int, prompt: str | None = None) -> GenerationRequest:
     return GenerationRequest(f"r{i}", "", text, Stage.HARD, QuestionType.OPEN, "t", {})
 
 
-def _run(url: str, reqs: list[GenerationRequest], **kw: object) -> dict[str, object]:
+def _run(url: str, reqs: list[GenerationRequest], **kw: object) -> dict[str, Completion]:
     kw.setdefault("backoff_base", 0.001)
     kw.setdefault("timeout", 5.0)
     b = OpenAIBackend("m", base_url=url, send_images=False, **kw)  # type: ignore[arg-type]
