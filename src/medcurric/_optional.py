@@ -19,7 +19,7 @@ EXTRAS: dict[str, str] = {
     "accelerate": "vlm",
     "tokenizers": "vlm",
     "totalsegmentator": "seg",
-    "httpx": "gen",
+    "aiohttp": "gen",
     "matplotlib": "viz",
     "lightning": "lightning",
     "pycocoevalcap": "eval",

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from medcurric.cot import OrganLexicon, PromptTemplate, template_reply
-from medcurric.cot._fake_server import user_text
 from medcurric.cot.backends import GenerationRequest
 from medcurric.cot.templates import TEMPLATE_FIELDS, QuestionType
 from medcurric.seeds.records import FactualSeed
 from medcurric.stage import Stage
+from medcurric.testing.chat_server import user_text
 
 SEP = "\u241f"
 MARK = "<<FIELDS>>"

@@ -14,10 +14,10 @@ from medcurric.cot import (
     TransformersBackend,
     parse_reply,
 )
-from medcurric.cot._fake_server import DEFAULT_REPLY, FakeChatServer
 from medcurric.cot.templates import QuestionType
 from medcurric.errors import InvalidOptionError
 from medcurric.stage import Stage
+from medcurric.testing.chat_server import DEFAULT_REPLY, FakeChatServer
 
 
 def req(i, image=None):
@@ -33,16 +33,10 @@ def req(i, image=None):
     )
 
 
-@pytest.fixture(params=["stdlib", "httpx"])
-def client(request):
-    """Every OpenAIBackend test runs with both HTTP clients."""
-    return request.param
-
-
-def backend(server, client="stdlib", **kw):
+def backend(server, **kw):
     kw.setdefault("backoff_base", 0.001)
     kw.setdefault("timeout", 5.0)
-    return OpenAIBackend("tiny", base_url=server.url, http_client=client, **kw)
+    return OpenAIBackend("tiny", base_url=server.url, **kw)
 
 
 def test_template_backend_is_deterministic():
@@ -52,12 +46,10 @@ def test_template_backend_is_deterministic():
     assert a == b and all(parse_reply(t).answer for t in a)
 
 
-def test_openai_round_trip_payload_and_bounded_concurrency(image_root, client):
+def test_openai_round_trip_payload_and_bounded_concurrency(image_root):
     img = image_root / "img/1.png"
     with FakeChatServer(latency=0.05) as server:
-        done = list(
-            backend(server, client, concurrency=3).complete([req(i, img) for i in range(12)])
-        )
+        done = list(backend(server, concurrency=3).complete([req(i, img) for i in range(12)]))
     assert sorted(c.request.id for c in done) == sorted(f"r{i}" for i in range(12))
     assert all(c.text == DEFAULT_REPLY and c.error is None and c.attempts == 1 for c in done)
     assert 1 < server.max_in_flight <= 3
@@ -85,66 +77,41 @@ def test_16bit_images_are_sent_as_8bit_png(image_root):
 @pytest.mark.parametrize(
     "fault", ["500", "429", "timeout", "drop", "truncate", "malformed", "nochoices"]
 )
-def test_each_fault_is_retried(fault, client):
+def test_each_fault_is_retried(fault):
     def plan(key, attempt):
         return fault if attempt <= 2 else "ok"
 
     with FakeChatServer(fault=plan) as server:
-        b = backend(server, client, timeout=0.3, max_retries=3)
+        b = backend(server, timeout=0.3, max_retries=3)
         done = list(b.complete([req(0), req(1)]))
     assert [c.error for c in done] == [None, None]
     assert all(c.attempts == 3 and c.text == DEFAULT_REPLY for c in done)
     assert len(server.hits) == 6
 
 
-def test_retry_after_is_honoured(client):
+def test_retry_after_is_honoured():
     with FakeChatServer(fault=lambda k, a: "429" if a == 1 else "ok", retry_after="0.3") as server:
-        (c,) = list(backend(server, client, backoff_base=0.0).complete([req(0)]))
+        (c,) = list(backend(server, backoff_base=0.0).complete([req(0)]))
     assert c.error is None and c.attempts == 2
     first, second = server.hits
     assert second.time - first.time >= 0.29
 
 
-def test_attempt_cap_and_non_retryable_status(client):
+def test_attempt_cap_and_non_retryable_status():
     with FakeChatServer(fault=lambda k, a: "500") as server:
-        (c,) = list(backend(server, client, max_retries=2).complete([req(0)]))
+        (c,) = list(backend(server, max_retries=2).complete([req(0)]))
     assert c.text is None and c.attempts == 3 and "HTTP 500" in c.error and len(server.hits) == 3
     with FakeChatServer(fault=lambda k, a: "401echo") as server:
-        (c,) = list(backend(server, client, max_retries=5).complete([req(0)]))
+        (c,) = list(backend(server, max_retries=5).complete([req(0)]))
     assert c.text is None and c.attempts == 1 and "401" in c.error and len(server.hits) == 1
 
 
-def test_connection_refused_gives_up_with_a_reason(client):
+def test_connection_refused_gives_up_with_a_reason():
     with FakeChatServer() as server:
         url = server.url
-    b = OpenAIBackend(
-        "m", base_url=url, max_retries=1, backoff_base=0.001, timeout=1.0, http_client=client
-    )
+    b = OpenAIBackend("m", base_url=url, max_retries=1, backoff_base=0.001, timeout=1.0)
     (c,) = list(b.complete([req(0)]))
     assert c.text is None and c.attempts == 2 and "transport error" in c.error
-
-
-def test_auto_client_takes_httpx_only_when_a_proxy_applies(monkeypatch):
-    from medcurric.cot._http import Target
-    from medcurric.cot.backends import _proxy_applies
-
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                 "ALL_PROXY", "no_proxy", "NO_PROXY"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-    local, remote = (
-        Target.from_url("http://127.0.0.1:8000/v1"),
-        Target.from_url("https://a.b.org/v1"),
-    )
-    assert not _proxy_applies(local) and not _proxy_applies(remote)
-    monkeypatch.setenv("https_proxy", "http://proxy:3128")
-    assert _proxy_applies(remote) and not _proxy_applies(local)  # http is not proxied
-    monkeypatch.setenv("no_proxy", "localhost,.b.org")
-    assert not _proxy_applies(remote)
-    monkeypatch.setenv("no_proxy", "b.org:8443")
-    assert _proxy_applies(remote)  # another port
-    monkeypatch.setenv("all_proxy", "http://proxy:3128")
-    monkeypatch.setenv("no_proxy", "*")
-    assert not _proxy_applies(local) and not _proxy_applies(remote)
 
 
 def test_backoff_is_capped_exponential_with_jitter():
@@ -155,11 +122,11 @@ def test_backoff_is_capped_exponential_with_jitter():
         assert max(draws) > 0.5 * ceiling and len(set(draws)) > 100
 
 
-def test_closing_early_cancels_in_flight_requests(client):
+def test_closing_early_cancels_in_flight_requests():
     with FakeChatServer(
         latency=0.05, fault=lambda k, a: "timeout" if "prompt 5" in k else "ok"
     ) as server:
-        it = backend(server, client, concurrency=8, timeout=30).complete([req(i) for i in range(8)])
+        it = backend(server, concurrency=8, timeout=30).complete([req(i) for i in range(8)])
         first = next(it)
         it.close()  # must not wait 30 s for the hanging request
     assert first.error is None
@@ -172,12 +139,14 @@ def test_bad_options():
         OpenAIBackend("m", base_url="ftp://x")
     with pytest.raises(InvalidOptionError):
         OpenAIBackend("")
-    with pytest.raises(InvalidOptionError, match="Did you mean 'httpx'"):
-        OpenAIBackend("m", http_client="httpz")
+    with pytest.raises(InvalidOptionError, match="credentials"):
+        OpenAIBackend("m", base_url="http://user:pw@127.0.0.1/v1")
+    with pytest.raises(InvalidOptionError, match="max_response_bytes"):
+        OpenAIBackend("m", max_response_bytes=0)
 
 
 def test_api_key_never_leaks(
-    tmp_path, monkeypatch, caplog, seeds, image_root, templates, fake_reply, client
+    tmp_path, monkeypatch, caplog, seeds, image_root, templates, fake_reply
 ):
     sentinel = "sk-SENTINEL-7f3a9c-do-not-leak"
     monkeypatch.setenv("MEDCURRIC_TEST_KEY", sentinel)
@@ -196,7 +165,6 @@ def test_api_key_never_leaks(
             base_url=server.url,
             api_key_env="MEDCURRIC_TEST_KEY",
             backoff_base=0.001,
-            http_client=client,
         )
         gen = CoTGenerator(b, templates=templates, image_root=image_root, vocabulary={"liver": []})
         summary = gen.run(seeds[:3], tmp_path / "out.jsonl", progress=False)
@@ -254,7 +222,7 @@ def test_transformers_backend_with_tiny_vlm(tmp_path, seeds, image_root):
     ["plain", 'quotes " and \\ and é ✓ \n', "medcurric-image-url-", "{0} {image}"],
 )
 def test_request_body_equals_plain_json_encoding(image_root, prompt):
-    from medcurric.cot import backends
+    from medcurric.cot.backends import openai
 
     b = OpenAIBackend("m", extra_body={"top_p": 0.9, "stop": ["\n"]})
     text_only = OpenAIBackend("m", send_images=False)
@@ -264,7 +232,7 @@ def test_request_body_equals_plain_json_encoding(image_root, prompt):
             assert backend_._body(r) == json.dumps(backend_._payload(r)).encode("utf-8")
     # A prompt that contains the placeholder itself falls back to plain encoding.
     r = GenerationRequest(
-        "x", "", f'"{backends._URL_SLOT}"', Stage.EASY, QuestionType.OPEN, "t", {},
+        "x", "", f'"{openai._URL_SLOT}"', Stage.EASY, QuestionType.OPEN, "t", {},
         image_root / "img/1.png",
     )  # fmt: skip
     assert b._body(r) == json.dumps(b._payload(r)).encode("utf-8")

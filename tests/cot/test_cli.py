@@ -72,8 +72,6 @@ def test_generate_usage_errors(tmp_path, seeds_file, capsys):
     assert "Did you mean 'openai'" in capsys.readouterr().err
     assert main([*base, "--backend", "openai"]) == 1
     assert "--model" in capsys.readouterr().err
-    assert main([*base, "--backend", "openai", "--model", "m", "--http-client", "urllib"]) == 1
-    assert "http_client" in capsys.readouterr().err
     assert main([*base, "--stages", "easy,medum"]) == 1
     assert main([*base, "--shard", "2/2"]) == 1
     bad = tmp_path / "bad.jsonl"
@@ -85,7 +83,7 @@ def test_generate_usage_errors(tmp_path, seeds_file, capsys):
 def test_generate_openai_reports_failures_with_exit_3(
     tmp_path, seeds_file, image_root, templates_file, fake_reply
 ):
-    from medcurric.cot._fake_server import FakeChatServer
+    from medcurric.testing.chat_server import FakeChatServer
 
     out = tmp_path / "s.jsonl"
     with FakeChatServer(
@@ -118,29 +116,15 @@ def test_generate_openai_reports_failures_with_exit_3(
         n_first = len(ids(out))
     with FakeChatServer(reply=fake_reply) as srv:
         argv[argv.index("--base-url") + 1] = srv.url
-        assert main([*argv, "--http-client", "httpx"]) == 0  # the resume, over httpx
+        assert main(argv) == 0  # the resume
     assert n_first < 72 and len(ids(out)) == len(set(ids(out))) == 72
-
-
-def test_http_client_option_reaches_the_backend():
-    import argparse
-
-    from medcurric.cot._cli import add_arguments, build_backend
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    base = ["s.jsonl", "--out", "o.jsonl", "--backend", "openai", "--model", "m"]
-    assert build_backend(parser.parse_args(base)).http_client == "auto"
-    assert (
-        build_backend(parser.parse_args([*base, "--http-client", "httpx"])).http_client == "httpx"
-    )
 
 
 @pytest.mark.slow
 def test_worker_killed_mid_run_loses_and_duplicates_nothing(
     tmp_path, seeds_file, image_root, templates_file, fake_reply
 ):
-    from medcurric.cot._fake_server import FakeChatServer
+    from medcurric.testing.chat_server import FakeChatServer
 
     out = tmp_path / "s.jsonl"
     with FakeChatServer(reply=fake_reply, latency=0.1) as srv:

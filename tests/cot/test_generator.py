@@ -19,8 +19,8 @@ from medcurric.cot import (
     sample_id,
     shard_of,
 )
-from medcurric.cot._fake_server import FakeChatServer
 from medcurric.errors import InvalidOptionError, WrongTypeError
+from medcurric.testing.chat_server import FakeChatServer
 
 VOCAB = {"liver": ["hepatic"], "spleen": [], "kidney_left": ["left kidney"], "pancreas": []}
 

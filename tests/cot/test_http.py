@@ -1,86 +1,45 @@
-"""The stdlib HTTP/1.1 client of OpenAIBackend, against independent servers.
+"""OpenAIBackend's HTTP path (aiohttp) against loopback servers on 127.0.0.1.
 
-Two kinds of server: Python's own ``http.server`` (an independent HTTP/1.1
-implementation, for round trips, keep-alive and TLS) and a scripted socket server
-that sends exact bytes (chunked coding, gzip, informational replies, early closes,
-malformed replies), so every framing path is driven by a reply we wrote by hand.
+Two kinds of server: the package's chat server (keep-alive, proxy-style absolute
+targets) and a scripted socket server that answers each request with exact bytes
+we wrote by hand, so hostile replies (broken status lines, non-ASCII digits, a gzip
+bomb, garbage or deeply nested JSON) reach the client as they would from the wire.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import contextlib
 import gzip
-import http.server
 import json
-import shutil
+import logging
 import socket
-import ssl
-import subprocess
 import threading
-import zlib
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
 
-from medcurric.cot._http import Connection, HTTPTimeout, HTTPTransportError, Target
+from medcurric.cot import Completion, GenerationRequest, OpenAIBackend
+from medcurric.cot.templates import QuestionType
+from medcurric.errors import InvalidOptionError
+from medcurric.stage import Stage
+from medcurric.testing.chat_server import FakeChatServer, user_text
 
-# --------------------------------------------------------------------------- servers
-
-
-class _EchoHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        reply = json.dumps(
-            {
-                "path": self.path,
-                "host": self.headers["Host"],
-                "auth": self.headers.get("Authorization"),
-                "type": self.headers["Content-Type"],
-                "body": json.loads(body),
-                "port": self.client_address[1],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _StdlibServer:
-    def __init__(self, context: ssl.SSLContext | None = None) -> None:
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-        if context is not None:
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> _StdlibServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-Script = Callable[[socket.socket, bytes], bool]
+Respond = Callable[[bytes], bytes]
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+              "ALL_PROXY", "no_proxy", "NO_PROXY")  # fmt: skip
 
 
 class _ScriptedServer:
-    """Each request is answered by the next script step: ``step(sock, request) -> keep open``."""
+    """Answers each request with ``respond(request bytes)``, then closes the connection."""
 
-    def __init__(self, steps: list[Script]) -> None:
-        self.steps = list(steps)
+    def __init__(self, respond: Respond) -> None:
+        self.respond = respond
         self.requests: list[bytes] = []
-        self.connections = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(10)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self) -> _ScriptedServer:
@@ -88,275 +47,268 @@ class _ScriptedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):  # wakes the blocked accept() on Linux
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(10)
 
     def _serve(self) -> None:
-        while True:
+        for _ in range(200):  # bounded: no test sends this many
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.connections += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
+            conn.settimeout(10)
             f = conn.makefile("rb")
-            while True:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = f.readline()
-                    if not line:
-                        return
-                    head += line
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                request = head + f.read(length)
-                self.requests.append(request)
-                if not self.steps or not self.steps.pop(0)(conn, request):
+            head = b""
+            while not head.endswith(b"\r\n\r\n") and len(head) < 1 << 16:
+                line = f.readline()
+                if not line:
                     return
+                head += line
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            request = head + f.read(length)
+            self.requests.append(request)
+            try:
+                conn.sendall(self.respond(request))
+            except OSError:
+                pass
 
 
-def _send(raw: bytes, keep: bool = True) -> Script:
-    def step(conn: socket.socket, _request: bytes) -> bool:
-        conn.sendall(raw)
-        return keep
-
-    return step
+def _prompt(request: bytes) -> str:
+    return user_text(json.loads(request.split(b"\r\n\r\n", 1)[1]))
 
 
-def _ok(body: bytes = b'{"ok": 1}', extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+def _chat(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
 
 
-def _post(conn: Connection, path: str = "/v1/x", body: bytes = b"{}"):  # type: ignore[no-untyped-def]
-    return asyncio.run(conn.post_json(path, body))
-
-
-def _posts(conn: Connection, n: int, body: bytes = b"{}"):  # type: ignore[no-untyped-def]
-    async def go():  # type: ignore[no-untyped-def]
-        try:
-            return [await conn.post_json("/v1/x", body) for _ in range(n)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
-
-
-# --------------------------------------------------------------------------- tests
-
-
-@pytest.mark.parametrize(
-    ("url", "host", "port", "tls", "path", "host_header"),
-    [
-        ("http://127.0.0.1:8000/v1", "127.0.0.1", 8000, False, "/v1/chat", "127.0.0.1:8000"),
-        (
-            "https://api.example.com/v1/",
-            "api.example.com",
-            443,
-            True,
-            "/v1/chat",
-            "api.example.com",
-        ),
-        ("http://example.com", "example.com", 80, False, "/chat", "example.com"),
-        ("http://[::1]:9/v1?k=1", "::1", 9, False, "/v1/chat?k=1", "[::1]:9"),
-    ],
-)
-def test_target_from_url(url, host, port, tls, path, host_header):
-    t = Target.from_url(url)
-    assert (t.host, t.port, t.tls, t.path("/chat"), t.host_header) == (
-        host,
-        port,
-        tls,
-        path,
-        host_header,
+def _reply(body: bytes, status: bytes = b"200 OK", extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n%s\r\n%s" % (status, len(body), extra, body)
     )
 
 
-@pytest.mark.parametrize("url", ["ftp://x/v1", "http:///v1", "http://u:p@h/v1", "http://h:99999"])
-def test_target_rejects_bad_urls(url):
-    with pytest.raises(ValueError, match="Expected"):
-        Target.from_url(url)
+def _req(i: int, prompt: str | None = None) -> GenerationRequest:
+    text = prompt if prompt is not None else f"prompt {i}"
+    return GenerationRequest(f"r{i}", "", text, Stage.HARD, QuestionType.OPEN, "t", {})
 
 
-def test_round_trip_and_keep_alive_against_http_server():
-    with _StdlibServer() as server:
-        conn = Connection(
-            Target.from_url(f"http://127.0.0.1:{server.port}/v1"),
-            timeout=5,
-            headers={"Authorization": "Bearer k"},
-        )
-        body = json.dumps({"text": "héllo ✓", "n": list(range(2000))}).encode()
-        replies = _posts(conn, 3, body)
-    got = [json.loads(r.body) for r in replies]
-    assert all(r.status == 200 and r.headers["content-type"] == "application/json" for r in replies)
-    assert all(g["body"] == json.loads(body) for g in got)
-    assert {g["path"] for g in got} == {"/v1/x"}
-    assert {g["auth"] for g in got} == {"Bearer k"}
-    assert {g["host"] for g in got} == {f"127.0.0.1:{server.port}"}
-    assert len({g["port"] for g in got}) == 1  # all three on one kept-alive connection
+def _run(url: str, reqs: list[GenerationRequest], **kw: object) -> dict[str, Completion]:
+    kw.setdefault("backoff_base", 0.001)
+    kw.setdefault("timeout", 5.0)
+    b = OpenAIBackend("m", base_url=url, send_images=False, **kw)  # type: ignore[arg-type]
+    return {c.request.id: c for c in b.complete(reqs)}
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    cmd = [
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"),
-        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ]  # fmt: skip
-    if subprocess.run(cmd, capture_output=True).returncode != 0:
-        pytest.skip("openssl could not make a test certificate")
-    return d / "cert.pem", d / "key.pem"
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
 
-def test_tls_round_trip_and_certificate_check(tls_files):
-    cert, key = tls_files
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    trusting = ssl.create_default_context(cafile=str(cert))
-    with _StdlibServer(server_ctx) as server:
-        target = Target.from_url(f"https://localhost:{server.port}/v1")
-        (reply,) = _posts(Connection(target, timeout=5, ssl_context=trusting), 1, b'{"a": 1}')
-        assert json.loads(reply.body)["body"] == {"a": 1}
-        # The default context does not trust a self-signed certificate.
-        with pytest.raises(HTTPTransportError, match="cannot connect"):
-            _post(Connection(target, timeout=5))
+# --------------------------------------------------------------------------- body cap
 
 
-@pytest.mark.parametrize(
-    ("raw", "body"),
-    [
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-         b"4;ext=1\r\nabcd\r\n3\r\nefg\r\n0\r\nX-Trailer: t\r\n\r\n", b"abcdefg"),
-        (_ok(gzip.compress(b'{"z": 1}'), b"Content-Encoding: gzip\r\n"), b'{"z": 1}'),
-        (_ok(zlib.compress(b"deflated"), b"Content-Encoding: deflate\r\n"), b"deflated"),
-        (b"HTTP/1.1 100 Continue\r\n\r\n" + _ok(b"after 100"), b"after 100"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok"),
-        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-A:  spaced  \r\n\r\nhi", b"hi"),
-    ],
-)  # fmt: skip
-def test_reply_framings(raw, body):
-    with _ScriptedServer([_send(raw), _send(_ok(b"next"))]) as server:
-        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=5)
-        first, second = _posts(conn, 2)
-    assert (first.status, first.body) == (200, body)
-    assert second.body == b"next"
-    assert server.connections == 1  # the framing left the connection usable
+def test_body_cap_is_inclusive_and_fails_only_that_request(no_proxy_env):
+    body = _chat("fits")
+    with _ScriptedServer(lambda r: _reply(body)) as server:
+        ok = _run(server.url, [_req(0)], max_response_bytes=len(body))
+        over = _run(server.url, [_req(0)], max_response_bytes=len(body) - 1, max_retries=3)
+    assert ok["r0"].text == "fits" and ok["r0"].error is None
+    c = over["r0"]
+    assert c.text is None and c.attempts == 1  # not retried: the same reply would come again
+    assert f"max_response_bytes={len(body) - 1}" in c.error
+    assert len(server.requests) == 2
 
 
-def test_body_to_end_of_connection_and_connection_close():
-    steps = [
-        _send(b"HTTP/1.1 200 OK\r\n\r\nuntil EOF", keep=False),
-        _send(_ok(b"closing", b"Connection: close\r\n"), keep=False),
-        _send(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold!", keep=False),
-        _send(_ok(b"fresh")),
-    ]
-    with _ScriptedServer(steps) as server:
-        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=5)
-        bodies = [r.body for r in _posts(conn, 4)]
-    assert bodies == [b"until EOF", b"closing", b"old!", b"fresh"]
-    assert server.connections == 4  # reopened after each close, without an error
-    assert conn.requests_sent == 4  # ... and without first trying the closed one
+def test_gzip_bomb_is_stopped_at_the_cap_without_holding_it(no_proxy_env):
+    inflated = 64 << 20
+    bomb = gzip.compress(b"[" + b" " * (inflated - 2) + b"]", compresslevel=9)
+    cap = 1 << 20
+
+    def respond(request: bytes) -> bytes:
+        if _prompt(request) == "bomb":
+            return _reply(bomb, extra=b"Content-Encoding: gzip\r\n")
+        return _reply(_chat("fine"))
+
+    with _ScriptedServer(respond) as server:
+        tracemalloc.start()
+        try:
+            done = _run(server.url, [_req(0, "bomb"), _req(1)], max_response_bytes=cap)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert len(bomb) < cap < inflated
+    assert done["r1"].text == "fine"
+    assert done["r0"].text is None and "max_response_bytes" in done["r0"].error
+    assert peak < 4 * cap, f"peak {peak / 2**20:.1f} MiB while reading a capped reply"
 
 
-def test_idle_connection_closed_by_server_is_resent_once():
-    def close_silently(conn: socket.socket, _request: bytes) -> bool:
-        return False  # read the request, close without a reply (an idle-timeout race)
+# --------------------------------------------------------------------------- hostile replies
 
-    steps = [_send(_ok(b"one")), close_silently, _send(_ok(b"two"))]
-    with _ScriptedServer(steps) as server:
-        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=5)
-        bodies = [r.body for r in _posts(conn, 2)]
-    assert bodies == [b"one", b"two"]
-    assert len(server.requests) == 3 and server.connections == 2
+HOSTILE = {
+    "garbage status line": b"SPDY/9 what\r\n\r\n",
+    "letters in the status code": b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\n{}",
+    "non-ASCII digits in the status code": "HTTP/1.1 ２００ OK\r\nContent-Length: 2\r\n\r\n{}".encode(),
+    "non-ASCII digits in Content-Length": "HTTP/1.1 200 OK\r\nContent-Length: ٢\r\n\r\n{}".encode(),
+    "header line without a colon": b"HTTP/1.1 200 OK\r\nContent-Length 2\r\nbroken\r\n\r\n{}",
+    "body shorter than Content-Length": b"HTTP/1.1 200 OK\r\nContent-Length: 900\r\n\r\n{}",
+    "closed before replying": b"",
+}
 
 
-def test_fresh_connection_closed_without_reply_is_an_error():
-    def close_silently(conn: socket.socket, _request: bytes) -> bool:
-        return False
+@pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_reply_fails_that_request_with_a_reason(no_proxy_env, raw):
+    def respond(request: bytes) -> bytes:
+        return raw if _prompt(request) == "hostile" else _reply(_chat("fine"))
 
-    with _ScriptedServer([close_silently, close_silently]) as server:
-        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=5)
-        with pytest.raises(HTTPTransportError, match="without a reply"):
-            _post(conn)
-    assert len(server.requests) == 1  # not resent: the connection was new
+    with _ScriptedServer(respond) as server:
+        done = _run(server.url, [_req(0, "hostile"), _req(1), _req(2)], max_retries=1)
+    assert done["r1"].text == done["r2"].text == "fine"
+    c = done["r0"]
+    assert c.text is None and c.attempts == 2
+    assert c.error.startswith("gave up after 2 attempts: transport error (")
 
 
 @pytest.mark.parametrize(
-    ("raw", "match"),
+    ("body", "reason"),
     [
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "inside the reply body"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", "inside the reply body"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
-        (b"HTTP/1.1 200 OK\r\nContent-Len", "inside the reply headers"),
-        (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.x status line"),
-        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "out of range"),
-        (_ok(b"not gzip", b"Content-Encoding: gzip\r\n"), "cannot decode the gzip"),
-        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", "longer than"),
+        (b"\xff\xfe not json", "malformed response body"),
+        (b"[" * 200_000 + b"]" * 200_000, "JSON nested too deeply"),
+        (b'{"choices": [{"message": {"content": 7}}]}', "content is int, not text"),
     ],
+    ids=["garbage", "deeply nested", "wrong type"],
 )
-def test_broken_replies_raise_transport_errors(raw, match):
-    with _ScriptedServer([_send(raw, keep=False), _send(_ok(b"ok"))]) as server:
-        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=5)
+def test_bad_json_fails_that_request_with_a_reason(no_proxy_env, body, reason):
+    def respond(request: bytes) -> bytes:
+        return _reply(body) if _prompt(request) == "bad" else _reply(_chat("fine"))
 
-        async def go():  # type: ignore[no-untyped-def]
-            with pytest.raises(HTTPTransportError, match=match):
-                await conn.post_json("/x", b"{}")
-            ok = await conn.post_json("/x", b"{}")  # and the connection recovers
-            await conn.close()
-            return ok
-
-        assert asyncio.run(go()).body == b"ok"
+    with _ScriptedServer(respond) as server:
+        done = _run(server.url, [_req(0, "bad"), _req(1)], max_retries=1)
+    assert done["r1"].text == "fine"
+    assert done["r0"].text is None and reason in done["r0"].error
 
 
-def test_timeout_then_recovery():
-    def hang(conn: socket.socket, _request: bytes) -> bool:
-        threading.Event().wait(2.0)
-        return False
-
-    with _ScriptedServer([hang, _send(_ok(b"late ok"))]) as server:
-        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=0.2)
-
-        async def go():  # type: ignore[no-untyped-def]
-            with pytest.raises(HTTPTimeout, match=r"within 0\.2 s"):
-                await conn.post_json("/x", b"{}")
-            task = asyncio.current_task()
-            assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
-            reply = await conn.post_json("/x", b"{}")
-            await conn.close()
-            return reply
-
-        assert asyncio.run(go()).body == b"late ok"
+# --------------------------------------------------------------------------- proxies
 
 
-def test_connect_refused_and_header_injection():
-    port = socket.create_server(("127.0.0.1", 0))
-    free = port.getsockname()[1]
-    port.close()
-    with pytest.raises(HTTPTransportError, match="cannot connect"):
-        _post(Connection(Target.from_url(f"http://127.0.0.1:{free}"), timeout=2))
-    with pytest.raises(ValueError, match="line breaks"):
-        Connection(Target.from_url("http://h"), timeout=1, headers={"X": "a\r\nEvil: 1"})
+def test_proxy_from_the_environment_is_used(no_proxy_env):
+    with FakeChatServer(reply=lambda p: f"via proxy: {user_text(p)}") as proxy:
+        no_proxy_env.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+        # .invalid never resolves: only the proxy can have answered.
+        done = _run("http://medcurric-test.invalid/v1", [_req(0)], max_retries=0)
+    assert done["r0"].error is None and done["r0"].text == "via proxy: prompt 0"
+    (hit,) = proxy.hits
+    assert hit.target == "http://medcurric-test.invalid/v1/chat/completions"  # absolute form
 
 
-def test_connection_the_server_closed_while_idle_is_not_reused():
-    # The server answers and closes (an idle timeout) without saying "Connection: close".
-    steps = [_send(_ok(b"one"), keep=False), _send(_ok(b"two"))]
-    with _ScriptedServer(steps) as server:
-        conn = Connection(Target.from_url(f"http://127.0.0.1:{server.port}"), timeout=5)
+def test_no_proxy_bypasses_the_proxy(no_proxy_env):
+    with socket.create_server(("127.0.0.1", 0)) as dead:
+        no_proxy_env.setenv("http_proxy", f"http://127.0.0.1:{dead.getsockname()[1]}")
+    no_proxy_env.setenv("no_proxy", "127.0.0.1")
+    with FakeChatServer() as server:
+        done = _run(server.url, [_req(0)], max_retries=0)
+    assert done["r0"].error is None and server.hits[0].target == "/v1/chat/completions"
 
-        async def go():  # type: ignore[no-untyped-def]
-            first = await conn.post_json("/x", b"{}")
-            await asyncio.sleep(0.1)  # the close reaches the client while it is idle
-            second = await conn.post_json("/x", b"{}")
-            await conn.close()
-            return [first.body, second.body]
 
-        assert asyncio.run(go()) == [b"one", b"two"]
-    assert conn.requests_sent == 2 and len(server.requests) == 2 and server.connections == 2
+def test_proxy_credentials_from_the_url_go_in_proxy_authorization(no_proxy_env):
+    with _ScriptedServer(lambda r: _reply(_chat("fine"))) as proxy:
+        port = proxy.url.split(":")[2].split("/")[0]
+        no_proxy_env.setenv("http_proxy", f"http://us%40er:p%3Ass@127.0.0.1:{port}")
+        done = _run("http://medcurric-test.invalid/v1", [_req(0)], max_retries=0)
+    assert done["r0"].text == "fine"
+    (request,) = proxy.requests
+    assert request.startswith(b"POST http://medcurric-test.invalid/v1/chat/completions ")
+    expected = base64.b64encode(b"us@er:p:ss")
+    assert b"\r\nProxy-Authorization: Basic " + expected + b"\r\n" in request
+
+
+def test_key_is_not_sent_to_a_proxy_tunnelling_https(no_proxy_env):
+    sentinel = "sk-SENTINEL-for-the-server-only"
+    no_proxy_env.setenv("MEDCURRIC_TEST_KEY", sentinel)
+    with _ScriptedServer(lambda r: b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n") as proxy:
+        no_proxy_env.setenv("https_proxy", proxy.url.removesuffix("/v1"))
+        done = _run(
+            "https://medcurric-test.invalid/v1",
+            [_req(0)],
+            api_key_env="MEDCURRIC_TEST_KEY",
+            max_retries=0,
+        )
+    (connect,) = proxy.requests
+    assert connect.startswith(b"CONNECT medcurric-test.invalid:443 ")
+    assert sentinel.encode() not in connect and b"authorization" not in connect.lower()
+    assert done["r0"].text is None and "transport error" in done["r0"].error
+
+
+# --------------------------------------------------------------------------- keep-alive
+
+
+def test_each_reply_goes_to_its_own_request_over_kept_alive_connections(no_proxy_env):
+    with FakeChatServer(reply=lambda p: f"echo {user_text(p)}", jitter=0.03) as server:
+        done = _run(server.url, [_req(i) for i in range(60)], concurrency=6)
+    assert len(done) == 60 and len(server.hits) == 60
+    assert all(c.text == f"echo {c.request.prompt}" for c in done.values())
+    assert server.connections <= 6 < len(server.hits)  # connections were reused
+    assert server.max_in_flight == 6
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_key_with_trailing_newline_is_sent_without_it(no_proxy_env):
+    no_proxy_env.setenv("MEDCURRIC_TEST_KEY", "sk-abc123\n")
+    with FakeChatServer() as server:
+        done = _run(server.url, [_req(0)], api_key_env="MEDCURRIC_TEST_KEY")
+    assert done["r0"].error is None
+    assert server.hits[0].authorization == "Bearer sk-abc123"
+
+
+def test_netrc_credentials_are_not_sent_in_place_of_the_key(no_proxy_env, tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    no_proxy_env.setenv("NETRC", str(netrc))
+    no_proxy_env.setenv("MEDCURRIC_TEST_KEY", "sk-abc123")
+    with FakeChatServer() as server:
+        done = _run(server.url, [_req(0)], api_key_env="MEDCURRIC_TEST_KEY")
+    assert done["r0"].error is None
+    assert server.hits[0].authorization == "Bearer sk-abc123"
+
+
+@pytest.mark.parametrize("key", ["sk-SECRET\nX-Injected: 1", "sk-SECRET with space", "sk-SECRÉT"])
+def test_unsendable_key_is_refused_without_showing_it(no_proxy_env, key, caplog):
+    caplog.set_level(logging.DEBUG)
+    no_proxy_env.setenv("MEDCURRIC_TEST_KEY", key)
+    b = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", api_key_env="MEDCURRIC_TEST_KEY")
+    with pytest.raises(InvalidOptionError, match=r"\$MEDCURRIC_TEST_KEY") as info:
+        list(b.complete([_req(0)]))
+    shown = [str(info.value), repr(info.value), *(r.getMessage() for r in caplog.records)]
+    assert not any("SECRET" in s or "SECRÉT" in s for s in shown)
+
+
+def test_key_never_in_transport_errors_or_logs(no_proxy_env, caplog):
+    caplog.set_level(logging.DEBUG)
+    sentinel = "sk-SENTINEL-never-shown"
+    no_proxy_env.setenv("MEDCURRIC_TEST_KEY", sentinel)
+
+    def respond(request: bytes) -> bytes:  # a broken status line that echoes the header
+        (auth,) = [h for h in request.split(b"\r\n") if h.lower().startswith(b"authorization")]
+        return b"HTTP/1.1 4x1 " + auth + b"\r\n\r\n"
+
+    with _ScriptedServer(respond) as server:
+        done = _run(server.url, [_req(0)], api_key_env="MEDCURRIC_TEST_KEY", max_retries=2)
+    assert all(f"Bearer {sentinel}".encode() in r for r in server.requests)  # the key was sent
+    c = done["r0"]
+    assert c.text is None and "transport error" in c.error and "Bearer ***" in c.error
+    for text in [c.error, *(r.getMessage() for r in caplog.records)]:
+        assert sentinel not in text

@@ -73,12 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backoff", type=float, default=0.5, help="first retry backoff in seconds (openai)"
     )
-    parser.add_argument(
-        "--http-client",
-        default="auto",
-        help="auto | stdlib | httpx: HTTP client of the openai backend (auto: httpx only "
-        "when a proxy environment variable applies)",
-    )
     parser.add_argument("--max-tokens", type=int, default=512, help="tokens per reply")
     parser.add_argument("--batch-size", type=int, default=4, help="batch size (transformers)")
     parser.add_argument("--device", default=None, help="device, e.g. cuda:0 (transformers)")
@@ -172,7 +166,6 @@ def build_backend(args: argparse.Namespace) -> Backend:
             timeout=args.timeout,
             backoff_base=args.backoff,
             max_tokens=args.max_tokens,
-            http_client=args.http_client,
         )
     if not args.model:
         raise InvalidOptionError(

@@ -1,7 +1,7 @@
 """A stdlib-only OpenAI-compatible chat-completions server on loopback, with injected faults.
 
-Used by the test suite and ``benchmarks/bench_generate.py``; not a public API.
-It speaks enough HTTP/1.1 (keep-alive, ``Content-Length`` bodies) for ``httpx``,
+Used by the test suite and ``benchmarks/bench_generate.py``. It speaks enough
+HTTP/1.1 (keep-alive, ``Content-Length`` bodies) for an HTTP client library,
 answers ``POST .../chat/completions`` after a fixed latency, and can inject faults
 per request: ``"500"``, ``"429"`` (with ``Retry-After``), ``"timeout"`` (never answers),
 ``"drop"`` (closes the connection), ``"truncate"`` (half a body, then closes),
@@ -10,7 +10,7 @@ per request: ``"500"``, ``"429"`` (with ``Retry-After``), ``"timeout"`` (never a
 
 Run it on its own (prints the port on the first line of stdout)::
 
-    python -m medcurric.cot._fake_server --latency 0.2
+    python -m medcurric.testing.chat_server --latency 0.2
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import threading
 import time
@@ -48,7 +49,7 @@ def user_text(payload: dict[str, Any]) -> str:
 
 @dataclass
 class Hit:
-    """One request the server saw."""
+    """One request the server saw (``target`` is the request line's target, absolute via a proxy)."""
 
     key: str
     attempt: int
@@ -56,6 +57,7 @@ class Hit:
     time: float
     authorization: str
     payload: dict[str, Any]
+    target: str = ""
 
 
 class FakeChatServer:
@@ -66,6 +68,8 @@ class FakeChatServer:
         fault: ``(request key, attempt number from 1) -> action``; the key is the first user
             message's text plus the number of messages, so a re-ask is a new key.
         latency: Seconds before each answer.
+        jitter: Up to this many further seconds before each answer, drawn at random
+            (seeded), so that replies finish out of order.
         retry_after: Value of the ``Retry-After`` header on 429s.
         keep_payloads: Keep every request payload in :attr:`hits`.
     """
@@ -76,18 +80,22 @@ class FakeChatServer:
         fault: FaultFn | None = None,
         *,
         latency: float = 0.0,
+        jitter: float = 0.0,
         retry_after: str = "0",
         keep_payloads: bool = True,
     ) -> None:
         self.reply = reply or (lambda _p: DEFAULT_REPLY)
         self.fault = fault or (lambda _k, _a: "ok")
         self.latency = float(latency)
+        self.jitter = float(jitter)
+        self._rng = random.Random(0)
         self.retry_after = retry_after
         self.keep_payloads = keep_payloads
         self.hits: list[Hit] = []
         self.attempts: dict[str, int] = {}
         self.port = 0
         self.in_flight = 0
+        self.connections = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,6 +155,8 @@ class FakeChatServer:
             return n
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            self.connections += 1
         try:
             while True:
                 line = await reader.readline()
@@ -183,6 +193,7 @@ class FakeChatServer:
                     time.monotonic(),
                     headers.get("authorization", ""),
                     payload if self.keep_payloads else {},
+                    parts[1],
                 )
                 with self._lock:
                     self.hits.append(hit)
@@ -191,8 +202,9 @@ class FakeChatServer:
                 try:
                     if action == "timeout":
                         await asyncio.sleep(3600)
-                    if self.latency:
-                        await asyncio.sleep(self.latency)
+                    delay = self.latency + (self._rng.uniform(0, self.jitter) if self.jitter else 0)
+                    if delay:
+                        await asyncio.sleep(delay)
                 finally:
                     with self._lock:
                         self.in_flight -= 1

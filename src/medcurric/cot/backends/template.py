@@ -1,0 +1,121 @@
+"""An offline, deterministic backend that writes replies from the seed's structured fields."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+
+from medcurric.cot.backends.base import Completion, GenerationRequest
+from medcurric.cot.templates import QuestionType
+from medcurric.stage import Stage
+
+__all__ = ["TemplateBackend", "template_reply"]
+
+
+class TemplateBackend:
+    """Offline, deterministic backend that writes replies from the seed's structured fields.
+
+    The reply is a JSON object (so lesion types with any characters survive), and
+    goes through the same parsing and validation as a model's reply. Questions,
+    rationales and answers follow fixed sentence patterns per stage and question type.
+
+    Examples:
+        >>> from medcurric.cot import TemplateBackend
+        >>> b = TemplateBackend()
+        >>> b.name, b.model_name, b.needs_images
+        ('template', '', False)
+    """
+
+    name = "template"
+    model_name = ""
+    needs_images = False
+
+    def __repr__(self) -> str:
+        return "TemplateBackend()"
+
+    def complete(self, requests: Sequence[GenerationRequest]) -> Iterator[Completion]:
+        """Yield a deterministic reply for each request."""
+        for r in requests:
+            yield Completion(r, json.dumps(template_reply(r), ensure_ascii=False))
+
+
+def template_reply(request: GenerationRequest) -> dict[str, str]:
+    """Write ``{"question", "rationale", "answer"}`` for a request from its fields.
+
+    Examples:
+        >>> from medcurric.cot import GenerationRequest, QuestionType, template_reply
+        >>> from medcurric.stage import Stage
+        >>> r = GenerationRequest("x", "", "", Stage.MEDIUM, QuestionType.OPEN, "t",
+        ...     {"lesion": "cyst", "organ": "liver", "location": "the right part of the liver",
+        ...      "size": "", "box": ""})
+        >>> template_reply(r)["answer"]
+        'A cyst in the right part of the liver.'
+    """
+    f = dict(request.fields)
+    lesion = f.get("lesion") or "lesion"
+    organ = f.get("organ", "")
+    location = f.get("location") or (f"the {organ}" if organ else "")
+    size = f" measuring {f['size']}" if f.get("size") else ""
+    box = f.get("box", "")
+    queried = f.get("queried_organ", "")
+    expected = f.get("expected_answer", "yes")
+    easy = request.stage is Stage.EASY
+    closed = request.question_type is QuestionType.CLOSED
+    look = f"The highlighted box at {box} " if easy else ""
+    where_q = "inside the highlighted box" if easy else "in this image"
+    if organ:
+        rel = f.get("relation") or "in"
+        where = f"{rel} {location}"
+        over = "lies over" if rel == "in" else "lies next to"
+        if closed:
+            question = (
+                f"Is the {lesion} inside the highlighted box located in the {queried}?"
+                if easy
+                else f"Is there a {lesion} in the {queried}?"
+            )
+            lead = f"{look}{over} the {organ}. " if easy else f"Looking at the {organ}, "
+            body = (
+                f"The {lesion}{size} is {where}" if easy else f"there is a {lesion}{size} {where}"
+            )
+            tail = ""
+            if expected != "yes":
+                tail = f", not in the {queried}" if queried != organ else ", not inside it"
+            rationale = f"{lead}{body}{tail}."
+            answer = "Yes." if expected == "yes" else f"No, it is {where}."
+        else:
+            question = f"What abnormality is seen {where_q}, and where is it?"
+            if easy:
+                rationale = (
+                    f"{look}{over} the {organ}. There is a {lesion}{size} {where}. "
+                    f"So the finding is a {lesion} {rel} the {organ}."
+                )
+            else:
+                rationale = (
+                    f"Looking at the {organ}, there is a {lesion}{size} {where}. "
+                    f"So the abnormality is a {lesion} {rel} the {organ}."
+                )
+            answer = f"A {lesion} {where}."
+        if request.stage is Stage.HARD:
+            question = (
+                f"Is there a {lesion} in the {queried}?" if closed else f"Where is the {lesion}?"
+            )
+            answer = ("Yes." if expected == "yes" else "No.") if closed else f"A {lesion} {where}."
+    else:
+        if closed:
+            question = (
+                f"Is there a {lesion} inside the highlighted box?"
+                if easy
+                else f"Does this image show a {lesion}?"
+            )
+            answer = "Yes."
+        else:
+            question = f"What abnormality is seen {where_q}?"
+            answer = f"A {lesion}."
+        rationale = (
+            f"{look}contains a {lesion}{size}; its host organ could not be determined."
+            if easy
+            else f"The image shows a {lesion}{size}; its host organ could not be determined."
+        )
+    if request.stage is Stage.HARD:
+        rationale = ""
+    return {"question": question, "rationale": rationale, "answer": answer}
