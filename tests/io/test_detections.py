@@ -116,3 +116,30 @@ def test_csv_plain_and_vindr(tmp_path):
     bad.write_text("image,x1,y1,x2,y2\nc,1,2,x,4\n")
     with pytest.raises(DataFormatError, match="numeric"):
         read_detection_csv(bad)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        ('"226.2, 90.0, 255.4, 115.6"', '"226.2, nan, 255.4, 115.6"', "finite"),
+        ('"226.2, 90.0, 255.4, 115.6"', '"226.2, inf, 255.4, 115.6"', "finite"),
+        ('"0.78, 0.78, 5"', '"0.78, NaN, 5"', "finite"),
+        (',1,1,1,109,', ',1,1,1,inf,', "Key_slice_index"),
+        (',-1,0,', ',nan,0,', "Coarse_lesion_type"),
+    ],
+)
+def test_deeplesion_non_finite_numbers_name_the_record(tmp_path, old, new, match):
+    f = tmp_path / "DL_info.csv"
+    f.write_text(DL_HEADER + DL_ROWS[0].replace(old, new, 1))
+    with pytest.raises(DataFormatError, match=match) as info:
+        read_deeplesion(f)
+    assert "DL_info.csv" in str(info.value)
+
+
+@pytest.mark.parametrize("bbox", [[1, "NaN", 3, 4], [1, 2, float("inf"), 4], [1, 2, None, 4]])
+def test_coco_non_finite_bbox_names_the_annotation(tmp_path, bbox):
+    f = tmp_path / "det.json"
+    data = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 3, "image_id": 1, "bbox": bbox}]}
+    f.write_text(json.dumps(data))
+    with pytest.raises(DataFormatError, match=r"annotations\[0\]"):
+        read_coco_detections(f)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,3 +82,11 @@ def test_latest_checkpoint(tmp_path) -> None:
         (tmp_path / f"checkpoint-{step}" / STATE_FILE).write_text("{}")
     # checkpoint-100 is incomplete (no trainer state): skipped.
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
+
+
+def test_latest_checkpoint_ignores_folders_that_only_look_numbered(tmp_path: Path) -> None:
+    for name in ("checkpoint-²", "checkpoint-٣", "checkpoint-7", "checkpoint-12", "checkpoint-99"):
+        (tmp_path / name).mkdir()
+        if name != "checkpoint-99":  # an incomplete checkpoint (no state file) is skipped too
+            (tmp_path / name / STATE_FILE).write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-12"

@@ -60,6 +60,13 @@ def _numbers(text: str, *, where: str, n: int | None = None) -> list[float]:
         ) from exc
     if n is not None and len(values) != n:
         raise DataFormatError(f"{where}: expected {n} numbers, but got {len(values)} in {text!r}.")
+    return _finite(values, where=where)
+
+
+def _finite(values: list[float], *, where: str) -> list[float]:
+    """The values, or a ``DataFormatError`` naming the record when one is NaN or infinite."""
+    if not all(math.isfinite(v) for v in values):
+        raise DataFormatError(f"{where}: expected finite numbers, but got {values}.")
     return values
 
 
@@ -136,7 +143,7 @@ def read_deeplesion(
             )
         try:
             key = int(float(row["Key_slice_index"]))
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise DataFormatError(
                 f"{where}: expected an integer Key_slice_index, but got {row['Key_slice_index']!r}."
             ) from exc
@@ -145,7 +152,7 @@ def read_deeplesion(
         if row.get("Coarse_lesion_type"):
             try:
                 code = int(float(row["Coarse_lesion_type"]))
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 raise DataFormatError(
                     f"{where}: expected an integer Coarse_lesion_type (1..8 or -1), "
                     f"but got {row['Coarse_lesion_type']!r}."
@@ -160,7 +167,8 @@ def read_deeplesion(
             window = (lo, hi)
         split = None
         if row.get("Train_Val_Test"):
-            split = _SPLITS.get(int(float(row["Train_Val_Test"])), row["Train_Val_Test"])
+            code_text = str(row["Train_Val_Test"]).strip()
+            split = _SPLITS.get(int(code_text) if code_text.isascii() and code_text.isdigit() else -1, code_text)
         extra: dict[str, Any] = {"series": series, "coarse_type": code, "file_name": name}
         if row.get("Slice_range"):
             lo_s, hi_s = _numbers(row["Slice_range"], where=f"{where} Slice_range", n=2)
@@ -266,7 +274,12 @@ def read_coco_detections(
             raise DataFormatError(
                 f"{where}: expected bbox [x, y, width, height], but got {bbox!r}."
             )
-        x, y, w, h = (float(v) for v in bbox)
+        try:
+            x, y, w, h = _finite([float(v) for v in bbox], where=where)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, DataFormatError):
+                raise
+            raise DataFormatError(f"{where}: expected bbox [x, y, width, height] numbers, but got {bbox!r}.") from exc
         file_name = str(image.get("file_name", image["id"]))
         ann_id = ann.get("id", i)
         label = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 __all__ = ["STATE_FILE", "STATE_VERSION", "latest_checkpoint"]
@@ -11,6 +12,7 @@ __all__ = ["STATE_FILE", "STATE_VERSION", "latest_checkpoint"]
 STATE_FILE = "trainer_state.json"
 #: Version of the ``trainer_state.json`` layout.
 STATE_VERSION = 1
+_CHECKPOINT_NAME = re.compile(r"checkpoint-([0-9]+)")
 
 
 def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
@@ -20,7 +22,7 @@ def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
         return None
     found = []
     for p in root.glob("checkpoint-*"):
-        tail = p.name.rsplit("-", 1)[-1]
-        if tail.isdigit() and (p / STATE_FILE).is_file():
-            found.append((int(tail), p))
+        match = _CHECKPOINT_NAME.fullmatch(p.name)  # ASCII digits only: "checkpoint-²" is not one
+        if match and (p / STATE_FILE).is_file():
+            found.append((int(match.group(1)), p))
     return max(found)[1] if found else None
