@@ -18,6 +18,7 @@ from medcurric.eval.datasets import (
     VQAFormat,
     VQAItem,
     load_predictions,
+    load_records,
     load_texts,
     load_vqa,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "exact_match",
     "format_table",
     "load_predictions",
+    "load_records",
     "load_texts",
     "load_vqa",
     "normalize_answer",

@@ -11,7 +11,7 @@ import pytest
 
 from medcurric._jsonl import read_jsonl
 from medcurric.cli import main
-from medcurric.cot._cli import EXIT_INCOMPLETE
+from medcurric.cli.generate import EXIT_INCOMPLETE
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_generate_openai_reports_failures_with_exit_3(
 def test_http_client_option_reaches_the_backend():
     import argparse
 
-    from medcurric.cot._cli import add_arguments, build_backend
+    from medcurric.cli.generate import add_arguments, build_backend
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -10,7 +10,11 @@ import numpy as np
 
 from medcurric._paths import safe_join
 from medcurric.errors import MissingFileError
-from medcurric.seeds.records import FactualSeed
+from medcurric.review import write_review
+from medcurric.seeds import FactualSeed
+from medcurric.vocabulary import ClassMap
+
+__all__ = ["add_arguments", "label_slice_masks", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,20 +79,12 @@ def label_slice_masks(root: Path) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and print where it went."""
-    from medcurric.review.report import write_review
-
     if not args.samples.is_file():
         raise MissingFileError(
             f"Expected a samples JSONL file at '{args.samples}', but it does not exist."
         )
     masks = label_slice_masks(args.labels) if args.labels is not None else None
-    class_map = None
-    try:
-        from medcurric.anatomy import ClassMap
-
-        class_map = ClassMap.totalsegmentator()
-    except ImportError:  # pragma: no cover - anatomy is core
-        pass
+    class_map = ClassMap.totalsegmentator()
     report = write_review(
         args.samples,
         args.out,
