@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from medcurric._paths import safe_join
 from medcurric.errors import MissingFileError
-from medcurric.review import write_review
-from medcurric.seeds import FactualSeed
+from medcurric.review import label_slice_masks, write_review
 from medcurric.vocabulary import ClassMap
 
-__all__ = ["add_arguments", "label_slice_masks", "run"]
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,34 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-overlay", action="store_true", help="leave out the Easy overlay panel"
     )
     parser.add_argument("--title", default="medcurric review")
-
-
-def label_slice_masks(root: Path) -> Any:
-    """Return ``seed -> host-organ mask`` reading label slices stored beside the images."""
-    cache: dict[str, np.ndarray | None] = {}
-
-    def provider(seed: FactualSeed) -> np.ndarray | None:
-        if seed.organ_label is None:
-            return None
-        if seed.image not in cache:
-            arr = None
-            stem = Path(seed.image).with_suffix("")
-            for suffix in (".npy", ".png"):
-                path = safe_join(root, str(stem) + suffix)
-                if path.is_file():
-                    if suffix == ".npy":
-                        arr = np.load(path, allow_pickle=False)
-                    else:
-                        from PIL import Image
-
-                        with Image.open(path) as im:
-                            arr = np.asarray(im)
-                    break
-            cache[seed.image] = arr
-        labels = cache[seed.image]
-        return None if labels is None else labels == seed.organ_label
-
-    return provider
 
 
 def run(args: argparse.Namespace) -> int:
