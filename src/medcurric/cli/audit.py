@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from medcurric._options import warn_ignored
 from medcurric.anatomy import BoxOrganMatcher
 from medcurric.cli.seeds import add_dataset_arguments, class_map_option, dataset_cases
 from medcurric.errors import DataFormatError
@@ -104,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         from medcurric.testing import make_phantom
 
+        if str(args.class_map) != "auto":
+            warn_ignored(
+                "--class-map", "the phantom carries its own class map; it names --masks files."
+            )
         phantom = make_phantom()
         lesions = phantom.lesions if args.mode == "3d" else phantom.key_slice_lesions
         cases = [(phantom.label_map(), list(lesions))]

@@ -196,7 +196,8 @@ def find_cases(
     Args:
         records: Lesion records, from :func:`read_detections` or a reader of your own.
         masks: The folder of organ masks.
-        fmt: The detection format the records came from (it decides the mask naming).
+        fmt: The detection format the records came from (it decides the mask naming;
+            the default, ``csv``, is the image-path rule ``coco`` shares).
         slice_order: What ``slice_index`` counts for ``coco`` / ``csv`` records
             (DeepLesion key slices always count along the stored axis).
 
