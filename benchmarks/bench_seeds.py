@@ -48,9 +48,9 @@ import nibabel as nib
 import numpy as np
 from _timing import round_robin
 
+from medcurric.cli.seeds import main as seeds_main
 from medcurric.io import write_nifti
 from medcurric.io.nifti import _inflate_gzip_nifti, _inflater
-from medcurric.seeds._cli import main as seeds_main
 from medcurric.testing import make_phantom
 
 

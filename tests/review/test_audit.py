@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pytest
@@ -186,17 +185,6 @@ def test_adjacent_lesion_flips_under_dilation() -> None:
     assert by["erode 4 mm"].new_outcome == "unmatched"
 
 
-def test_audit_cli_on_phantom(tmp_path) -> None:
-    from medcurric.cli import main
-
-    assert main(["audit", "--phantom", "--out", str(tmp_path), "--seed", "0"]) == 0
-    data = json.loads((tmp_path / "audit.json").read_text())
-    assert data["num_lesions"] == 10 and data["rows"] and data["summary"]
-    assert (tmp_path / "audit.md").read_text().startswith("Audited 10 lesions")
-    assert (tmp_path / "audit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "audit.csv").read_text().splitlines()[0].startswith("lesion_id,")
-
-
 @pytest.mark.parametrize(
     "pert", [Perturbation("shift", 8.0), Perturbation("swap_lr"), Perturbation("drop_small", 50.0)]
 )
@@ -222,33 +210,3 @@ def test_seed_changes_agree_with_rebuilding_seeds_on_the_perturbed_volume(phanto
         (new,) = build_seeds([rec], lm.replace(array=arr), matcher=matcher)
         assert row.new_organ == new.organ, rec.id
         assert row.seed_changed == (new.text != old.text), (rec.id, old.text, new.text)
-
-
-def test_audit_cli_on_a_dataset_on_disk(tmp_path, phantom) -> None:
-    """Detections CSV + a folder of NIfTI masks, found as `medcurric seeds` finds them."""
-    from medcurric.cli import main
-    from medcurric.io import write_nifti
-
-    masks = tmp_path / "masks" / "ct"
-    masks.mkdir(parents=True)
-    write_nifti(phantom.labels, masks / "case1.nii.gz", affine=phantom.affine,
-                label_names=dict(phantom.class_map.items()))
-    rows = ["id,image,x1,y1,x2,y2,slice_index,label\n"]
-    for r in phantom.key_slice_lesions:
-        rows.append(f"{r.id},ct/case1.nii.gz,{r.box[0]},{r.box[1]},{r.box[2]},{r.box[3]},{r.slice_index},cyst\n")
-    rows.append("lost,ct/nowhere.nii.gz,1,1,5,5,3,cyst\n")  # no mask: skipped with a message
-    (tmp_path / "boxes.csv").write_text("".join(rows))
-    out = tmp_path / "audit"
-    code = main(["audit", "--detections", str(tmp_path / "boxes.csv"), "--format", "csv",
-                 "--masks", str(tmp_path / "masks"), "--out", str(out),
-                 "--perturbations", "erode:2,swap_lr"])
-    assert code == 0
-    data = json.loads((out / "audit.json").read_text())
-    assert data["num_lesions"] == len(phantom.key_slice_lesions)
-    # the same audit straight from the phantom in memory gives the same rows
-    direct = audit_matching([(phantom.label_map(), phantom.key_slice_lesions)], BoxOrganMatcher(),
-                            [Perturbation("erode", 2.0), Perturbation("swap_lr")], progress=False)
-    assert [(r["organ"], r["new_organ"], r["outcome_changed"]) for r in data["rows"]] == [
-        (r.organ, r.new_organ, r.outcome_changed) for r in direct.rows
-    ]
-    assert any(r["host_changed"] for r in data["rows"])

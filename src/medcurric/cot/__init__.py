@@ -27,6 +27,7 @@ from medcurric.cot.templates import (
     QuestionType,
     default_templates,
     fill_template,
+    read_prompt_templates,
     reply_format,
 )
 from medcurric.cot.validation import OrganLexicon, OrganVocabulary, cited_boxes, validate_sample
@@ -55,6 +56,7 @@ __all__ = [
     "fill_template",
     "parse_reply",
     "parse_shard",
+    "read_prompt_templates",
     "reply_format",
     "sample_id",
     "shard_of",

@@ -10,9 +10,12 @@ write literal braces. :meth:`str.format` is never used.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from medcurric._options import StrEnum, look_up_option
 from medcurric.errors import DataFormatError
@@ -25,6 +28,7 @@ __all__ = [
     "QuestionType",
     "default_templates",
     "fill_template",
+    "read_prompt_templates",
 ]
 
 
@@ -312,4 +316,37 @@ def _check_templates(templates: Iterable[PromptTemplate]) -> tuple[PromptTemplat
     for t in out:
         if not isinstance(t, PromptTemplate):
             raise DataFormatError(f"Expected PromptTemplate objects, but got {type(t).__name__}.")
+    return out
+
+
+def read_prompt_templates(path: str | os.PathLike[str]) -> list[PromptTemplate]:
+    """Read prompt templates from a JSON list of objects.
+
+    Each object has ``id``, ``stage``, ``question_type`` and ``text``, and may have
+    ``system`` and ``matched`` (the :class:`PromptTemplate` fields).
+
+    Raises:
+        DataFormatError: When the file is not a JSON list of such objects.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"Cannot read templates from '{path}': {exc}") from exc
+    if not isinstance(data, list):
+        raise DataFormatError(
+            f"Expected a JSON list of templates in '{path}', but got {type(data).__name__}."
+        )
+    out = []
+    allowed = {"id", "stage", "question_type", "text", "system", "matched"}
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not {"id", "stage", "question_type", "text"} <= set(item):
+            raise DataFormatError(
+                f"{path}: template {i}: expected an object with id, stage, question_type and text."
+            )
+        unknown = sorted(set(item) - allowed)
+        if unknown:
+            raise DataFormatError(
+                f"{path}: template {i}: unknown key(s) {unknown}; expected {sorted(allowed)}."
+            )
+        out.append(PromptTemplate(**item))
     return out

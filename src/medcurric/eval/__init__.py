@@ -18,6 +18,7 @@ from medcurric.eval.datasets import (
     VQAFormat,
     VQAItem,
     load_predictions,
+    load_records,
     load_texts,
     load_vqa,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "final_answer",
     "format_table",
     "load_predictions",
+    "load_records",
     "load_texts",
     "load_vqa",
     "normalize_answer",

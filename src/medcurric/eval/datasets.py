@@ -45,6 +45,7 @@ __all__ = [
     "VQAFormat",
     "VQAItem",
     "load_predictions",
+    "load_records",
     "load_texts",
     "load_vqa",
 ]
@@ -491,10 +492,25 @@ def load_texts(
     return out
 
 
-def _records_by_id(
+def load_records(
     path: str | os.PathLike[str], *, id_key: str | None = None
 ) -> list[dict[str, Any]]:
-    """Read records (dicts) and give each a string ``id`` (used by ``medcurric evaluate``)."""
+    """Read records (JSON objects) from a JSON / JSONL file and give each a string ``id``.
+
+    Used for grounding targets and predictions. The id is taken from ``id_key``, else
+    the first of the usual id keys, else the key of a JSON object of records; a plain
+    string record becomes ``{"text": ...}``.
+
+    Args:
+        path: A JSON list or object of records, or a JSONL file.
+        id_key: The key holding each record's id.
+
+    Returns:
+        The records, each with a unique string ``id``.
+
+    Raises:
+        DataFormatError: When a record is not an object, has no id, or repeats an id.
+    """
     id_keys = (id_key,) if id_key else _ID_KEYS
     out: list[dict[str, Any]] = []
     seen: set[str] = set()

@@ -7,6 +7,17 @@ array kept (see :doc:`/conventions`). A lesion box drawn in image pixels therefo
 lands on the same voxels whatever the orientation stored in the file.
 """
 
+from medcurric.io.datasets import (
+    Case,
+    DetectionFormat,
+    LoadedCase,
+    SliceOrder,
+    find_cases,
+    iter_cases,
+    load_case,
+    load_dataset,
+    read_detections,
+)
 from medcurric.io.detections import (
     DEEPLESION_TYPES,
     read_coco_detections,
@@ -33,18 +44,27 @@ from medcurric.io.totalseg import read_label_map, read_totalsegmentator
 
 __all__ = [
     "CANONICAL_AXCODES",
+    "Case",
     "DEEPLESION_HU_OFFSET",
     "DEEPLESION_TYPES",
+    "DetectionFormat",
     "LabelMap",
     "LesionRecord",
+    "LoadedCase",
     "Reorientation",
+    "SliceOrder",
     "Volume",
+    "find_cases",
+    "iter_cases",
     "label_names_from_nifti",
+    "load_case",
+    "load_dataset",
     "orientation_codes",
     "read_coco_detections",
     "read_deeplesion",
     "read_deeplesion_slice",
     "read_detection_csv",
+    "read_detections",
     "read_dicom_seg",
     "read_dicom_series",
     "read_label_map",

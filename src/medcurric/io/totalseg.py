@@ -131,6 +131,8 @@ def read_label_map(path: str | os.PathLike[str], *, class_map: ClassMap | None =
       (a multilabel NIfTI without names falls back to the TotalSegmentator map
       unless ``class_map`` is given);
     * ``*.dcm`` file: :func:`~medcurric.io.read_dicom_seg`;
+    * ``*.npy`` file: an integer ``[y, x]`` or ``[z, y, x]`` array, already canonical,
+      named by ``class_map`` (default TotalSegmentator's ``total``), spacing unknown;
     * folder of ``*.png``: :func:`~medcurric.io.read_png_masks`.
 
     Args:
@@ -151,8 +153,10 @@ def read_label_map(path: str | os.PathLike[str], *, class_map: ClassMap | None =
             from medcurric.io.dicom import read_dicom_seg
 
             return read_dicom_seg(p, class_map=class_map)
+        if p.suffix.lower() == ".npy":
+            return _read_npy_labels(p, class_map)
         raise DataFormatError(
-            f"Expected a .nii, .nii.gz or .dcm label map at '{p}', but got a '{p.suffix}' file."
+            f"Expected a .nii, .nii.gz, .dcm or .npy label map at '{p}', but got a '{p.suffix}' file."
         )
     if p.is_dir():
         entries = [f for f in p.iterdir() if f.is_file()]
@@ -166,3 +170,14 @@ def read_label_map(path: str | os.PathLike[str], *, class_map: ClassMap | None =
         f"Expected a label map at '{p}' (a NIfTI file, a DICOM SEG, or a folder of per-class "
         "NIfTI or PNG masks), but found none."
     )
+
+
+def _read_npy_labels(path: Path, class_map: ClassMap | None) -> LabelMap:
+    from medcurric.vocabulary.classmap import ClassMap
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataFormatError(f"'{path}' is not a plain numpy array file: {exc}") from exc
+    names = class_map if class_map is not None else ClassMap.totalsegmentator()
+    return LabelMap(array, names, source=str(path))

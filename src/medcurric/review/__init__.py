@@ -9,6 +9,7 @@ from medcurric.review.audit import (
     audit_matching,
     perturb_labels,
 )
+from medcurric.review.masks import label_slice_masks
 from medcurric.review.report import (
     ReviewReport,
     load_samples,
@@ -25,6 +26,7 @@ __all__ = [
     "PerturbationKind",
     "ReviewReport",
     "audit_matching",
+    "label_slice_masks",
     "load_samples",
     "load_seeds",
     "perturb_labels",

@@ -23,11 +23,15 @@ lesion from the audit's seed (in-plane for 2D maps and for boxes on one slice).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -390,6 +394,41 @@ class AuditResult:
                 f"| {t['organ']} | {t['kind']} | {breaks} | {'yes' if t['trusted'] else 'no'} |"
             )
         return "\n".join(lines) + "\n"
+
+    def to_dict(self, tolerance: float = 0.05) -> dict[str, Any]:
+        """Counts, timing, perturbations, summary, trust table and every row, as JSON types."""
+        return {
+            "num_lesions": self.num_lesions,
+            "seconds": self.seconds,
+            "lesions_per_second": self.lesions_per_second,
+            "perturbations": [p.to_dict() for p in self.perturbations],
+            "summary": self.summary(),
+            "trust": self.trust(tolerance),
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+    def write(self, out: str | os.PathLike[str], tolerance: float = 0.05) -> dict[str, Path]:
+        """Write ``audit.json``, ``audit.csv`` (the rows), ``audit.md`` and ``audit.png`` to ``out``.
+
+        Args:
+            out: Output folder (created if needed).
+            tolerance: Share of lesions whose host may change before an organ is untrusted.
+
+        Returns:
+            Kind (``json``, ``csv``, ``md``, ``png``) -> the file written.
+        """
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {kind: folder / f"audit.{kind}" for kind in ("json", "csv", "md", "png")}
+        paths["json"].write_text(json.dumps(self.to_dict(tolerance), indent=1))
+        rows = [r.to_dict() for r in self.rows]
+        with paths["csv"].open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["lesion_id"])
+            writer.writeheader()
+            writer.writerows(rows)
+        paths["md"].write_text(self.to_markdown(tolerance))
+        self.plot(str(paths["png"]))
+        return paths
 
     def plot(self, path: str) -> str:
         """Plot change rates against perturbation size, one panel per kind; returns ``path``."""

@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "build_tiny_vlm": "medcurric.testing.tiny",
     "bundled_sample": "medcurric.testing.sample",
     "make_phantom": "medcurric.testing.phantom",
+    "phantom_dataset": "medcurric.testing.phantom",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -46,7 +47,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom
+    from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom, phantom_dataset
     from medcurric.testing.sample import BundledSample, bundled_sample
     from medcurric.testing.tiny import (
         TINY_CORPUS,

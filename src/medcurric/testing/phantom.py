@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from medcurric.errors import DataFormatError, ShapeError
+from medcurric.io.datasets import Case
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.vocabulary.classmap import ClassMap
 
-__all__ = ["ExpectedHost", "Phantom", "make_phantom"]
+__all__ = ["ExpectedHost", "Phantom", "make_phantom", "phantom_dataset"]
 
 #: Field of view in millimetres along (z, y, x) for the default spacing.
 FOV_MM = (320.0, 384.0, 384.0)
@@ -417,6 +418,28 @@ def make_phantom(
         expected=expected,
         seed=int(seed),
     )
+
+
+def phantom_dataset(cases: int = 3) -> list[Case]:
+    """Phantoms of seeds ``0 .. cases - 1`` as a dataset of in-memory cases.
+
+    Each case holds one phantom's label map and its key-slice lesions, renamed
+    ``phantom<seed>/<id>`` on image ``phantom<seed>`` (source ``medcurric-phantom``),
+    ready for :func:`medcurric.seeds.write_seeds` or :func:`medcurric.io.load_case`.
+
+    Examples:
+        >>> [(c.key, len(c.records)) for c in phantom_dataset(2)]
+        [('phantom0', 10), ('phantom1', 10)]
+    """
+    out = []
+    for seed in range(cases):
+        ph = make_phantom(seed=seed)
+        records = [
+            replace(r, id=f"phantom{seed}/{r.id}", image=f"phantom{seed}", source="medcurric-phantom")
+            for r in ph.key_slice_lesions
+        ]
+        out.append(Case(key=f"phantom{seed}", records=records, label_map=ph.label_map()))
+    return out
 
 
 def _affine(shape: tuple[int, ...], spacing: tuple[float, float, float]) -> np.ndarray:

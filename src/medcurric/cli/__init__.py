@@ -1,8 +1,10 @@
 """The ``medcurric`` command line: one thin sub-command per stage of the data flow.
 
-Each sub-command lives next to the code it drives, in a private ``_cli`` module
-exposing ``add_arguments(parser)`` and ``run(args) -> int``; this module only
-dispatches, and imports a sub-command's module when that command is used.
+Each sub-command is a module of this package (``medcurric.cli.match``,
+``medcurric.cli.seeds``, ...) exposing ``add_arguments(parser)`` and
+``run(args) -> int``; it only parses options and calls the library's public
+functions. This module dispatches, and imports a sub-command's module when the
+parser is built. A command whose module is not installed is left out.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: name -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "match": ("medcurric.anatomy._cli", "match lesion boxes to host organs and print a table"),
-    "seeds": ("medcurric.seeds._cli", "detections + organ masks -> factual seeds JSONL"),
-    "generate": ("medcurric.cot._cli", "factual seeds -> QA + chain-of-thought samples JSONL"),
-    "evaluate": ("medcurric.eval._cli", "score VQA answers, reports and grounding"),
-    "review": ("medcurric.review._cli", "write a static HTML review report of generated samples"),
-    "audit": ("medcurric.review._audit_cli", "segmentation-error sensitivity of the organ matching"),
-    "demo": ("medcurric._demo", "run the pipeline on the bundled sample"),
+    "match": ("medcurric.cli.match", "match lesion boxes to host organs and print a table"),
+    "seeds": ("medcurric.cli.seeds", "detections + organ masks -> factual seeds JSONL"),
+    "generate": ("medcurric.cli.generate", "factual seeds -> QA + chain-of-thought samples JSONL"),
+    "evaluate": ("medcurric.cli.evaluate", "score VQA answers, reports and grounding"),
+    "review": ("medcurric.cli.review", "write a static HTML review report of generated samples"),
+    "audit": ("medcurric.cli.audit", "segmentation-error sensitivity of the organ matching"),
+    "demo": ("medcurric.cli.demo", "run the pipeline on the bundled sample"),
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from medcurric._jsonl import read_jsonl
 from medcurric.cli import main
-from medcurric.cot._cli import EXIT_INCOMPLETE
+from medcurric.cli.generate import EXIT_INCOMPLETE
 
 
 @pytest.fixture

@@ -14,14 +14,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medcurric._jsonl import read_jsonl
 from medcurric._options import StrEnum, look_up_option
-from medcurric.cot.backends import Backend, OpenAIBackend, TemplateBackend, TransformersBackend
-from medcurric.cot.generator import CoTGenerator, parse_shard
-from medcurric.cot.templates import PromptTemplate, QuestionType
-from medcurric.errors import DataFormatError, InvalidOptionError, MedcurricError
-from medcurric.seeds.records import FactualSeed
+from medcurric.cot import (
+    Backend,
+    CoTGenerator,
+    OpenAIBackend,
+    QuestionType,
+    TemplateBackend,
+    TransformersBackend,
+    parse_shard,
+    read_prompt_templates,
+)
+from medcurric.errors import InvalidOptionError
+from medcurric.seeds import read_seeds
 from medcurric.stage import Stage
+
+__all__ = ["EXIT_INCOMPLETE", "BackendName", "add_arguments", "build_backend", "run"]
 
 #: Exit status when some samples could not be generated (a rerun retries them).
 EXIT_INCOMPLETE = 3
@@ -110,43 +118,6 @@ def _split(text: str) -> list[str]:
     return [t.strip() for t in str(text).split(",") if t.strip()]
 
 
-def read_seeds(path: Path) -> list[FactualSeed]:
-    """Read a seeds JSONL file, naming the line of a malformed record."""
-    seeds = []
-    for number, obj in enumerate(read_jsonl(path), start=1):
-        try:
-            seeds.append(FactualSeed.from_dict(obj))
-        except MedcurricError as exc:
-            raise DataFormatError(f"{path}: record {number}: {exc}") from exc
-    return seeds
-
-
-def read_templates(path: Path) -> list[PromptTemplate]:
-    """Read user templates from a JSON list of objects."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(f"Cannot read templates from '{path}': {exc}") from exc
-    if not isinstance(data, list):
-        raise DataFormatError(
-            f"Expected a JSON list of templates in '{path}', but got {type(data).__name__}."
-        )
-    out = []
-    allowed = {"id", "stage", "question_type", "text", "system", "matched"}
-    for i, item in enumerate(data):
-        if not isinstance(item, dict) or not {"id", "stage", "question_type", "text"} <= set(item):
-            raise DataFormatError(
-                f"{path}: template {i}: expected an object with id, stage, question_type and text."
-            )
-        unknown = sorted(set(item) - allowed)
-        if unknown:
-            raise DataFormatError(
-                f"{path}: template {i}: unknown key(s) {unknown}; expected {sorted(allowed)}."
-            )
-        out.append(PromptTemplate(**item))
-    return out
-
-
 def build_backend(args: argparse.Namespace) -> Backend:
     """Build the backend named by ``--backend``."""
     name = look_up_option(args.backend, BackendName, name="--backend")
@@ -190,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         for q in _split(args.question_types)
     ]
     seeds = read_seeds(args.seeds)
-    templates = read_templates(args.templates) if args.templates else None
+    templates = read_prompt_templates(args.templates) if args.templates else None
     backend = build_backend(args)
     kwargs: dict[str, Any] = {}
     if templates is not None:

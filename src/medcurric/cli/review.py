@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from medcurric._paths import safe_join
 from medcurric.errors import MissingFileError
-from medcurric.seeds.records import FactualSeed
+from medcurric.review import label_slice_masks, write_review
+from medcurric.vocabulary import ClassMap
+
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,50 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", default="medcurric review")
 
 
-def label_slice_masks(root: Path) -> Any:
-    """Return ``seed -> host-organ mask`` reading label slices stored beside the images."""
-    cache: dict[str, np.ndarray | None] = {}
-
-    def provider(seed: FactualSeed) -> np.ndarray | None:
-        if seed.organ_label is None:
-            return None
-        if seed.image not in cache:
-            arr = None
-            stem = Path(seed.image).with_suffix("")
-            for suffix in (".npy", ".png"):
-                path = safe_join(root, str(stem) + suffix)
-                if path.is_file():
-                    if suffix == ".npy":
-                        arr = np.load(path, allow_pickle=False)
-                    else:
-                        from PIL import Image
-
-                        with Image.open(path) as im:
-                            arr = np.asarray(im)
-                    break
-            cache[seed.image] = arr
-        labels = cache[seed.image]
-        return None if labels is None else labels == seed.organ_label
-
-    return provider
-
-
 def run(args: argparse.Namespace) -> int:
     """Write the report and print where it went."""
-    from medcurric.review.report import write_review
-
     if not args.samples.is_file():
         raise MissingFileError(
             f"Expected a samples JSONL file at '{args.samples}', but it does not exist."
         )
     masks = label_slice_masks(args.labels) if args.labels is not None else None
-    class_map = None
-    try:
-        from medcurric.anatomy import ClassMap
-
-        class_map = ClassMap.totalsegmentator()
-    except ImportError:  # pragma: no cover - anatomy is core
-        pass
+    class_map = ClassMap.totalsegmentator()
     report = write_review(
         args.samples,
         args.out,

@@ -1,10 +1,17 @@
 """``medcurric match``: match lesion boxes to host organs and print a table.
 
 Inputs are either the built-in synthetic phantom (``--phantom``, the default
-when nothing else is given) or a label map ``--labels FILE.npy`` with boxes
-``--boxes FILE.csv``. The CSV has a header and one box per row, with columns
-``x1,y1,x2,y2`` (2D; optional ``slice_index`` for boxes on a volume) or
-``x1,y1,z1,x2,y2,z2`` (3D), and an optional ``id`` column.
+when nothing else is given) or a label map ``--labels PATH`` with boxes
+``--boxes FILE.csv``. The label map is anything :func:`medcurric.io.read_label_map`
+reads: a NIfTI file, a TotalSegmentator folder of per-class NIfTI files, a DICOM
+SEG, a folder of PNG masks, or a numpy ``.npy`` array (already ``[z, y, x]`` /
+``[y, x]``). Spacing comes from the file; ``--spacing`` gives it for a ``.npy``
+(or overrides the file's). Without a known spacing, millimetre options are refused
+(``--adjacent-mm``) or left off (the default 'adjacent' rule), never assumed to be 1 mm.
+
+The CSV has a header and one box per row, with columns ``x1,y1,x2,y2`` (2D;
+optional ``slice_index`` for boxes on a volume) or ``x1,y1,z1,x2,y2,z2`` (3D), and
+an optional ``id`` column.
 """
 
 from __future__ import annotations
@@ -12,20 +19,20 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from medcurric.anatomy.matcher import (
-    BoxOrganMatcher,
-    Criterion,
-    MatchLevel,
-    MatchOutcome,
-    OrganMatch,
-)
+from medcurric._options import warn_ignored
+from medcurric.anatomy import BoxOrganMatcher, Criterion, MatchLevel, MatchOutcome, OrganMatch
 from medcurric.errors import DataFormatError, MissingFileError
-from medcurric.vocabulary.classmap import ClassMap
+from medcurric.io import read_label_map
+from medcurric.vocabulary import ClassMap
+
+#: The 'adjacent' distance used when spacing is known and --adjacent-mm is not given.
+DEFAULT_ADJACENT_MM = 5.0
 
 __all__ = ["add_arguments", "format_table", "run"]
 
@@ -41,22 +48,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     src.add_argument("--mode", default="3d", choices=("3d", "2d"),
                      help="phantom boxes: 3D boxes or 2D boxes on each lesion's key slice")
-    src.add_argument("--labels", type=Path, metavar="FILE.npy",
-                     help="integer label map, [y, x] or [z, y, x] (numpy .npy)")
+    src.add_argument("--labels", type=Path, metavar="PATH",
+                     help="organ label map: NIfTI, TotalSegmentator folder, DICOM SEG, PNG mask folder, "
+                          "or .npy ([y, x] or [z, y, x])")
     src.add_argument("--boxes", type=Path, metavar="FILE.csv",
                      help="boxes: header with x1,y1,x2,y2[,slice_index] or x1,y1,z1,x2,y2,z2 (+ optional id)")
     src.add_argument("--class-map", type=Path, metavar="FILE.json",
                      help="class map JSON (default: TotalSegmentator v2 'total')")
     src.add_argument("--spacing", type=float, nargs="+", metavar="MM",
-                     help="millimetres per array axis, e.g. --spacing 5 0.8 0.8 for [z, y, x]")
+                     help="millimetres per array axis, e.g. --spacing 5 0.8 0.8 for [z, y, x] "
+                          "(default: from the file; a .npy has none)")
     src.add_argument("--slice-index", type=int, default=None,
                      help="key slice for 2D boxes on a volume when the CSV has no slice_index column")
     rule = parser.add_argument_group("matching")
     rule.add_argument("--criterion", default="ioa", help="ioa (default) or iou")
     rule.add_argument("--min-score", type=float, default=None,
                       help="score needed for 'inside' (default 0.5 for ioa, 0 for iou)")
-    rule.add_argument("--adjacent-mm", type=float, default=5.0,
-                      help="largest box-organ distance for 'adjacent' (default 5); negative disables it")
+    rule.add_argument("--adjacent-mm", type=float, default=None,
+                      help=f"largest box-organ distance for 'adjacent' (default {DEFAULT_ADJACENT_MM:g} when "
+                           "the spacing is known, else off); negative disables it")
     rule.add_argument("--level", default="organ", help="organ (default) or group (lobes -> lung, ...)")
     rule.add_argument("--ignore", nargs="*", default=[], metavar="NAME", help="class or group names to ignore")
     parser.add_argument("--json", action="store_true", help="print one JSON match per line instead of a table")
@@ -126,37 +136,58 @@ def format_table(ids: Sequence[str], boxes: np.ndarray, matches: Sequence[OrganM
     return "\n".join(out)
 
 
+def _adjacent_mm(option: float | None, spacing_known: bool) -> float | None:
+    """The 'adjacent' distance: refused without spacing when asked for, off by default then."""
+    if option is not None and option < 0:
+        return None
+    if spacing_known:
+        return DEFAULT_ADJACENT_MM if option is None else option
+    if option is not None:
+        raise DataFormatError(
+            f"--adjacent-mm {option:g} needs the label map's spacing in millimetres, but it is "
+            "unknown (a .npy file has none). Pass --spacing MM [MM ...] per array axis, or a "
+            "negative --adjacent-mm to match without the 'adjacent' rule."
+        )
+    print("note: the label map has no spacing, so the 'adjacent' rule is off "
+          "(pass --spacing to use it)", file=sys.stderr)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``medcurric match``; return the exit status."""
     if (args.labels is None) != (args.boxes is None):
         raise DataFormatError("Pass --labels and --boxes together, or neither (the phantom is used).")
-    class_map = ClassMap.from_json(args.class_map) if args.class_map else ClassMap.totalsegmentator()
+    class_map = ClassMap.from_json(args.class_map) if args.class_map else None
+    if args.labels is None:
+        from medcurric.testing import make_phantom
+
+        if class_map is not None:
+            warn_ignored("--class-map", "the phantom carries its own class map; it names a --labels file's classes.")
+        ph = make_phantom(seed=args.seed)
+        label_map = ph.label_map()
+        records = ph.lesions if args.mode == "3d" else ph.key_slice_lesions
+        ids = [r.id for r in records]
+        boxes = ph.boxes(args.mode)
+        slice_index = None
+    else:
+        if not args.labels.exists():
+            raise MissingFileError(f"Expected a label map at '{args.labels}', but it does not exist.")
+        label_map = read_label_map(args.labels, class_map=class_map)
+        if args.spacing is not None:
+            label_map = label_map.replace(spacing=tuple(args.spacing))
+        ids, boxes, slices = _read_boxes(args.boxes)
+        slice_index = slices if slices is not None else args.slice_index
     matcher = BoxOrganMatcher(
-        class_map,
         criterion=args.criterion,
         min_score=args.min_score,
-        adjacent_mm=None if args.adjacent_mm is not None and args.adjacent_mm < 0 else args.adjacent_mm,
+        adjacent_mm=_adjacent_mm(args.adjacent_mm, label_map.spacing is not None),
         ignore=args.ignore,
         level=args.level,
     )
     if args.labels is None:
-        from medcurric.testing import make_phantom
-
-        ph = make_phantom(seed=args.seed)
-        records = ph.lesions if args.mode == "3d" else ph.key_slice_lesions
-        ids = [r.id for r in records]
-        boxes = ph.boxes(args.mode)
-        matches = matcher.match_records(records, ph.label_map())
+        matches = matcher.match_records(records, label_map)
     else:
-        if not args.labels.is_file():
-            raise MissingFileError(f"Expected a label map .npy at '{args.labels}', but it does not exist.")
-        try:
-            labels = np.load(args.labels, allow_pickle=False)
-        except ValueError as exc:
-            raise DataFormatError(f"'{args.labels}' is not a plain numpy array file: {exc}") from exc
-        ids, boxes, slices = _read_boxes(args.boxes)
-        slice_index = slices if slices is not None else args.slice_index
-        matches = matcher.match(boxes, labels, slice_index=slice_index, spacing=args.spacing, ids=ids)
+        matches = matcher.match(boxes, label_map, slice_index=slice_index, ids=ids)
     if args.json:
         for m in matches:
             print(m.to_json())
@@ -167,4 +198,3 @@ def run(args: argparse.Namespace) -> int:
               + f"  [criterion={Criterion(matcher.criterion).value}, min_score={matcher.min_score}, "
               f"adjacent_mm={matcher.adjacent_mm}, level={MatchLevel(matcher.level).value}]")
     return 0
-

@@ -15,7 +15,7 @@ import pytest
 from medcurric.anatomy import BoxOrganMatcher
 from medcurric.cli import main
 from medcurric.io import write_nifti
-from medcurric.seeds._cli import rejects_path
+from medcurric.seeds import rejects_path
 from medcurric.testing import make_phantom
 
 
@@ -51,7 +51,7 @@ def test_rerun_skips_written_ids(tmp_path, capsys):
 
 def test_killed_run_resumes_to_the_same_file(tmp_path):
     clean, killed = tmp_path / "clean.jsonl", tmp_path / "killed.jsonl"
-    args = [sys.executable, "-m", "medcurric.seeds._cli", "--phantom", "--phantom-cases", "6"]
+    args = [sys.executable, "-m", "medcurric.cli.seeds", "--phantom", "--phantom-cases", "6"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*args, "--out", str(clean)], check=True, capture_output=True, env=env)
     proc = subprocess.Popen(
@@ -202,18 +202,6 @@ def test_bad_options_fail_early(tmp_path, capsys):
     assert not (tmp_path / "x.jsonl").exists() or not _lines(tmp_path / "x.jsonl")
 
 
-def test_demo_step(tmp_path, capsys):
-    from medcurric._demo import DemoContext
-    from medcurric.seeds._cli import demo_step
-
-    ctx = DemoContext(out=tmp_path)
-    ctx.state["phantom"] = make_phantom()
-    demo_step(ctx)
-    rows = [json.loads(x) for x in _lines(tmp_path / "seeds.jsonl")]
-    assert len(rows) == 10 and ctx.outputs["factual seeds"] == tmp_path / "seeds.jsonl"
-    assert "[seeds]" in capsys.readouterr().out
-
-
 def test_coco_with_per_class_folders_and_png_masks(tmp_path):
     from PIL import Image
 
@@ -275,7 +263,7 @@ def test_coco_with_per_class_folders_and_png_masks(tmp_path):
 
 def test_summary_counts_the_whole_file_on_reruns(tmp_path, capsys):
     """The table is kept up while writing; it must equal a re-read of the output file."""
-    from medcurric.seeds._cli import summarise
+    from medcurric.seeds import summarise
 
     out = tmp_path / "s.jsonl"
     main(["seeds", "--phantom", "--phantom-cases", "1", "--out", str(out)])

@@ -10,12 +10,19 @@ from typing import Any
 
 from medcurric._options import StrEnum, look_up_option
 from medcurric.errors import DataFormatError
-from medcurric.eval.datasets import _records_by_id, load_predictions, load_texts, load_vqa
-from medcurric.eval.grounding import score_grounding
-from medcurric.eval.normalize import Compat
-from medcurric.eval.report import report_metrics
-from medcurric.eval.tables import format_table
-from medcurric.eval.vqa import score_vqa
+from medcurric.eval import (
+    Compat,
+    format_table,
+    load_predictions,
+    load_records,
+    load_texts,
+    load_vqa,
+    report_metrics,
+    score_grounding,
+    score_vqa,
+)
+
+__all__ = ["Task", "add_arguments", "run"]
 
 
 class Task(StrEnum):
@@ -116,8 +123,8 @@ def _run_report(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 
 def _run_grounding(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    targets = _records_by_id(args.references)
-    preds = {r["id"]: r for r in _records_by_id(args.predictions, id_key=args.id_key)}
+    targets = load_records(args.references)
+    preds = {r["id"]: r for r in load_records(args.predictions, id_key=args.id_key)}
     if args.text_key:
         for r in preds.values():
             r["text"] = r.get(args.text_key)

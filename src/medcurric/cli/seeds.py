@@ -1,0 +1,184 @@
+"""``medcurric seeds``: detections + organ masks -> factual seeds JSONL.
+
+Inputs: a detection file (``--detections`` with ``--format deeplesion|coco|csv``)
+and a folder of organ masks (``--masks``), or ``--phantom`` for a self-contained
+run on synthetic phantoms. Output: one :class:`~medcurric.seeds.FactualSeed` per
+line, appended to ``--out`` (a rerun skips ids already written; a killed run
+loses no written line). A record that fails goes to ``<out stem>.rejects.jsonl``
+with its reason and the run continues. A summary table (matched / adjacent /
+unmatched per organ, over the whole output file) is printed at the end.
+
+Which mask belongs to which record is :func:`medcurric.io.find_cases`'s rule; the
+run itself is :func:`medcurric.seeds.write_seeds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medcurric.anatomy import BoxOrganMatcher
+from medcurric.errors import DataFormatError
+from medcurric.io import Case, find_cases, read_detections
+from medcurric.seeds import SeedBuilder, write_seeds
+from medcurric.vocabulary import ClassMap
+
+__all__ = [
+    "add_arguments",
+    "add_dataset_arguments",
+    "class_map_option",
+    "dataset_cases",
+    "main",
+    "run",
+]
+
+
+def add_dataset_arguments(group: Any) -> None:
+    """Declare the dataset inputs, shared by ``medcurric seeds`` and ``medcurric audit``.
+
+    ``--detections``, ``--format``, ``--masks``, ``--class-map`` and ``--slice-order``
+    (see :func:`medcurric.io.find_cases` and :func:`medcurric.io.load_case`).
+    """
+    group.add_argument(
+        "--detections",
+        type=Path,
+        metavar="FILE",
+        help="DL_info.csv, COCO JSON or CSV of lesion boxes",
+    )
+    group.add_argument(
+        "--format",
+        default="deeplesion",
+        choices=("deeplesion", "coco", "csv"),
+        help="detection format",
+    )
+    group.add_argument("--masks", type=Path, metavar="DIR", help="folder of per-case organ masks")
+    group.add_argument(
+        "--class-map",
+        default="auto",
+        metavar="auto|totalsegmentator|FILE.json",
+        help="label names: from the files (auto), TotalSegmentator's total task, or a JSON class map",
+    )
+    group.add_argument(
+        "--slice-order",
+        default="canonical",
+        choices=("canonical", "stored"),
+        help="coco/csv slice_index: canonical z (default) or along the file's stored slice axis",
+    )
+
+
+def class_map_option(spec: str) -> ClassMap | None:
+    """``--class-map``: ``auto`` -> ``None`` (names from the files), ``totalsegmentator``, or a JSON file."""
+    if spec == "auto":
+        return None
+    if spec == "totalsegmentator":
+        return ClassMap.totalsegmentator()
+    return ClassMap.from_json(spec)
+
+
+def dataset_cases(args: argparse.Namespace) -> list[Case]:
+    """The cases named by the dataset options, with an error naming a missing one."""
+    missing = [
+        o
+        for o, v in (("--detections FILE", args.detections), ("--masks DIR", args.masks))
+        if v is None
+    ]
+    if missing:
+        raise DataFormatError(
+            f"Expected --detections FILE and --masks DIR, but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing; or pass --phantom for the "
+            "synthetic phantom."
+        )
+    return find_cases(
+        read_detections(args.detections, args.format),
+        args.masks,
+        fmt=args.format,
+        slice_order=args.slice_order,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``seeds`` options to ``parser``."""
+    src = parser.add_argument_group("inputs")
+    add_dataset_arguments(src)
+    src.add_argument(
+        "--phantom", action="store_true", help="self-contained run on synthetic phantoms"
+    )
+    src.add_argument(
+        "--phantom-cases", type=int, default=3, help="number of phantoms (seeds 0..N-1)"
+    )
+    rule = parser.add_argument_group("matching and text")
+    rule.add_argument("--criterion", default="ioa", help="ioa (default) or iou")
+    rule.add_argument("--min-score", type=float, default=None, help="score for 'inside'")
+    rule.add_argument("--adjacent-mm", type=float, default=5.0, help="'adjacent' distance (mm)")
+    rule.add_argument("--level", default="group", help="group (default: lobes -> lung) or organ")
+    rule.add_argument("--templates", type=Path, metavar="FILE.json", help="seed sentence templates")
+    rule.add_argument("--seed", type=int, default=0, help="template choice seed")
+    rule.add_argument(
+        "--slices-only",
+        action="store_true",
+        help="read only the slab of slices holding the key slices (no upper/lower wording)",
+    )
+    rule.add_argument("--clip", action="store_true", help="clip boxes that leave the image")
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--out", type=Path, required=True, metavar="FILE.jsonl", help="seeds JSONL (appended)"
+    )
+    out.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``medcurric seeds``; return the exit status."""
+    # options first, so a typo fails before any work
+    matcher = BoxOrganMatcher(
+        criterion=args.criterion,
+        min_score=args.min_score,
+        adjacent_mm=None
+        if args.adjacent_mm is not None and args.adjacent_mm < 0
+        else args.adjacent_mm,
+        level=args.level,
+    )
+    builder = SeedBuilder(
+        templates=None if args.templates is None else str(args.templates), seed=args.seed
+    )
+    class_map = class_map_option(str(args.class_map))
+    if args.workers < 1:
+        raise DataFormatError(f"Expected --workers >= 1, but got {args.workers}.")
+    if args.phantom:
+        from medcurric.testing import phantom_dataset
+
+        cases = phantom_dataset(args.phantom_cases)
+    else:
+        cases = dataset_cases(args)
+    result = write_seeds(
+        cases,
+        args.out,
+        matcher=matcher,
+        builder=builder,
+        class_map=class_map,
+        slices_only=args.slices_only,
+        clip=args.clip,
+        workers=args.workers,
+    )
+    print(result.table())
+    print(
+        f"wrote {result.written} new seed(s) to {result.out} ({result.skipped} already there); "
+        f"{result.rejected} reject(s) to {result.rejects}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run as ``python -m medcurric.cli.seeds`` (same as ``medcurric seeds``)."""
+    parser = argparse.ArgumentParser(prog="medcurric seeds", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())
