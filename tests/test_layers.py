@@ -15,7 +15,7 @@ import medcurric
 #: Layer of each top-level module or package; a higher layer may import a lower one.
 LAYERS: dict[str, int] = {
     "errors": 0, "_options": 0, "_serialization": 0, "_jsonl": 0, "_paths": 0, "_optional": 0,
-    "vocabulary": 0, "stage": 0,
+    "vocabulary": 0, "stage": 0, "templating": 0,
     "geometry": 1, "io": 1,
     "overlay": 2, "losses": 2, "attention": 2, "anatomy": 2, "segment": 2,
     "seeds": 3,
