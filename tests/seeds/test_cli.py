@@ -203,7 +203,7 @@ def test_bad_options_fail_early(tmp_path, capsys):
 
 
 def test_demo_step(tmp_path, capsys):
-    from medcurric._demo import DemoContext
+    from medcurric.cli.demo import DemoContext
     from medcurric.seeds._cli import demo_step
 
     ctx = DemoContext(out=tmp_path)

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("medcurric.eval._cli", "score VQA answers, reports and grounding"),
     "review": ("medcurric.review._cli", "write a static HTML review report of generated samples"),
     "audit": ("medcurric.review._audit_cli", "segmentation-error sensitivity of the organ matching"),
-    "demo": ("medcurric._demo", "run the pipeline on the bundled sample"),
+    "demo": ("medcurric.cli.demo", "run the pipeline on the bundled sample"),
 }
 
 
