@@ -12,7 +12,7 @@ from medcurric.testing import make_phantom
 
 def test_demo_match_steps_write_matches(tmp_path: Path, capsys) -> None:
     """The demo's first two steps (the whole demo runs in tests/test_demo.py)."""
-    from medcurric._demo import DemoContext, step_match, step_phantom
+    from medcurric.cli.demo import DemoContext, step_match, step_phantom
 
     out = tmp_path / "demo"
     out.mkdir()

@@ -25,6 +25,7 @@ __all__ = [
     "OutputInUseError",
     "ParseError",
     "ShapeError",
+    "TemplateError",
     "UnsafePathError",
     "UnsupportedModelError",
     "WrongTypeError",
@@ -53,6 +54,10 @@ class DataFormatError(MedcurricError, ValueError):
 
 class ParseError(MedcurricError, ValueError):
     """A model reply could not be parsed into a question, rationale and answer."""
+
+
+class TemplateError(DataFormatError):
+    """A text template is malformed (``{a.b}``, ``{a!r}``, a lone brace) or names a field with no value."""
 
 
 class UnsafePathError(MedcurricError, ValueError):

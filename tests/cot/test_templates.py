@@ -11,7 +11,7 @@ from medcurric.cot import (
     fill_template,
 )
 from medcurric.cot.templates import QuestionType, reply_format
-from medcurric.errors import DataFormatError, InvalidOptionError
+from medcurric.errors import DataFormatError, InvalidOptionError, TemplateError
 from medcurric.stage import Stage
 
 
@@ -32,10 +32,14 @@ def test_values_are_data_never_template_syntax(value):
     assert out == f"A {value} in the liver."
 
 
-def test_literal_braces_and_unknown_text_left_alone():
+def test_literal_braces_and_malformed_fields():
     assert fill_template("{{lesion}} {lesion}", {"lesion": "cyst"}) == "{lesion} cyst"
-    # Not a plain field name: left as written, never evaluated.
-    assert fill_template("{lesion.__class__} {0}", {"lesion": "cyst"}) == "{lesion.__class__} {0}"
+    # Not a plain field name: refused, never evaluated.
+    for bad in ("{lesion.__class__}", "{0}"):
+        with pytest.raises(TemplateError, match="not a plain name"):
+            fill_template(bad, {"lesion": "cyst"})
+        with pytest.raises(TemplateError, match=r"'t'.*not a plain name"):
+            PromptTemplate("t", "easy", "open", bad)
 
 
 def test_missing_value_and_unknown_field_raise():

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
+from medcurric.cot.records import Verdict
 from medcurric.errors import DataFormatError
 from medcurric.review import load_samples, review_sample_ids, write_review
-from medcurric.review._html import highlight, script_json
+from medcurric.review._html import highlight, render_page
 
 
 def test_highlight_escapes_and_marks() -> None:
@@ -21,11 +23,75 @@ def test_highlight_escapes_and_marks() -> None:
     assert '<mark class="box">[0.1, 0.2, 0.3, 0.4]</mark>' in html
 
 
-def test_script_json_cannot_close_the_script() -> None:
-    text = script_json({"x": "</script><script>alert(1)</script>"})
-    assert "</script" not in text and json.loads(text) == {
-        "x": "</script><script>alert(1)</script>"
-    }
+def test_script_data_cannot_close_the_script() -> None:
+    evil = "</script><script>alert(1)</script><!--"
+    page = render_page("base.html.j2", title="t", report_id="r", images={"x": evil})
+    start = page.index('id="mc-images">') + len('id="mc-images">')
+    text = page[start : page.index("</script>", start)]
+    assert json.loads(text) == {"x": evil}
+    assert page.count("<script") == 2
+
+
+HOSTILE = "<script>alert('x')</script>\" onmouseover=\"alert(1)\" ' <img src=x onerror=alert(2)> &amp;"
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(page: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+def test_untrusted_text_and_names_stay_text(review_data, tmp_path) -> None:
+    import dataclasses
+
+    seeds = [dataclasses.replace(s, text=s.text + HOSTILE, organ=(s.organ and s.organ + HOSTILE),
+                                 lesion_type="cyst" + HOSTILE) for s in review_data["seeds"]]
+    samples = [
+        dataclasses.replace(
+            s, id=s.id + HOSTILE, seed_id=s.seed_id, question=HOSTILE, rationale=s.rationale + HOSTILE,
+            answer=HOSTILE, verdicts=(*s.verdicts, Verdict("check" + HOSTILE, False, HOSTILE)),
+            accepted=True,
+        )
+        for s in review_data["samples"]
+    ]
+    samples.append(dataclasses.replace(samples[0], id="bad-image", image="missing" + HOSTILE + ".png"))
+    report = write_review(samples, tmp_path / "out", seeds=seeds, image_root=review_data["root"],
+                          masks=review_data["masks"], sample_n=20, title="title" + HOSTILE)
+    for page in (report.index.read_text(), report.summary.read_text()):
+        parsed = _parse(page)
+        names = {tag for tag, _ in parsed.tags}
+        assert "img" in names
+        assert [tag for tag, _ in parsed.tags].count("script") == 2  # the data block and the page's script
+        for tag, attrs in parsed.tags:
+            assert not any(a.startswith("on") for a in attrs), (tag, attrs)
+            assert tag != "img" or "src" not in attrs  # images come only through data-img
+        # The hostile text comes back whole, as text and in attribute values.
+        assert HOSTILE in "".join(parsed.text)
+        assert "<script>alert" not in page and "<img src=x" not in page
+    index = _parse(report.index.read_text())
+    rows = [a for t, a in index.tags if t == "tr" and "data-id" in a]
+    assert len(rows) == 9 and all(a["data-id"].endswith(HOSTILE) or a["data-id"] == "bad-image" for a in rows)
+    assert {a["data-organ"] for a in rows} >= {"liver" + HOSTILE, "unmatched"}
+    options = {a["value"] for t, a in index.tags if t == "option"}
+    assert "liver" + HOSTILE in options and "check" + HOSTILE in options  # filter values are not escaped twice
+    radios = [a for t, a in index.tags if t == "input" and a.get("type") == "radio"]
+    assert len(radios) == 18 and {a["name"] for a in radios} >= {"mark-s1-easy" + HOSTILE}
+    marked = [a for t, a in index.tags if t == "mark"]
+    assert {a["class"] for a in marked} == {"organ", "box"}  # the lesion type is hostile here: no mention
 
 
 def test_review_draw_is_seeded_and_order_free() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medcurric.anatomy import BoxOrganMatcher, Location, OrganMatch, describe_location
-from medcurric.errors import DataFormatError, WrongTypeError
+from medcurric.errors import DataFormatError, TemplateError, WrongTypeError
 from medcurric.io import LesionRecord
 from medcurric.seeds import FactualSeed, SeedBuilder, SeedTemplates, lesion_noun, render_template
 from medcurric.testing import make_phantom
@@ -95,10 +95,12 @@ def test_template_choice_is_deterministic_and_seeded():
 
 
 def test_templates_validation_and_json(tmp_path):
-    with pytest.raises(DataFormatError, match="unknown field"):
+    with pytest.raises(TemplateError, match=r"'inside-0'.*\{lesion.__class__\} is not a plain name"):
         SeedTemplates.from_mapping({"inside": ["{lesion.__class__}"]})
-    with pytest.raises(DataFormatError, match="unknown field"):
+    with pytest.raises(TemplateError, match=r"\{0\} is not a plain name"):
         SeedTemplates.from_mapping({"inside": ["{0}"]})
+    with pytest.raises(DataFormatError, match="unknown field"):
+        SeedTemplates.from_mapping({"inside": ["{lesions}"]})
     with pytest.raises(DataFormatError, match="Unknown outcome"):
         SeedTemplates.from_mapping({"inisde": ["x"]})
     with pytest.raises(DataFormatError):
@@ -132,7 +134,7 @@ def test_any_lesion_text_is_inserted_as_is(text):
 
 def test_render_template_one_pass():
     assert render_template("{a} {b}", {"a": "{b}", "b": "x"}) == "{b} x"
-    with pytest.raises(DataFormatError):
+    with pytest.raises(TemplateError, match=r"\{c\} have no value"):
         render_template("{c}", {"a": "1"})
 
 

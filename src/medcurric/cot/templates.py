@@ -1,25 +1,25 @@
 """Stage-specific prompt templates and their restricted ``{field}`` substitution.
 
 A template's text names seed fields in braces, e.g. ``"There is a {lesion} in the {organ}."``.
-Only the names in :data:`TEMPLATE_FIELDS` may appear; they are replaced in a single
-pass, and the values (seed text, lesion types, organ names: data from datasets)
-are inserted verbatim and never scanned again. So a value such as ``"{__class__}"``
-stays literally ``"{__class__}"``: data is never template syntax. ``{{`` and ``}}``
-write literal braces. :meth:`str.format` is never used.
+Only the names in :data:`TEMPLATE_FIELDS` may appear. They are filled by
+:func:`medcurric.templating.fill_template` (re-exported here): one pass, values (seed
+text, lesion types, organ names: data from datasets) inserted verbatim and never
+scanned again, so a value such as ``"{__class__}"`` stays literally ``"{__class__}"``.
+``{{`` and ``}}`` write literal braces.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from medcurric._options import StrEnum, look_up_option
-from medcurric.errors import DataFormatError
+from medcurric.errors import DataFormatError, TemplateError
 from medcurric.stage import Stage
+from medcurric.templating import fill_template, template_fields
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -58,8 +58,6 @@ TEMPLATE_FIELDS: dict[str, str] = {
     "reply_format": "the reply format the parser expects for this stage",
 }
 
-_FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
 DEFAULT_SYSTEM_PROMPT = (
     "You are a radiologist writing training data for a medical vision-language model. "
     "Write one question about the image, a short step-by-step rationale that first "
@@ -81,48 +79,6 @@ def reply_format(stage: Stage) -> str:
         'Question: <question> | Answer: <answer>'
     """
     return _FORMAT_HARD if stage is Stage.HARD else _FORMAT_COT
-
-
-def _template_names(text: str) -> list[str]:
-    return [m.group(1) for m in _FIELD.finditer(text) if m.group(1)]
-
-
-def fill_template(text: str, fields: Mapping[str, object]) -> str:
-    """Replace the ``{name}`` fields of ``text`` with values, in one pass.
-
-    Args:
-        text: Template text. ``{{`` / ``}}`` write literal braces.
-        fields: Values for the field names. Values are inserted verbatim and never
-            interpreted as template syntax.
-
-    Returns:
-        The filled text.
-
-    Raises:
-        DataFormatError: When the template names a field that ``fields`` lacks.
-
-    Examples:
-        >>> from medcurric.cot import fill_template
-        >>> fill_template("A {lesion} in the {organ} {{sic}}",
-        ...               {"lesion": "{__class__}", "organ": "liver"})
-        'A {__class__} in the liver {sic}'
-    """
-    missing = sorted({n for n in _template_names(text) if n not in fields})
-    if missing:
-        raise DataFormatError(
-            f"Template field(s) {missing} have no value; expected only {sorted(fields)}. "
-            "Write '{{' and '}}' for literal braces."
-        )
-
-    def _sub(m: re.Match[str]) -> str:
-        token = m.group(0)
-        if token == "{{":
-            return "{"
-        if token == "}}":
-            return "}"
-        return str(fields[m.group(1)])
-
-    return _FIELD.sub(_sub, text)
 
 
 @dataclass(frozen=True)
@@ -166,7 +122,10 @@ class PromptTemplate:
         if not isinstance(self.id, str) or not self.id.strip():
             raise DataFormatError(f"Expected a non-empty template id, but got {self.id!r}.")
         for part in (self.text, self.system):
-            unknown = sorted({n for n in _template_names(part) if n not in TEMPLATE_FIELDS})
+            try:
+                unknown = sorted(set(template_fields(part)) - set(TEMPLATE_FIELDS))
+            except TemplateError as exc:
+                raise TemplateError(f"Template {self.id!r}: {exc}") from None
             if unknown:
                 raise DataFormatError(
                     f"Template {self.id!r} uses unknown field(s) {unknown}; expected names from "

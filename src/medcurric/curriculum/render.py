@@ -31,6 +31,7 @@ from medcurric.cot.records import CoTSample
 from medcurric.errors import DataFormatError, InvalidBoxError, MissingFileError, WrongTypeError
 from medcurric.overlay.window import read_display_image
 from medcurric.stage import Stage
+from medcurric.templating import fill_template
 
 __all__ = ["EASY_PROMPT", "PROMPT_TEMPLATE", "format_box", "render", "substitute"]
 
@@ -65,36 +66,19 @@ def format_box(box: Any) -> str:
 
 
 def substitute(template: str, fields: Mapping[str, str]) -> str:
-    """Replace the known ``{name}`` fields of a trusted template with untrusted text.
+    """Fill a trusted prompt template with untrusted text: :func:`medcurric.templating.fill_template`.
 
-    Unlike :meth:`str.format`, braces inside the substituted values are never
-    interpreted, and fields are replaced in one left-to-right pass, so a value that
-    contains ``{box}`` stays as it is.
+    Braces inside the values are never interpreted, so a value that contains ``{box}``
+    stays as it is; ``{{`` / ``}}`` in the template write literal braces.
 
-    Args:
-        template: The (trusted) template.
-        fields: Field name -> text.
-
-    Returns:
-        The filled-in text.
+    Raises:
+        TemplateError: When the template is malformed or names a field that ``fields`` lacks.
 
     Examples:
         >>> substitute("Q: {question} {box}", {"question": "is {box} here?", "box": "[0]"})
         'Q: is {box} here? [0]'
     """
-    out: list[str] = []
-    i = 0
-    while i < len(template):
-        if template[i] == "{":
-            end = template.find("}", i)
-            name = template[i + 1 : end] if end != -1 else ""
-            if end != -1 and name in fields:
-                out.append(fields[name])
-                i = end + 1
-                continue
-        out.append(template[i])
-        i += 1
-    return "".join(out)
+    return fill_template(template, fields)
 
 
 def _as_sample(sample: Any) -> CoTSample:

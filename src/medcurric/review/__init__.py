@@ -9,6 +9,7 @@ from medcurric.review.audit import (
     audit_matching,
     perturb_labels,
 )
+from medcurric.review.demo_page import write_demo_page
 from medcurric.review.masks import label_slice_masks
 from medcurric.review.report import (
     ReviewReport,
@@ -31,5 +32,6 @@ __all__ = [
     "load_seeds",
     "perturb_labels",
     "review_sample_ids",
+    "write_demo_page",
     "write_review",
 ]

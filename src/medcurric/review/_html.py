@@ -1,18 +1,24 @@
-"""HTML helpers: every piece of untrusted text passes through :func:`esc` or :func:`script_json`."""
+"""Page rendering for the review report and the demo page: jinja2 templates with autoescape.
+
+The templates live in ``medcurric/review/templates`` (package data). Every value a
+template prints is escaped by jinja2's autoescape; data for the pages' script goes
+through jinja2's ``tojson`` filter, which writes ``<``, ``>``, ``&`` and ``'`` as JSON
+unicode escapes. No HTML is assembled from strings in Python.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jinja2
 import numpy as np
 
-__all__ = ["BOX_PATTERN", "esc", "highlight", "png_data_url", "script_json"]
+__all__ = ["BOX_PATTERN", "environment", "highlight", "highlight_spans", "png_data_url", "render_page"]
 
 #: A normalised box cited in text: ``[0.1234, 0.5, 0.75, 0.9]``.
 BOX_PATTERN = re.compile(
@@ -20,35 +26,29 @@ BOX_PATTERN = re.compile(
 )
 
 
-def esc(value: Any) -> str:
-    """Escape any value for HTML text or a quoted attribute.
-
-    Examples:
-        >>> esc('<script>alert("x")</script>')
-        '&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;'
-    """
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def script_json(obj: Any) -> str:
-    r"""Serialise ``obj`` for a ``<script type="application/json">`` block.
-
-    ``<``, ``>`` and ``&`` are written as ``\\u`` escapes, so no text inside can close
-    the script element or open a comment.
-
-    Examples:
-        >>> script_json({"t": "</script><!--"})
-        '{"t": "\\u003c/script\\u003e\\u003c!--"}'
-    """
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The jinja2 environment of the package's page templates (autoescape on, undefined names raise)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("medcurric.review", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
-def highlight(text: str, terms: Mapping[str, Iterable[str]], *, boxes: bool = True) -> str:
-    """Escape ``text`` and wrap mentions of the given terms in ``<mark class="...">``.
+def render_page(template: str, **context: Any) -> str:
+    """Render one of the package's page templates with ``context``."""
+    return environment().get_template(template).render(**context)
+
+
+def highlight_spans(
+    text: str, terms: Mapping[str, Iterable[str]], *, boxes: bool = True
+) -> list[tuple[str, str | None]]:
+    """Split ``text`` into pieces, each with the CSS class of the term it mentions (or ``None``).
 
     Matching is case-insensitive on word boundaries; longer terms win over
-    shorter ones that overlap them. The text is never interpreted as markup.
+    shorter ones that overlap them. The pieces joined give ``text`` back.
 
     Args:
         text: Untrusted text (a rationale, a question...).
@@ -56,11 +56,11 @@ def highlight(text: str, terms: Mapping[str, Iterable[str]], *, boxes: bool = Tr
         boxes: Also mark cited boxes ``[x1, y1, x2, y2]`` with class ``box``.
 
     Returns:
-        Safe HTML.
+        ``(piece, css class or None)`` in text order.
 
     Examples:
-        >>> highlight("A <b>cyst</b> in the liver", {"organ": ["liver"], "lesion": ["cyst"]})
-        'A &lt;b&gt;<mark class="lesion">cyst</mark>&lt;/b&gt; in the <mark class="organ">liver</mark>'
+        >>> highlight_spans("A cyst in the liver", {"organ": ["liver"], "lesion": ["cyst"]})
+        [('A ', None), ('cyst', 'lesion'), (' in the ', None), ('liver', 'organ'), ('', None)]
     """
     spans: list[tuple[int, int, str]] = []
     if boxes:
@@ -77,14 +77,25 @@ def highlight(text: str, terms: Mapping[str, Iterable[str]], *, boxes: bool = Tr
         if chosen and start < chosen[-1][1]:
             continue
         chosen.append((start, end, cls))
-    out: list[str] = []
+    out: list[tuple[str, str | None]] = []
     pos = 0
     for start, end, cls in chosen:
-        out.append(esc(text[pos:start]))
-        out.append(f'<mark class="{esc(cls)}">{esc(text[start:end])}</mark>')
+        out.append((text[pos:start], None))
+        out.append((text[start:end], cls))
         pos = end
-    out.append(esc(text[pos:]))
-    return "".join(out)
+    out.append((text[pos:], None))
+    return out
+
+
+def highlight(text: str, terms: Mapping[str, Iterable[str]], *, boxes: bool = True) -> str:
+    """Escape ``text`` and wrap mentions of the given terms in ``<mark class="...">`` (the pages' macro).
+
+    Examples:
+        >>> highlight("A <b>cyst</b> in the liver", {"organ": ["liver"], "lesion": ["cyst"]})
+        'A &lt;b&gt;<mark class="lesion">cyst</mark>&lt;/b&gt; in the <mark class="organ">liver</mark>'
+    """
+    macros = environment().get_template("_macros.html.j2").module
+    return str(macros.marked(highlight_spans(text, terms, boxes=boxes)))  # type: ignore[attr-defined]
 
 
 def png_data_url(image: np.ndarray, *, max_side: int | None = None) -> str:

@@ -8,8 +8,9 @@ validation verdict, and accept/reject marks on a seeded random subset that the
 reviewer exports as JSON lines) and ``summary.html`` (counts, accept rate per
 check, match-score distributions per organ, unmatched and adjacent lesions).
 
-All text from datasets and models is escaped; data for the page's script sits in
-``application/json`` blocks with ``<``, ``>`` and ``&`` escaped.
+The pages come from jinja2 templates in ``medcurric/review/templates`` with autoescape:
+all text from datasets and models is escaped, and data for the page's script sits in
+an ``application/json`` block written by jinja2's ``tojson`` filter.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,9 @@ import numpy as np
 
 from medcurric._jsonl import read_jsonl
 from medcurric._paths import safe_join
-from medcurric.cot.records import CoTSample, Verdict
+from medcurric.cot.records import CoTSample
 from medcurric.errors import DataFormatError, MissingFileError, UnsafePathError
-from medcurric.review._html import esc, highlight, png_data_url, script_json
+from medcurric.review._html import highlight_spans, png_data_url, render_page
 from medcurric.seeds.records import FactualSeed
 
 __all__ = ["ReviewReport", "load_samples", "load_seeds", "review_sample_ids", "write_review"]
@@ -171,30 +171,18 @@ def _contour_path(mask: np.ndarray) -> str:
 
 
 def _svg_panel(
-    key: str | None,
-    size: tuple[int, int],
-    box: Sequence[float] | None,
-    contour: str,
-    *,
-    css_class: str = "panel",
-) -> str:
+    key: str | None, size: tuple[int, int], box: Sequence[float] | None, contour: str
+) -> dict[str, Any]:
+    """What the ``svg_panel`` macro draws: the image, the lesion box ``(x, y, w, h)`` and the contour."""
     w, h = size
-    stroke = max(1.0, max(w, h) / 200.0)
-    parts = [f'<svg class="{css_class}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">']
-    if key:
-        parts.append(f'<image data-img="{esc(key)}" x="0" y="0" width="{w}" height="{h}" />')
-    if contour:
-        parts.append(
-            f'<path class="organ-contour" stroke-width="{stroke:.2f}" d="{esc(contour)}" />'
-        )
+    rect = None
     if box is not None and len(box) >= 4:
         x1, y1, x2, y2 = (float(v) for v in box[:4])
-        parts.append(
-            f'<rect class="lesion-box" stroke-width="{stroke:.2f}" x="{x1:.2f}" y="{y1:.2f}" '
-            f'width="{max(x2 - x1, 0):.2f}" height="{max(y2 - y1, 0):.2f}" />'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+        rect = (x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0))
+    return {
+        "key": key, "width": w, "height": h, "stroke": max(1.0, max(w, h) / 200.0),
+        "box": rect, "contour": contour,
+    }
 
 
 def _organ_terms(seed: FactualSeed | None, sample: CoTSample, class_map: Any) -> list[str]:
@@ -246,43 +234,6 @@ class _Images:
         if key not in self.urls:
             self.urls[key] = png_data_url(image, max_side=self.max_side)
         return key
-
-
-def _read_asset(name: str) -> str:
-    return resources.files("medcurric.review").joinpath("assets", name).read_text(encoding="utf-8")
-
-
-def _page(title: str, body: str, *, report_id: str, images: Mapping[str, str], nav: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data: blob:; '
-        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
-        f"<style>{_read_asset('review.css')}</style></head>"
-        f'<body data-report="{esc(report_id)}"><header><h1>{esc(title)}</h1><nav>{nav}</nav></header>'
-        f"<main>{body}</main>"
-        f'<script type="application/json" id="mc-images">{script_json(dict(images))}</script>'
-        f"<script>{_read_asset('review.js')}</script></body></html>\n"
-    )
-
-
-def _select(name: str, label: str, values: Iterable[str]) -> str:
-    opts = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in sorted(set(values)))
-    return (
-        f'<label>{esc(label)}<select data-filter="{esc(name)}" id="mc-filter-{esc(name)}">'
-        f'<option value="">all</option>{opts}</select></label>'
-    )
-
-
-def _verdict_list(verdicts: Sequence[Verdict]) -> str:
-    if not verdicts:
-        return '<ul class="verdicts"><li>no validation verdicts</li></ul>'
-    items = "".join(
-        f'<li class="{"pass" if v.passed else "fail"}" data-check="{esc(v.check)}">'
-        f"<b>{esc(v.check)}</b>{': ' + esc(v.detail) if v.detail else ''}</li>"
-        for v in verdicts
-    )
-    return f'<ul class="verdicts">{items}</ul>'
 
 
 def write_review(
@@ -353,8 +304,8 @@ def write_review(
     review_set = set(review_ids)
     images = _Images(root, window, max_image_side)
 
-    rows: list[str] = []
-    cards: list[str] = []
+    rows: list[dict[str, Any]] = []
+    cards: list[dict[str, Any]] = []
     order = sorted(everything, key=lambda s: (s.id not in review_set, s.seed_id, s.stage, s.id))
     for sample in order:
         sd = seed_by_id.get(sample.seed_id)
@@ -362,83 +313,43 @@ def write_review(
         lesion = (sd.lesion_type if sd else None) or sample.lesion_type or "lesion"
         failed = [v.check for v in sample.verdicts if not v.passed]
         status = "accepted" if sample.accepted else "rejected"
-        attrs = (
-            f'data-id="{esc(sample.id)}" data-stage="{esc(sample.stage)}" data-organ="{esc(organ)}" '
-            f'data-lesion="{esc(lesion)}" data-status="{status}" data-failed="{esc(" ".join(failed))}" '
-            f'data-review="{"yes" if sample.id in review_set else "no"}" '
-            f'data-text="{esc((sample.question + " " + sample.rationale + " " + sample.answer).lower())}"'
-        )
-        rows.append(
-            f'<tr {attrs}><td><a href="#card-{esc(sample.id)}">{esc(sample.id)}</a></td>'
-            f"<td>{esc(sample.stage)}</td><td>{esc(organ)}</td><td>{esc(lesion)}</td>"
-            f"<td>{esc(sample.question_type)}</td><td>{esc(sample.question)}</td>"
-            f'<td>{esc(sample.answer)}</td><td class="status-{status}">{status}</td>'
-            f"<td>{esc(', '.join(failed)) or '&mdash;'}</td></tr>"
-        )
+        attrs = {
+            "id": sample.id, "stage": sample.stage, "organ": organ, "lesion": lesion, "status": status,
+            "failed": " ".join(failed), "review": "yes" if sample.id in review_set else "no",
+            "text": (sample.question + " " + sample.rationale + " " + sample.answer).lower(),
+        }
+        rows.append({
+            "attrs": attrs, "id": sample.id, "stage": sample.stage, "organ": organ, "lesion": lesion,
+            "question_type": sample.question_type, "question": sample.question, "answer": sample.answer,
+            "status": status, "failed": failed,
+        })
         if len(cards) >= max_cards:
             continue
         cards.append(
-            _card(
-                sample,
-                sd,
-                attrs,
-                organ,
-                lesion,
-                status,
-                images,
-                masks,
-                overlay_fn,
-                class_map,
-                sample.id in review_set,
-            )
+            _card(sample, sd, attrs, organ, lesion, status, images, masks, overlay_fn, class_map,
+                  sample.id in review_set)
         )
 
-    filters = (
-        '<div class="filters">'
-        + _select("stage", "stage", (s.stage for s in everything))
-        + _select("organ", "organ", (r.split('data-organ="')[1].split('"')[0] for r in rows))
-        + _select(
-            "lesion", "lesion type", (r.split('data-lesion="')[1].split('"')[0] for r in rows)
+    filters = [
+        {"name": name, "label": label, "values": sorted(set(values))}
+        for name, label, values in (
+            ("stage", "stage", [s.stage for s in everything]),
+            ("organ", "organ", [r["organ"] for r in rows]),
+            ("lesion", "lesion type", [r["lesion"] for r in rows]),
+            ("status", "accepted / rejected", ["accepted", "rejected"]),
+            ("failed", "failed check", [v.check for s in everything for v in s.verdicts if not v.passed]),
+            ("review", "in review sample", ["yes", "no"]),
         )
-        + _select("status", "accepted / rejected", ("accepted", "rejected"))
-        + _select(
-            "failed",
-            "failed check",
-            (v.check for s in everything for v in s.verdicts if not v.passed),
-        )
-        + _select("review", "in review sample", ("yes", "no"))
-        + '<label>text contains<input type="search" data-filter="text" id="mc-filter-text"></label>'
-        + "</div>"
-    )
-    toolbar = (
-        '<div class="toolbar"><span class="count" id="mc-count"></span>'
-        f'<span class="count">{len(review_ids)} drawn for review (seed {seed})</span>'
-        '<span class="count" id="mc-marked"></span>'
-        '<label>reviewer <input id="mc-reviewer" size="12"></label>'
-        '<button id="mc-export" type="button">Export decisions (JSONL)</button></div>'
-    )
-    table = (
-        '<table id="mc-table"><thead><tr><th>id</th><th>stage</th><th>organ</th><th>lesion</th>'
-        "<th>type</th><th>question</th><th>answer</th><th>status</th><th>failed checks</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
-    note = ""
-    if len(everything) > max_cards:
-        note = f'<p class="count">Cards shown for the first {max_cards} samples (review draw first).</p>'
-    nav = '<a href="index.html">samples</a><a href="summary.html">summary</a>'
-    index_html = _page(
-        title,
-        filters + toolbar + table + note + f'<div class="cards">{"".join(cards)}</div>',
-        report_id=report_id,
-        images=images.urls,
-        nav=nav,
+    ]
+    index_html = render_page(
+        "index.html.j2", title=title, report_id=report_id, images=images.urls, filters=filters,
+        review_count=len(review_ids), seed=seed, rows=rows, cards=cards,
+        cards_capped=len(everything) > max_cards, max_cards=max_cards,
     )
     summary_images = _Images(root, window, max_image_side)
     summary_images.arrays = images.arrays
     summary_images.errors = images.errors
-    summary_html = _summary_page(
-        title, accepted, rejected, seed_by_id, summary_images, masks, report_id, nav
-    )
+    summary_html = _summary_page(title, accepted, rejected, seed_by_id, summary_images, masks, report_id)
     index_path = out / "index.html"
     summary_path = out / "summary.html"
     index_path.write_text(index_html, encoding="utf-8")
@@ -449,7 +360,7 @@ def write_review(
 def _card(
     sample: CoTSample,
     sd: FactualSeed | None,
-    attrs: str,
+    attrs: Mapping[str, str],
     organ: str,
     lesion: str,
     status: str,
@@ -458,9 +369,10 @@ def _card(
     overlay: OverlayFn | None,
     class_map: Any,
     in_review: bool,
-) -> str:
+) -> dict[str, Any]:
+    """What the index template shows of one sample: panels, highlighted text, verdicts, marks."""
     arr = images.array(sample.image)
-    panels = []
+    panels: list[dict[str, Any]] = []
     if arr is not None:
         h, w = arr.shape[:2]
         key = images.add(sample.image, arr)
@@ -469,60 +381,28 @@ def _card(
             mask = masks(sd)
             if mask is not None and mask.shape[:2] == (h, w) and mask.any():
                 contour = _contour_path(mask)
-        panels.append(
-            "<figure>"
-            + _svg_panel(key, (w, h), sample.box, contour)
-            + '<figcaption class="panel-caption">lesion box (red), host organ (cyan)</figcaption></figure>'
-        )
+        panels.append({"kind": "image", **_svg_panel(key, (w, h), sample.box, contour)})
         if overlay is not None and sample.box is not None:
             drawn, phrase = overlay(arr, sample.box)
             okey = images.add(f"{sample.image}|overlay|{list(sample.box)}", np.asarray(drawn))
-            panels.append(
-                f'<figure><img class="panel" data-img="{esc(okey)}" alt="Easy overlay">'
-                f'<figcaption class="panel-caption">Easy overlay: {esc(phrase)}</figcaption></figure>'
-            )
+            panels.append({"kind": "overlay", "key": okey, "phrase": phrase})
     else:
         why = images.errors.get(sample.image, "no image root given")
-        panels.append(f'<p class="count">image {esc(sample.image)!s}: {esc(why)}</p>')
+        panels.append({"kind": "missing", "image": sample.image, "why": why})
     terms = {"organ": _organ_terms(sd, sample, class_map), "lesion": [lesion] if lesion else []}
     seed_text = sd.text if sd else str(sample.extra.get("seed_text", ""))
-    seed_info = ""
+    seed_info = None
     if sd is not None:
         score = f"{sd.score:.3f}" if sd.score is not None else "n/a"
-        seed_info = f' <span class="count">({esc(sd.outcome)}, {esc(sd.criterion)} {score})</span>'
-    marks = ""
-    if in_review:
-        sid = esc(sample.id)
-        marks = (
-            f'<div class="marks" data-id="{sid}">Reviewer: '
-            f'<label><input type="radio" name="mark-{sid}" value="accept"> accept</label> '
-            f'<label><input type="radio" name="mark-{sid}" value="reject"> reject</label>'
-            f'<textarea placeholder="note" aria-label="note"></textarea></div>'
-        )
-    reason = getattr(sample, "reason", "") or sample.extra.get("reason")
-    reason_html = f"<dt>reject reason</dt><dd>{esc(reason)}</dd>" if reason else ""
-    return (
-        f'<section class="card" id="card-{esc(sample.id)}" {attrs}>'
-        f"<h3>{esc(sample.id)} &middot; {esc(sample.stage)} &middot; {esc(organ)} &middot; "
-        f'<span class="status-{status}">{status}</span></h3>'
-        f'<div class="panels">{"".join(panels)}</div><dl class="text">'
-        f"<dt>seed</dt><dd>{highlight(seed_text, terms)}{seed_info}</dd>"
-        f"<dt>question ({esc(sample.question_type)})</dt><dd>{highlight(sample.question, terms)}</dd>"
-        f"<dt>rationale</dt><dd>{highlight(sample.rationale, terms)}</dd>"
-        f"<dt>answer</dt><dd>{highlight(sample.answer, terms)}</dd>{reason_html}</dl>"
-        f"{_verdict_list(sample.verdicts)}{marks}</section>"
-    )
-
-
-def _count_table(
-    title: str, counter: Mapping[str, Mapping[str, int]], columns: Sequence[str]
-) -> str:
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join(
-        f"<tr><td>{esc(k)}</td>" + "".join(f"<td>{v.get(c, 0)}</td>" for c in columns) + "</tr>"
-        for k, v in sorted(counter.items())
-    )
-    return f"<h2>{esc(title)}</h2><table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
+        seed_info = {"outcome": sd.outcome, "criterion": sd.criterion, "score": score}
+    return {
+        "id": sample.id, "attrs": attrs, "stage": sample.stage, "organ": organ, "status": status,
+        "panels": panels, "seed": highlight_spans(seed_text, terms), "seed_info": seed_info,
+        "question_type": sample.question_type, "question": highlight_spans(sample.question, terms),
+        "rationale": highlight_spans(sample.rationale, terms), "answer": highlight_spans(sample.answer, terms),
+        "reason": getattr(sample, "reason", "") or sample.extra.get("reason"),
+        "verdicts": sample.verdicts, "in_review": in_review,
+    }
 
 
 def _score_plot(seeds: Mapping[str, FactualSeed]) -> str | None:
@@ -586,7 +466,6 @@ def _summary_page(
     images: _Images,
     masks: MaskProvider | None,
     report_id: str,
-    nav: str,
 ) -> str:
     everything = [*accepted, *rejected]
     per: dict[str, dict[str, dict[str, int]]] = {"organ": {}, "lesion type": {}, "stage": {}}
@@ -602,43 +481,30 @@ def _summary_page(
             row = per[dim].setdefault(key, {})
             row[status] = row.get(status, 0) + 1
             row["total"] = row.get("total", 0) + 1
-    parts = [
-        f"<p>{len(accepted)} accepted and {len(rejected)} rejected samples from {len(seeds)} seeds.</p>"
+    count_tables = [
+        {"title": f"Samples per {dim}", "columns": ["accepted", "rejected", "total"],
+         "rows": sorted(counter.items())}
+        for dim, counter in per.items()
     ]
-    for dim, counter in per.items():
-        parts.append(_count_table(f"Samples per {dim}", counter, ["accepted", "rejected", "total"]))
     checks: dict[str, dict[str, int]] = {}
     for s in everything:
         for v in s.verdicts:
             row = checks.setdefault(v.check, {"passed": 0, "failed": 0})
             row["passed" if v.passed else "failed"] += 1
-    check_rows = "".join(
-        f"<tr><td>{esc(c)}</td><td>{r['passed']}</td><td>{r['failed']}</td>"
-        f"<td>{r['passed'] / max(1, r['passed'] + r['failed']):.1%}</td></tr>"
+    check_rows = [
+        {"check": c, "passed": r["passed"], "failed": r["failed"],
+         "rate": f"{r['passed'] / max(1, r['passed'] + r['failed']):.1%}"}
         for c, r in sorted(checks.items())
-    )
-    parts.append(
-        '<h2>Accept rate per check</h2><table id="mc-checks"><thead><tr><th>check</th><th>passed</th>'
-        f"<th>failed</th><th>pass rate</th></tr></thead><tbody>{check_rows}</tbody></table>"
-    )
-    outcomes = Counter(s.outcome for s in seeds.values())
-    parts.append(
-        "<h2>Match outcomes</h2><p>"
-        + ", ".join(f"{esc(k)}: {v}" for k, v in sorted(outcomes.items()))
-        + "</p>"
-    )
+    ]
     plot = _score_plot(seeds)
+    plot_key = None
     if plot is not None:
-        key = "plot-scores"
-        images.urls[key] = plot
-        parts.append(
-            f'<div class="plots"><img data-img="{key}" alt="match scores per organ"></div>'
-        )
-    odd = [s for s in seeds.values() if s.outcome != "inside"]
+        plot_key = "plot-scores"
+        images.urls[plot_key] = plot
     thumbs = []
-    for sd in sorted(odd, key=lambda x: (x.outcome, x.id)):
+    for sd in sorted((s for s in seeds.values() if s.outcome != "inside"), key=lambda x: (x.outcome, x.id)):
         arr = images.array(sd.image)
-        panel = ""
+        panel = None
         if arr is not None:
             h, w = arr.shape[:2]
             contour = ""
@@ -647,15 +513,12 @@ def _summary_page(
                 if m is not None and m.shape[:2] == (h, w) and m.any():
                     contour = _contour_path(m)
             box = sd.box if len(sd.box) == 4 else (sd.box[0], sd.box[1], sd.box[3], sd.box[4])
-            panel = _svg_panel(images.add(sd.image, arr), (w, h), box, contour, css_class="")
-        thumbs.append(
-            f'<div class="thumb" data-id="{esc(sd.id)}">{panel}<div><b>{esc(sd.id)}</b> '
-            f"{esc(sd.outcome)}{' ' + esc(sd.organ) if sd.organ else ''}</div>"
-            f"<div>{esc(sd.text)}</div></div>"
-        )
-    parts.append(
-        f'<h2>Unmatched and adjacent lesions ({len(odd)})</h2><div class="thumbs">{"".join(thumbs)}</div>'
-    )
-    return _page(
-        title + " - summary", "".join(parts), report_id=report_id, images=images.urls, nav=nav
+            panel = _svg_panel(images.add(sd.image, arr), (w, h), box, contour)
+        thumbs.append({"id": sd.id, "outcome": sd.outcome, "organ": sd.organ, "text": sd.text, "panel": panel})
+    return render_page(
+        "summary.html.j2", title=title + " - summary", report_id=report_id, images=images.urls,
+        num_accepted=len(accepted), num_rejected=len(rejected), num_seeds=len(seeds),
+        count_tables=count_tables, checks=check_rows,
+        outcomes=sorted(Counter(s.outcome for s in seeds.values()).items()),
+        plot_key=plot_key, thumbs=thumbs,
     )

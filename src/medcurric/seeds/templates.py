@@ -1,11 +1,10 @@
 """Seed sentence templates and their safe substitution.
 
 A template is plain text with ``{field}`` placeholders drawn from a fixed list
-(:data:`TEMPLATE_FIELDS`). Substitution is one pass over the *template*: each
-placeholder is replaced by its value, and the inserted value is never scanned
-again, so text coming from dataset metadata (a lesion type such as
-``"{organ.__class__}"`` or ``"${x}"``) stays verbatim. Templates are never passed
-to :meth:`str.format`, :class:`string.Template` or ``eval``.
+(:data:`TEMPLATE_FIELDS`), filled by :func:`medcurric.templating.fill_template`: one
+pass over the *template*, values inserted verbatim and never scanned again, so text
+coming from dataset metadata (a lesion type such as ``"{organ.__class__}"`` or
+``"${x}"``) stays as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcurric.errors import DataFormatError, MissingFileError, WrongTypeError
+from medcurric.errors import DataFormatError, MissingFileError, TemplateError, WrongTypeError
+from medcurric.templating import fill_template, template_fields
 
 __all__ = ["DEFAULT_TEMPLATES", "TEMPLATE_FIELDS", "SeedTemplates", "render_template"]
 
@@ -56,42 +56,32 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
 }
 
 _OUTCOMES = ("inside", "adjacent", "unmatched")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_PUNCT = re.compile(r" ([,.;:!?])")
 
 
 def render_template(template: str, values: Mapping[str, str]) -> str:
-    """Replace ``{field}`` placeholders in ``template`` by ``values``, in one pass.
+    """Fill a seed template with :func:`medcurric.templating.fill_template` and tidy the spaces.
 
     Inserted values are data: braces, dollars or format specs inside them are
     kept verbatim. Runs of spaces are collapsed and spaces before punctuation
     removed (so an empty field leaves no gap).
 
     Args:
-        template: Text with ``{field}`` placeholders.
+        template: Text with ``{field}`` placeholders; ``{{`` / ``}}`` write literal braces.
         values: Field values; every placeholder of the template must have one.
 
     Returns:
         The sentence.
 
     Raises:
-        DataFormatError: When the template uses a field that ``values`` lacks.
+        TemplateError: When the template is malformed or uses a field that ``values`` lacks.
 
     Examples:
         >>> render_template("There is {a_lesion} in {where}.", {"a_lesion": "a {x} ${y}", "where": "the liver"})
         'There is a {x} ${y} in the liver.'
     """
-
-    def _sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in values:
-            raise DataFormatError(
-                f"Template field {{{name}}} has no value; known fields are {sorted(values)}."
-            )
-        return str(values[name])
-
-    text = _PLACEHOLDER.sub(_sub, template)
+    text = fill_template(template, values)
     text = _SPACES.sub(" ", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     return text.strip()
@@ -108,6 +98,7 @@ class SeedTemplates:
     Raises:
         DataFormatError: For an unknown outcome, an empty list, or a template using
             a field outside :data:`TEMPLATE_FIELDS`.
+        TemplateError: For a malformed template (``{a.b}``, ``{0}``, a lone brace).
 
     Examples:
         >>> t = SeedTemplates.from_mapping({"inside": ["{A_lesion} sits in {where}."]})
@@ -116,7 +107,7 @@ class SeedTemplates:
         >>> SeedTemplates.from_mapping({"inside": ["{lesion.__class__}"]})
         Traceback (most recent call last):
         ...
-        medcurric.errors.DataFormatError: Template 'inside-0' uses unknown field(s) ['lesion.__class__']...
+        medcurric.errors.TemplateError: Template 'inside-0': Template field {lesion.__class__} is not a plain name...
     """
 
     templates: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
@@ -159,7 +150,10 @@ class SeedTemplates:
                     merged[outcome][tid] = text
         for items in merged.values():
             for tid, text in items.items():
-                unknown = sorted(set(_PLACEHOLDER_ANY.findall(text)) - set(TEMPLATE_FIELDS))
+                try:
+                    unknown = sorted(set(template_fields(text)) - set(TEMPLATE_FIELDS))
+                except TemplateError as exc:
+                    raise TemplateError(f"Template {tid!r}: {exc}") from None
                 if unknown:
                     raise DataFormatError(
                         f"Template {tid!r} uses unknown field(s) {unknown}; expected fields from "
@@ -196,7 +190,3 @@ class SeedTemplates:
     def to_dict(self) -> dict[str, dict[str, str]]:
         """Return ``outcome -> {id: text}``."""
         return {o: dict(items) for o, items in self.templates}
-
-
-# Anything in braces, to report unknown or malformed fields (``{lesion.__class__}``, ``{0}``).
-_PLACEHOLDER_ANY = re.compile(r"\{([^{}]*)\}")

@@ -7,13 +7,13 @@ template backend, render the three curriculum stages, train the tiny random
 VIP-LLaVA through Easy -> Medium with :class:`medcurric.training.CurriculumTrainer`,
 evaluate (VQA scores of generated answers, attention grounding before and after
 training, heatmaps), write the review report, and finally a summary page
-``index.html`` that links everything. Each run rewrites its outputs.
+``index.html`` that links everything (:func:`medcurric.review.write_demo_page`).
+Each step only calls the library's public functions. Each run rewrites its outputs.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import shutil
 import time
@@ -73,7 +73,7 @@ def step_phantom(ctx: DemoContext) -> None:
 def step_match(ctx: DemoContext) -> None:
     """Match every phantom lesion to its host organ, print the table and write the matches."""
     from medcurric.anatomy import BoxOrganMatcher
-    from medcurric.anatomy._cli import format_table
+    from medcurric.cli.match import format_table
     from medcurric.testing import Phantom
 
     ph = ctx.state["phantom"]
@@ -321,8 +321,7 @@ def step_evaluate(ctx: DemoContext) -> None:
 
 def step_review(ctx: DemoContext) -> None:
     """Write the HTML review report of the samples, with host-organ contours from the label slices."""
-    from medcurric.review import write_review
-    from medcurric.review._cli import label_slice_masks
+    from medcurric.review import label_slice_masks, write_review
     from medcurric.testing import Phantom
 
     ph = ctx.state["phantom"]
@@ -338,51 +337,24 @@ def step_review(ctx: DemoContext) -> None:
     print(f"[review] {report.num_samples} samples, {report.num_rejects} rejects -> {report.index}")
 
 
-def _link(ctx: DemoContext, path: Path) -> str:
-    rel = path.resolve().relative_to(ctx.out.resolve()).as_posix()
-    return html.escape(rel + ("/" if path.is_dir() else ""), quote=True)
-
-
 def step_index(ctx: DemoContext) -> None:
-    """Write ``index.html``: what each step produced, with links (all text escaped)."""
-    esc = html.escape
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>medcurric demo</title>",
-             "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
-             "td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}"
-             "img{max-width:300px;margin:4px;border:1px solid #ddd}</style></head><body>",
-             "<h1>medcurric demo</h1><p>The whole pipeline on the synthetic CT phantom: match, seeds, "
-             "template CoT generation, the three stages, a tiny Easy &rarr; Medium training run, "
-             "evaluation and the review report.</p>"]
-    parts.append("<h2>Files</h2><ul>")
-    for what, path in ctx.outputs.items():
-        parts.append(f"<li><a href='{_link(ctx, path)}'>{esc(what)}</a></li>")
-    parts.append("</ul>")
-    seeds = ctx.state.get("seeds") or []
-    parts.append("<h2>Factual seeds</h2><table><tr><th>lesion</th><th>outcome</th><th>organ</th><th>seed</th></tr>")
-    for s in seeds:  # type: ignore[attr-defined]
-        parts.append(f"<tr><td>{esc(s.id)}</td><td>{esc(str(s.outcome))}</td><td>{esc(str(s.organ))}</td>"
-                     f"<td>{esc(s.text)}</td></tr>")
-    parts.append("</table><h2>Curriculum stages</h2>")
-    for entry in ctx.state.get("rendered") or []:  # type: ignore[attr-defined]
-        parts.append(f"<h3>{esc(entry['stage'])}</h3><img src='stages/{esc(entry['image'], quote=True)}' alt=''>")
-        if "attention_target" in entry:
-            parts.append(f"<img src='stages/{esc(entry['attention_target'], quote=True)}' alt=''>")
-        parts.append(f"<pre>{esc(entry['prompt'])}\n{esc(entry['target'])}</pre>")
-    result = ctx.state.get("train_result")
+    """Write ``index.html``: what each step produced, with links."""
+    from medcurric.review import write_demo_page
+
+    stages = [
+        {**entry, **{k: ctx.out / "stages" / entry[k] for k in ("image", "attention_target") if k in entry}}
+        for entry in ctx.state.get("rendered") or []  # type: ignore[attr-defined]
+    ]
+    result: Any = ctx.state.get("train_result")
+    training = None
     if result is not None:
-        parts.append("<h2>Training</h2><img src='curriculum.png' alt='curriculum plot' style='max-width:600px'>")
-        parts.append(f"<p>{esc(str(result.steps))} steps; stage switched after step(s) "  # type: ignore[attr-defined]
-                     f"{esc(str(result.switch_steps()))}; final stage {esc(result.stage)}.</p>")  # type: ignore[attr-defined]
-    evaluation = ctx.state.get("evaluation")
-    if evaluation is not None:
-        parts.append(f"<h2>Evaluation</h2><pre>{esc(json.dumps(evaluation, indent=2))}</pre>")
-        heat = ctx.out / "attention"
-        for png in sorted(heat.glob("*.png")):
-            parts.append(f"<img src='attention/{esc(png.name, quote=True)}' alt='' style='max-width:600px'>")
-    timings = ", ".join(f"{esc(k)} {v:.1f} s" for k, v in ctx.timings.items())
-    parts.append(f"<h2>Timings</h2><p>{timings}</p></body></html>")
-    path = ctx.out / "index.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+        training = {"steps": result.steps, "switch_steps": result.switch_steps(), "stage": result.stage,
+                    "plot": ctx.out / "curriculum.png"}
+    path = write_demo_page(
+        ctx.out, outputs=ctx.outputs, seeds=ctx.state.get("seeds") or [],  # type: ignore[arg-type]
+        stages=stages, training=training, evaluation=ctx.state.get("evaluation"),  # type: ignore[arg-type]
+        heatmaps=sorted((ctx.out / "attention").glob("*.png")), timings=ctx.timings,
+    )
     ctx.outputs["summary page"] = path
 
 
