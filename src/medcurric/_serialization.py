@@ -134,7 +134,9 @@ def _walk(value: Any) -> Any:
         return str(value)
     if isinstance(value, bool):
         return bool(value)
-    if (isinstance(value, int) and not isinstance(value, enum.Enum)) or isinstance(value, enum.IntEnum):
+    if (isinstance(value, int) and not isinstance(value, enum.Enum)) or isinstance(
+        value, enum.IntEnum
+    ):
         return int(value)
     if isinstance(value, float):
         return _float(float(value))
@@ -204,23 +206,35 @@ def from_jsonable(tp: Any, value: Any, where: str = "value") -> Any:
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise DataFormatError(f"{where}: expected a list for {_describe(tp)}, but got {value!r}.")
+            raise DataFormatError(
+                f"{where}: expected a list for {_describe(tp)}, but got {value!r}."
+            )
         args = get_args(tp)
         if origin is list or (len(args) == 2 and args[1] is Ellipsis):
             (arg, *_) = args or (Any,)
             items = [from_jsonable(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
         elif args:
             if len(args) != len(value):
-                raise DataFormatError(f"{where}: expected {len(args)} values, but got {len(value)}: {value!r}.")
-            items = [from_jsonable(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
+                raise DataFormatError(
+                    f"{where}: expected {len(args)} values, but got {len(value)}: {value!r}."
+                )
+            items = [
+                from_jsonable(a, v, f"{where}[{i}]")
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            ]
         else:
             items = list(value)
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise DataFormatError(f"{where}: expected an object for {_describe(tp)}, but got {value!r}.")
+            raise DataFormatError(
+                f"{where}: expected an object for {_describe(tp)}, but got {value!r}."
+            )
         key_tp, value_tp = get_args(tp) or (Any, Any)
-        return {_dict_key(key_tp, k, where): from_jsonable(value_tp, v, f"{where}[{k!r}]") for k, v in value.items()}
+        return {
+            _dict_key(key_tp, k, where): from_jsonable(value_tp, v, f"{where}[{k!r}]")
+            for k, v in value.items()
+        }
     if isinstance(tp, type):
         if issubclass(tp, JsonRecord):
             return tp._build(value, where)
@@ -231,7 +245,9 @@ def from_jsonable(tp: Any, value: Any, where: str = "value") -> Any:
                 return tp(value)
             except ValueError:
                 allowed = [m.value for m in tp]
-                raise DataFormatError(f"{where}: expected one of {allowed}, but got {value!r}.") from None
+                raise DataFormatError(
+                    f"{where}: expected one of {allowed}, but got {value!r}."
+                ) from None
     return value
 
 
@@ -247,7 +263,9 @@ def _dict_key(tp: Any, key: Any, where: str) -> Any:
 
 def _build_dataclass(cls: type, data: Any, where: str, *, extra_ok: bool) -> Any:
     if not isinstance(data, Mapping):
-        raise DataFormatError(f"{where}: expected a JSON object for {cls.__name__}, but got {type(data).__name__}.")
+        raise DataFormatError(
+            f"{where}: expected a JSON object for {cls.__name__}, but got {type(data).__name__}."
+        )
     names = _field_names(cls)
     unknown = sorted(set(data) - set(names))
     if unknown and not extra_ok:
@@ -259,7 +277,9 @@ def _build_dataclass(cls: type, data: Any, where: str, *, extra_ok: bool) -> Any
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise DataFormatError(f"{where}: cannot build {cls.__name__} from {sorted(data)}: {exc}") from exc
+        raise DataFormatError(
+            f"{where}: cannot build {cls.__name__} from {sorted(data)}: {exc}"
+        ) from exc
 
 
 class JsonRecord:
@@ -286,7 +306,9 @@ class JsonRecord:
 
     def to_json(self) -> str:
         """Return the record as one line of JSON (no trailing newline)."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return json.dumps(
+            self.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
 
     @classmethod
     def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +321,9 @@ class JsonRecord:
             raise DataFormatError(
                 f"{where}: expected a JSON object for {cls.__name__}, but got {type(data).__name__}."
             )
-        return typing.cast(R, _build_dataclass(cls, cls._upgrade(dict(data)), where, extra_ok=cls._json_extra_ok))
+        return typing.cast(
+            R, _build_dataclass(cls, cls._upgrade(dict(data)), where, extra_ok=cls._json_extra_ok)
+        )
 
     @classmethod
     def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:

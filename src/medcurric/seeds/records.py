@@ -85,9 +85,13 @@ class FactualSeed(JsonRecord):
 
     def __post_init__(self) -> None:
         if type(self.outcome) is not MatchOutcome:
-            object.__setattr__(self, "outcome", look_up_option(self.outcome, MatchOutcome, name="outcome"))
+            object.__setattr__(
+                self, "outcome", look_up_option(self.outcome, MatchOutcome, name="outcome")
+            )
         if type(self.criterion) is not Criterion:
-            object.__setattr__(self, "criterion", look_up_option(self.criterion, Criterion, name="criterion"))
+            object.__setattr__(
+                self, "criterion", look_up_option(self.criterion, Criterion, name="criterion")
+            )
         if isinstance(self.location, Mapping):
             object.__setattr__(self, "location", Location.from_dict(self.location))
         elif self.location is not None and not isinstance(self.location, Location):
@@ -99,8 +103,13 @@ class FactualSeed(JsonRecord):
         if isinstance(self.extra, Mapping) and "image_size" in self.extra:
             # seeds written before image_size was a field kept it in extra
             extra = dict(self.extra)
-            legacy = _image_size_pair(extra.pop("image_size"), where=f"Seed {self.id!r}: extra['image_size']")
-            if size is not None and _image_size_pair(size, where=f"Seed {self.id!r}: image_size") != legacy:
+            legacy = _image_size_pair(
+                extra.pop("image_size"), where=f"Seed {self.id!r}: extra['image_size']"
+            )
+            if (
+                size is not None
+                and _image_size_pair(size, where=f"Seed {self.id!r}: image_size") != legacy
+            ):
                 raise DataFormatError(
                     f"Seed {self.id!r}: image_size {tuple(size)} disagrees with extra['image_size'] "
                     f"{legacy}; keep only image_size."
@@ -108,7 +117,9 @@ class FactualSeed(JsonRecord):
             object.__setattr__(self, "extra", extra)
             size = legacy
         if size is not None:
-            object.__setattr__(self, "image_size", _image_size_pair(size, where=f"Seed {self.id!r}: image_size"))
+            object.__setattr__(
+                self, "image_size", _image_size_pair(size, where=f"Seed {self.id!r}: image_size")
+            )
 
 
 def _image_size_pair(value: Any, *, where: str = "image_size") -> tuple[int, int]:
@@ -123,7 +134,11 @@ def _image_size_pair(value: Any, *, where: str = "image_size") -> tuple[int, int
             raise TypeError
         w, h = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise DataFormatError(f"{where}: expected [width, height] in pixels, but got {value!r}.") from None
+        raise DataFormatError(
+            f"{where}: expected [width, height] in pixels, but got {value!r}."
+        ) from None
     if not (w.is_integer() and h.is_integer() and w > 0 and h > 0):
-        raise DataFormatError(f"{where}: expected two positive whole numbers of pixels, but got {value!r}.")
+        raise DataFormatError(
+            f"{where}: expected two positive whole numbers of pixels, but got {value!r}."
+        )
     return (int(w), int(h))
