@@ -134,9 +134,7 @@ def _walk(value: Any) -> Any:
         return str(value)
     if isinstance(value, bool):
         return bool(value)
-    if (isinstance(value, int) and not isinstance(value, enum.Enum)) or isinstance(
-        value, enum.IntEnum
-    ):
+    if isinstance(value, int):  # numbers and IntEnum members; other enums have no JSON form
         return int(value)
     if isinstance(value, float):
         return _float(float(value))
