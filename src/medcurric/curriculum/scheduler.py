@@ -188,6 +188,12 @@ class Decision(JsonRecord):
         gap: The rationale-loss gap, when a gap rule or the per-domain policy computed one.
         hard_budget: The per-domain Hard budget (``None`` for the global policy).
         metrics: The monitored metrics as used (averaged across ranks).
+
+    Examples:
+        >>> d = Decision(step=0, epoch=None, stage=Stage.EASY, previous_stage=Stage.EASY,
+        ...              switched=False, reason=Reason.IMPROVED, value=1.5, metrics={"loss": float("nan")})
+        >>> d.to_dict()["metrics"], Decision.from_json(d.to_json()).reason
+        ({'loss': 'nan'}, <Reason.IMPROVED: 'improved'>)
     """
 
     step: int
