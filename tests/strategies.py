@@ -14,8 +14,15 @@ from hypothesis import strategies as st
 
 __all__ = [
     "boxes_in_image",
+    "cot_samples",
+    "decisions",
+    "factual_seeds",
     "float_boxes",
+    "json_values",
     "label_maps",
+    "lesion_records",
+    "locations",
+    "organ_matches",
 ]
 
 # ---------------------------------------------------------------------------
@@ -93,3 +100,187 @@ def label_maps(
         noise = rng.random(shape) < 0.2
         lab[noise] = rng.integers(0, max_label + 1, size=int(noise.sum()))
     return lab.astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Records (every field drawn, so a round trip that drops or retypes one fails)
+# ---------------------------------------------------------------------------
+
+_text = st.text(max_size=6)
+_num = st.floats(allow_nan=False, allow_infinity=False)
+_opt = st.none().__or__
+
+
+def json_values(max_leaves: int = 8) -> st.SearchStrategy:
+    """What ``extra`` fields hold: JSON scalars (finite floats), lists and string-keyed objects."""
+    leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _num | _text
+    return st.recursive(
+        leaf,
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_text, kids, max_size=3),
+        max_leaves=max_leaves,
+    )
+
+
+def _extra() -> st.SearchStrategy:
+    # "image_size" is a field of FactualSeed now: an extra key of that name would move there
+    return st.dictionaries(_text.filter(lambda k: k != "image_size"), json_values(), max_size=3)
+
+
+def _floats(n: int) -> st.SearchStrategy:
+    return st.tuples(*[_num] * n)
+
+
+def locations() -> st.SearchStrategy:
+    """:class:`~medcurric.anatomy.Location` records."""
+    from medcurric.anatomy import Location
+
+    words = _opt(st.sampled_from(["right", "left", "midline", "upper", "middle", "lower"]))
+    return st.builds(
+        Location,
+        organ=_opt(_text),
+        laterality=words,
+        region=_opt(_text),
+        region_phrase=_opt(_text),
+        vertical=words,
+        anterior_posterior=words,
+        transverse=words,
+        relative_position=_opt(_floats(3)),
+        size_mm=_opt(_floats(2)),
+        centre_mm=_opt(_floats(2) | _floats(3)),
+        phrase=_text,
+    )
+
+
+def lesion_records() -> st.SearchStrategy:
+    """:class:`~medcurric.io.LesionRecord` records (2D and 3D boxes)."""
+    from medcurric.io import LesionRecord
+
+    return st.builds(
+        LesionRecord,
+        id=_text,
+        image=_text,
+        box=_floats(4) | _floats(6),
+        lesion_type=_text,
+        slice_index=_opt(st.integers(0, 500)),
+        spacing=_opt(_floats(2) | _floats(3)),
+        modality=st.sampled_from(["CT", "MR", "CXR"]),
+        window=_opt(_floats(2)),
+        split=_opt(st.sampled_from(["train", "val", "test"])),
+        source=_text,
+        extra=_extra(),
+    )
+
+
+def organ_matches() -> st.SearchStrategy:
+    """:class:`~medcurric.anatomy.OrganMatch` records with their candidates."""
+    from medcurric.anatomy import Candidate, Criterion, MatchLevel, MatchOutcome, OrganMatch
+
+    candidate = st.builds(
+        Candidate,
+        organ=_text,
+        label=_opt(st.integers(0, 200)),
+        iou=_num,
+        ioa=_num,
+        intersection=st.integers(0, 10**9),
+    )
+    return st.builds(
+        OrganMatch,
+        organ=_opt(_text),
+        label=_opt(st.integers(0, 200)),
+        score=_num,
+        criterion=st.sampled_from(Criterion),
+        outcome=st.sampled_from(MatchOutcome),
+        distance_mm=_opt(_num),
+        candidates=st.lists(candidate, max_size=3).map(tuple),
+        min_score=_num,
+        level=st.sampled_from(MatchLevel),
+        id=_opt(_text),
+    )
+
+
+def factual_seeds() -> st.SearchStrategy:
+    """:class:`~medcurric.seeds.FactualSeed` records, typed fields included."""
+    from medcurric.anatomy import Criterion, MatchOutcome
+    from medcurric.seeds import FactualSeed
+
+    return st.builds(
+        FactualSeed,
+        id=_text,
+        text=_text,
+        lesion_type=_text,
+        organ=_opt(_text),
+        organ_label=_opt(st.integers(0, 200)),
+        outcome=st.sampled_from(MatchOutcome),
+        score=_num,
+        criterion=st.sampled_from(Criterion),
+        image=_text,
+        box=_floats(4) | _floats(6),
+        location=_opt(locations()),
+        location_phrase=_text,
+        size_mm=_opt(_floats(2)),
+        modality=st.sampled_from(["CT", "MR"]),
+        slice_index=_opt(st.integers(0, 500)),
+        spacing=_opt(_floats(2) | _floats(3)),
+        template=_text,
+        source=_text,
+        iou=_opt(_num),
+        ioa=_opt(_num),
+        extra=_extra(),
+        image_size=_opt(st.tuples(st.integers(1, 4096), st.integers(1, 4096))),
+    )
+
+
+def cot_samples() -> st.SearchStrategy:
+    """:class:`~medcurric.cot.CoTSample` records with verdicts."""
+    from medcurric.cot import CoTSample, Verdict
+
+    verdict = st.builds(Verdict, check=_text, passed=st.booleans(), detail=_text)
+    return st.builds(
+        CoTSample,
+        id=_text,
+        seed_id=_text,
+        stage=st.sampled_from(["easy", "medium", "hard"]),
+        question_type=st.sampled_from(["open", "closed"]),
+        question=_text,
+        rationale=_text,
+        answer=_text,
+        image=_text,
+        box=_opt(_floats(4)),
+        box_norm=_opt(_floats(4)),
+        image_size=_opt(st.tuples(st.integers(1, 4096), st.integers(1, 4096))),
+        organ=_opt(_text),
+        lesion_type=_text,
+        template=_text,
+        backend=_text,
+        model=_text,
+        verdicts=st.lists(verdict, max_size=3).map(tuple),
+        accepted=st.booleans(),
+        raw=_text,
+        attempts=st.integers(0, 9),
+        extra=_extra(),
+        reason=_text,
+    )
+
+
+def decisions(*, allow_nan: bool = False) -> st.SearchStrategy:
+    """:class:`~medcurric.curriculum.Decision` records, infinities included (NaN on request)."""
+    from medcurric.curriculum import Decision, Reason
+    from medcurric.stage import Stage
+
+    value = st.floats(allow_nan=allow_nan)
+    return st.builds(
+        Decision,
+        step=st.integers(0, 10**6),
+        epoch=_opt(st.integers(0, 100)),
+        stage=st.sampled_from(Stage),
+        previous_stage=st.sampled_from(Stage),
+        switched=st.booleans(),
+        reason=st.sampled_from(Reason),
+        value=_opt(value),
+        best=_opt(value),
+        num_bad_checks=st.integers(0, 9),
+        patience=st.integers(0, 9),
+        gap=_opt(value),
+        hard_budget=_opt(value),
+        metrics=st.dictionaries(_text, value, max_size=3),
+    )

@@ -43,7 +43,6 @@ def make_seed(
     size: tuple[int, int] | None = None,
 ) -> FactualSeed:
     box = (10.0 + i, 12.0, 30.0 + i, 40.0)
-    extra = {"image_size": list(size)} if size else {}
     where = f"in the right part of the {organ.replace('_', ' ')}" if organ else "of unknown site"
     return FactualSeed(
         id=f"les-{i:03d}",
@@ -58,7 +57,7 @@ def make_seed(
         box=box,
         location_phrase="right part of the" if organ else "",
         size_mm=(14.0, 9.0),
-        extra=extra,
+        image_size=size,
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -73,7 +74,7 @@ def test_shards_partition_the_seeds():
 
 def test_template_backend_run_accepts_everything_and_resumes(tmp_path, seeds):
     gen = CoTGenerator(TemplateBackend(), vocabulary=VOCAB)
-    seeds = [s.__class__(**{**s.__dict__, "extra": {"image_size": [80, 64]}}) for s in seeds]
+    seeds = [dataclasses.replace(s, image_size=(80, 64)) for s in seeds]
     out = tmp_path / "s.jsonl"
     first = gen.run(seeds, out, progress=False)
     assert (
@@ -98,7 +99,7 @@ def test_template_backend_run_accepts_everything_and_resumes(tmp_path, seeds):
 
 
 def test_shards_together_produce_exactly_the_unsharded_output(tmp_path, seeds):
-    seeds = [s.__class__(**{**s.__dict__, "extra": {"image_size": [80, 64]}}) for s in seeds]
+    seeds = [dataclasses.replace(s, image_size=(80, 64)) for s in seeds]
     gen = CoTGenerator(TemplateBackend(), vocabulary=VOCAB)
     gen.run(seeds, tmp_path / "all.jsonl", progress=False)
     for i in range(3):

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medcurric.anatomy import BoxOrganMatcher, Location, OrganMatch, describe_location
+from medcurric.anatomy import (
+    BoxOrganMatcher,
+    Criterion,
+    Location,
+    MatchOutcome,
+    OrganMatch,
+    describe_location,
+)
 from medcurric.errors import DataFormatError, TemplateError, WrongTypeError
 from medcurric.io import LesionRecord
 from medcurric.seeds import FactualSeed, SeedBuilder, SeedTemplates, lesion_noun, render_template
@@ -47,15 +54,24 @@ def test_outcomes_and_unknown_type():
         s.lesion_type == "lesion"
         and s.organ == "liver"
         and s.organ_label == 5
-        and s.outcome == "inside"
+        and s.outcome is MatchOutcome.INSIDE
+        and s.criterion is Criterion.IOA
     )
-    assert s.location == loc.to_dict() and s.location_phrase == "right posterior part of the"
+    assert s.location is loc and s.location_phrase == "right posterior part of the"
     assert b.build(_rec(), ADJ, None).text == "A 14 mm lesion adjacent to the left kidney."
     u = b.build(_rec(lesion_type="liver"), UNM, Location(laterality="left", size_mm=(8.0, 5.0)))
     assert u.text == "An 8 mm liver lesion on the left side; organ uncertain."
     assert u.organ is None and u.organ_label is None and u.score == 0.0
-    assert b.build(_rec(), None).outcome == "unmatched"
-    assert FactualSeed.from_json(s.to_json()) == s
+    assert b.build(_rec(), None).outcome is MatchOutcome.UNMATCHED
+    again = FactualSeed.from_json(s.to_json())
+    assert again == s and type(again.location) is Location and again.outcome is MatchOutcome.INSIDE
+
+
+def test_image_size_moves_from_the_record_extra_to_the_seed():
+    # DeepLesion's reader keeps the Image_size column as extra["image_size"] (floats)
+    s = SeedBuilder().build(_rec(extra={"image_size": [512.0, 384.0], "series": "s1"}), INSIDE)
+    assert s.image_size == (512, 384) and s.extra == {"series": "s1"}
+    assert SeedBuilder().build(_rec(), INSIDE).image_size is None
 
 
 @pytest.mark.parametrize(

@@ -217,7 +217,7 @@ class CoTGenerator:
         question_types: Question types to generate.
         image_root: Directory the seeds' image paths are relative to (joined with
             :func:`~medcurric._paths.safe_join`). Needed by backends that send pixels, and for
-            Easy samples unless seeds carry ``extra["image_size"] = [width, height]``.
+            Easy samples unless seeds carry ``image_size = (width, height)``.
         max_reasks: Re-asks after an unparseable reply before the sample is rejected.
         box_tolerance: Largest per-coordinate error of the cited normalised box (Easy).
         chunk_size: Requests handed to the backend at once (default: 16 x its concurrency or 64).
@@ -230,7 +230,7 @@ class CoTGenerator:
         >>> seed = FactualSeed(id="les-1", text="a 14 mm cyst in the right part of the liver",
         ...     lesion_type="cyst", organ="liver", organ_label=5, outcome="inside", score=0.9,
         ...     criterion="ioa", image="ct/001.png", box=(10.0, 20.0, 30.0, 40.0),
-        ...     location_phrase="right part of the", extra={"image_size": [100, 100]})
+        ...     location_phrase="right part of the", image_size=(100, 100))
         >>> gen = CoTGenerator(TemplateBackend(), vocabulary={"liver": ["hepatic"], "spleen": []})
         >>> samples = list(gen.generate([seed]))
         >>> len(samples), all(s.accepted for s in samples)
@@ -337,16 +337,8 @@ class CoTGenerator:
         return safe_join(self.image_root, seed.image)
 
     def _image_size(self, seed: FactualSeed, path: Path | None) -> tuple[int, int] | None:
-        given = seed.extra.get("image_size") if isinstance(seed.extra, dict) else None
-        if given is not None:
-            try:
-                w, h = (int(v) for v in given)
-            except (TypeError, ValueError) as exc:
-                raise DataFormatError(
-                    f"Seed {seed.id!r}: expected extra['image_size'] = [width, height], "
-                    f"but got {given!r}."
-                ) from exc
-            return (w, h)
+        if seed.image_size is not None:
+            return seed.image_size
         if path is None:
             return None
         key = str(path)
@@ -441,7 +433,7 @@ class CoTGenerator:
                 if template is None:
                     continue
                 if size is None and (
-                    stage is Stage.EASY or path is not None or seed.extra.get("image_size")
+                    stage is Stage.EASY or path is not None or seed.image_size is not None
                 ):
                     size = self._image_size(seed, path)
                     if size is not None and box2d is not None:
@@ -454,8 +446,8 @@ class CoTGenerator:
                 if stage is Stage.EASY and box_norm is None:
                     raise DataFormatError(
                         f"Seed {seed.id!r}: an Easy prompt cites the normalised box, which needs "
-                        "the image size; pass image_root=... (--images DIR) or set "
-                        "extra['image_size']."
+                        "the image size; pass image_root=... (--images DIR) or set the "
+                        "seed's image_size."
                     )
                 fields, extra = self._fields(seed, stage, qtype, lexicon, box_norm, size)
                 system, prompt = template.render(fields)

@@ -36,7 +36,6 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import operator
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from medcurric._options import StrEnum, look_up_option
+from medcurric._serialization import JsonRecord
 from medcurric.errors import DataFormatError, InvalidOptionError, NonFiniteError, WrongTypeError
 from medcurric.stage import Stage
 
@@ -129,7 +129,7 @@ _MODE_WORST: dict[str, float] = {"min": math.inf, "max": -math.inf}
 
 
 @dataclass(frozen=True)
-class GapRule:
+class GapRule(JsonRecord):
     """The rationale-loss gap between Easy and Medium must allow a switch.
 
     The gap is ``g = (metrics[easy_key] - metrics[medium_key]) / metrics[easy_key]``,
@@ -174,13 +174,9 @@ class GapRule:
         """Whether a gap lets the stage advance."""
         return gap >= self.min_gap
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form."""
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class Decision:
+class Decision(JsonRecord):
     """The outcome of one :meth:`CurriculumScheduler.step` and the numbers behind it.
 
     Attributes:
@@ -197,6 +193,12 @@ class Decision:
         gap: The rationale-loss gap, when a gap rule or the per-domain policy computed one.
         hard_budget: The per-domain Hard budget (``None`` for the global policy).
         metrics: The monitored metrics as used (averaged across ranks).
+
+    Examples:
+        >>> d = Decision(step=0, epoch=None, stage=Stage.EASY, previous_stage=Stage.EASY,
+        ...              switched=False, reason=Reason.IMPROVED, value=1.5, metrics={"loss": float("nan")})
+        >>> d.to_dict()["metrics"], Decision.from_json(d.to_json()).reason
+        ({'loss': 'nan'}, <Reason.IMPROVED: 'improved'>)
     """
 
     step: int
@@ -213,59 +215,44 @@ class Decision:
     hard_budget: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form (non-finite floats become ``None``)."""
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "stage": self.stage.value,
-            "previous_stage": self.previous_stage.value,
-            "switched": self.switched,
-            "reason": self.reason.value,
-            "value": _json_float(self.value),
-            "best": _json_float(self.best),
-            "num_bad_checks": self.num_bad_checks,
-            "patience": self.patience,
-            "gap": _json_float(self.gap),
-            "hard_budget": _json_float(self.hard_budget),
-            "metrics": {k: _json_float(v) for k, v in self.metrics.items()},
-        }
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
-        """Inverse of :meth:`to_dict` (missing keys take their defaults)."""
-        return cls(
-            step=int(data.get("step", 0)),
-            epoch=data.get("epoch"),
-            stage=Stage(data.get("stage", "easy")),
-            previous_stage=Stage(data.get("previous_stage", data.get("stage", "easy"))),
-            switched=bool(data.get("switched", False)),
-            reason=Reason(data.get("reason", Reason.NO_IMPROVEMENT.value)),
-            value=data.get("value"),
-            best=data.get("best"),
-            num_bad_checks=int(data.get("num_bad_checks", 0)),
-            patience=int(data.get("patience", 0)),
-            gap=data.get("gap"),
-            hard_budget=data.get("hard_budget"),
-            metrics={k: (math.nan if v is None else float(v)) for k, v in data.get("metrics", {}).items()},
-        )
+    def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Older decisions: any key may be missing, and non-finite metrics were written as ``None``."""
+        out = {
+            "step": 0,
+            "epoch": None,
+            "stage": Stage.EASY.value,
+            "previous_stage": data.get("stage", Stage.EASY.value),
+            "switched": False,
+            "reason": Reason.NO_IMPROVEMENT.value,
+            **data,
+        }
+        if isinstance(out.get("metrics"), Mapping):
+            out["metrics"] = {k: "nan" if v is None else v for k, v in out["metrics"].items()}
+        return out
+
+
+@dataclass(frozen=True)
+class _State(JsonRecord):
+    """The layout of :meth:`CurriculumScheduler.state_dict` (every key optional, for older states)."""
+
+    version: int = 0
+    policy: Policy = Policy.GLOBAL
+    stages: tuple[Stage, ...] = ()
+    stage: str | None = None
+    num_checks: int = 0
+    best: float | None = None
+    num_bad_checks: int = 0
+    epoch: int = 0
+    domains: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    global_ema: float | None = None
+    global_history: list[float] = field(default_factory=list)
+    hard_budget: float = 0.0
+    history: list[Decision] = field(default_factory=list)
 
 
 class _Random(Protocol):
     def random(self) -> float: ...
-
-
-def _json_float(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _encode_float(value: float | None) -> float | str | None:
-    """A float for JSON: non-finite values (only possible with ``check_finite=False``) as strings."""
-    if value is None or math.isfinite(value):
-        return value
-    return str(value)  # "inf", "-inf" or "nan"; float() reads them back
 
 
 def _sigmoid(x: float) -> float:
@@ -460,7 +447,7 @@ class CurriculumScheduler:
         _check_int("warmup", warmup, minimum=0)
         _check_float("min_delta", min_delta, minimum=0.0)
         if isinstance(gap_rule, Mapping):
-            gap_rule = GapRule(**gap_rule)
+            gap_rule = GapRule.from_dict(gap_rule)
         if gap_rule is not None and not isinstance(gap_rule, GapRule):
             raise WrongTypeError(
                 f"Expected `gap_rule` to be a GapRule or None, but got {type(gap_rule).__name__}. "
@@ -577,23 +564,21 @@ class CurriculumScheduler:
             >>> fresh.state_dict() == sched.state_dict()
             True
         """
-        return {
-            "version": STATE_VERSION,
-            "policy": self.policy.value,
-            "stages": [s.value for s in self.stages],
-            "stage": self.stage.value,
-            "num_checks": self._num_checks,
-            "best": _encode_float(self._best),
-            "num_bad_checks": self._num_bad,
-            "epoch": self._epoch,
-            "domains": {
-                d: {k: _json_float(v) for k, v in emas.items()} for d, emas in sorted(self._domains.items())
-            },
-            "global_ema": _json_float(self._global_ema),
-            "global_history": list(self._global_history),
-            "hard_budget": self._hard_budget,
-            "history": [d.to_dict() for d in self.history] if self.keep_history else [],
-        }
+        return _State(
+            version=STATE_VERSION,
+            policy=self.policy,
+            stages=self.stages,
+            stage=self.stage.value,
+            num_checks=self._num_checks,
+            best=self._best,
+            num_bad_checks=self._num_bad,
+            epoch=self._epoch,
+            domains=dict(sorted(self._domains.items())),
+            global_ema=self._global_ema,
+            global_history=self._global_history,
+            hard_budget=self._hard_budget,
+            history=self.history if self.keep_history else [],
+        ).to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; keys missing from older versions take defaults.
@@ -615,7 +600,8 @@ class CurriculumScheduler:
                 f"Scheduler state has version {version}, newer than this medcurric understands "
                 f"({STATE_VERSION}); upgrade medcurric to load it."
             )
-        stage_value = state.get("stage", self.stages[0].value)
+        saved = _State.from_dict(state)
+        stage_value = saved.stage if saved.stage is not None else self.stages[0].value
         try:
             stage = Stage(stage_value)
             index = self.stages.index(stage)
@@ -626,21 +612,18 @@ class CurriculumScheduler:
             ) from exc
         self._reset_state()
         self._stage_index = index
-        self._num_checks = int(state.get("num_checks", 0))
-        best = state.get("best")
-        self._best = None if best is None else float(best)  # float("inf") parses the encoded form
-        self._num_bad = int(state.get("num_bad_checks", 0))
-        self._epoch = int(state.get("epoch", 0))
+        self._num_checks = saved.num_checks
+        self._best = saved.best
+        self._num_bad = saved.num_bad_checks
+        self._epoch = saved.epoch
         self._domains = {
-            str(d): {"easy": emas.get("easy"), "medium": emas.get("medium")}
-            for d, emas in dict(state.get("domains", {})).items()
+            d: {"easy": emas.get("easy"), "medium": emas.get("medium")} for d, emas in saved.domains.items()
         }
-        ema = state.get("global_ema", self.global_ema_init)
-        self._global_ema = None if ema is None else float(ema)
-        self._global_history = [float(v) for v in state.get("global_history", [])]
-        self._hard_budget = float(state.get("hard_budget", 0.0))
+        self._global_ema = saved.global_ema
+        self._global_history = list(saved.global_history)
+        self._hard_budget = saved.hard_budget
         if self.keep_history:
-            self.history = [Decision.from_dict(d) for d in state.get("history", [])]
+            self.history = list(saved.history)
 
     # ------------------------------------------------------------- properties
 

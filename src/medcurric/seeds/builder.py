@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from medcurric.anatomy.location import Location
-from medcurric.anatomy.matcher import OrganMatch
+from medcurric.anatomy.matcher import Criterion, MatchOutcome, OrganMatch
 from medcurric.errors import WrongTypeError
 from medcurric.io.records import LesionRecord
 from medcurric.seeds.records import FactualSeed
@@ -207,7 +207,7 @@ class SeedBuilder:
             raise WrongTypeError(f"Expected an OrganMatch or None, but got {type(match).__name__}.")
         if location is not None and not isinstance(location, Location):
             raise WrongTypeError(f"Expected a Location or None, but got {type(location).__name__}.")
-        outcome = "unmatched" if match is None or match.organ is None else str(match.outcome)
+        outcome = MatchOutcome.UNMATCHED if match is None or match.organ is None else match.outcome
         choices = self.templates.choices(outcome)
         tid, template = choices[_stable_index(record.id, self.seed, len(choices))]
         values = self.fields(record, match, location)
@@ -219,6 +219,7 @@ class SeedBuilder:
                     iou, ioa = float(c.iou), float(c.ioa)
                     break
         extra = dict(record.extra)
+        image_size = extra.pop("image_size", None)  # a reader's (width, height), e.g. DeepLesion's Image_size
         if match is not None and match.distance_mm is not None:
             extra["match_distance_mm"] = float(match.distance_mm)
         size_mm = (
@@ -234,10 +235,10 @@ class SeedBuilder:
             organ_label=None if outcome == "unmatched" or match is None else match.label,
             outcome=outcome,
             score=0.0 if match is None or outcome == "unmatched" else float(match.score),
-            criterion=str(match.criterion) if match is not None else "ioa",
+            criterion=match.criterion if match is not None else Criterion.IOA,
             image=record.image,
             box=record.box,
-            location=None if location is None else location.to_dict(),
+            location=location,
             location_phrase=values["location"],
             size_mm=size_mm,
             modality=record.modality,
@@ -248,6 +249,7 @@ class SeedBuilder:
             iou=iou,
             ioa=ioa,
             extra=extra,
+            image_size=image_size,
         )
 
 

@@ -74,7 +74,7 @@ def build_seeds(
         >>> from medcurric.testing import make_phantom
         >>> ph = make_phantom()
         >>> seeds = build_seeds(ph.key_slice_lesions, ph.label_map())
-        >>> seeds[0].organ, seeds[0].outcome
+        >>> seeds[0].organ, seeds[0].outcome.value
         ('liver', 'inside')
     """
     recs = list(records)

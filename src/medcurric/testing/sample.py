@@ -62,7 +62,7 @@ def bundled_sample(seed: int = 0, shape: Sequence[int] = (32, 64, 64)) -> Bundle
     matches = matcher.match_records(records, label_map)
     seeds = build_seeds(records, label_map, matcher=matcher)
     height, width = int(ph.shape[1]), int(ph.shape[2])
-    seeds = [dataclasses.replace(s, extra={**s.extra, "image_size": [width, height]}) for s in seeds]
+    seeds = [dataclasses.replace(s, image_size=(width, height)) for s in seeds]
     generator = CoTGenerator(TemplateBackend(), vocabulary=ph.class_map)
     generated = list(generator.generate(seeds))
     images: dict[str, np.ndarray] = {}

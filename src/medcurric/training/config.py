@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medcurric._serialization import JsonRecord
 from medcurric.errors import InvalidOptionError
 
 __all__ = ["DEFAULT_LORA_TARGETS", "TrainConfig", "TrainResult"]
@@ -23,7 +24,7 @@ DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_p
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonRecord):
     """Options of :class:`CurriculumTrainer` (all plain JSON values).
 
     Attributes:
@@ -104,29 +105,23 @@ class TrainConfig:
         if not self.attention_layers:
             raise InvalidOptionError("Expected at least one attention layer, but got none.")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form."""
-        out = dataclasses.asdict(self)
-        out["stages"] = list(self.stages)
-        out["attention_layers"] = list(self.attention_layers)
-        return out
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise, missing keys take defaults.
 
         Raises:
-            InvalidOptionError: On an unknown key.
+            InvalidOptionError: On an unknown key or an invalid value.
+            DataFormatError: On a value of the wrong type.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names) if isinstance(data, Mapping) else []
         if unknown:
             raise InvalidOptionError(f"Unknown TrainConfig keys {unknown}; expected some of {sorted(names)}.")
-        return cls(**dict(data))
+        return super().from_dict(data)
 
 
 @dataclass
-class TrainResult:
+class TrainResult(JsonRecord):
     """What a training run produced.
 
     Attributes:
@@ -138,6 +133,11 @@ class TrainResult:
         checkpoints: Checkpoint folders written by this run.
         tokens_per_second: Non-padding tokens per second of this run's steps (this rank).
         seconds: Wall time of this run's steps.
+
+    Examples:
+        >>> r = TrainResult(steps=2, stage="medium", log=[{"step": 1, "loss": float("nan")}])
+        >>> TrainResult.from_json(r.to_json()).log
+        [{'step': 1, 'loss': 'nan'}]
     """
 
     steps: int
