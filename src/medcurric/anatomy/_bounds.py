@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba.cpython.unsafe.numbers import trailing_zeros
+
+from medcurric.geometry._kernels import lowest_set_bit
 
 
 @nb.njit(cache=True, nogil=True)
@@ -46,7 +47,8 @@ def _bounds_words(a, words, per_word, n_labels):  # type: ignore[no-untyped-def]
     A word of zeros, or a word equal to its first element repeated (one label),
     continues or starts a run without looking at its elements; in a word where
     labels change, only the elements that differ from the one before are visited
-    (found with a shifted XOR and a trailing-zero count, no per-element branch).
+    (found with a shifted XOR and the index of its lowest set bit, no per-element
+    branch).
     A run's start updates the label's low x and its row (y, z) bounds, its end
     the high x. ``a`` must hold non-negative labels (words are read unsigned).
     """
@@ -105,7 +107,7 @@ def _bounds_words(a, words, per_word, n_labels):  # type: ignore[no-untyped-def]
                 base = q * per_word
                 diff = w ^ ((w << shift) | np.uint64(prev))
                 while diff != zero:
-                    lane = np.int64(trailing_zeros(diff)) // bits  # type: ignore[call-arg]
+                    lane = np.int64(lowest_set_bit(diff)) // bits
                     at = np.uint64(lane * bits)
                     v = np.int64((w >> at) & mask)
                     k = base + lane

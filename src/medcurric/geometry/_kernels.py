@@ -12,15 +12,8 @@ Integer pixel ranges are half-open and already clipped to the array:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.extending import intrinsic
 
 __all__: list[str] = []
 
@@ -29,29 +22,12 @@ _REP16 = np.uint64(0x0001000100010001)
 _M8 = np.uint64(0xFF)
 _M16 = np.uint64(0xFFFF)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-#: Rows read ahead by software prefetch in the box kernels (box rows are short and
-#: a W-byte stride apart, which hardware prefetchers follow poorly across pages).
-_PREFETCH_ROWS = 8
 _ONE = np.uint64(1)
-
-
-@intrinsic
-def _prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:  # pragma: no cover - jit
-    """``llvm.prefetch`` (read, high locality) of ``arr[idx]``; never faults, returns nothing."""
-    sig = types.void(arr, idx)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+#: De Bruijn sequence B(2, 6): the top 6 bits of ``2**i * _DEBRUIJN`` differ for every i < 64,
+#: so a table maps them back to i (see ``lowest_set_bit``).
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_INDEX = np.zeros(64, dtype=np.int64)
+_DEBRUIJN_INDEX[[((1 << i) * 0x03F79D71B4CB0A89 % 2**64) >> 58 for i in range(64)]] = np.arange(64)
 
 
 # ---------------------------------------------------------------------------
@@ -255,24 +231,33 @@ def box_label_counts(
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def lowest_set_bit(x):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Index (0-63) of the lowest set bit of a nonzero uint64 (its trailing-zero count).
+
+    ``x & -x`` keeps that bit alone; a de Bruijn multiply moves a unique 6-bit pattern
+    to the top, which a table maps back to the index. Also used by ``anatomy._bounds``.
+    """
+    return _DEBRUIJN_INDEX[((x & (~x + _ONE)) * _DEBRUIJN) >> np.uint64(58)]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _feed_u8(w, lo, hi, cur, run, counts):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     """Feed bytes ``lo..hi-1`` of the little-endian word ``w`` into a run-length state.
 
-    Jumps from one label change to the next with a trailing-zero count of
-    ``w XOR (8 copies of the current label)``; returns the new ``(cur, run)``.
+    Jumps from one label change to the next (the lowest nonzero byte of ``w`` XOR
+    the current label repeated); returns the new ``(cur, run)``.
     """
-    mask = _ONES if hi == 8 else (_ONE << np.uint64(8 * hi)) - _ONE
-    mask &= ~((_ONE << np.uint64(8 * lo)) - _ONE)
+    mask = (_ONES >> np.uint64(8 * (8 - hi))) & (_ONES << np.uint64(8 * lo))
     x = (w ^ (np.uint64(cur) * _REP8)) & mask
     pos = lo
     while x != 0:
-        k = np.int64(trailing_zeros(x)) >> 3  # type: ignore[call-arg]
+        k = lowest_set_bit(x) >> 3
         run += k - pos
         counts[cur] += run
         cur = np.int64((w >> np.uint64(8 * k)) & _M8)
         run = 0
         pos = k
-        x = (w ^ (np.uint64(cur) * _REP8)) & mask & ~((_ONE << np.uint64(8 * k)) - _ONE)
+        x = (w ^ (np.uint64(cur) * _REP8)) & mask & (_ONES << np.uint64(8 * k))
     run += hi - pos
     return cur, run
 
@@ -285,7 +270,7 @@ def box_label_counts_u8(
 
     Each box row ``[x0, x1)`` is read eight labels at a time: a word equal to the
     current label repeated extends the run, a word with label changes is split at
-    each change with a trailing-zero count. Nearly memory speed on segmentations.
+    each change. Labels are bytes, so ``out`` has 256 columns and needs no checks.
 
     Args:
         words: uint64 view of the C-contiguous uint8 volume (size a multiple of 8,
@@ -310,21 +295,12 @@ def box_label_counts_u8(
         run = np.int64(0)
         for z in range(z0, z1):
             for y in range(y0, y1):
-                # prefetch the row _PREFETCH_ROWS ahead (wrapping into the next slice)
-                ya = y + _PREFETCH_ROWS
-                za = z
-                if ya >= y1:
-                    ya = y0 + (ya - y1)
-                    za = z + 1
-                pa = (za * height + ya) * width + x0
-                for pw in range(pa >> 3, ((pa + x1 - x0) >> 3) + 1, 8):
-                    _prefetch(words, pw)  # type: ignore[call-arg]
                 p = (z * height + y) * width + x0
                 q = p + (x1 - x0)
-                wp = p >> 3
-                wq = q >> 3
+                wp = p >> 3  # the row covers words wp..wq, its ends in part
+                wq = (q - 1) >> 3
                 if wp == wq:
-                    cur, run = _feed_u8(words[wp], p & 7, q & 7, cur, run, cnt)
+                    cur, run = _feed_u8(words[wp], p & 7, q - (wp << 3), cur, run, cnt)
                     continue
                 cur, run = _feed_u8(words[wp], p & 7, 8, cur, run, cnt)
                 pat = np.uint64(cur) * _REP8
@@ -335,8 +311,7 @@ def box_label_counts_u8(
                     else:
                         cur, run = _feed_u8(w, 0, 8, cur, run, cnt)
                         pat = np.uint64(cur) * _REP8
-                if q & 7:
-                    cur, run = _feed_u8(words[wq], 0, q & 7, cur, run, cnt)
+                cur, run = _feed_u8(words[wq], 0, q - (wq << 3), cur, run, cnt)
         cnt[cur] += run
 
 
