@@ -51,7 +51,8 @@ def test_rerun_skips_written_ids(tmp_path, capsys):
 
 def test_killed_run_resumes_to_the_same_file(tmp_path):
     clean, killed = tmp_path / "clean.jsonl", tmp_path / "killed.jsonl"
-    args = [sys.executable, "-m", "medcurric.cli.seeds", "--phantom", "--phantom-cases", "6"]
+    # 24 cases (240 seeds, a few seconds) so the kill lands mid-run even on a fast machine
+    args = [sys.executable, "-m", "medcurric.cli.seeds", "--phantom", "--phantom-cases", "24"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*args, "--out", str(clean)], check=True, capture_output=True, env=env)
     proc = subprocess.Popen(
@@ -59,7 +60,8 @@ def test_killed_run_resumes_to_the_same_file(tmp_path):
     )
     deadline = time.time() + 120
     while time.time() < deadline and len(_lines(killed)) < 3:
-        time.sleep(0.02)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)  # freeze it where it is, then kill it there
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = _lines(killed)
