@@ -248,6 +248,7 @@ class SeedBuilder:
             iou=iou,
             ioa=ioa,
             extra=extra,
+            window=record.window,
         )
 
 

@@ -39,6 +39,7 @@ class FactualSeed(JsonRecord):
         template: Id of the sentence template used.
         source: Dataset / reader name.
         extra: Further fields kept as data.
+        window: Display window ``(low, high)`` of the lesion record (``LesionRecord.window``), if any.
     """
 
     id: str
@@ -62,3 +63,4 @@ class FactualSeed(JsonRecord):
     iou: float | None = None
     ioa: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    window: tuple[float, float] | None = None
