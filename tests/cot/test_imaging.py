@@ -109,3 +109,22 @@ def test_data_url_sends_pixels_not_the_file(tmp_path: Path) -> None:
     ct = _deeplesion(tmp_path / "ct.png")
     assert data_url(ct, window=[-1350, 150]) == data_url(ct, window=(-1350.0, 150.0))
     assert data_url(ct, window=(-1350, 150)) != data_url(ct)
+
+
+def test_the_record_window_reaches_the_samples() -> None:
+    """LesionRecord.window -> FactualSeed.window -> CoTSample.window (then load_rgb, as above)."""
+    from medcurric.anatomy import BoxOrganMatcher
+    from medcurric.cot import CoTGenerator, TemplateBackend
+    from medcurric.seeds.pipeline import build_seeds
+    from medcurric.testing import make_phantom
+
+    ph = make_phantom()
+    records = {r.id: r for r in ph.key_slice_lesions}
+    assert any(r.window is not None for r in records.values())
+    matcher = BoxOrganMatcher(ph.class_map, criterion="ioa", min_score=0.5, adjacent_mm=5.0)
+    seeds = build_seeds(list(records.values()), ph.label_map(), matcher=matcher)
+    assert seeds and all(s.window == records[s.id].window for s in seeds)
+    seeds = [s.__class__.from_dict({**s.to_dict(), "extra": {"image_size": [128, 128]}}) for s in seeds]
+    samples = list(CoTGenerator(TemplateBackend(), vocabulary=ph.class_map).generate(seeds))
+    assert samples and all(s.window == records[s.seed_id].window for s in samples)
+    assert all(CoTSample.from_dict(s.to_dict()).window == s.window for s in samples)
