@@ -28,8 +28,8 @@ def _pixels(url: str) -> np.ndarray:
     head, raw = _decode(url)
     assert head == "data:image/png;base64"
     with Image.open(io.BytesIO(raw)) as im:
-        assert im.mode == "RGB"
-        return np.asarray(im)
+        assert im.mode in ("L", "RGB")  # grey images travel as one channel
+        return np.asarray(im.convert("RGB"))
 
 
 def _sample(image: str, window: tuple[float, float] | None) -> CoTSample:
