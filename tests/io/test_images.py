@@ -73,9 +73,17 @@ def test_hu_arrays_of_any_numeric_dtype(dtype) -> None:
     assert_windowed(load_rgb(hu.astype(dtype)[..., None], window=(-1350, 150)), hu, -1350, 150)
 
 
-def test_three_windows_stack_as_rgb() -> None:
+def test_wide_integer_ranges_and_empty_images() -> None:
     hu = hu_ramp()
-    rgb = load_rgb(hu, window=((-1350, 150), (-160, 240), (-500, 1300)))
+    hu[0, 0], hu[0, 1] = -(10**6), 10**6  # too wide for the lookup table: windowed directly
+    assert_windowed(load_rgb(hu, window=(-175, 275)), hu, -175, 275)
+    assert load_rgb(np.zeros((0, 4), np.int16)).shape == (0, 4, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float64])
+def test_three_windows_stack_as_rgb(dtype) -> None:
+    hu = hu_ramp()
+    rgb = load_rgb(hu.astype(dtype), window=((-1350, 150), (-160, 240), (-500, 1300)))
     for c, (lo, hi) in enumerate(((-1350, 150), (-160, 240), (-500, 1300))):
         assert_windowed(np.repeat(rgb[..., c : c + 1], 3, axis=2), hu, lo, hi)
 

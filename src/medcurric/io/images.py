@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError, WrongTypeError
 from medcurric.io.png import DEEPLESION_HU_OFFSET
-from medcurric.io.window import DEFAULT_WINDOW, Window, window_to_rgb
+from medcurric.io.window import DEFAULT_WINDOW, Window, apply_window, window_to_rgb
 
 __all__ = ["MAX_PIXELS", "load_rgb"]
 
@@ -152,7 +153,7 @@ def _from_image_file(path: Path, window: Any, max_pixels: int) -> np.ndarray:
 
 def _from_pil(im: Any, window: Any) -> np.ndarray:
     if im.mode in _SIXTEEN_BIT:
-        hu = np.asarray(im).astype(np.float64) - DEEPLESION_HU_OFFSET
+        hu = np.asarray(im).astype(np.int32) - DEEPLESION_HU_OFFSET
         return _window(hu, window, "the 16-bit image")
     if im.mode == "F":
         return _from_array(np.asarray(im), window, "the float image")
@@ -235,7 +236,7 @@ def _from_array(arr: np.ndarray, window: Any, what: str) -> np.ndarray:
             f"Expected intensities [H, W] (or float RGB [H, W, 3] in [0, 1]), but {what} has "
             f"shape {arr.shape} and dtype {arr.dtype}."
         )
-    return _window(arr.astype(np.float64), window, what)
+    return _window(arr, window, what)
 
 
 def _check_finite(values: np.ndarray, what: str) -> None:
@@ -243,7 +244,21 @@ def _check_finite(values: np.ndarray, what: str) -> None:
         raise DataFormatError(f"Expected finite intensities, but {what} holds NaN or infinity.")
 
 
+#: Integer images spanning fewer values than this are windowed through a lookup table.
+_LUT_SPAN = 1 << 17
+
+
 def _window(hu: np.ndarray, window: Any, what: str) -> np.ndarray:
+    window = DEFAULT_WINDOW if window is None else window
+    if hu.dtype.kind in "iu" and hu.size:
+        lo, hi = int(hu.min()), int(hu.max())
+        if hi - lo < _LUT_SPAN:
+            # each stored value windowed once (the same float64 formula), then gathered
+            lut = _window(np.arange(lo, hi + 1, dtype=np.float64)[None], window, what)[0]
+            return lut[hu.astype(np.intp) - lo]
+    hu = np.asarray(hu, dtype=np.float64)
     _check_finite(hu, what)
-    rgb = window_to_rgb(hu, DEFAULT_WINDOW if window is None else window)
-    return np.ascontiguousarray(rgb)
+    if isinstance(window, (str, Window)) or (isinstance(window, Sequence) and len(window) == 2):
+        # one window: window the grey level once, then copy it to R, G and B
+        return np.repeat(apply_window(hu, window)[..., None], 3, axis=-1)
+    return np.ascontiguousarray(window_to_rgb(hu, window))

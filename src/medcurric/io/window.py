@@ -238,7 +238,7 @@ def _float_input(image: Any) -> Any:
 
 
 def apply_window(
-    image: Any, window: Window | str, *, out: str = "uint8", formula: str = "simple"
+    image: Any, window: Window | str | Sequence[float], *, out: str = "uint8", formula: str = "simple"
 ) -> Any:
     """Window intensities (HU for CT) to 0-255 ``uint8`` or ``[0, 1]`` floats.
 
