@@ -8,6 +8,7 @@ pytest.importorskip("transformers")
 
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, render
+from medcurric.errors import DataFormatError
 from medcurric.losses.lm import span_weighted_lm_loss
 from medcurric.testing.tiny import build_tiny_vlm
 
@@ -64,19 +65,19 @@ def test_batch_layout_labels_and_span_masks(vlm) -> None:
         # Labels are exactly the input ids of the target (+ EOS), -100 elsewhere (prompt, padding).
         assert torch.equal(batch["labels"][i][labelled], ids[labelled])
         assert not bool((labelled & ~am).any())
-        assert tok.decode(ids[labelled]).strip() == f["target"] + tok.eos_token
+        assert tok.decode(ids[labelled]).strip() == f.target + tok.eos_token
         prompt_ids = ids[am & ~labelled]
         assert tok.decode(prompt_ids).replace(tok.decode([vlm.image_token_id]), "").strip() == (
-            f["prompt"].replace("<image>", "").strip()
+            f.prompt.replace("<image>", "").strip()
         )
         # Span masks decode back to the answer and rationale texts.
         ans = batch["answer_mask"][i]
         rat = batch["rationale_mask"][i]
-        assert tok.decode(ids[ans]).strip() == f["answer"]
-        if f["rationale"] is None:
+        assert tok.decode(ids[ans]).strip() == f.answer
+        if f.rationale is None:
             assert not bool(rat.any())
         else:
-            assert tok.decode(ids[rat]).strip() == f["rationale"]
+            assert tok.decode(ids[rat]).strip() == f.rationale
         assert not bool((ans & rat).any())
         assert bool((labelled | ~(ans | rat)).all())  # spans lie inside the labels
     assert batch["stage_index"].tolist() == [0, 1, 2]
@@ -88,7 +89,7 @@ def test_attention_targets_and_supervised_mask(vlm) -> None:
     assert batch["attention_target"].shape == (3, 36)
     assert batch["has_attention_target"].tolist() == [True, False, True]
     for i in (0, 2):
-        assert torch.allclose(batch["attention_target"][i], torch.from_numpy(feats[i]["attention_target"]))
+        assert torch.allclose(batch["attention_target"][i], torch.from_numpy(feats[i].attention_target))
         assert batch["attention_target"][i].sum().item() == pytest.approx(1.0, abs=1e-5)
     assert batch["attention_target"][1].abs().sum() == 0
     sup = batch["supervised_mask"]
@@ -113,6 +114,15 @@ def test_model_runs_on_the_batch_and_the_span_loss_matches_its_loss(vlm) -> None
     )
     weighted.backward()
     assert torch.isfinite(weighted)
+
+
+def test_dicts_of_rendered_fields_collate_like_rendered_samples(vlm) -> None:
+    feats = rendered_batch()
+    collate = CurriculumCollator(vlm.processor)
+    a, b = collate(feats), collate([f.to_dict() for f in feats])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(DataFormatError, match="RenderedSample"):
+        collate([{"prompt": "p", "target": "t", "image": feats[0].image}])
 
 
 def test_raw_samples_are_rendered_from_the_image_root(vlm, tmp_path) -> None:
@@ -147,7 +157,5 @@ def test_no_eos_option_and_empty_batch(vlm) -> None:
     batch = CurriculumCollator(vlm.processor, add_eos=False)(feats)
     labelled = batch["labels"][0] != -100
     assert vlm.tokenizer.decode(batch["input_ids"][0][labelled]).strip() == "Answer: liver lesion"
-    from medcurric.errors import DataFormatError
-
     with pytest.raises(DataFormatError):
         CurriculumCollator(vlm.processor)([])

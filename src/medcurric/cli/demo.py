@@ -105,7 +105,7 @@ def step_seeds(ctx: DemoContext) -> None:
     import dataclasses
 
     from medcurric.anatomy import BoxOrganMatcher
-    from medcurric.overlay import window_to_rgb
+    from medcurric.io import load_rgb
     from medcurric.seeds.pipeline import build_seeds
     from medcurric.testing import Phantom
 
@@ -122,7 +122,7 @@ def step_seeds(ctx: DemoContext) -> None:
         # DeepLesion convention: uint16 PNG holding HU + 32768.
         _write_png(images_dir / r.image, (hu + 32768).astype(np.uint16))
         _write_png(labels_dir / r.image, ph.labels[z].astype(np.uint8))
-        rgb[r.image] = np.asarray(window_to_rgb(hu.astype(np.float32), "soft_tissue"))
+        rgb[r.image] = load_rgb(hu, window=r.window)  # the pixels a backend would be sent
     matcher = BoxOrganMatcher(ph.class_map, criterion="ioa", min_score=0.5, adjacent_mm=5.0)
     seeds = build_seeds(records, ph.label_map(), matcher=matcher)
     height, width = ph.shape[1], ph.shape[2]
@@ -184,12 +184,12 @@ def step_render(ctx: DemoContext) -> None:
             sample = by_seed[seed_id][stage]
             out = render(sample, stage, image=rgb[sample.image], preprocess=preprocess, grid=(6, 6))
             png = folder / f"{stage}.png"
-            out["image"].save(png)
-            entry = {"stage": stage, "id": sample.id, "image": png.name, "prompt": out["prompt"],
-                     "target": out["target"]}
-            if out["attention_target"] is not None:
+            out.image.save(png)
+            entry = {"stage": stage, "id": sample.id, "image": png.name, "prompt": out.prompt,
+                     "target": out.target}
+            if out.attention_target is not None:
                 target_png = folder / "medium-attention-target.png"
-                plot_attention(out["image"], out["attention_target"], (6, 6), out["box_norm"], target_png,
+                plot_attention(out.image, out.attention_target, (6, 6), out.box_norm, target_png,
                                titles=["Medium attention target (6 x 6 grid)"])
                 entry["attention_target"] = target_png.name
             rendered.append(entry)
@@ -273,7 +273,7 @@ def _generate_answers(ctx: DemoContext, samples: Sequence[Any]) -> dict[str, str
     inner.eval()
     for s in samples:
         r = render(s, "hard", image=ctx.state["rgb"][s.image])  # type: ignore[index]
-        enc = vlm.processor(images=[r["image"]], text=[r["prompt"]], return_tensors="pt")  # type: ignore[attr-defined]
+        enc = vlm.processor(images=[r.image], text=[r.prompt], return_tensors="pt")  # type: ignore[attr-defined]
         with torch.no_grad():
             ids = inner.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         text = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -502,6 +502,7 @@ class CoTGenerator:
             attempts=job.attempts,
             extra=extra,
             reason=reason,
+            window=job.seed.window,
         )
 
     def _judge(

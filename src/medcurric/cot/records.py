@@ -52,6 +52,8 @@ class CoTSample(JsonRecord):
         attempts: How many requests it took.
         extra: Further fields kept as data (e.g. the seed text).
         reason: Why the sample was rejected (the failed checks); empty when accepted.
+        window: Display window ``(low, high)`` of the image (from the seed), or ``None`` for
+            the default (see :func:`medcurric.io.load_rgb`).
     """
 
     id: str
@@ -76,3 +78,4 @@ class CoTSample(JsonRecord):
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    window: tuple[float, float] | None = None

@@ -3,14 +3,14 @@
 * :class:`CurriculumScheduler` decides the stage from monitored losses (the
   paper's plateau rule, or the authors' per-domain mixing policy).
 * :func:`render` turns one :class:`~medcurric.cot.records.CoTSample` into the
-  model input of a stage; :class:`CurriculumCollator` batches rendered samples
+  model input of a stage (a :class:`RenderedSample`); :class:`CurriculumCollator` batches rendered samples
   through a Hugging Face processor, with span masks and attention targets.
 * :func:`plot_history` draws the losses with stage bands and switch points.
 """
 
 from medcurric.curriculum.collate import CurriculumCollator, Supervise
 from medcurric.curriculum.plot import plot_history
-from medcurric.curriculum.render import format_box, render
+from medcurric.curriculum.render import RenderedSample, format_box, render
 from medcurric.curriculum.scheduler import (
     CurriculumScheduler,
     Decision,
@@ -32,6 +32,7 @@ __all__ = [
     "NonFinitePolicy",
     "Policy",
     "Reason",
+    "RenderedSample",
     "Stage",
     "Supervise",
     "ThresholdMode",

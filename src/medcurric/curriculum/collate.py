@@ -11,7 +11,7 @@ import torch
 
 from medcurric._options import StrEnum, look_up_option
 from medcurric.cot.records import CoTSample
-from medcurric.curriculum.render import render
+from medcurric.curriculum.render import RenderedSample, render
 from medcurric.errors import DataFormatError, ShapeError, UnsupportedModelError, WrongTypeError
 from medcurric.stage import Stage
 
@@ -51,10 +51,22 @@ def _token_span_mask(
     return valid & (offsets[:, 0] < end) & (offsets[:, 1] > start)
 
 
+def _rendered_from_dict(feature: Mapping[str, Any]) -> RenderedSample:
+    """A :class:`RenderedSample` from a dict of its fields (e.g. ``RenderedSample.to_dict()``)."""
+    try:
+        return RenderedSample(**feature)
+    except TypeError as exc:
+        raise DataFormatError(
+            "Expected a rendered feature with the fields of RenderedSample (id, stage, image, prompt, "
+            f"target, ...), but got keys {sorted(feature)}: {exc}"
+        ) from exc
+
+
 class CurriculumCollator:
     """Collate rendered samples (or raw samples, rendered on the fly) into a model batch.
 
-    Each feature is either a dict from :func:`~medcurric.curriculum.render` or a
+    Each feature is either a :class:`~medcurric.curriculum.RenderedSample` from
+    :func:`~medcurric.curriculum.render` (or a dict of its fields) or a
     :class:`~medcurric.cot.records.CoTSample` (or its dict form), which is rendered
     for the stage given by ``scheduler``: its ``.stage`` (a
     :class:`~medcurric.curriculum.CurriculumScheduler` with the global policy, or
@@ -187,14 +199,16 @@ class CurriculumCollator:
             )
         return look_up_option(stage, Stage, name="stage")
 
-    def _render(self, feature: Any) -> dict[str, Any]:
+    def _render(self, feature: Any) -> RenderedSample:
+        if isinstance(feature, RenderedSample):
+            return feature
         if isinstance(feature, Mapping) and "prompt" in feature and "target" in feature:
-            return dict(feature)
+            return _rendered_from_dict(feature)
         sample = feature if isinstance(feature, CoTSample) else None
         if sample is None:
             if not isinstance(feature, Mapping):
                 raise WrongTypeError(
-                    f"Expected rendered dicts or CoTSamples, but got {type(feature).__name__}."
+                    f"Expected RenderedSamples or CoTSamples, but got {type(feature).__name__}."
                 )
             sample = CoTSample.from_dict(dict(feature))
         options = dict(self.render_options)
@@ -218,22 +232,19 @@ class CurriculumCollator:
         eos = self.tokenizer.eos_token if self.add_eos and self.tokenizer.eos_token else ""
         texts, target_starts, spans = [], [], []
         for r in rendered:
-            text = r["prompt"] + " " + r["target"] + eos
-            t0 = len(r["prompt"]) + 1
+            text = r.prompt + " " + r.target + eos
+            t0 = len(r.prompt) + 1
             texts.append(text)
             # Character positions counted from the end of the text.
             target_starts.append(len(text) - t0)
             spans.append(
                 {
-                    name: None if r.get(f"{name}_span") is None else (
-                        len(text) - (t0 + r[f"{name}_span"][0]),
-                        len(text) - (t0 + r[f"{name}_span"][1]),
-                    )
-                    for name in ("answer", "rationale")
+                    name: None if span is None else (len(text) - (t0 + span[0]), len(text) - (t0 + span[1]))
+                    for name, span in (("answer", r.answer_span), ("rationale", r.rationale_span))
                 }
             )
         enc = self.processor(
-            images=[r["image"] for r in rendered],
+            images=[r.image for r in rendered],
             text=texts,
             padding=True,
             return_tensors="pt",
@@ -258,7 +269,7 @@ class CurriculumCollator:
                 masks[name][i] = _token_span_mask(off, valid, total - span[0], total - span[1])
             masks["rationale"][i] &= ~masks["answer"][i]
         P = self.grid[0] * self.grid[1] if self.grid is not None else None
-        targets = [r.get("attention_target") for r in rendered]
+        targets = [r.attention_target for r in rendered]
         has_target = torch.tensor([t is not None for t in targets], dtype=torch.bool)
         if P is None:
             sizes = {int(np.asarray(t).size) for t in targets if t is not None}
@@ -271,7 +282,7 @@ class CurriculumCollator:
             if arr.numel() != P:
                 raise ShapeError(
                     f"Expected attention targets of {P} patches (grid {self.grid}), but sample "
-                    f"{rendered[i].get('id')!r} has {arr.numel()}; render with the model's grid."
+                    f"{rendered[i].id!r} has {arr.numel()}; render with the model's grid."
                 )
             attention_target[i] = arr
         if self.supervise is Supervise.ANSWER:
@@ -281,7 +292,7 @@ class CurriculumCollator:
         else:
             supervised = masks["answer"] | masks["rationale"]
         supervised &= has_target[:, None]
-        stage_index = torch.tensor([Stage(r["stage"]).order for r in rendered], dtype=torch.long)
+        stage_index = torch.tensor([Stage(r.stage).order for r in rendered], dtype=torch.long)
         batch = dict(enc)
         batch.update(
             labels=labels,

@@ -13,7 +13,9 @@ HARD       clean                            question                            
 The prompt is wrapped in VIP-LLaVA's template ``"###Human: <image>\n{question}###Assistant:"``.
 Text from the sample is data: it is inserted by plain substitution of the known
 ``{question}`` / ``{phrase}`` / ``{box}`` fields, never used as a format string,
-and image paths are resolved inside ``image_root`` only.
+and image paths are resolved inside ``image_root`` only. Images go through
+:func:`medcurric.io.load_rgb` with the sample's window, the pixels the generation
+backends send. :func:`render` returns a :class:`RenderedSample`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -29,11 +32,11 @@ from medcurric._options import look_up_option
 from medcurric._paths import safe_join
 from medcurric.cot.records import CoTSample
 from medcurric.errors import DataFormatError, InvalidBoxError, MissingFileError, WrongTypeError
-from medcurric.overlay.window import read_display_image
+from medcurric.io import load_rgb
 from medcurric.stage import Stage
 from medcurric.templating import fill_template
 
-__all__ = ["EASY_PROMPT", "PROMPT_TEMPLATE", "format_box", "render", "substitute"]
+__all__ = ["EASY_PROMPT", "PROMPT_TEMPLATE", "RenderedSample", "format_box", "render", "substitute"]
 
 #: VIP-LLaVA's conversation template; ``{question}`` is replaced by the stage's question.
 PROMPT_TEMPLATE = "###Human: <image>\n{question}###Assistant:"
@@ -41,6 +44,46 @@ PROMPT_TEMPLATE = "###Human: <image>\n{question}###Assistant:"
 #: How an Easy question cites the drawn box: ``{question}``, ``{phrase}`` (from the
 #: overlay, e.g. "within the red rectangle") and ``{box}`` (normalised, 4 decimals).
 EASY_PROMPT = "{question}\nThe region of interest is {phrase}, at box {box}."
+
+
+@dataclass(frozen=True, eq=False)
+class RenderedSample:
+    r"""One sample as the model sees it at one stage: what :func:`render` returns.
+
+    Attributes:
+        id: The sample's id.
+        stage: The stage it was rendered for.
+        image: The RGB image (PIL), with the box drawn for Easy.
+        prompt: The templated prompt (``"###Human: <image>\n...###Assistant:"``).
+        target: The text to learn: ``"Reasoning: ...\n\nAnswer: ..."`` or ``"Answer: ..."`` (Hard).
+        answer: The answer text.
+        question: The question after the Easy citation of the box.
+        rationale: The rationale, ``None`` for Hard.
+        rationale_span: ``(start, end)`` characters of the rationale in ``target``; ``None`` for Hard.
+        answer_span: ``(start, end)`` characters of the answer in ``target``.
+        box_norm: The box normalised to ``[0, 1]`` (Easy, Medium), else ``None``.
+        phrase: How the Easy prompt names the drawn shape ("within the red rectangle"), else ``None``.
+        attention_target: Medium: float32 ``[P]`` summing to 1 (``P = rows * cols``,
+            row-major); ``None`` otherwise or when the box was cropped away.
+    """
+
+    id: str
+    stage: Stage
+    image: Any
+    prompt: str
+    target: str
+    answer: str = ""
+    question: str = ""
+    rationale: str | None = None
+    rationale_span: tuple[int, int] | None = None
+    answer_span: tuple[int, int] | None = None
+    box_norm: tuple[float, ...] | None = None
+    phrase: str | None = None
+    attention_target: np.ndarray | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (shallow: the image and target array are not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def format_box(box: Any) -> str:
@@ -91,11 +134,8 @@ def _as_sample(sample: Any) -> CoTSample:
     )
 
 
-#: Display window (HU) for 16-bit CT slices read from disk: soft tissue (W400 L40).
-_CT_WINDOW = (-160.0, 240.0)
-
-
 def _load_image(sample: CoTSample, image: Any, image_root: str | os.PathLike[str] | None) -> Any:
+    """The sample's image as PIL RGB, through :func:`medcurric.io.load_rgb` and the sample's window."""
     from PIL import Image
 
     if image is None:
@@ -109,17 +149,10 @@ def _load_image(sample: CoTSample, image: Any, image_root: str | os.PathLike[str
             raise MissingFileError(
                 f"Image {sample.image!r} of sample {sample.id!r} not found under {os.fspath(image_root)!r}."
             )
-        # a 16-bit CT slice stored DeepLesion-style (HU + 32768) is shown in a soft-tissue window
-        image = read_display_image(path, _CT_WINDOW)
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:
-            lo, hi = float(np.min(arr)), float(np.max(arr))
-            arr = ((arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)).astype(np.uint8)
-        image = Image.fromarray(arr)
-    if not hasattr(image, "convert"):
+        image = path
+    elif not isinstance(image, (np.ndarray, Image.Image)):
         raise WrongTypeError(f"Expected a PIL image or a numpy array, but got {type(image).__name__}.")
-    return image.convert("RGB")
+    return Image.fromarray(load_rgb(image, window=sample.window))
 
 
 def _pixel_box(sample: CoTSample, width: int, height: int) -> np.ndarray | None:
@@ -191,7 +224,7 @@ def render(
     prompt_template: str = PROMPT_TEMPLATE,
     easy_prompt: str = EASY_PROMPT,
     smoothing: Any = None,
-) -> dict[str, Any]:
+) -> RenderedSample:
     r"""Render a sample for a stage.
 
     Args:
@@ -209,6 +242,8 @@ def render(
             so a sample always gets the same style.
         image_root: Folder that ``sample.image`` is relative to (untrusted paths stay inside).
         image: The image itself (PIL or numpy ``[H, W(, 3)]``) instead of loading ``sample.image``.
+            Either way it goes through :func:`medcurric.io.load_rgb` with ``sample.window``
+            (intensities are windowed, 8-bit pixels kept), as the generation backends send it.
         grid: ``(rows, cols)`` of the model's patch grid (VIP-LLaVA: 24 x 24).
         prompt_template: Conversation template with a ``{question}`` field.
         easy_prompt: Easy question template with ``{question}``, ``{phrase}``, ``{box}``.
@@ -216,12 +251,7 @@ def render(
             ``medcurric.geometry.gaussian(9, 3)`` (the authors' choice on 24 x 24); none by default.
 
     Returns:
-        A dict with ``id``, ``stage`` (:class:`Stage`), ``image`` (PIL RGB), ``question``
-        (after the Easy citation), ``prompt`` (templated), ``target``, ``rationale``
-        (``None`` for Hard), ``answer``, ``rationale_span`` / ``answer_span`` (character
-        ranges in ``target``; rationale ``None`` for Hard), ``box_norm`` (or ``None``),
-        ``phrase`` (Easy), and ``attention_target`` (Medium: float32 ``[P]`` summing to
-        1, ``P = rows * cols`` row-major; ``None`` otherwise or when the box was cropped away).
+        The :class:`RenderedSample` (image, prompt, target, spans, attention target).
 
     Raises:
         MissingFileError: The image cannot be found.
@@ -235,7 +265,7 @@ def render(
         ...     question="Is there a lesion in the liver?", rationale="The liver shows a mass.",
         ...     answer="yes", image="ct.png", box=(4.0, 8.0, 12.0, 16.0), image_size=(32, 32))
         >>> out = render(s, "hard", image=np.zeros((32, 32), np.uint8))
-        >>> out["prompt"], out["target"]
+        >>> out.prompt, out.target
         ('###Human: <image>\nIs there a lesion in the liver?###Assistant:', 'Answer: yes')
     """
     sample = _as_sample(sample)
@@ -243,7 +273,7 @@ def render(
     img = _load_image(sample, image, image_root)
     width, height = img.size
     pixel_box = _pixel_box(sample, width, height)
-    out: dict[str, Any] = {"id": sample.id, "stage": st, "answer": sample.answer, "phrase": None}
+    phrase: str | None = None
     question = sample.question
     box_norm: np.ndarray | None = None
     if st is not Stage.HARD:
@@ -255,7 +285,6 @@ def render(
             overlay = StageOverlay()
         draw_box = pixel_box if pixel_box is not None else box_norm * np.array([width, height] * 2)
         img, phrase = _draw(overlay, img, draw_box, _overlay_key(sample, rng))
-        out["phrase"] = phrase
         question = substitute(
             easy_prompt, {"question": question, "phrase": phrase, "box": format_box(box_norm)}
         )
@@ -272,25 +301,29 @@ def render(
         )
         if not np.isfinite(attention_target).all() or attention_target.sum() <= 0:
             attention_target = None
+    rationale: str | None = None
+    r_span: tuple[int, int] | None = None
     if st is Stage.HARD:
         target = "Answer: " + sample.answer
-        out["rationale"] = None
-        out["rationale_span"] = None
-        out["answer_span"] = (len("Answer: "), len(target))
+        a_span = (len("Answer: "), len(target))
     else:
         target, r_span, a_span = _reasoning_target(sample.rationale, sample.answer)
-        out["rationale"] = sample.rationale
-        out["rationale_span"] = r_span
-        out["answer_span"] = a_span
-    out.update(
+        rationale = sample.rationale
+    return RenderedSample(
+        id=sample.id,
+        stage=st,
         image=img,
-        question=question,
         prompt=substitute(prompt_template, {"question": question}),
         target=target,
+        answer=sample.answer,
+        question=question,
+        rationale=rationale,
+        rationale_span=r_span,
+        answer_span=a_span,
         box_norm=None if box_norm is None else tuple(float(v) for v in box_norm),
+        phrase=phrase,
         attention_target=attention_target,
     )
-    return out
 
 
 def _draw(overlay: Any, image: Any, box: np.ndarray, key: int) -> tuple[Any, str]:

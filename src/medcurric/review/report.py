@@ -137,17 +137,10 @@ def review_sample_ids(ids: Iterable[str], n: int, seed: int = 0) -> list[str]:
 
 
 def _to_display(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    arr = np.asarray(array)
-    if arr.dtype == np.uint8:
-        return arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2)
-    data = arr.astype(np.float32)
-    if data.ndim == 3 and data.shape[2] in (3, 4):
-        top = float(data.max()) or 1.0
-        return np.clip(data[..., :3] / top * 255.0, 0, 255).astype(np.uint8)
-    low, high = window
-    gray = np.clip((data - low) / max(high - low, 1e-6), 0.0, 1.0)
-    gray8 = (gray * 255.0 + 0.5).astype(np.uint8)
-    return np.repeat(gray8[..., None], 3, axis=2)
+    """An array as the RGB a model sees (:func:`medcurric.io.load_rgb`)."""
+    from medcurric.io import load_rgb
+
+    return load_rgb(np.asarray(array), window=window)
 
 
 def _load_image(path: Path, window: tuple[float, float]) -> np.ndarray:

@@ -250,6 +250,7 @@ class SeedBuilder:
             ioa=ioa,
             extra=extra,
             image_size=image_size,
+            window=record.window,
         )
 
 

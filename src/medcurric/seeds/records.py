@@ -48,6 +48,7 @@ class FactualSeed(JsonRecord):
         extra: Further fields kept as data.
         image_size: ``(width, height)`` of the image in pixels, if known. Older seeds kept it as
             ``extra["image_size"]``; that key is moved here when the seed is built or loaded.
+        window: Display window ``(low, high)`` of the lesion record (``LesionRecord.window``), if any.
 
     Examples:
         >>> seed = FactualSeed(id="a", text="a cyst in the liver", lesion_type="cyst", organ="liver",
@@ -82,6 +83,7 @@ class FactualSeed(JsonRecord):
     ioa: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None
+    window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if type(self.outcome) is not MatchOutcome:

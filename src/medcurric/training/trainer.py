@@ -61,17 +61,20 @@ __all__ = ["CurriculumTrainer", "apply_lora", "enable_checkpointing"]
 
 
 
-def _read_image(root: str | os.PathLike[str], sample: CoTSample, window: tuple[float, float]) -> Any:
-    """Read ``sample.image`` under ``root``; 16-bit greyscale is DeepLesion (HU + 32768), windowed to RGB."""
+def _read_image(root: str | os.PathLike[str], sample: CoTSample, window: Any) -> np.ndarray:
+    """Read ``sample.image`` under ``root`` as RGB through its window (else ``window``).
+
+    :func:`medcurric.io.load_rgb` gives the pixels the generation backends sent for the sample.
+    """
     from medcurric._paths import safe_join
-    from medcurric.overlay import read_display_image
+    from medcurric.io import load_rgb
 
     path = safe_join(root, sample.image)
     if not path.is_file():
         raise MissingFileError(
             f"Image {sample.image!r} of sample {sample.id!r} not found under {os.fspath(root)!r}."
         )
-    return read_display_image(path, window)
+    return load_rgb(path, window=sample.window if sample.window is not None else window)
 
 
 _PARTS = ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss")
@@ -131,9 +134,10 @@ class CurriculumTrainer:
             ``config.lora_r > 0``).
         processor: Its processor (``LlavaProcessor``-style, fast tokenizer).
         images: Optional ``sample.image -> image`` (PIL or numpy) used instead of files.
-        image_root: Folder the samples' image paths are relative to. 16-bit images there are
-            read as DeepLesion slices (HU = value - 32768) and shown through ``window``.
-        window: ``(low, high)`` HU display window for 16-bit images.
+        image_root: Folder the samples' image paths are relative to, read with
+            :func:`medcurric.io.load_rgb` (16-bit PNGs are DeepLesion slices, HU = value - 32768).
+        window: Window for samples whose ``window`` is ``None`` (a :class:`~medcurric.io.Window`,
+            preset name or ``(low, high)`` HU); ``None``: soft tissue, as the generation backends use.
         accelerator: An ``accelerate.Accelerator``; one is made from ``config`` when ``None``.
         overlay: ``StageOverlay`` for Easy renderings (default style when ``None``).
         on_log: Called with each step's log dict (on every rank).
@@ -151,7 +155,7 @@ class CurriculumTrainer:
         processor: Any,
         images: Mapping[str, Any] | None = None,
         image_root: str | os.PathLike[str] | None = None,
-        window: tuple[float, float] = (-160.0, 240.0),
+        window: Any = None,
         accelerator: Any = None,
         overlay: Any = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
@@ -167,7 +171,7 @@ class CurriculumTrainer:
         self.accelerator = accelerator
         self.images = dict(images or {})
         self.image_root = image_root
-        self.window = (float(window[0]), float(window[1]))
+        self.window = window
         self.overlay = overlay
         self.on_log = on_log
         self.processor = processor
@@ -267,7 +271,7 @@ class CurriculumTrainer:
         return self.collator(features)
 
     def _image(self, sample: CoTSample) -> Any:
-        """The sample's image: from ``images``, or read under ``image_root`` (16-bit -> windowed HU)."""
+        """The sample's image: from ``images``, or read under ``image_root`` (through its window)."""
         if sample.image in self.images:
             return self.images[sample.image]
         if self.image_root is None:
