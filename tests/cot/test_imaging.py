@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 from pathlib import Path
 
@@ -37,10 +38,11 @@ def _sample(image: str, window: tuple[float, float] | None) -> CoTSample:
                      rationale="", answer="yes", image=image, box=(4.0, 4.0, 20.0, 12.0), window=window)
 
 
-def _sent_by_openai_backend(path: Path) -> np.ndarray:
+def _sent_by_openai_backend(path: Path, window: tuple[float, float] | None = None) -> np.ndarray:
     """Decode the image of the chat-completions payload the OpenAI-compatible backend builds."""
     request = GenerationRequest(id="s1", system="", prompt="Describe.", stage=Stage.HARD,
-                                question_type=QuestionType.CLOSED, template_id="t", fields={}, image_path=path)
+                                question_type=QuestionType.CLOSED, template_id="t", fields={}, image_path=path,
+                                window=window)
     payload = OpenAIBackend(model="m", base_url="http://127.0.0.1:9")._payload(request)
     (part,) = [p for p in payload["messages"][0]["content"] if p.get("type") == "image_url"]
     return _pixels(part["image_url"]["url"])
@@ -75,8 +77,8 @@ def test_generation_and_training_see_the_same_pixels(tmp_path: Path, make, windo
     for other in (trained, rendered, local):
         assert np.array_equal(sent, other)
     assert np.array_equal(sent, io_load_rgb(path, window=window))
-    if window is None:  # what the OpenAI-compatible backend sends today (it passes no window yet)
-        assert np.array_equal(_sent_by_openai_backend(path), trained)
+    # what the OpenAI-compatible backend puts in its request, with the record's window
+    assert np.array_equal(_sent_by_openai_backend(path, window), trained)
     if make is _deeplesion and window is not None:  # the record window matters
         assert not np.array_equal(sent, io_load_rgb(path))
 
@@ -109,6 +111,27 @@ def test_data_url_sends_pixels_not_the_file(tmp_path: Path) -> None:
     ct = _deeplesion(tmp_path / "ct.png")
     assert data_url(ct, window=[-1350, 150]) == data_url(ct, window=(-1350.0, 150.0))
     assert data_url(ct, window=(-1350, 150)) != data_url(ct)
+
+
+def test_the_generator_passes_the_seed_window_to_the_backend(tmp_path: Path) -> None:
+    from medcurric.cot import CoTGenerator, TemplateBackend
+    from medcurric.testing import bundled_sample
+
+    seed = bundled_sample().seeds[0]
+    seed = dataclasses.replace(seed, window=(-1350.0, 150.0))
+    seen: list[GenerationRequest] = []
+
+    class Spy(TemplateBackend):
+        needs_images = True
+
+        def complete(self, requests):  # type: ignore[override]
+            seen.extend(requests)
+            return super().complete(requests)
+
+    (tmp_path / "phantom").mkdir()
+    _deeplesion(tmp_path / seed.image)
+    list(CoTGenerator(Spy(), image_root=tmp_path).generate([seed]))
+    assert seen and {r.window for r in seen} == {(-1350.0, 150.0)}
 
 
 def test_the_record_window_reaches_the_samples() -> None:

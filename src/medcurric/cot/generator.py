@@ -461,6 +461,7 @@ class CoTGenerator:
                     template_id=template.id,
                     fields=fields,
                     image_path=path if self.backend.needs_images else None,
+                    window=seed.window,
                 )
                 jobs.append(_Job(request, seed, template, box2d, box_norm, size, extra))
         return jobs

@@ -26,6 +26,8 @@ class GenerationRequest:
         template_id: Id of the prompt template.
         fields: The template fields and their values (the seed's structured facts).
         image_path: The image to send, resolved inside the image root, or ``None``.
+        window: The HU display window of that image (the seed's record window), or ``None``
+            for the default; the image is converted by :func:`medcurric.io.load_rgb` with it.
         history: Earlier ``(assistant reply, user follow-up)`` turns, for re-asks.
     """
 
@@ -38,6 +40,7 @@ class GenerationRequest:
     fields: Mapping[str, str] = field(default_factory=dict)
     image_path: Path | None = None
     history: tuple[tuple[str, str], ...] = ()
+    window: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ class TransformersBackend:
         tok = getattr(proc, "tokenizer", proc)
         prompts, images = [], []
         for r in batch:
-            image = load_rgb(r.image_path) if r.image_path is not None else None
+            image = load_rgb(r.image_path, r.window) if r.image_path is not None else None
             part = {"type": "image"} if image is not None else None
             prompts.append(
                 proc.apply_chat_template(

@@ -210,7 +210,7 @@ class OpenAIBackend:
         """The chat-completions JSON payload; ``image_url`` stands in for the image's data URL."""
         image = None
         if self.send_images and request.image_path is not None:
-            url = image_url if image_url is not None else data_url(request.image_path)
+            url = image_url if image_url is not None else data_url(request.image_path, request.window)
             image = {"type": "image_url", "image_url": {"url": url}}
         return {
             **self.extra_body,
@@ -228,7 +228,7 @@ class OpenAIBackend:
         """
         if not (self.send_images and request.image_path is not None):
             return json.dumps(self._payload(request)).encode("utf-8")
-        url = data_url(request.image_path)
+        url = data_url(request.image_path, request.window)
         text = json.dumps(self._payload(request, image_url=_URL_SLOT))
         quoted = f'"{_URL_SLOT}"'
         # data_url() builds "data:<mime>;base64,<base64>": only the prefix needs checking.
