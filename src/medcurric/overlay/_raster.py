@@ -252,7 +252,7 @@ def scribble(
 # the torch formulas divide (faster); tests/overlay/test_raster.py mirrors its arithmetic.
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _coverage(p: tuple[float, ...], px: float, py: float) -> float:  # pragma: no cover - numba
     """Coverage of the pixel centred at ``(px, py)`` by primitive ``p`` (a row as a tuple)."""
     kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1 = p
@@ -286,7 +286,7 @@ def _coverage(p: tuple[float, ...], px: float, py: float) -> float:  # pragma: n
     return min(max(hw - d + 0.5, 0.0), 1.0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _spans(
     p: tuple[float, ...], py: float
 ) -> tuple[int, float, float, float, float]:  # pragma: no cover
@@ -380,7 +380,7 @@ def _draw_numba(
                                         row[x, ch] = _mix(int(row[x, ch]), ai, int(rgb[ch]))
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _mix(v: int, a: int, c: int) -> int:  # pragma: no cover - numba
     """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c``.
 
