@@ -13,12 +13,9 @@ maximum coverage, so overlapping strokes are blended once. Kinds:
 Two interchangeable back ends draw them:
 
 * ``torch``: pure tensor ops over each prompt's bounding region, batched (any device);
-* ``numba``: a CPU kernel that visits only the pixels near each stroke (row spans),
-  in place on a uint8 / float ``[B, H, W, C]`` view. The two agree to one grey level.
-  Single rectangles and ellipses on uint8 images go through branch-free,
-  vectorised kernels that prefetch the rows ahead (rectangles: the same bytes as
-  the generic per-pixel kernel; ellipses: the same formula evaluated in float32,
-  within one grey level of it; see "uint8 kernels" below).
+* ``numba``: a plain CPU kernel that visits only the pixels near each stroke (row
+  spans), in place on a uint8 / float ``[B, H, W, 3]`` view, in float64. The two
+  agree to one grey level (torch computes uint8 images' coverage in float32).
 
 Blending of 8-bit images is integer: ``a = round(255 * alpha * coverage)``,
 ``out = (img * (255 - a) + colour * a + 127) // 255``; float images in ``[0, 1]`` use
@@ -33,9 +30,6 @@ from typing import Any
 import numba
 import numpy as np
 import torch
-from llvmlite import ir as llvm_ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 SEGMENT, BOX, ELLIPSE, NONE = 0, 1, 2, -1
 NPARAM = 10  # kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1
@@ -250,1132 +244,167 @@ def scribble(
     return _segments(pts, hw)
 
 
-@numba.njit(cache=True, nogil=True)
-def outlines(
-    boxes: np.ndarray,
-    packed: np.ndarray,
-    rect_code: int,
-    ellipse_code: int,
-    size: tuple[int, int],
-) -> np.ndarray:  # pragma: no cover - numba
-    """``rectangle`` / ``ellipse`` primitives of a batch in one pass: ``[n, 1, NPARAM]``.
-
-    ``packed`` rows are ``OverlayStyle._packed`` (code, width, jitter, scale, ...);
-    code ``rect_code`` draws :func:`rectangle`, any other code :func:`ellipse` with
-    the style's scale, or with scale 1 where the code is not ``ellipse_code`` (a
-    contour without a mask). The arithmetic is that of those functions, in the same
-    order, so the rows are the same numbers.
-    """
-    h, w = size
-    n = boxes.shape[0]
-    s = max(h, w) / 336
-    out = np.empty((n, 1, NPARAM), np.float64)
-    for i in range(n):
-        lw = max(packed[i, 1] * s, 1.0)
-        hw = lw / 2
-        m = hw + 1.0
-        p = out[i, 0]
-        p[5] = hw
-        if packed[i, 0] == rect_code:
-            a0 = max(boxes[i, 0] - hw, hw)
-            a1 = max(boxes[i, 1] - hw, hw)
-            a2 = min(boxes[i, 2] + hw, w - hw)
-            a3 = min(boxes[i, 3] + hw, h - hw)
-            a2 = max(a2, a0)
-            a3 = max(a3, a1)
-            p[0] = BOX
-            p[1], p[2], p[3], p[4] = a0, a1, a2, a3
-            p[6] = min(a0, a2) - m
-            p[7] = min(a1, a3) - m
-            p[8] = max(a0, a2) + m
-            p[9] = max(a1, a3) + m
-        else:
-            scale = packed[i, 3] if packed[i, 0] == ellipse_code else 1.0
-            cx = (boxes[i, 0] + boxes[i, 2]) / 2
-            cy = (boxes[i, 1] + boxes[i, 3]) / 2
-            rx = max((boxes[i, 2] - boxes[i, 0]) / 2 * scale + hw, hw + 0.5)
-            ry = max((boxes[i, 3] - boxes[i, 1]) / 2 * scale + hw, hw + 0.5)
-            p[0] = ELLIPSE
-            p[1], p[2], p[3], p[4] = cx, cy, rx, ry
-            p[6] = cx - rx - m
-            p[7] = cy - ry - m
-            p[8] = cx + rx + m
-            p[9] = cy + ry + m
-    return out
-
-
 # ----------------------------------------------------------------------------- numba kernel
 #
 # Ellipse outlines are also limited to the band between the ellipses with radii
 # (rx +- (hw + 1.5)) (the first-order distance is poor far from the curve); both back
-# ends apply the same limit, so they agree.
+# ends apply the same limit, so they agree. The kernel multiplies by reciprocals where
+# the torch formulas divide (faster); tests/overlay/test_raster.py mirrors its arithmetic.
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _ellipse_band(
-    rx: float, ry: float, hw: float
-) -> tuple[float, float, float, float, bool, float, float, float, float]:  # pragma: no cover
-    """The band an ellipse outline is drawn in: ellipses ``hw + 1.5`` outside and inside.
-
-    Returns ``(ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2)``: the outer and
-    inner radii, whether the inner ellipse exists, and the inverse squared radii.
-    """
-    big = hw + 1.5
-    ro_x, ro_y = rx + big, ry + big
-    ri_x, ri_y = rx - big, ry - big
-    inner = ri_x > 0.0 and ri_y > 0.0
-    iox2, ioy2 = 1.0 / (ro_x * ro_x), 1.0 / (ro_y * ro_y)
-    iix2 = 1.0 / (ri_x * ri_x) if inner else 0.0
-    iiy2 = 1.0 / (ri_y * ri_y) if inner else 0.0
-    return ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _ellipse_chord(
-    dy: float, ro_x: float, ro_y: float, ri_x: float, ri_y: float, inner: bool
-) -> tuple[float, float, bool]:  # pragma: no cover - numba
-    """Half widths ``(xo, xi, two)`` of the band at ``dy`` (``|dy| < ro_y``) from the centre.
-
-    ``two``: the row crosses the inner ellipse, so the band is two spans
-    ``cx - xo .. cx - xi`` and ``cx + xi .. cx + xo``; otherwise one, ``cx - xo .. cx + xo``.
-    """
-    r = dy / ro_y
-    xo = ro_x * math.sqrt(1.0 - r * r)
-    two = inner and abs(dy) < ri_y
-    xi = 0.0
-    if two:
-        r = dy / ri_y
-        xi = ri_x * math.sqrt(1.0 - r * r)
-    return xo, xi, two
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _ellipse_span(
-    s: int, two: bool, cx: float, xo: float, xi: float
-) -> tuple[float, float]:  # pragma: no cover - numba
-    """``(lo, hi)`` of span ``s`` of a band row (see :func:`_ellipse_chord`)."""
-    if two:
-        return (cx - xo, cx - xi) if s == 0 else (cx + xi, cx + xo)
-    return cx - xo, cx + xo
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _coverage(
-    kind: float,
-    a0: float,
-    a1: float,
-    a2: float,
-    a3: float,
-    hw: float,
-    bx0: float,
-    by0: float,
-    bx1: float,
-    by1: float,
-    px: float,
-    py: float,
-) -> float:  # pragma: no cover - numba
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _coverage(p: tuple[float, ...], px: float, py: float) -> float:  # pragma: no cover - numba
+    """Coverage of the pixel centred at ``(px, py)`` by primitive ``p`` (a row as a tuple)."""
+    kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1 = p
     if px < bx0 or px > bx1 or py < by0 or py > by1:
         return 0.0
-    if kind == 0.0:
-        dx = a2 - a0
-        dy = a3 - a1
+    if kind == SEGMENT:
+        dx, dy = a2 - a0, a3 - a1
         l2 = dx * dx + dy * dy
-        t = 0.0
-        if l2 > 0.0:
-            t = ((px - a0) * dx + (py - a1) * dy) / l2
-            t = min(max(t, 0.0), 1.0)
-        ex = px - (a0 + t * dx)
-        ey = py - (a1 + t * dy)
+        t = min(max(((px - a0) * dx + (py - a1) * dy) / l2, 0.0), 1.0) if l2 > 0.0 else 0.0
+        ex, ey = px - (a0 + t * dx), py - (a1 + t * dy)
         d = math.sqrt(ex * ex + ey * ey)
-    elif kind == 1.0:
+    elif kind == BOX:
         qx = abs(px - 0.5 * (a0 + a2)) - 0.5 * (a2 - a0)
         qy = abs(py - 0.5 * (a1 + a3)) - 0.5 * (a3 - a1)
-        ox = max(qx, 0.0)
-        oy = max(qy, 0.0)
-        d = abs(math.sqrt(ox * ox + oy * oy) + min(max(qx, qy), 0.0))
-    elif kind == 2.0:
-        x = px - a0
-        y = py - a1
+        d = math.sqrt(qx * qx + qy * qy) if qx > 0.0 and qy > 0.0 else abs(max(qx, qy))
+    else:
+        x, y = px - a0, py - a1
         big = hw + 1.5
-        ox = x / (a2 + big)
-        oy = y / (a3 + big)
+        ox, oy = x * (1.0 / (a2 + big)), y * (1.0 / (a3 + big))
         if ox * ox + oy * oy > 1.0:
             return 0.0
         if a2 > big and a3 > big:
-            ix = x / (a2 - big)
-            iy = y / (a3 - big)
+            ix, iy = x * (1.0 / (a2 - big)), y * (1.0 / (a3 - big))
             if ix * ix + iy * iy < 1.0:
                 return 0.0
-        u = x / a2
-        v = y / a3
+        u, v = x * (1.0 / a2), y * (1.0 / a3)
         k0 = math.sqrt(u * u + v * v)
-        u = u / a2
-        v = v / a3
+        u, v = u * (1.0 / a2), v * (1.0 / a3)
         k1 = math.sqrt(u * u + v * v)
         d = abs(k0 * (k0 - 1.0) / k1) if k1 > 0.0 else min(a2, a3)
-    else:
-        return 0.0
-    c = hw - d + 0.5
-    return min(max(c, 0.0), 1.0)
+    return min(max(hw - d + 0.5, 0.0), 1.0)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _spans(
-    kind: float,
-    a0: float,
-    a1: float,
-    a2: float,
-    a3: float,
-    hw: float,
-    bx0: float,
-    by0: float,
-    bx1: float,
-    by1: float,
-    py: float,
-    out: np.ndarray,
-) -> int:  # pragma: no cover - numba
-    """Conservative x-ranges (pixel centres) of row ``py`` that a primitive may cover."""
+    p: tuple[float, ...], py: float
+) -> tuple[int, float, float, float, float]:  # pragma: no cover
+    """``(count, lo0, hi0, lo1, hi1)``: the x-ranges of row ``py`` that primitive ``p`` may cover.
+
+    Conservative: ``_coverage`` is zero outside them. A rectangle's middle rows and
+    an ellipse's rows through its inner ellipse give two ranges, other rows one.
+    """
+    kind, a0, a1, a2, a3, hw, bx0, _, bx1, _ = p
     m = hw + 0.5
-    if py < by0 or py > by1:
-        return 0
-    if kind == 1.0:
-        if py > a1 + m and py < a3 - m and a0 + m < a2 - m:  # two disjoint side spans
-            out[0, 0], out[0, 1] = a0 - m, a0 + m
-            out[1, 0], out[1, 1] = a2 - m, a2 + m
-            return 2
-        out[0, 0], out[0, 1] = a0 - m, a2 + m
-        return 1
-    if kind == 2.0:
-        ro_x, ro_y, ri_x, ri_y, inner, _, _, _, _ = _ellipse_band(a2, a3, hw)
+    if kind == BOX:
+        if a1 + m < py < a3 - m and a0 + m < a2 - m:
+            return 2, a0 - m, a0 + m, a2 - m, a2 + m
+        return 1, a0 - m, a2 + m, 0.0, 0.0
+    if kind == ELLIPSE:
+        big = hw + 1.5
         dy = py - a1
-        if abs(dy) >= ro_y:
-            return 0
-        xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
-        for s in range(2 if two else 1):
-            out[s, 0], out[s, 1] = _ellipse_span(s, two, a0, xo, xi)
-        return 2 if two else 1
-    if kind == 0.0:
-        lo, hi = bx0, bx1
-        dx = a2 - a0
-        dy = a3 - a1
-        length = math.sqrt(dx * dx + dy * dy)
-        if abs(dy) > 1e-9 * (length + 1.0):
-            xl = a0 + (py - a1) * dx / dy
-            half = m * length / abs(dy) + 1.0
-            lo = max(lo, xl - half)
-            hi = min(hi, xl + half)
-        if hi < lo:
-            return 0
-        out[0, 0], out[0, 1] = lo, hi
-        return 1
-    return 0
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _mix(v: Any, a: Any, c: Any) -> Any:  # pragma: no cover - numba
-    """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c``, in uint32.
-
-    ``t // 255`` is ``(t + 1 + (t >> 8)) >> 8``, exact for ``0 <= t < 65535`` (here
-    ``t <= 255 * 255 + 127``; checked exhaustively in the tests).
-    """
-    a32 = np.uint32(a)
-    t = np.uint32(v) * (np.uint32(255) - a32) + np.uint32(c) * a32 + np.uint32(127)
-    return np.uint8((t + np.uint32(1) + (t >> np.uint32(8))) >> np.uint32(8))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _blend(
-    img: np.ndarray,
-    b: int,
-    y: int,
-    x: int,
-    c: float,
-    colors: np.ndarray,
-    alpha: float,
-    is_float: bool,
-) -> None:  # pragma: no cover - numba
-    a = alpha * c
-    if is_float:
-        for ch in range(img.shape[3]):
-            v = img[b, y, x, ch]
-            img[b, y, x, ch] = v + (colors[b, ch] / 255.0 - v) * a
-    else:
-        ai = np.uint32(a * 255.0 + 0.5)
-        for ch in range(img.shape[3]):
-            img[b, y, x, ch] = _mix(img[b, y, x, ch], ai, colors[b, ch])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _put(
-    row: np.ndarray, x: int, a: float, cr: float, cg: float, cb: float, is_float: bool
-) -> None:  # pragma: no cover - numba
-    """Blend colour ``(cr, cg, cb)`` (0-255) at opacity ``a`` into ``row[x]`` (a ``[W, C]`` view)."""
-    if is_float:
-        v = row[x, 0]
-        row[x, 0] = v + (cr / 255.0 - v) * a
-        v = row[x, 1]
-        row[x, 1] = v + (cg / 255.0 - v) * a
-        v = row[x, 2]
-        row[x, 2] = v + (cb / 255.0 - v) * a
-    else:
-        ai = np.uint32(a * 255.0 + 0.5)
-        row[x, 0] = _mix(row[x, 0], ai, cr)
-        row[x, 1] = _mix(row[x, 1], ai, cg)
-        row[x, 2] = _mix(row[x, 2], ai, cb)
-
-
-@numba.njit(cache=True, nogil=True)
-def _fast_box(
-    img: np.ndarray,
-    b: int,
-    p: np.ndarray,
-    alpha: float,
-    cr: float,
-    cg: float,
-    cb: float,
-    is_float: bool,
-) -> None:  # pragma: no cover - numba
-    """One rectangle outline, row by row over its edges only (same coverage as ``_coverage``)."""
-    h, w = img.shape[1], img.shape[2]
-    a0, a1, a2, a3, hw = p[1], p[2], p[3], p[4], p[5]
-    m = hw + 0.5
-    cx, cy = 0.5 * (a0 + a2), 0.5 * (a1 + a3)
-    hx, hy = 0.5 * (a2 - a0), 0.5 * (a3 - a1)
-    bx0, bx1 = p[6], p[8]  # locals: stores into img could alias p for the compiler
-    ya = max(0, math.floor(p[7]))
-    yb = min(h, math.ceil(p[9]) + 1)
-    xlo = max(0, math.floor(p[6]))
-    xhi = min(w, math.ceil(p[8]) + 1)
-    for y in range(ya, yb):
-        py = y + 0.5
-        if py < p[7] or py > p[9]:
-            continue
-        qy = abs(py - cy) - hy
-        row = img[b, y]
-        two = py > a1 + m and py < a3 - m and a0 + m < a2 - m
-        for s in range(2 if two else 1):
-            if two:
-                lo, hi = (a0 - m, a0 + m) if s == 0 else (a2 - m, a2 + m)
-            else:
-                lo, hi = a0 - m, a2 + m
-            xa = max(xlo, math.ceil(lo - 0.5))
-            xb = min(xhi, math.floor(hi - 0.5) + 1)
-            for x in range(xa, xb):
-                px = x + 0.5
-                if px < bx0 or px > bx1:
-                    continue
-                qx = abs(px - cx) - hx
-                if qx > 0.0 and qy > 0.0:
-                    d = math.sqrt(qx * qx + qy * qy)
-                else:
-                    d = abs(max(qx, qy))
-                c = hw - d + 0.5
-                if c > 0.0:
-                    _put(row, x, alpha * min(c, 1.0), cr, cg, cb, is_float)
-
-
-@numba.njit(cache=True, nogil=True)
-def _fast_ellipse(
-    img: np.ndarray,
-    b: int,
-    p: np.ndarray,
-    alpha: float,
-    cr: float,
-    cg: float,
-    cb: float,
-    is_float: bool,
-) -> None:  # pragma: no cover - numba
-    """One ellipse outline over its ring band only (same coverage as ``_coverage``)."""
-    h, w = img.shape[1], img.shape[2]
-    cx, cy, rx, ry, hw = p[1], p[2], p[3], p[4], p[5]
-    ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2 = _ellipse_band(rx, ry, hw)
-    irx, iry = 1.0 / rx, 1.0 / ry
-    irx2, iry2 = irx * irx, iry * iry
-    bx0, bx1 = p[6], p[8]  # locals: stores into img could alias p for the compiler
-    ya = max(0, math.floor(p[7]))
-    yb = min(h, math.ceil(p[9]) + 1)
-    xlo = max(0, math.floor(p[6]))
-    xhi = min(w, math.ceil(p[8]) + 1)
-    for yi in range(ya, yb):
-        py = yi + 0.5
-        if py < p[7] or py > p[9]:
-            continue
-        dy = py - cy
-        if abs(dy) >= ro_y:
-            continue
-        row = img[b, yi]
-        xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
-        v = dy * iry
-        vv = v * v
-        v2 = dy * iry2
-        v2v2 = v2 * v2
-        oy_term = dy * dy * ioy2
-        iy_term = dy * dy * iiy2
-        for s in range(2 if two else 1):
-            lo, hi = _ellipse_span(s, two, cx, xo, xi)
-            xa = max(xlo, math.ceil(lo - 0.5))
-            xb = min(xhi, math.floor(hi - 0.5) + 1)
-            for xi_ in range(xa, xb):
-                px = xi_ + 0.5
-                if px < bx0 or px > bx1:
-                    continue
-                x = px - cx
-                if x * x * iox2 + oy_term > 1.0:
-                    continue
-                if inner and x * x * iix2 + iy_term < 1.0:
-                    continue
-                u = x * irx
-                k0 = math.sqrt(u * u + vv)
-                u2 = x * irx2
-                k1 = math.sqrt(u2 * u2 + v2v2)
-                d = abs(k0 * (k0 - 1.0) / k1) if k1 > 0.0 else min(rx, ry)
-                c = hw - d + 0.5
-                if c > 0.0:
-                    _put(row, xi_, alpha * min(c, 1.0), cr, cg, cb, is_float)
-
-
-# ----------------------------------------------------------------------------- prefetching
-#
-# A batch is tens of MB and each prompt touches a few cache lines per row, far apart:
-# drawn straight after other work, the kernels wait on memory more than they compute.
-# They prefetch the lines of the row ``_AHEAD`` rows below the one being drawn (and the
-# first ``_AHEAD`` rows when a prompt starts), so that many misses are in flight at
-# once. Prefetches are hints: they change no value.
-
-#: Rows of look-ahead of the uint8 kernels' prefetches.
-_AHEAD = 8
-
-
-def _prefetch_intrinsic(typingctx: Any, arr: Any, offset: Any) -> Any:  # pragma: no cover - numba
-    """``_prefetch(arr, offset)``: prefetch the line at byte ``offset`` of ``arr``'s data."""
-    if not isinstance(arr, types.Array) or not isinstance(offset, types.Integer):
-        return None
-    sig = types.void(arr, offset)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p = llvm_ir.IntType(8).as_pointer()
-        ptr = builder.gep(builder.bitcast(ary.data, i8p), [args[1]])
-        i32 = llvm_ir.IntType(32)
-        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [ptr, i32(1), i32(3), i32(1)])  # for a write, into L1
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-_prefetch: Any = intrinsic(_prefetch_intrinsic)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _prefetch_px(img: np.ndarray, b: int, y: int, xa: int, xb: int) -> None:  # pragma: no cover
-    """Prefetch the lines of pixels ``xa .. xb`` (exclusive) of row ``y`` of image ``b``.
-
-    Channels more than a line apart (a channels-first batch's planes) are prefetched
-    one by one.
-    """
-    if xb <= xa:
-        return
-    base = b * img.strides[0] + y * img.strides[1]
-    step = img.strides[2]
-    if img.strides[3] < 64:
-        for x in range(xa, xb, 16):
-            _prefetch(img, base + x * step)
-        _prefetch(img, base + (xb - 1) * step)
-    else:
-        for c in range(img.shape[3]):
-            lo = base + c * img.strides[3] + xa * step
-            for x in range(0, (xb - xa) * step, 64):
-                _prefetch(img, lo + x)
-            _prefetch(img, lo + (xb - 1 - xa) * step)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _prefetch_ellipse_row(
-    img: np.ndarray,
-    b: int,
-    y: int,
-    cx: float,
-    cy: float,
-    ro_x: float,
-    ro_y: float,
-    ri_x: float,
-    ri_y: float,
-    inner: bool,
-    xlo: int,
-    xhi: int,
-) -> None:  # pragma: no cover - numba
-    """Prefetch (about) the pixels an ellipse outline touches in row ``y``."""
-    dy = y + 0.5 - cy
-    if abs(dy) >= ro_y:
-        return
-    xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
-    lo = max(xlo, int(cx - xo) - 1)
-    hi = min(xhi, int(cx + xo) + 2)
-    if two:
-        _prefetch_px(img, b, y, lo, min(hi, int(cx - xi) + 2))
-        _prefetch_px(img, b, y, max(lo, int(cx + xi) - 1), hi)
-    else:
-        _prefetch_px(img, b, y, lo, hi)
-
-
-# ----------------------------------------------------------------------------- explicit vectors
-#
-# LLVM vectorises a loop 32 elements at a time (8 lanes, 4 interleaved) and runs
-# shorter trip counts, and every loop's remainder, one element at a time. A span is
-# mostly 5-40 bytes (2-13 pixels), so most of the kernels' work ran scalar. The two
-# intrinsics below write the vector code out instead, as LLVM IR on fixed-width
-# vectors (which LLVM lowers to whatever the CPU has: AVX2, SSE, NEON):
-#
-# * ``_mix_block8`` / ``_mix_block16`` blend 8 / 16 bytes with ``_mix``'s integer
-#   formula in 16-bit lanes (``t <= 255 * 255 + 127`` and ``t + 1 + (t >> 8)`` fit);
-#   ``_mix_span`` covers a span of ``n`` bytes with them: whole blocks, then a last
-#   block that ends at the span's end and may overlap the one before. Both blocks
-#   of that pair are loaded before either is stored, so the overlapping bytes get
-#   the same value twice; no byte outside the span is read or written.
-# * ``_ellipse_opacity8`` evaluates the uint8 ellipse kernel's float32 coverage for
-#   8 pixels at once: the same IEEE operations in the same order as the scalar
-#   formula (no fused or approximate ones), lane by lane.
-
-
-def _items(ty: Any) -> list[Any]:
-    """The numba types of an integer argument, or of each item of a tuple argument."""
-    if isinstance(ty, types.BaseTuple):
-        items: Any = ty  # numba's tuple types index like tuples
-        return [items[i] for i in range(len(items))]
-    return [ty]
-
-
-def _index(context: Any, builder: Any, value: Any, ty: Any) -> list[Any]:  # pragma: no cover
-    """The intp values of an integer or a tuple of integers (a numba intrinsic argument)."""
-    if isinstance(ty, types.BaseTuple):
-        return [
-            context.cast(builder, builder.extract_value(value, i), t, types.intp)
-            for i, t in enumerate(_items(ty))
-        ]
-    return [context.cast(builder, value, ty, types.intp)]
-
-
-def _is_index(ty: Any) -> bool:
-    """An integer, or a tuple of integers."""
-    return all(isinstance(t, types.Integer) for t in _items(ty))
-
-
-def _mix_block_intrinsic(width: int) -> Any:
-    """An intrinsic ``(flat, j, ab, o, c3, jc)``: ``_mix`` over ``width`` bytes at a time.
-
-    Blends ``flat[j : j + width]`` with opacities ``ab[o : o + width]`` and colours
-    ``c3[jc : jc + width]`` (uint8 arrays, no bounds checks). ``j``, ``o``, ``jc`` are
-    integers, or equally long tuples of integers for several blocks: all are loaded
-    before any is stored.
-    """
-
-    def typer(typingctx: Any, flat: Any, j: Any, ab: Any, o: Any, c3: Any, jc: Any) -> Any:
-        if not all(
-            isinstance(t, types.Array) and t.dtype == types.uint8 for t in (flat, ab, c3)
-        ) or not all(_is_index(t) for t in (j, o, jc)):
-            return None
-
-        def codegen(
-            context: Any, builder: Any, signature: Any, args: Any
-        ) -> Any:  # pragma: no cover
-            i8, i16 = llvm_ir.IntType(8), llvm_ir.IntType(16)
-            vb, vw = llvm_ir.VectorType(i8, width), llvm_ir.VectorType(i16, width)
-
-            def pointers(k: int) -> list[Any]:  # the blocks of array argument k
-                ary = context.make_array(signature.args[k])(context, builder, args[k])
-                data = builder.bitcast(ary.data, i8.as_pointer())
-                offsets = _index(context, builder, args[k + 1], signature.args[k + 1])
-                return [builder.bitcast(builder.gep(data, [i]), vb.as_pointer()) for i in offsets]
-
-            def splat(value: int) -> Any:
-                return llvm_ir.Constant(vw, [value] * width)
-
-            dst, ops, cols = pointers(0), pointers(2), pointers(4)
-            out = []
-            for p, q, r in zip(dst, ops, cols, strict=True):
-                v = builder.zext(builder.load(p, align=1), vw)
-                a = builder.zext(builder.load(q, align=1), vw)
-                c = builder.zext(builder.load(r, align=1), vw)
-                t = builder.mul(v, builder.sub(splat(255), a))
-                t = builder.add(builder.add(t, builder.mul(c, a)), splat(127))
-                t = builder.add(builder.add(t, splat(1)), builder.lshr(t, splat(8)))
-                out.append(builder.trunc(builder.lshr(t, splat(8)), vb))
-            for p, value in zip(dst, out, strict=True):
-                builder.store(value, p, align=1)
-            return context.get_dummy_value()
-
-        return types.void(flat, j, ab, o, c3, jc), codegen
-
-    return intrinsic(typer)
-
-
-_mix_block8: Any = _mix_block_intrinsic(8)
-_mix_block16: Any = _mix_block_intrinsic(16)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _mix_span(
-    flat: np.ndarray, j0: Any, ab: np.ndarray, o0: Any, c3: np.ndarray, oc: Any, n: int
-) -> None:  # pragma: no cover - numba
-    """``flat[j0 + k] = _mix(flat[j0 + k], ab[o0 + k], c3[oc + k])`` for ``k < n``, in blocks.
-
-    ``j0``, ``o0``, ``oc``: signed integers. Reads and writes no byte of ``flat``
-    outside ``j0 .. j0 + n``; the caller keeps all three ranges inside their arrays.
-    """
-    if n >= 16:
-        k = 0
-        while n - k > 32:
-            _mix_block16(flat, j0 + k, ab, o0 + k, c3, oc + k)
-            k += 16
-        e = n - 16  # the last block ends at n: it may overlap block k
-        _mix_block16(flat, (j0 + k, j0 + e), ab, (o0 + k, o0 + e), c3, (oc + k, oc + e))
-    elif n >= 8:
-        e = n - 8
-        _mix_block8(flat, (j0, j0 + e), ab, (o0, o0 + e), c3, (oc, oc + e))
-    else:
-        for k in range(n):
-            j = np.uint64(j0 + k)
-            flat[j] = _mix(flat[j], ab[np.uint64(o0 + k)], c3[np.uint64(oc + k)])
-
-
-def _ellipse_opacity8_intrinsic(
-    typingctx: Any, ab: Any, off: Any, ix0: Any, fx: Any, fy: Any
-) -> Any:
-    """``_ellipse_opacity8(ab, off, ix0, fx, fy)``: the opacities of 8 pixels of a band row.
-
-    Pixels ``ix0 .. ix0 + 7`` (``ix0`` an int32); each one's 0-255 opacity is written
-    three times (once per channel) to ``ab[off : off + 24]`` (uint8, no bounds check).
-    ``fx``: the prompt's float32 constants ``(cx - 0.5, 1 / ro_x**2, 1 / ri_x**2,
-    1 / rx, 1 / rx**2, min(rx, ry), hw, 255 * alpha)``; ``fy``: the row's float32 terms
-    ``(dy**2 / ro_y**2, dy**2 / ri_y**2, (dy / ry)**2, (dy / ry**2)**2)``, where a
-    prompt without an inner ellipse passes ``1 / ri_x**2 = 0`` and ``dy**2 / ri_y**2 =
-    1`` (every pixel passes the inner test). See "float32 ellipse coverage" below.
-    """
-    f32 = types.float32
-    if not (
-        isinstance(ab, types.Array)
-        and ab.dtype == types.uint8
-        and isinstance(off, types.Integer)
-        and ix0 == types.int32
-        and isinstance(fx, types.UniTuple)
-        and fx.count == 8
-        and fx.dtype == f32
-        and isinstance(fy, types.UniTuple)
-        and fy.count == 4
-        and fy.dtype == f32
-    ):
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:  # pragma: no cover
-        lanes = 8
-        f32t, i32, i8 = llvm_ir.FloatType(), llvm_ir.IntType(32), llvm_ir.IntType(8)
-        vf, vi = llvm_ir.VectorType(f32t, lanes), llvm_ir.VectorType(i32, lanes)
-        vb = llvm_ir.VectorType(i8, lanes)
-
-        def splat(value: Any, vty: Any) -> Any:
-            undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
-            first = builder.insert_element(undef, value, i32(0))
-            return builder.shuffle_vector(first, undef, llvm_ir.Constant(vi, [0] * lanes))
-
-        def const(value: float) -> Any:
-            return llvm_ir.Constant(vf, [value] * lanes)
-
-        def unary(name: str, value: Any) -> Any:
-            fnty = llvm_ir.FunctionType(vf, [vf])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.{name}.v8f32")
-            return builder.call(fn, [value])
-
-        def lt(a: Any, b: Any) -> Any:
-            return builder.fcmp_ordered("<", a, b)
-
-        fcx, fiox2, fiix2, firx, firx2, fd0, fhw, fal = (
-            splat(builder.extract_value(args[3], i), vf) for i in range(8)
-        )
-        foy, fiy, fvv, fv2 = (splat(builder.extract_value(args[4], i), vf) for i in range(4))
-        zero, one, half = const(0.0), const(1.0), const(0.5)
-        ix = builder.add(splat(args[2], vi), llvm_ir.Constant(vi, list(range(lanes))))
-        x = builder.fsub(builder.sitofp(ix, vf), fcx)
-        xx = builder.fmul(x, x)
-        band = builder.fcmp_ordered("<=", builder.fadd(builder.fmul(xx, fiox2), foy), one)
-        inside = builder.fcmp_ordered(">=", builder.fadd(builder.fmul(xx, fiix2), fiy), one)
-        band = builder.and_(band, inside)
-        u = builder.fmul(x, firx)
-        k0 = unary("sqrt", builder.fadd(builder.fmul(u, u), fvv))
-        u2 = builder.fmul(x, firx2)
-        k1 = unary("sqrt", builder.fadd(builder.fmul(u2, u2), fv2))
-        q = unary("fabs", builder.fdiv(builder.fmul(k0, builder.fsub(k0, one)), k1))
-        d = builder.select(lt(zero, k1), q, fd0)
-        c = builder.fadd(builder.fsub(fhw, d), half)
-        capped = builder.select(lt(one, c), one, c)  # min(c, 1)
-        c = builder.select(builder.and_(band, lt(zero, c)), capped, zero)
-        a = builder.trunc(builder.fptosi(builder.fadd(builder.fmul(fal, c), half), vi), vb)
-        triple = llvm_ir.Constant(llvm_ir.VectorType(i32, 3 * lanes), [k // 3 for k in range(24)])
-        a3 = builder.shuffle_vector(a, llvm_ir.Constant(vb, llvm_ir.Undefined), triple)
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        (offset,) = _index(context, builder, args[1], signature.args[1])
-        ptr = builder.gep(builder.bitcast(ary.data, i8.as_pointer()), [offset])
-        builder.store(a3, builder.bitcast(ptr, a3.type.as_pointer()), align=1)
-        return context.get_dummy_value()
-
-    return types.void(ab, off, ix0, fx, fy), codegen
-
-
-_ellipse_opacity8: Any = intrinsic(_ellipse_opacity8_intrinsic)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _centre_range(x0: float, x1: float) -> tuple[int, int]:  # pragma: no cover - numba
-    """The first and last pixel ``i`` whose centre ``i + 0.5`` lies in ``[x0, x1]``."""
-    lo = math.ceil(x0 - 0.5)
-    while lo + 0.5 < x0:
-        lo += 1
-    while (lo - 1) + 0.5 >= x0:
-        lo -= 1
-    hi = math.floor(x1 - 0.5)
-    while hi + 0.5 > x1:
-        hi -= 1
-    while (hi + 1) + 0.5 <= x1:
-        hi += 1
-    return lo, hi
-
-
-# ----------------------------------------------------------------------------- uint8 kernels
-#
-# The uint8 kernels below draw what ``_fast_box`` / ``_fast_ellipse`` with ``_put``
-# draw, in vector form (the rectangle kernel the same bytes, the ellipse kernel with
-# float32 coverage, below):
-#
-# * every pixel of a row span is blended; a pixel that the coverage formula leaves
-#   out (outside the band or the box, or coverage <= 0) gets ``ai = 0``, and
-#   ``(v * 255 + 127) // 255 == v`` leaves it unchanged, so the loops have no
-#   data-dependent branches;
-# * per span, each byte's 0-255 opacity ``ai`` goes into a uint8 scratch row first
-#   (the rectangle's coverage expressions are those of ``_fast_box`` verbatim, so
-#   the float64 values are the same; the ellipse's are ``_ellipse_opacity8``'s, 8
-#   pixels at a time), then the span's bytes are blended with ``_mix``'s formula, as
-#   ``_put`` does;
-# * on a C-contiguous ``[B, H, W, 3]`` batch the blend runs over the row's bytes
-#   (``flat``) in vector blocks (``_mix_span``); on a channels-first batch (the
-#   ``[B, H, W, 3]`` view of a torch ``[B, 3, H, W]`` one) over each plane's bytes,
-#   with the pixels' opacities gathered into ``ap``; on any other view pixel by
-#   pixel, with 3 channels (see ``flat_bytes``);
-# * the loops index with unsigned integers (no negative-index wraparound) and make
-#   no array views;
-# * numba counts the references of an inlined helper's array arguments and, for
-#   some helpers, cannot drop that counting (calls into the runtime) around their
-#   loops. Span helpers taking arrays cost a fifth of the time of a rectangle's
-#   short spans that way; a helper holding the three-way blend dispatch above added
-#   seven runtime calls to the rectangle kernel and a third to the batch's time. So
-#   the kernels inline scalar helpers (``_mix``, ``_mix_px``, ``_box_opacity``) and
-#   ``_mix_span`` (which added none), and write the dispatch out in each kernel;
-# * ``error_model="numpy"``: no zero-division checks in the loops (the coverage
-#   selects ``d0`` where ``k1 == 0``, as ``_fast_ellipse`` does).
-#
-# A rectangle's rows between its top and bottom edges all have the same two side
-# spans; their opacities are computed once per prompt and reused wherever that is
-# exact (the row's ``qy`` is at most every ``qx`` of the spans and not positive,
-# so the distance is ``|qx|`` whatever the row). In a row along the top or bottom
-# edge, the pixels between the corners all have the distance ``|qy|``
-# (``_box_middle``): the ends of the span are computed pixel by pixel, the middle
-# gets one value.
-#
-# float32 ellipse coverage: the ellipse kernel evaluates ``_fast_ellipse``'s formula
-# with 8 float32 lanes where float64 has 4 (its two square roots and division per
-# pixel were most of its time). The terms of a row (``dy`` and its squares scaled)
-# are computed in float64 and rounded to float32; per pixel, ``x = float32(ix) -
-# float32(cx - 0.5)`` for pixel index ``ix``, the band test, ``k0``, ``k1``, ``d``
-# and ``c = min(hw - d + 0.5, 1)`` are float32 operations (IEEE, no fused or
-# approximate ones), and ``ai = int(float32(255 * alpha) * c + 0.5)``. The test
-# ``x + 0.5`` inside the bounding box is exact integer clipping of the span
-# (``_centre_range``). A brute-force numpy float32 reference gives the same bytes
-# (tests/overlay/test_raster.py); the float64 kernels differ by one grey level at a
-# few pixels in a hundred thousand.
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _mix_px(
-    img: np.ndarray, b: int, y: int, x: int, a: Any, c3: np.ndarray
-) -> None:  # pragma: no cover - numba
-    """Blend colour ``c3[:3]`` into pixel ``(y, x)`` of image ``b`` at opacity ``a``."""
-    ub, uy, ux = np.uint64(b), np.uint64(y), np.uint64(x)
-    for ch in range(3):
-        uc = np.uint64(ch)
-        img[ub, uy, ux, uc] = _mix(img[ub, uy, ux, uc], a, c3[ch])
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _box_opacity(
-    px: float, qy: float, cx: float, hx: float, hw: float, bx0: float, bx1: float, alpha: float
-) -> Any:  # pragma: no cover - numba
-    """The 0-255 opacity of a rectangle outline at pixel centre ``px`` of a row with ``qy``."""
-    qx = abs(px - cx) - hx
-    dc = math.sqrt(qx * qx + qy * qy)
-    dm = abs(max(qx, qy))
-    d = dc if (qx > 0.0) & (qy > 0.0) else dm
-    c = hw - d + 0.5
-    c = min(c, 1.0) if (px >= bx0) & (px <= bx1) & (c > 0.0) else 0.0
-    return np.uint8(np.int32(alpha * c * 255.0 + 0.5))
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _box_middle(
-    px: float, qy: float, cx: float, hx: float, bx0: float, bx1: float
-) -> bool:  # pragma: no cover - numba
-    """Whether pixel centre ``px`` of a row with ``qy`` lies between a rectangle's corners.
-
-    There (``qx <= min(qy, 0)``, inside the bounding box) ``_box_opacity``'s distance
-    is ``|qy|`` whatever ``px``. ``qx`` is monotone on each side of ``cx``, so along a
-    row these pixels form one run.
-    """
-    qx = abs(px - cx) - hx
-    return (qx <= qy) & (qx <= 0.0) & (px >= bx0) & (px <= bx1)
+        if abs(dy) >= a3 + big:
+            return 0, 0.0, 0.0, 0.0, 0.0
+        r = dy / (a3 + big)
+        xo = (a2 + big) * math.sqrt(1.0 - r * r)
+        if a2 > big and abs(dy) < a3 - big:
+            r = dy / (a3 - big)
+            xi = (a2 - big) * math.sqrt(1.0 - r * r)
+            return 2, a0 - xo, a0 - xi, a0 + xi, a0 + xo
+        return 1, a0 - xo, a0 + xo, 0.0, 0.0
+    lo, hi = bx0, bx1  # a segment: the band around the line through its ends
+    dx, dy = a2 - a0, a3 - a1
+    length = math.sqrt(dx * dx + dy * dy)
+    if abs(dy) > 1e-9 * (length + 1.0):
+        xl = a0 + (py - a1) * dx / dy
+        half = m * length / abs(dy) + 1.0
+        lo, hi = max(lo, xl - half), min(hi, xl + half)
+    return (1 if lo <= hi else 0), lo, hi, 0.0, 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _u8_box(
-    img: np.ndarray,
-    flat: np.ndarray,
-    b: int,
-    p: np.ndarray,
-    alpha: float,
-    c3: np.ndarray,
-    ab: np.ndarray,
-    ap: np.ndarray,
-    planar: bool,
-) -> None:  # pragma: no cover - numba
-    """``_fast_box`` on uint8 ``[B, H, W, 3]`` images, vectorised (same bytes).
-
-    ``ab``: uint8 scratch of ``9 * W``: a row span's per-byte opacities, then the
-    two cached side spans' (``3 * W`` each); ``c3``: the colour as ``r g b r g b ...``
-    (``3 * W`` bytes), or where ``planar`` as three runs ``r r ... g g ... b b ...``
-    of ``W`` bytes each after those; ``ap``: scratch of ``W``; ``flat``, ``planar``:
-    :func:`flat_bytes` of ``img``.
-    """
-    h, w = img.shape[1], img.shape[2]
-    a0, a1, a2, a3, hw = p[1], p[2], p[3], p[4], p[5]
-    m = hw + 0.5
-    cx, cy = 0.5 * (a0 + a2), 0.5 * (a1 + a3)
-    hx, hy = 0.5 * (a2 - a0), 0.5 * (a3 - a1)
-    bx0, by0, bx1, by1 = p[6], p[7], p[8], p[9]
-    ya = max(0, math.floor(by0))
-    yb = min(h, math.ceil(by1) + 1)
-    xlo = max(0, math.floor(bx0))
-    xhi = min(w, math.ceil(bx1) + 1)
-    # the two side spans of the rows between the top and bottom edges
-    sxa = np.empty(2, np.int64)
-    sn = np.empty(2, np.int64)
-    qx_min = math.inf
-    for s in range(2):
-        lo, hi = (a0 - m, a0 + m) if s == 0 else (a2 - m, a2 + m)
-        sxa[s] = max(xlo, math.ceil(lo - 0.5))
-        sn[s] = max(0, min(xhi, math.floor(hi - 0.5) + 1) - sxa[s])
-        for k in range(sn[s]):
-            qx_min = min(qx_min, abs((sxa[s] + k) + 0.5 - cx) - hx)
-    cached = 0  # bit s: side span s's opacities are in ab
-    for yp in range(ya, yb + _AHEAD):
-        if yp < yb:  # prefetch _AHEAD rows below the one drawn
-            pyp = yp + 0.5
-            if pyp > a1 + m and pyp < a3 - m and a0 + m < a2 - m:
-                _prefetch_px(img, b, yp, sxa[0], sxa[0] + sn[0])
-                _prefetch_px(img, b, yp, sxa[1], sxa[1] + sn[1])
-            else:
-                _prefetch_px(img, b, yp, xlo, xhi)
-        y = yp - _AHEAD
-        if y < ya:
-            continue
-        py = y + 0.5
-        if py < by0 or py > by1:
-            continue
-        qy = abs(py - cy) - hy
-        two = py > a1 + m and py < a3 - m and a0 + m < a2 - m
-        for s in range(2 if two else 1):
-            if two:
-                xa, n = sxa[s], sn[s]
-            else:
-                xa = max(xlo, math.ceil(a0 - m - 0.5))
-                n = min(xhi, math.floor(a2 + m - 0.5) + 1) - xa
-            if n <= 0:
-                continue
-            # opacities: the side span's cached ones where exact, else this row's
-            fill, off, q = True, 0, qy
-            if two and qy <= 0.0 and qy <= qx_min:
-                fill, off, q = (cached >> s) & 1 == 0, 3 * w * (s + 1), -math.inf
-                cached |= 1 << s
-            if fill:
-                # pixels between the corners (qx <= min(q, 0), in the box) all have
-                # d = |q|: the ends one by one, the middle with one value
-                k0, k1 = 0, n
-                while k0 < k1 and not _box_middle((xa + k0) + 0.5, q, cx, hx, bx0, bx1):
-                    a = _box_opacity((xa + k0) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
-                    i = np.uint64(off + 3 * k0)
-                    ab[i] = a
-                    ab[i + np.uint64(1)] = a
-                    ab[i + np.uint64(2)] = a
-                    k0 += 1
-                while k1 > k0 and not _box_middle((xa + k1 - 1) + 0.5, q, cx, hx, bx0, bx1):
-                    k1 -= 1
-                    a = _box_opacity((xa + k1) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
-                    i = np.uint64(off + 3 * k1)
-                    ab[i] = a
-                    ab[i + np.uint64(1)] = a
-                    ab[i + np.uint64(2)] = a
-                if k1 > k0:
-                    a = _box_opacity((xa + k0) + 0.5, q, cx, hx, hw, bx0, bx1, alpha)
-                    for k in range(off + 3 * k0, off + 3 * k1):
-                        ab[np.uint64(k)] = a
-            if flat.shape[0] == 0:  # see "uint8 kernels" above on this block
-                for k in range(n):
-                    _mix_px(img, b, y, xa + k, ab[np.uint64(off + 3 * k)], c3)
-            elif not planar:
-                _mix_span(flat, ((b * h + y) * w + xa) * 3, ab, off, c3, 0, 3 * n)
-            else:
-                for k in range(n):
-                    ap[np.uint64(k)] = ab[np.uint64(off + 3 * k)]
-                for ch in range(3):
-                    _mix_span(flat, ((b * 3 + ch) * h + y) * w + xa, ap, 0, c3, (3 + ch) * w, n)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _u8_ellipse(
-    img: np.ndarray,
-    flat: np.ndarray,
-    b: int,
-    p: np.ndarray,
-    alpha: float,
-    c3: np.ndarray,
-    ab: np.ndarray,
-    ap: np.ndarray,
-    planar: bool,
-) -> None:  # pragma: no cover - numba
-    """``_fast_ellipse`` on uint8 ``[B, H, W, 3]`` images, vectorised, float32 coverage."""
-    h, w = img.shape[1], img.shape[2]
-    cx, cy, rx, ry, hw = p[1], p[2], p[3], p[4], p[5]
-    ro_x, ro_y, ri_x, ri_y, inner, iox2, ioy2, iix2, iiy2 = _ellipse_band(rx, ry, hw)
-    no_inner = not inner
-    irx, iry = 1.0 / rx, 1.0 / ry
-    irx2, iry2 = irx * irx, iry * iry
-    bx0, by0, bx1, by1 = p[6], p[7], p[8], p[9]
-    ya = max(0, math.floor(by0))
-    yb = min(h, math.ceil(by1) + 1)
-    xlo = max(0, math.floor(bx0))
-    xhi = min(w, math.ceil(bx1) + 1)
-    # the coverage's float32 constants (see "float32 ellipse coverage" above)
-    f1 = np.float32(1.0)
-    fcx = np.float32(cx - 0.5)
-    fiox2, fiix2 = np.float32(iox2), np.float32(iix2)
-    firx, firx2 = np.float32(irx), np.float32(irx2)
-    fd0, fhw, fal = np.float32(min(rx, ry)), np.float32(hw), np.float32(alpha * 255.0)
-    fx = (fcx, fiox2, fiix2, firx, firx2, fd0, fhw, fal)
-    ixlo, ixhi = _centre_range(bx0, bx1)  # the pixels inside the bounding box
-    for yp in range(ya, min(yb, ya + _AHEAD)):
-        _prefetch_ellipse_row(img, b, yp, cx, cy, ro_x, ro_y, ri_x, ri_y, inner, xlo, xhi)
-    for yi in range(ya, yb):
-        if yi + _AHEAD < yb:
-            _prefetch_ellipse_row(
-                img, b, yi + _AHEAD, cx, cy, ro_x, ro_y, ri_x, ri_y, inner, xlo, xhi
-            )
-        py = yi + 0.5
-        if py < by0 or py > by1:
-            continue
-        dy = py - cy
-        if abs(dy) >= ro_y:
-            continue
-        xo, xi, two = _ellipse_chord(dy, ro_x, ro_y, ri_x, ri_y, inner)
-        v = dy * iry
-        v2 = dy * iry2
-        fvv = np.float32(v * v)
-        fv2 = np.float32(v2 * v2)
-        foy = np.float32(dy * dy * ioy2)
-        fy = (foy, f1 if no_inner else np.float32(dy * dy * iiy2), fvv, fv2)
-        for s in range(2 if two else 1):
-            lo, hi = _ellipse_span(s, two, cx, xo, xi)
-            xa = max(xlo, ixlo, math.ceil(lo - 0.5))
-            n = min(xhi, ixhi + 1, math.floor(hi - 0.5) + 1) - xa
-            if n <= 0:
-                continue
-            for k in range(0, n, 8):  # ab has room for n rounded up to 8 pixels
-                _ellipse_opacity8(ab, 3 * k, np.int32(xa + k), fx, fy)
-            if flat.shape[0] == 0:
-                for k in range(n):
-                    _mix_px(img, b, yi, xa + k, ab[3 * k], c3)
-            elif not planar:
-                _mix_span(flat, ((b * h + yi) * w + xa) * 3, ab, 0, c3, 0, 3 * n)
-            else:
-                for k in range(n):
-                    ap[k] = ab[3 * k]
-                for ch in range(3):
-                    _mix_span(flat, ((b * 3 + ch) * h + yi) * w + xa, ap, 0, c3, (3 + ch) * w, n)
-
-
-@numba.njit(cache=True, nogil=True)
 def _draw_numba(
-    img: np.ndarray,
-    prims: np.ndarray,
-    colors: np.ndarray,
-    alphas: np.ndarray,
-    is_float: bool,
-    flat: np.ndarray,
-    planar: bool,
+    img: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray, is_float: bool
 ) -> None:  # pragma: no cover - numba
-    """Draw ``prims[b]`` on ``img[b]`` (``[B, H, W, C]``), in place, visiting only stroke pixels.
+    """Draw ``prims[b]`` on ``img[b]`` (``[B, H, W, 3]``), in place, visiting only stroke pixels.
 
-    A prompt made of one primitive is blended in one pass; a union of several is
-    first accumulated (maximum coverage) in a scratch buffer over its region.
-    ``flat``, ``planar``: :func:`flat_bytes` of ``img``.
+    A prompt of one primitive is blended pixel by pixel as its coverage is computed;
+    a union of several is first accumulated (maximum coverage) in a scratch buffer
+    over its region, then blended once. Primitives travel as tuples of scalars:
+    arrays passed to helpers or sliced per pixel cost reference counting.
     """
-    nb, h, w = img.shape[0], img.shape[1], img.shape[2]
-    nk = prims.shape[1]
-    spans = np.empty((2, 2), np.float64)
-    fast_u8 = not is_float and img.shape[3] == 3
-    ab = np.empty(9 * w + 24 if fast_u8 else 0, np.uint8)
-    c3 = np.empty(6 * w if fast_u8 else 0, np.uint8)  # see _u8_box
-    ap = np.empty(w if fast_u8 else 0, np.uint8)
-    for b in range(nb):
-        x0, y0, x1, y1 = w, h, 0, 0
-        count = 0
-        for k in range(nk):
-            if prims[b, k, 0] < 0:
-                continue
-            count += 1
-            x0 = min(x0, max(0, math.floor(prims[b, k, 6])))
-            y0 = min(y0, max(0, math.floor(prims[b, k, 7])))
-            x1 = max(x1, min(w, math.ceil(prims[b, k, 8]) + 1))
-            y1 = max(y1, min(h, math.ceil(prims[b, k, 9]) + 1))
+    h, w = img.shape[1], img.shape[2]
+    for b in range(img.shape[0]):
+        x0, y0, x1, y1, count = w, h, 0, 0, 0
+        for k in range(prims.shape[1]):
+            if prims[b, k, 0] >= 0:
+                count += 1
+                x0 = min(x0, max(0, math.floor(prims[b, k, 6])))
+                y0 = min(y0, max(0, math.floor(prims[b, k, 7])))
+                x1 = max(x1, min(w, math.ceil(prims[b, k, 8]) + 1))
+                y1 = max(y1, min(h, math.ceil(prims[b, k, 9]) + 1))
         if count == 0 or x1 <= x0 or y1 <= y0:
             continue
-        alpha = alphas[b]
-        if count == 1 and (prims[b, 0, 0] == 1.0 or prims[b, 0, 0] == 2.0) and img.shape[3] == 3:
-            cr, cg, cb = colors[b, 0], colors[b, 1], colors[b, 2]
-            if fast_u8:  # a span is at most the prompt's region wide
-                if planar:  # the planes read only the three runs
-                    for k in range(x1 - x0):
-                        c3[3 * w + k] = np.uint8(cr)
-                        c3[4 * w + k] = np.uint8(cg)
-                        c3[5 * w + k] = np.uint8(cb)
-                else:
-                    for k in range(x1 - x0):
-                        c3[3 * k] = np.uint8(cr)
-                        c3[3 * k + 1] = np.uint8(cg)
-                        c3[3 * k + 2] = np.uint8(cb)
-                if prims[b, 0, 0] == 1.0:
-                    _u8_box(img, flat, b, prims[b, 0], alpha, c3, ab, ap, planar)
-                else:
-                    _u8_ellipse(img, flat, b, prims[b, 0], alpha, c3, ab, ap, planar)
-            elif prims[b, 0, 0] == 1.0:
-                _fast_box(img, b, prims[b, 0], alpha, cr, cg, cb, is_float)
-            else:
-                _fast_ellipse(img, b, prims[b, 0], alpha, cr, cg, cb, is_float)
-            continue
-        scratch = np.zeros((y1 - y0 if count > 1 else 0, x1 - x0 if count > 1 else 0), np.float32)
+        alpha, rgb = alphas[b], (colors[b, 0], colors[b, 1], colors[b, 2])
+        scratch = np.zeros((y1 - y0, x1 - x0) if count > 1 else (0, 0))
         for stage in range(2 if count > 1 else 1):
-            for k in range(nk):
-                kind = prims[b, k, 0]
-                if kind < 0:
+            for k in range(prims.shape[1]):
+                r = prims[b, k]
+                p = (r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+                if p[0] < 0:
                     continue
-                a0, a1, a2, a3 = prims[b, k, 1], prims[b, k, 2], prims[b, k, 3], prims[b, k, 4]
-                hw = prims[b, k, 5]
-                bx0, by0, bx1, by1 = prims[b, k, 6], prims[b, k, 7], prims[b, k, 8], prims[b, k, 9]
-                ya = max(y0, math.floor(by0))
-                yb = min(y1, math.ceil(by1) + 1)
-                for y in range(ya, yb):
-                    py = y + 0.5
-                    ns = _spans(kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1, py, spans)
-                    for s in range(ns):
-                        xa = max(x0, math.ceil(spans[s, 0] - 0.5))
-                        xb = min(x1, math.floor(spans[s, 1] - 0.5) + 1)
-                        for x in range(xa, xb):
-                            if count == 1:
-                                c = _coverage(
-                                    kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1, x + 0.5, py
-                                )
-                                if c > 0.0:
-                                    _blend(img, b, y, x, c, colors, alpha, is_float)
-                            elif stage == 0:
-                                c = _coverage(
-                                    kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1, x + 0.5, py
-                                )
-                                if c > scratch[y - y0, x - x0]:
-                                    scratch[y - y0, x - x0] = c
-                            else:
+                # first spans down the rows, then second spans: one stride per pass,
+                # which the hardware prefetcher follows (a quarter faster on the bench)
+                for s in range(2):
+                    for y in range(max(y0, math.floor(p[7])), min(y1, math.ceil(p[9]) + 1)):
+                        ns, lo0, hi0, lo1, hi1 = _spans(p, y + 0.5)
+                        if s >= ns:
+                            continue
+                        row, lo, hi = img[b, y], (lo0 if s == 0 else lo1), (hi0 if s == 0 else hi1)
+                        for x in range(
+                            max(x0, math.ceil(lo - 0.5)), min(x1, math.floor(hi - 0.5) + 1)
+                        ):
+                            if stage == 1:  # blend the union once, then clear it
                                 c = scratch[y - y0, x - x0]
-                                if c > 0.0:
-                                    scratch[y - y0, x - x0] = 0.0
-                                    _blend(img, b, y, x, c, colors, alpha, is_float)
+                                scratch[y - y0, x - x0] = 0.0
+                            else:
+                                c = _coverage(p, x + 0.5, y + 0.5)
+                                if count > 1:
+                                    scratch[y - y0, x - x0] = max(scratch[y - y0, x - x0], c)
+                                    continue
+                            if c > 0.0:
+                                a = alpha * c
+                                ai = int(a * 255.0 + 0.5)
+                                for ch in range(3):
+                                    if is_float:
+                                        row[x, ch] += (rgb[ch] / 255.0 - row[x, ch]) * a
+                                    else:
+                                        row[x, ch] = _mix(int(row[x, ch]), ai, int(rgb[ch]))
 
 
-@numba.njit(cache=True, nogil=True)
-def draw_outlines(
-    img: np.ndarray,
-    flat: np.ndarray,
-    planar: bool,
-    boxes: np.ndarray,
-    packed: np.ndarray,
-    rect_code: int,
-    ellipse_code: int,
-    contour_code: int,
-) -> bool:  # pragma: no cover - numba
-    """Rectangle/ellipse prompts on a uint8 ``[B, H, W, 3]`` batch, in one call.
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mix(v: int, a: int, c: int) -> int:  # pragma: no cover - numba
+    """``(v * (255 - a) + c * a + 127) // 255`` for 8-bit ``v``, ``a``, ``c``.
 
-    ``flat``, ``planar``: :func:`flat_bytes` of ``img``.
-
-    Checks first that every box is finite with ``x2 >= x1`` and ``y2 >= y1`` and that
-    every style (``packed`` rows, see ``OverlayStyle._packed``) is a rectangle, an
-    ellipse or a contour (drawn as the box's ellipse: no masks here); returns False
-    without drawing anything otherwise. Then builds the primitives as
-    :func:`outlines` and draws them as :func:`draw_numba` does.
+    ``t // 255`` is ``(t + 1 + (t >> 8)) >> 8`` for ``0 <= t < 65535``, and cheaper
+    (checked for all bytes in the tests).
     """
-    n = boxes.shape[0]
-    for i in range(n):
-        code = packed[i, 0]
-        if not (code == rect_code or code == ellipse_code or code == contour_code):
-            return False
-        for j in range(4):
-            if not math.isfinite(boxes[i, j]):
-                return False
-        if boxes[i, 2] < boxes[i, 0] or boxes[i, 3] < boxes[i, 1]:
-            return False
-    prims = outlines(boxes, packed, rect_code, ellipse_code, (img.shape[1], img.shape[2]))
-    colors = np.empty((n, 3), np.float64)
-    alphas = np.empty(n, np.float64)
-    for i in range(n):
-        colors[i, 0], colors[i, 1], colors[i, 2] = packed[i, 4], packed[i, 5], packed[i, 6]
-        alphas[i] = packed[i, 7]
-    _draw_numba(img, prims, colors, alphas, False, flat, planar)
-    return True
+    t = v * (255 - a) + c * a + 127
+    return (t + 1 + (t >> 8)) >> 8
 
 
 def draw_numba(
     img_bhwc: np.ndarray, prims: np.ndarray, colors: np.ndarray, alphas: np.ndarray
 ) -> None:
-    """Draw in place on a numpy ``[B, H, W, C]`` (uint8 or float) view."""
+    """Draw in place on a numpy ``[B, H, W, 3]`` (uint8 or float) view."""
     _draw_numba(
         img_bhwc,
         np.ascontiguousarray(prims, np.float64),
         np.ascontiguousarray(colors, np.float64),
         np.ascontiguousarray(alphas, np.float64),
         img_bhwc.dtype.kind == "f",
-        *flat_bytes(img_bhwc),
     )
-
-
-def flat_bytes(img_bhwc: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``(flat, planar)`` for the uint8 kernels: a uint8 batch's bytes as 1-D, and their order.
-
-    A C-contiguous ``[B, H, W, 3]`` batch gives its bytes with ``planar`` False (rows
-    of interleaved pixels); the ``[B, H, W, 3]`` view of a C-contiguous ``[B, 3, H,
-    W]`` batch (a torch batch) gives the latter's bytes with ``planar`` True (one
-    plane per channel). Anything else (other layouts, dtypes or channel counts)
-    gives an empty ``flat``: the kernels then address pixels through the view.
-    """
-    if img_bhwc.dtype == np.uint8 and img_bhwc.ndim == 4 and img_bhwc.shape[3] == 3:
-        if img_bhwc.flags.c_contiguous:
-            return img_bhwc.reshape(-1), False
-        planes = img_bhwc.transpose(0, 3, 1, 2)
-        if planes.flags.c_contiguous:
-            return planes.reshape(-1), True
-    return np.empty(0, np.uint8), False
 
 
 # ----------------------------------------------------------------------------- torch path

@@ -46,8 +46,6 @@ REFERENCE_SIZE = 336
 #: Shapes by their code in ``OverlayStyle._packed``.
 _SHAPES = tuple(Shape)
 _CONTOUR_CODE = _SHAPES.index(Shape.CONTOUR)
-_RECT_CODE = _SHAPES.index(Shape.RECTANGLE)
-_ELLIPSE_CODE = _SHAPES.index(Shape.ELLIPSE)
 
 
 class DrawBackend(StrEnum):
@@ -200,11 +198,6 @@ def _primitives(
     """
     n = packed.shape[0]
     codes = packed[:, 0].astype(np.int64)
-    outline = (
-        (codes == _RECT_CODE) | (codes == _ELLIPSE_CODE) | ((codes == _CONTOUR_CODE) & fallback)
-    )
-    if n and outline.all():  # rectangles and ellipses only: one compiled pass
-        return _raster.outlines(boxes, packed, _RECT_CODE, _ELLIPSE_CODE, size)
     s = max(size) / REFERENCE_SIZE
     seeds = np.fromiter((st.seed for st in styles), np.int64, n)
     width, jitter, scale = packed[:, 1], packed[:, 2], packed[:, 3]
@@ -242,49 +235,6 @@ def _primitives(
     return out
 
 
-def _draw_outlines(
-    view: np.ndarray,
-    boxes: np.ndarray,
-    styles: OverlayStyle | Sequence[OverlayStyle] | None,
-) -> bool:
-    """:func:`draw_overlay`'s fast path: rectangles/ellipses on a uint8 ``[B, H, W, 3]`` view.
-
-    For a numpy uint8 batch (or a CPU torch uint8 batch's channels-last view) with
-    ``[B, 4]`` numpy boxes and no masks, one compiled call checks the boxes and
-    styles, builds the primitives and draws them in place, with little Python and
-    numpy work around it (which matters when the call comes cold, after other work).
-    Returns False, having drawn nothing, where anything else is needed (other
-    shapes, bad boxes or styles: the general path then draws them or raises its
-    errors).
-    """
-    n = view.shape[0]
-    if styles is None:
-        styles = OverlayStyle()
-    if isinstance(styles, OverlayStyle):
-        style_list: list[OverlayStyle] = [styles] * n
-    elif isinstance(styles, list) and len(styles) == n:
-        style_list = styles
-    else:
-        return False
-    if not all(map(isinstance, style_list, repeat(OverlayStyle))):
-        return False
-    packed = _pack(style_list)
-    # rows or planes as flat bytes where the batch is contiguous, else pixel by pixel
-    flat, planar = _raster.flat_bytes(view)
-    return bool(
-        _raster.draw_outlines(
-            view,
-            flat,
-            planar,
-            np.ascontiguousarray(boxes, np.float64),
-            packed,
-            _RECT_CODE,
-            _ELLIPSE_CODE,
-            _CONTOUR_CODE,
-        )
-    )
-
-
 def draw_overlay(
     image: Any,
     boxes: Any,
@@ -320,36 +270,6 @@ def draw_overlay(
         >>> out[19, 30].tolist(), out[30, 30].tolist(), int(img.max())
         ([255, 0, 0], [0, 0, 0], 0)
     """
-    if (
-        masks is None
-        and (backend is DrawBackend.AUTO or backend is DrawBackend.NUMBA or backend == "auto")
-        and isinstance(boxes, np.ndarray)
-        and boxes.ndim == 2
-        and boxes.shape[1] == 4
-        and boxes.dtype.kind in "fiu"
-    ):
-        if (
-            isinstance(image, np.ndarray)
-            and image.dtype == np.uint8
-            and image.ndim == 4
-            and image.shape[3] == 3
-            and image.flags.c_contiguous
-            and boxes.shape[0] == image.shape[0]
-        ):
-            out = image if inplace else image.copy()
-            if _draw_outlines(out, boxes, styles):
-                return out
-        elif (
-            isinstance(image, torch.Tensor)
-            and image.device.type == "cpu"
-            and image.dtype == torch.uint8
-            and image.ndim == 4
-            and image.shape[1] == 3
-            and boxes.shape[0] == image.shape[0]
-        ):
-            t_out = image if inplace else image.clone()
-            if _draw_outlines(t_out.detach().permute(0, 2, 3, 1).numpy(), boxes, styles):
-                return t_out
     bk = look_up_option(backend, DrawBackend, name="backend")
     canvas = _canvas(image, inplace)
     t = canvas.bchw
