@@ -3,8 +3,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from io import BytesIO
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from medcurric.cot import (
     CoTGenerator,
@@ -16,6 +19,7 @@ from medcurric.cot import (
 )
 from medcurric.cot.templates import QuestionType
 from medcurric.errors import InvalidOptionError
+from medcurric.io import load_rgb as io_load_rgb
 from medcurric.stage import Stage
 from medcurric.testing.chat_server import DEFAULT_REPLY, FakeChatServer
 
@@ -58,20 +62,20 @@ def test_openai_round_trip_payload_and_bounded_concurrency(image_root):
     (content,) = [m["content"] for m in payload["messages"] if m["role"] == "user"]
     image = next(p for p in content if p["type"] == "image_url")["image_url"]["url"]
     assert image.startswith("data:image/png;base64,")
-    assert base64.b64decode(image.split(",", 1)[1]) == img.read_bytes()
+    # the pixels of load_rgb re-encoded, not the file's bytes (no metadata leaves the machine)
+    sent = Image.open(BytesIO(base64.b64decode(image.split(",", 1)[1])))
+    assert np.array_equal(np.asarray(sent.convert("RGB")), io_load_rgb(img))
     assert any(p["type"] == "text" and "prompt" in p["text"] for p in content)
 
 
 def test_16bit_images_are_sent_as_8bit_png(image_root):
-    from io import BytesIO
-
-    from PIL import Image
-
     with FakeChatServer() as server:
         list(backend(server).complete([req(0, image_root / "img/2.png")]))
     url = server.hits[0].payload["messages"][0]["content"][0]["image_url"]["url"]
     im = Image.open(BytesIO(base64.b64decode(url.split(",", 1)[1])))
-    assert im.mode == "RGB" and im.size == (80, 64)
+    # a windowed grey slice goes as an 8-bit one-channel PNG; decoded to RGB it is what models see
+    assert im.mode == "L" and im.size == (80, 64)
+    assert np.array_equal(np.asarray(im.convert("RGB")), io_load_rgb(image_root / "img/2.png"))
 
 
 @pytest.mark.parametrize(
