@@ -68,7 +68,7 @@ def test_medium_cites_box_gives_the_box_and_asks_for_it() -> None:
 
 def test_medium_cites_box_needs_the_image_size() -> None:
     gen = CoTGenerator(TemplateBackend(), vocabulary=VOCAB, stages=["medium"], medium_cites_box=True)
-    with pytest.raises(DataFormatError, match="Medium prompt cites the normalised box"):
+    with pytest.raises(DataFormatError, match="the Medium prompt cites the normalised box"):
         gen.requests(seed(image_size=None))
     CoTGenerator(TemplateBackend(), vocabulary=VOCAB, stages=["medium"]).requests(seed(image_size=None))
 

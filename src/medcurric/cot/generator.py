@@ -477,7 +477,7 @@ class CoTGenerator:
                         )
                 if self._cites_box(stage) and box_norm is None:
                     raise DataFormatError(
-                        f"Seed {seed.id!r}: an {stage.value.capitalize()} prompt cites the "
+                        f"Seed {seed.id!r}: the {stage.value.capitalize()} prompt cites the "
                         "normalised box, which needs "
                         "the image size; pass image_root=... (--images DIR) or set the "
                         "seed's image_size."
