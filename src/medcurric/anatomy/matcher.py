@@ -13,16 +13,36 @@ intersection over union (``iou``), and decides:
   so anisotropic volumes are handled correctly);
 * ``unmatched``: neither.
 
-Why ``ioa`` is the default criterion: the IoU of a lesion box with a whole organ
-is tiny for small lesions (a 1 cm nodule in a 2-litre liver has IoU below 0.001
-even when it lies entirely inside), so an IoU threshold cannot tell "inside" from
-"barely touching". The fraction of the box that lies in the organ is 1 for a
-lesion well inside and falls to about 0.5 for a lesion straddling the organ's
-edge, whatever the organ's size. ``criterion="iou"`` reproduces the MedCLM
-paper's rule (highest IoU wins, no minimum) with exact voxel overlap.
+Three rules, and which one is whose:
+
+* The MedCLM paper states the rule in words: the host is the organ with the
+  highest IoU between the lesion box and the organ mask, with no minimum.
+  ``criterion="iou"`` implements that sentence with exact voxel overlap.
+* The authors' released code (``ksyint/PROGRESSIVE`` at commit a7cca74,
+  ``auto_rationale/utils.py``) scores the IoU of the lesion box against each
+  organ mask's *bounding box*, in 2D, keeps the highest (strictly above 0) and
+  says "unknown" otherwise. ``criterion="bbox_iou"`` reproduces it: on the key
+  slice for 2D boxes, and against the organ's 3D bounding box for ``[N, 6]``
+  boxes (the code has no 3D case; this is the natural extension). Pass
+  ``adjacent_mm=None`` as well to get "unknown" instead of the distance
+  fallback. Two named differences remain: the organ's box spans its pixels'
+  full extent (the code stops one pixel short, at the last pixel's index), and a
+  label map holds one label per pixel (the code's PNG masks may overlap).
+* ``criterion="ioa"`` (the default) is this library's rule.
+
+Why ``ioa`` is the default: the IoU of a lesion box with a whole organ is tiny
+for small lesions (a 1 cm nodule in a 2-litre liver has IoU below 0.001 even
+when it lies entirely inside), so an IoU threshold cannot tell "inside" from
+"barely touching", and "highest IoU" favours small organs near the lesion over
+the large organ it lies in. A bounding box makes that worse: it covers tissue
+the organ does not, so a lesion in liver tissue that sits inside the C of the
+gallbladder's outline goes to the gallbladder under ``bbox_iou``. The fraction
+of the box that lies in the organ is 1 for a lesion well inside and falls to
+about 0.5 for a lesion straddling the organ's edge, whatever the organ's size.
 
 Ties break deterministically: higher score, then higher value of the other
-criterion, then lower label id (for a merged group, its lowest member id).
+voxel criterion (``iou`` for ``ioa``, ``ioa`` for ``iou`` and ``bbox_iou``),
+then lower label id (for a merged group, its lowest member id).
 """
 
 from __future__ import annotations
@@ -33,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._serialization import JsonRecord
@@ -55,11 +76,13 @@ class Criterion(StrEnum):
     """How a box is scored against an organ.
 
     * ``IOA``: intersection over the box's voxel count (how much of the lesion lies in the organ).
-    * ``IOU``: intersection over union of the box and the organ mask.
+    * ``IOU``: intersection over union of the box and the organ mask (the paper's words).
+    * ``BBOX_IOU``: IoU of the box and the organ mask's bounding box (the authors' released code).
     """
 
     IOA = "ioa"
     IOU = "iou"
+    BBOX_IOU = "bbox_iou"
 
 
 class MatchOutcome(StrEnum):
@@ -78,13 +101,15 @@ class MatchLevel(StrEnum):
 
 
 #: Default ``min_score`` per criterion: half the box inside the organ for ``ioa``;
-#: any overlap for ``iou`` (the paper's rule, which has no minimum).
-DEFAULT_MIN_SCORE: dict[Criterion, float] = {Criterion.IOA: 0.5, Criterion.IOU: 0.0}
+#: any overlap for ``iou`` and ``bbox_iou`` (the paper and the authors' code have no minimum).
+DEFAULT_MIN_SCORE: dict[Criterion, float] = {
+    Criterion.IOA: 0.5, Criterion.IOU: 0.0, Criterion.BBOX_IOU: 0.0,
+}
 
 
 @dataclass(frozen=True)
 class Candidate(JsonRecord):
-    """One organ touching a box, with both scores.
+    """One organ touching a box, with its scores.
 
     Attributes:
         organ: Class (or group) name.
@@ -92,6 +117,10 @@ class Candidate(JsonRecord):
         iou: Intersection over union of the box and the organ.
         ioa: Intersection over the box's voxel count.
         intersection: Voxels of the organ inside the box.
+        bbox_iou: IoU of the box and the organ's bounding box; computed only under
+            ``criterion="bbox_iou"`` (``None`` otherwise), where an organ whose
+            bounding box overlaps the box is a candidate even if none of its voxels is
+            inside the box.
     """
 
     organ: str
@@ -99,10 +128,25 @@ class Candidate(JsonRecord):
     iou: float
     ioa: float
     intersection: int
+    bbox_iou: float | None = None
 
     def score(self, criterion: Criterion | str) -> float:
-        """Return the score under ``criterion`` (``"ioa"`` or ``"iou"``)."""
-        return self.ioa if look_up_option(criterion, Criterion, name="criterion") is Criterion.IOA else self.iou
+        """Return the score under ``criterion`` (``"ioa"``, ``"iou"`` or ``"bbox_iou"``).
+
+        Raises:
+            DataFormatError: For ``"bbox_iou"`` on a candidate matched under another criterion.
+        """
+        crit = look_up_option(criterion, Criterion, name="criterion")
+        if crit is Criterion.IOA:
+            return self.ioa
+        if crit is Criterion.IOU:
+            return self.iou
+        if self.bbox_iou is None:
+            raise DataFormatError(
+                f"Candidate {self.organ!r} has no bbox_iou score; it was matched under another "
+                "criterion. Match with BoxOrganMatcher(criterion='bbox_iou') to get one."
+            )
+        return self.bbox_iou
 
 
 @dataclass(frozen=True)
@@ -114,7 +158,7 @@ class OrganMatch(JsonRecord):
         label: Label id of the host; ``None`` when unmatched or for a merged group.
         score: The host's score under ``criterion`` (0 when unmatched; may be 0 for
             an adjacent organ that does not touch the box).
-        criterion: ``"ioa"`` or ``"iou"``.
+        criterion: ``"ioa"``, ``"iou"`` or ``"bbox_iou"``.
         outcome: ``"inside"``, ``"adjacent"`` or ``"unmatched"``.
         distance_mm: For ``adjacent``: millimetres from the box to the organ (0 when
             it touches the box); ``None`` otherwise.
@@ -187,11 +231,12 @@ class BoxOrganMatcher:
             passed as a :class:`~medcurric.io.LabelMap`, whose own class map is
             then used (a LabelMap's class map always wins, with a warning when it
             differs from this one).
-        criterion: ``"ioa"`` (default) or ``"iou"``; see the module docs for why
-            ``ioa`` is the better default.
+        criterion: ``"ioa"`` (default), ``"iou"`` (the paper's stated rule) or
+            ``"bbox_iou"`` (the authors' released code); see the module docs for
+            why ``ioa`` is the better default.
         min_score: Score the best organ must reach for ``inside``. Default: 0.5 for
             ``ioa`` (at least half of the box lies in the organ), 0.0 for ``iou``
-            (any overlap, the paper's rule).
+            and ``bbox_iou`` (any overlap, no minimum, as in the paper and the code).
         adjacent_mm: Largest box-to-organ distance, in millimetres, for
             ``adjacent``. ``None`` disables the fallback; 0 only accepts organs
             that touch the box.
@@ -443,11 +488,13 @@ class BoxOrganMatcher:
         if ncols > lut.shape[0]:  # labels missing from the class map read as background
             lut = np.concatenate([lut, np.full(ncols - lut.shape[0], -1, dtype=lut.dtype)])
         lut = lut.astype(np.int16 if len(units.names) < 2**15 else np.int32)  # faster gathers
+        biou = _bbox_iou(b, arr, slices, units) if self.criterion is Criterion.BBOX_IOU else None
         out: list[OrganMatch] = []
         for i in range(n):
             plane = arr if slices is None else arr[int(slices[i])]
             out.append(self._decide(i, b[i], inter[i], iou[i], ioa[i], units, lut, plane, sp,
-                                    None if ids is None else ids[i]))
+                                    None if ids is None else ids[i],
+                                    None if biou is None else biou[i]))
         return out
 
     def _aggregate(
@@ -490,9 +537,12 @@ class BoxOrganMatcher:
         plane: np.ndarray,
         spacing: tuple[float, ...],
         lesion_id: str | None,
+        biou: np.ndarray | None = None,
     ) -> OrganMatch:
         score, other = (ioa, iou) if self.criterion is Criterion.IOA else (iou, ioa)
-        touching = np.flatnonzero(inter > 0)
+        if biou is not None:  # bbox_iou: an organ whose bounding box overlaps the box competes
+            score = biou
+        touching = np.flatnonzero(inter > 0 if biou is None else biou > 0)
         order = (
             touching[np.lexsort((units.keys[touching], -other[touching], -score[touching]))]
             if touching.size > 1
@@ -505,6 +555,7 @@ class BoxOrganMatcher:
                 iou=float(iou[k]),
                 ioa=float(ioa[k]),
                 intersection=int(inter[k]),
+                bbox_iou=None if biou is None else float(biou[k]),
             )
             for k in order
         )
@@ -520,8 +571,9 @@ class BoxOrganMatcher:
             return OrganMatch(organ=units.names[k], label=units.labels[k], score=float(score[k]),
                               outcome=MatchOutcome.INSIDE, **common)
         if self.adjacent_mm is not None:
-            if order.size:  # touching organs are at distance 0; the best of them is nearest
-                k, dist = int(order[0]), 0.0
+            near = order if biou is None else order[inter[order] > 0]
+            if near.size:  # touching organs are at distance 0; the best of them is nearest
+                k, dist = int(near[0]), 0.0
             else:
                 found = _nearest_unit(box, plane, spacing, units, lut, self.adjacent_mm)
                 if found is None:
@@ -615,6 +667,53 @@ def _as_box_array(boxes: Any) -> np.ndarray:
             f"but got shape {b.shape}."
         )
     return b
+
+
+def _unit_extents(plane: np.ndarray, units: _Units) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box of every scored structure on ``plane``, in box coordinates.
+
+    Returns ``(boxes [K, 2 * d] as (x1, y1, (z1), x2, y2, (z2)) voxel edges, present [K])``;
+    a merged group's box encloses its members'. Absent structures get an empty box.
+    """
+    d = plane.ndim
+    boxes = np.zeros((len(units.names), 2 * d), dtype=np.float64)
+    present = np.zeros(len(units.names), dtype=bool)
+    objects = ndimage.find_objects(plane, max_label=units.lut.shape[0] - 1)
+    for label, found in enumerate(objects, start=1):
+        k = int(units.lut[label])
+        if found is None or k < 0:
+            continue
+        lo = np.array([sl.start for sl in found[::-1]], dtype=np.float64)  # array z, y, x -> box x, y, z
+        hi = np.array([sl.stop for sl in found[::-1]], dtype=np.float64)
+        if present[k]:
+            lo, hi = np.minimum(lo, boxes[k, :d]), np.maximum(hi, boxes[k, d:])
+        boxes[k, :d], boxes[k, d:] = lo, hi
+        present[k] = True
+    return boxes, present
+
+
+def _bbox_iou(
+    b: np.ndarray, arr: np.ndarray, slices: np.ndarray | None, units: _Units
+) -> np.ndarray:
+    """IoU of each box with each structure's bounding box (on its slice in slice mode), ``[N, K]``."""
+    d = b.shape[1] // 2
+    out = np.zeros((b.shape[0], len(units.names)), dtype=np.float64)
+    if slices is None:
+        groups = [(arr, np.arange(b.shape[0]))]
+    else:
+        groups = [(arr[int(z)], np.flatnonzero(slices == z)) for z in np.unique(slices)]
+    for plane, rows in groups:
+        ub, present = _unit_extents(plane, units)
+        bb = b[rows]
+        lo = np.maximum(bb[:, None, :d], ub[None, :, :d])
+        hi = np.minimum(bb[:, None, d:], ub[None, :, d:])
+        inter = np.prod(np.clip(hi - lo, 0.0, None), axis=2)
+        area_b = np.prod(bb[:, d:] - bb[:, :d], axis=1)
+        area_u = np.prod(ub[:, d:] - ub[:, :d], axis=1)
+        union = area_b[:, None] + area_u[None, :] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        out[rows] = np.where(present[None, :], iou, 0.0)
+    return out
 
 
 def _plane_spacing(spacing: tuple[float, ...] | None, ndim: int, map_ndim: int) -> tuple[float, ...]:

@@ -21,6 +21,12 @@ claim any organ; validation checks that they do not. Seeds whose lesion lies
 *next to* its organ (outcome ``"adjacent"``) are described as "adjacent to the
 <organ>", and their closed questions ask whether the lesion is in that organ,
 answered "no".
+
+Two switches reproduce the authors' generation where this library deviates (see
+:doc:`/faithfulness`): ``medium_cites_box=True`` gives Medium prompts the box and asks
+the rationale to mention it (the library's Medium localises by anatomy alone), and
+``hard_asks_location=False`` writes Hard pairs without any location (the library's
+Hard asks where the lesion is), which hold for any image of the same domain.
 """
 
 from __future__ import annotations
@@ -223,6 +229,14 @@ class CoTGenerator:
         chunk_size: Requests handed to the backend at once (default: 16 x its concurrency or 64).
         closed_yes_fraction: Share of closed questions that ask about the host organ (answer
             yes); the rest ask about a distractor organ (answer no).
+        medium_cites_box: Deviation switch, off by default. ``True`` fills ``{box}`` in Medium
+            prompts and, without ``templates``, uses the authors' Medium prompt (the box is
+            given and the rationale mentions it; ``default_templates(medium_cites_box=True)``).
+        hard_asks_location: Deviation switch, on by default. ``False`` writes the authors'
+            Hard stage: every seed gets the ``matched=False`` Hard templates (by default
+            ``hard-*-nolocation-v1``), and the samples carry ``organ=None`` (the host organ
+            moves to ``extra["host_organ"]``), so validation rejects any organ claim and the
+            pair stays true beside another image of the domain.
 
     Examples:
         >>> from medcurric.cot import CoTGenerator, TemplateBackend
@@ -255,6 +269,8 @@ class CoTGenerator:
         box_tolerance: float = 0.02,
         chunk_size: int | None = None,
         closed_yes_fraction: float = 0.5,
+        medium_cites_box: bool = False,
+        hard_asks_location: bool = True,
     ) -> None:
         for attr in ("name", "model_name", "needs_images", "complete"):
             if not hasattr(backend, attr):
@@ -263,8 +279,14 @@ class CoTGenerator:
                     f"{type(backend).__name__} has no {attr!r}."
                 )
         self.backend = backend
+        self.medium_cites_box = bool(medium_cites_box)
+        self.hard_asks_location = bool(hard_asks_location)
         self.templates = _check_templates(
-            templates if templates is not None else default_templates()
+            templates
+            if templates is not None
+            else default_templates(
+                medium_cites_box=self.medium_cites_box, hard_asks_location=self.hard_asks_location
+            )
         )
         self.stages = tuple(dict.fromkeys(look_up_option(s, Stage, name="stage") for s in stages))
         self.question_types = tuple(
@@ -311,10 +333,17 @@ class CoTGenerator:
             self._lexicon = _default_lexicon(sorted({s.organ for s in seeds if s.organ}))
         return self._lexicon
 
+    def _located(self, stage: Stage) -> bool:
+        """Whether samples of ``stage`` may say where the lesion is (not the authors' Hard)."""
+        return self.hard_asks_location or stage is not Stage.HARD
+
+    def _cites_box(self, stage: Stage) -> bool:
+        return stage is Stage.EASY or (stage is Stage.MEDIUM and self.medium_cites_box)
+
     def _template_for(
         self, seed: FactualSeed, stage: Stage, qtype: QuestionType
     ) -> PromptTemplate | None:
-        matched = seed.organ is not None
+        matched = seed.organ is not None and self._located(stage)
         fits = [
             t
             for t in self.templates
@@ -355,8 +384,9 @@ class CoTGenerator:
         box_norm: tuple[float, ...] | None,
         size: tuple[int, int] | None,
     ) -> tuple[dict[str, str], dict[str, Any]]:
-        organ = lexicon.display_name(seed.organ) if seed.organ else ""
-        adjacent = seed.organ is not None and seed.outcome == "adjacent"
+        host = seed.organ if self._located(stage) else None
+        organ = lexicon.display_name(host) if host else ""
+        adjacent = host is not None and seed.outcome == "adjacent"
         phrase = "" if adjacent else " ".join(seed.location_phrase.split())
         if organ:
             location = f"the {phrase} {organ}" if phrase else f"the {organ}"
@@ -364,10 +394,10 @@ class CoTGenerator:
         else:
             location = "an undetermined location"
         queried, expected = organ, "no" if adjacent else "yes"
-        if seed.organ is not None and qtype is QuestionType.CLOSED and not adjacent:
-            host = set(lexicon.synonyms(seed.organ)) | {seed.organ}
+        if host is not None and qtype is QuestionType.CLOSED and not adjacent:
+            names = set(lexicon.synonyms(host)) | {host}
             others = [
-                n for n in lexicon.names if n != seed.organ and not host & set(lexicon.synonyms(n))
+                n for n in lexicon.names if n != host and not names & set(lexicon.synonyms(n))
             ]
             u = int(_digest("closed", seed.id, stage.value)[:12], 16) / float(16**12)
             if others and u >= self.closed_yes_fraction:
@@ -380,7 +410,7 @@ class CoTGenerator:
             long_ax, short_ax = seed.size_mm
             size_text = f"{long_ax:.0f} x {short_ax:.0f} mm"
         box_text = ""
-        if stage is Stage.EASY and box_norm is not None:
+        if self._cites_box(stage) and box_norm is not None:
             box_text = "[" + ", ".join(f"{v:.4f}" for v in box_norm) + "]"
         fields = {
             "seed_text": seed.text,
@@ -400,6 +430,8 @@ class CoTGenerator:
             "reply_format": reply_format(stage),
         }
         extra = {"seed_text": seed.text, "outcome": seed.outcome}
+        if host is None and seed.organ is not None:  # the authors' Hard: no location in the sample
+            extra["host_organ"] = seed.organ
         if qtype is QuestionType.CLOSED:
             extra.update(queried_organ=queried, expected_answer=expected)
         return fields, extra
@@ -433,7 +465,7 @@ class CoTGenerator:
                 if template is None:
                     continue
                 if size is None and (
-                    stage is Stage.EASY or path is not None or seed.image_size is not None
+                    self._cites_box(stage) or path is not None or seed.image_size is not None
                 ):
                     size = self._image_size(seed, path)
                     if size is not None and box2d is not None:
@@ -443,9 +475,10 @@ class CoTGenerator:
                             round(min(max(v / d, 0.0), 1.0), 4)
                             for v, d in zip(box2d, scale, strict=True)
                         )
-                if stage is Stage.EASY and box_norm is None:
+                if self._cites_box(stage) and box_norm is None:
                     raise DataFormatError(
-                        f"Seed {seed.id!r}: an Easy prompt cites the normalised box, which needs "
+                        f"Seed {seed.id!r}: the {stage.value.capitalize()} prompt cites the "
+                        "normalised box, which needs "
                         "the image size; pass image_root=... (--images DIR) or set the "
                         "seed's image_size."
                     )
@@ -492,7 +525,7 @@ class CoTGenerator:
             box=job.box,
             box_norm=job.box_norm,
             image_size=job.image_size,
-            organ=job.seed.organ,
+            organ=job.seed.organ if self._located(r.stage) else None,
             lesion_type=job.seed.lesion_type or "lesion",
             template=job.template.id,
             backend=str(self.backend.name),

@@ -146,19 +146,110 @@ _PLAIN = "The image is a {modality} scan. Fact: {seed_text}. "
 _FMT = "Reply in exactly this format, on one line: {reply_format}"
 
 
-def default_templates() -> tuple[PromptTemplate, ...]:
+def default_templates(
+    *, medium_cites_box: bool = False, hard_asks_location: bool = True
+) -> tuple[PromptTemplate, ...]:
     """Return the built-in templates: every stage, open and closed, matched and unmatched seeds.
 
     Easy prompts cite the box as normalised ``[x1, y1, x2, y2]`` with 4 decimals and
     require the rationale to cite it; Medium prompts ask about the whole image; Hard
     prompts ask for a question and answer only.
 
+    Args:
+        medium_cites_box: Deviation switch. ``False`` (default): Medium prompts do not
+            give the box and forbid mentioning one, so the rationale localises by
+            anatomy alone. ``True``: the authors' Medium prompt, which gives the box
+            and asks the rationale to mention it (templates ``medium-*-box-v1``;
+            :class:`~medcurric.cot.CoTGenerator` fills ``{box}`` for Medium then).
+        hard_asks_location: Deviation switch. ``True`` (default): Hard asks where the
+            lesion is, on the sample's own image. ``False``: the authors' Hard stage,
+            whose question and answer carry no location, so that training can show
+            them with another image of the same domain
+            (:func:`medcurric.curriculum.pair_hard_images`): templates
+            ``hard-*-nolocation-v1``, for every seed (``matched=False``).
+
     Examples:
         >>> from medcurric.cot import default_templates
         >>> ts = default_templates()
         >>> len(ts), sorted({t.stage.value for t in ts})
         (12, ['easy', 'hard', 'medium'])
+        >>> sorted(t.id for t in default_templates(hard_asks_location=False) if t.stage == "hard")
+        ['hard-closed-nolocation-v1', 'hard-open-nolocation-v1']
     """
+    out = _library_templates()
+    if medium_cites_box:
+        out = tuple(t for t in out if t.stage is not Stage.MEDIUM) + _medium_box_templates()
+    if not hard_asks_location:
+        out = tuple(t for t in out if t.stage is not Stage.HARD) + _hard_nolocation_templates()
+    return out
+
+
+_MEDIUM_BOX = (
+    "In this image ({modality}, {image_width} x {image_height} pixels) the finding lies around "
+    "the box at the normalised coordinates {box} ([x1, y1, x2, y2], fractions of width and "
+    "height); training images will not show the box. Fact: {seed_text}. "
+)
+_NOLOCATION = (
+    "The image is a {modality} scan showing a {lesion}. The question and answer will also be "
+    "shown with other {modality} images of a {lesion}, so they must not name any organ, side "
+    "or position. "
+)
+
+
+def _medium_box_templates() -> tuple[PromptTemplate, ...]:
+    """The authors' Medium prompt: the box is given and the rationale mentions it."""
+    m, o, c = Stage.MEDIUM, QuestionType.OPEN, QuestionType.CLOSED
+    return (
+        PromptTemplate(
+            "medium-open-box-v1", m, o,
+            _MEDIUM_BOX + "Write an open question about abnormalities in the whole image. The "
+            "rationale must describe where the {lesion} is ({relation} {location}), mentioning "
+            "the box {box}, before concluding; the answer gives the location. " + _FMT,
+        ),
+        PromptTemplate(
+            "medium-closed-box-v1", m, c,
+            _MEDIUM_BOX + "Write a yes/no question about the whole image asking whether there is "
+            "a {lesion} in the {queried_organ}. The correct answer is '{expected_answer}'. The "
+            "rationale must say that the {lesion} lies {relation} the {organ}, mentioning the box "
+            "{box}. Answer with 'yes' or 'no' first. " + _FMT,
+        ),
+        PromptTemplate(
+            "medium-open-unmatched-box-v1", m, o,
+            _MEDIUM_BOX + "The host organ is unknown. Write an open question about the whole "
+            "image asking what abnormality is visible; the rationale describes the {lesion}, "
+            "mentioning the box {box}, without naming any organ as its site. " + _FMT,
+            matched=False,
+        ),
+        PromptTemplate(
+            "medium-closed-unmatched-box-v1", m, c,
+            _MEDIUM_BOX + "The host organ is unknown. Write a yes/no question asking whether the "
+            "image shows a {lesion}; the correct answer is 'yes'. The rationale mentions the box "
+            "{box} and must not name any organ. " + _FMT,
+            matched=False,
+        ),
+    )
+
+
+def _hard_nolocation_templates() -> tuple[PromptTemplate, ...]:
+    """The authors' Hard stage: no location, so the pair holds for any image of the domain."""
+    h, o, c = Stage.HARD, QuestionType.OPEN, QuestionType.CLOSED
+    return (
+        PromptTemplate(
+            "hard-open-nolocation-v1", h, o,
+            _NOLOCATION + "Write an open question asking what abnormality the image shows, and "
+            "its short answer: the lesion type ({lesion}). No rationale. " + _FMT,
+            matched=False,
+        ),
+        PromptTemplate(
+            "hard-closed-nolocation-v1", h, c,
+            _NOLOCATION + "Write a yes/no question asking whether the image shows a {lesion}; "
+            "the correct answer is 'yes'. No rationale. " + _FMT,
+            matched=False,
+        ),
+    )
+
+
+def _library_templates() -> tuple[PromptTemplate, ...]:
     e, m, h = Stage.EASY, Stage.MEDIUM, Stage.HARD
     o, c = QuestionType.OPEN, QuestionType.CLOSED
     return (

@@ -10,7 +10,13 @@
 
 from medcurric.curriculum.collate import CurriculumCollator, Supervise
 from medcurric.curriculum.plot import plot_history
-from medcurric.curriculum.render import RenderedSample, format_box, render
+from medcurric.curriculum.render import (
+    EasyPromptBox,
+    RenderedSample,
+    format_box,
+    pair_hard_images,
+    render,
+)
 from medcurric.curriculum.scheduler import (
     CurriculumScheduler,
     Decision,
@@ -27,6 +33,7 @@ __all__ = [
     "CurriculumCollator",
     "CurriculumScheduler",
     "Decision",
+    "EasyPromptBox",
     "GapRule",
     "Mode",
     "NonFinitePolicy",
@@ -37,6 +44,7 @@ __all__ = [
     "Supervise",
     "ThresholdMode",
     "format_box",
+    "pair_hard_images",
     "plot_history",
     "render",
 ]

@@ -16,19 +16,26 @@ Text from the sample is data: it is inserted by plain substitution of the known
 and image paths are resolved inside ``image_root`` only. Images go through
 :func:`medcurric.io.load_rgb` with the sample's window, the pixels the generation
 backends send. :func:`render` returns a :class:`RenderedSample`.
+
+Two switches reproduce the authors' stages where this library deviates (see
+:doc:`/faithfulness`): ``easy_prompt_box="none"`` leaves the Easy question as it
+is (the authors' collator adds nothing; the model must read the box from the
+drawing), and ``hard_image=`` shows a Hard sample with another image of the same
+domain (the authors' ``image_path3``), chosen by :func:`pair_hard_images`; that
+needs Hard pairs without location (``CoTGenerator(hard_asks_location=False)``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from medcurric._options import look_up_option
+from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._paths import safe_join
 from medcurric.cot.records import CoTSample
 from medcurric.errors import DataFormatError, InvalidBoxError, MissingFileError, WrongTypeError
@@ -36,7 +43,17 @@ from medcurric.io import load_rgb
 from medcurric.stage import Stage
 from medcurric.templating import fill_template
 
-__all__ = ["EASY_PROMPT", "PROMPT_TEMPLATE", "RenderedSample", "format_box", "render", "substitute"]
+__all__ = [
+    "EASY_PROMPT",
+    "EASY_PROMPT_PHRASE",
+    "PROMPT_TEMPLATE",
+    "EasyPromptBox",
+    "RenderedSample",
+    "format_box",
+    "pair_hard_images",
+    "render",
+    "substitute",
+]
 
 #: VIP-LLaVA's conversation template; ``{question}`` is replaced by the stage's question.
 PROMPT_TEMPLATE = "###Human: <image>\n{question}###Assistant:"
@@ -44,6 +61,23 @@ PROMPT_TEMPLATE = "###Human: <image>\n{question}###Assistant:"
 #: How an Easy question cites the drawn box: ``{question}``, ``{phrase}`` (from the
 #: overlay, e.g. "within the red rectangle") and ``{box}`` (normalised, 4 decimals).
 EASY_PROMPT = "{question}\nThe region of interest is {phrase}, at box {box}."
+
+#: The Easy question naming the drawn shape without its coordinates (``easy_prompt_box="phrase"``).
+EASY_PROMPT_PHRASE = "{question}\nThe region of interest is {phrase}."
+
+
+class EasyPromptBox(StrEnum):
+    """What the Easy prompt adds to the question.
+
+    * ``APPEND`` (default): the overlay phrase and the box coordinates (:data:`EASY_PROMPT`),
+      so the rationale's citation of the box can be read off the prompt.
+    * ``PHRASE``: the overlay phrase only (:data:`EASY_PROMPT_PHRASE`).
+    * ``NONE``: nothing, as in the authors' collator: the question alone, the box only drawn.
+    """
+
+    APPEND = "append"
+    PHRASE = "phrase"
+    NONE = "none"
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,6 +258,8 @@ def render(
     prompt_template: str = PROMPT_TEMPLATE,
     easy_prompt: str = EASY_PROMPT,
     smoothing: Any = None,
+    easy_prompt_box: EasyPromptBox | str = EasyPromptBox.APPEND,
+    hard_image: Any = None,
 ) -> RenderedSample:
     r"""Render a sample for a stage.
 
@@ -246,9 +282,20 @@ def render(
             (intensities are windowed, 8-bit pixels kept), as the generation backends send it.
         grid: ``(rows, cols)`` of the model's patch grid (VIP-LLaVA: 24 x 24).
         prompt_template: Conversation template with a ``{question}`` field.
-        easy_prompt: Easy question template with ``{question}``, ``{phrase}``, ``{box}``.
+        easy_prompt: Easy question template with ``{question}``, ``{phrase}``, ``{box}``
+            (used with ``easy_prompt_box="append"``).
         smoothing: Blur of the attention target, e.g.
             ``medcurric.geometry.gaussian(9, 3)`` (the authors' choice on 24 x 24); none by default.
+        easy_prompt_box: Deviation switch: ``"append"`` (default) adds the overlay phrase and
+            the normalised box to the Easy question; ``"phrase"`` the phrase only; ``"none"``
+            nothing, as in the authors' code (see :class:`EasyPromptBox`).
+        hard_image: Deviation switch for Hard: show the question and answer with this image
+            instead of the sample's, as the authors' Hard stage does with another image of the
+            same domain. Another :class:`~medcurric.cot.records.CoTSample` (its image is read
+            under ``image_root`` through its own window; see :func:`pair_hard_images`), or a
+            PIL/numpy image (through ``sample.window``). Only sound for Hard pairs that carry
+            no location (``CoTGenerator(hard_asks_location=False)``). Ignored, with a
+            warning, for Easy and Medium.
 
     Returns:
         The :class:`RenderedSample` (image, prompt, target, spans, attention target).
@@ -270,7 +317,20 @@ def render(
     """
     sample = _as_sample(sample)
     st = look_up_option(stage, Stage, name="stage")
-    img = _load_image(sample, image, image_root)
+    box_mode = look_up_option(easy_prompt_box, EasyPromptBox, name="easy_prompt_box")
+    if box_mode is not EasyPromptBox.APPEND and easy_prompt != EASY_PROMPT:
+        warn_ignored("easy_prompt", f"easy_prompt_box={box_mode.value!r} sets the Easy prompt.")
+    if hard_image is not None and st is not Stage.HARD:
+        warn_ignored("hard_image", f"it only replaces the image of Hard renderings, not {st.value}.")
+        hard_image = None
+    if hard_image is not None:
+        img = (
+            _load_image(_as_sample(hard_image), None, image_root)
+            if isinstance(hard_image, (CoTSample, Mapping))
+            else _load_image(sample, hard_image, image_root)
+        )
+    else:
+        img = _load_image(sample, image, image_root)
     width, height = img.size
     pixel_box = _pixel_box(sample, width, height)
     phrase: str | None = None
@@ -285,8 +345,12 @@ def render(
             overlay = StageOverlay()
         draw_box = pixel_box if pixel_box is not None else box_norm * np.array([width, height] * 2)
         img, phrase = _draw(overlay, img, draw_box, _overlay_key(sample, rng))
+        template = {
+            EasyPromptBox.APPEND: easy_prompt, EasyPromptBox.PHRASE: EASY_PROMPT_PHRASE,
+            EasyPromptBox.NONE: "{question}",
+        }[box_mode]
         question = substitute(
-            easy_prompt, {"question": question, "phrase": phrase, "box": format_box(box_norm)}
+            template, {"question": question, "phrase": phrase, "box": format_box(box_norm)}
         )
     attention_target = None
     if st is Stage.MEDIUM:
@@ -324,6 +388,59 @@ def render(
         phrase=phrase,
         attention_target=attention_target,
     )
+
+
+def pair_hard_images(
+    samples: Iterable[CoTSample],
+    *,
+    domain: Callable[[CoTSample], Hashable] | None = None,
+    seed: int = 0,
+) -> dict[str, CoTSample]:
+    """Pair each sample with a sample of the same domain whose image differs, for Hard renderings.
+
+    The authors' Hard stage shows a sample's (location-free) question and answer with a
+    different image of the same domain (lesion type x modality). Within each domain the
+    distinct images are shuffled by ``seed`` and every image's samples are paired with the
+    next image's first sample, so each partner's image differs from the sample's.
+    Samples of a domain with a single image get no partner (they are absent from the
+    result): render them with their own image, or leave them out of Hard.
+
+    Args:
+        samples: The samples (their ``image`` names the image).
+        domain: Sample -> domain key; by default the lesion type (add the modality with
+            e.g. ``lambda s: (s.lesion_type, s.extra.get("modality"))``).
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``{sample id: partner sample}``; pass the partner as ``render(..., hard_image=partner)``.
+
+    Examples:
+        >>> from medcurric.cot.records import CoTSample
+        >>> mk = lambda i, img, t: CoTSample(id=i, seed_id=i, stage="hard", question_type="open",
+        ...     question="What abnormality is seen?", rationale="", answer=t, image=img, lesion_type=t)
+        >>> pairs = pair_hard_images([mk("a", "1.png", "cyst"), mk("b", "2.png", "cyst"),
+        ...                           mk("c", "3.png", "nodule")])
+        >>> sorted((k, v.image) for k, v in pairs.items())
+        [('a', '2.png'), ('b', '1.png')]
+    """
+    key = domain if domain is not None else (lambda s: s.lesion_type)
+    by_domain: dict[Hashable, dict[str, list[CoTSample]]] = {}
+    for s in samples:
+        s = _as_sample(s)
+        by_domain.setdefault(key(s), {}).setdefault(s.image, []).append(s)
+    out: dict[str, CoTSample] = {}
+    for name, images in by_domain.items():
+        if len(images) < 2:
+            continue
+        order = sorted(images)
+        digest = hashlib.sha256(repr((seed, name)).encode("utf-8")).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        order = [order[i] for i in rng.permutation(len(order))]
+        for j, img in enumerate(order):
+            partner = images[order[(j + 1) % len(order)]][0]
+            for s in images[img]:
+                out[s.id] = partner
+    return out
 
 
 def _draw(overlay: Any, image: Any, box: np.ndarray, key: int) -> tuple[Any, str]:
