@@ -210,3 +210,14 @@ def test_seed_changes_agree_with_rebuilding_seeds_on_the_perturbed_volume(phanto
         (new,) = build_seeds([rec], lm.replace(array=arr), matcher=matcher)
         assert row.new_organ == new.organ, rec.id
         assert row.seed_changed == (new.text != old.text), (rec.id, old.text, new.text)
+
+
+def test_audit_refuses_bbox_iou_whose_organ_boxes_a_crop_would_clip() -> None:
+    from medcurric.anatomy import BoxOrganMatcher
+    from medcurric.errors import InvalidOptionError
+    from medcurric.review import audit_matching
+
+    ph = make_phantom()
+    matcher = BoxOrganMatcher(ph.class_map, criterion="bbox_iou")
+    with pytest.raises(InvalidOptionError, match="bbox_iou"):
+        audit_matching([(ph.label_map(), ph.key_slice_lesions)], matcher)

@@ -46,7 +46,7 @@ from medcurric.anatomy.location import (
     organ_extents,
 )
 from medcurric.anatomy.matcher import BoxOrganMatcher, OrganMatch
-from medcurric.errors import DataFormatError, ShapeError
+from medcurric.errors import DataFormatError, InvalidOptionError, ShapeError
 from medcurric.geometry import label_histogram
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.seeds.builder import SeedBuilder
@@ -631,6 +631,11 @@ def audit_matching(
     from tqdm.auto import tqdm
 
     perts = tuple(perturbations)
+    if matcher.criterion.value == "bbox_iou":
+        raise InvalidOptionError(
+            "The audit matches on crops around each lesion, which would clip the organs' bounding "
+            "boxes that criterion='bbox_iou' scores against; audit with criterion='ioa' or 'iou'."
+        )
     if matcher.criterion.value == "iou":
         warn_ignored(
             "criterion='iou'",
