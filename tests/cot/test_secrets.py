@@ -23,6 +23,7 @@ import pytest
 from medcurric.cot import CoTGenerator, GenerationRequest, OpenAIBackend
 from medcurric.cot.templates import QuestionType
 from medcurric.errors import InvalidOptionError
+from medcurric.review import write_review
 from medcurric.stage import Stage
 from medcurric.testing.chat_server import FakeChatServer
 
@@ -178,6 +179,17 @@ def test_echoed_key_reaches_no_sample_reject_summary_or_log(
     files = sorted(p for p in tmp_path.iterdir() if p.is_file() and p.suffix == ".jsonl")
     texts = [p.read_text() for p in files]
     assert any("***" in t for t in texts)  # the echoes were there, scrubbed
+    report = write_review(
+        tmp_path / "out.jsonl",
+        tmp_path / "review",
+        rejects=tmp_path / "out.rejects.jsonl",
+        image_root=image_root,
+        overlay=False,
+    )
+    pages = sorted((tmp_path / "review").glob("*.html"))
+    assert len(pages) == 2 and report is not None
+    texts += [p.read_text() for p in pages]
+    assert "***" in texts[-2] + texts[-1]
     texts += [r.getMessage() for r in caplog.records]
     texts += [repr(b), repr(gen), json.dumps(summary.to_dict()), str(vars(b))]
     for t in texts:
@@ -205,6 +217,19 @@ def test_loopback_http_gets_the_key(env, host):
     with EchoServer(lambda p, a: (200, chat("ok"))) as server:
         (done,) = backend(server.url.replace("127.0.0.1", host)).complete([req(0)])
     assert done.text == "ok" and server.authorizations == [f"Bearer {KEY}"]
+
+
+def test_key_is_refused_through_a_plain_http_proxy_on_another_host(env):
+    env.setenv("http_proxy", "http://user:pw@medcurric-proxy.invalid:3128")
+    b = backend("http://127.0.0.1:9/v1")
+    with pytest.raises(
+        InvalidOptionError, match=r"'http://medcurric-proxy\.invalid:3128' \(the http proxy"
+    ) as info:
+        list(b.complete([req(0)]))
+    assert "pw" not in str(info.value) and not leaks(str(info.value))
+    env.setenv("no_proxy", "127.0.0.1")  # the proxy is bypassed: loopback only
+    (done,) = backend("http://127.0.0.1:9/v1", max_retries=0).complete([req(0)])
+    assert "transport error" in done.error  # tried (nothing listens on port 9)
 
 
 def test_insecure_http_is_an_explicit_opt_in(env):

@@ -151,8 +151,8 @@ class OpenAIBackend:
     its repr, logged, or written to any output. Every text that leaves the backend (the
     completion itself, error texts, log lines) is scrubbed of it in any spelling a server
     may echo (raw, JSON-escaped, percent- or HTML-encoded), before an error body is cut
-    short. The key is never sent over plain ``http://`` to a host other than loopback
-    unless ``allow_insecure_http=True``. Servers that need no key (a local vLLM) work
+    short. The key is never sent over plain ``http://`` to a host other than loopback,
+    or through an http proxy on another host, unless ``allow_insecure_http=True``. Servers that need no key (a local vLLM) work
     without the variable.
 
     Args:
@@ -325,16 +325,8 @@ class OpenAIBackend:
             return
         aiohttp = require("aiohttp", feature="OpenAIBackend")
         key = self._api_key()
-        parts = urlsplit(self.base_url)
-        if key and parts.scheme == "http" and not self.allow_insecure_http:
-            if not _is_loopback(parts.hostname or ""):
-                raise InvalidOptionError(
-                    f"Refusing to send the API key from ${self.api_key_env} over plain http to "
-                    f"{self.base_url!r}, which is not a loopback address: anyone on the network "
-                    "path could read it. Use an https:// URL, unset the variable if the server "
-                    "needs no key, or pass allow_insecure_http=True (CLI: --allow-insecure-http) "
-                    "on a network you trust."
-                )
+        if key and not self.allow_insecure_http:
+            self._refuse_plain_http(aiohttp)
         out: queue.Queue[Any] = queue.Queue()
         holder: dict[str, Any] = {}
 
@@ -366,6 +358,21 @@ class OpenAIBackend:
                 except RuntimeError:  # loop already closed
                     pass
             thread.join()
+
+    def _refuse_plain_http(self, aiohttp: Any) -> None:
+        """Raise when the key would cross a network in clear: plain http to, or via, another host."""
+        if urlsplit(self.base_url).scheme != "http":
+            return
+        proxy, _ = _env_proxy(self.base_url, aiohttp)
+        for url, role in ((self.base_url, ""), (proxy, " (the http proxy for it)")):
+            if url is not None and not _is_loopback(urlsplit(url).hostname or ""):
+                raise InvalidOptionError(
+                    f"Refusing to send the API key from ${self.api_key_env} over plain http to "
+                    f"{url!r}{role}, which is not a loopback address: anyone on the network path "
+                    "could read it. Use an https:// URL, unset the variable if the server needs "
+                    "no key, or pass allow_insecure_http=True (CLI: --allow-insecure-http) on a "
+                    "network you trust."
+                )
 
     async def _run_all(
         self,
