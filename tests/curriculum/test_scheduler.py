@@ -521,7 +521,7 @@ def _per_domain(**kw) -> CurriculumScheduler:
         ("num_checks", "x", "`num_checks`: expected an integer >= 0"),
         ("epoch", -1, "`epoch`: expected an integer >= 0"),
         ("num_bad_checks", 1.5, "`num_bad_checks`"),
-        ("best", "nan", "`best`: expected a finite number"),
+        ("best", "nan", "`best`: expected a number \\(not NaN\\)"),
         ("global_ema", "inf", "`global_ema`"),
         ("global_history", [0.5, "nan"], "`global_history`"),
         ("domains", {"liver|CT": {"easy": "nan", "medium": None}}, r"`domains\['liver\|CT'\]`"),

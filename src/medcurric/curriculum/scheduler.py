@@ -653,9 +653,10 @@ class CurriculumScheduler:
             raise bad("hard_budget", "a finite number in [0, 1]", raw.get("hard_budget"))
         # Without check_finite, non-finite losses are kept as torch keeps them (best = -inf).
         finite = math.isfinite if self.check_finite else (lambda _v: True)
-        for name, value in (("best", saved.best), ("global_ema", saved.global_ema)):
-            if value is not None and not finite(value):
-                raise bad(name, "a finite number or null", raw.get(name))
+        if saved.best is not None and math.isnan(saved.best):  # +-inf is a tracker's start value
+            raise bad("best", "a number (not NaN) or null", raw.get("best"))
+        if saved.global_ema is not None and not finite(saved.global_ema):
+            raise bad("global_ema", "a finite number or null", raw.get("global_ema"))
         if not all(finite(v) for v in saved.global_history):
             raise bad("global_history", "a list of finite numbers", raw.get("global_history"))
         for domain, emas in saved.domains.items():
