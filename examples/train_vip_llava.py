@@ -19,8 +19,11 @@ and FSDP::
     accelerate launch --num_processes 8 examples/train_vip_llava.py ...
     accelerate launch --config_file fsdp.yaml examples/train_vip_llava.py ...
 
-    # resume the newest checkpoint of --out
+    # resume the newest checkpoint of --out (same options; --max-steps may grow)
     python examples/train_vip_llava.py ... --resume latest
+
+    # start again in an --out that holds an earlier run (its files are deleted first)
+    python examples/train_vip_llava.py ... --overwrite-output-dir
 
 It prints one JSON line per ``--log-every`` steps and a JSON summary at the end.
 """
@@ -52,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="HU window for 16-bit (DeepLesion) images (default soft tissue -160 240)")
     src.add_argument("--out", type=Path, default=Path("runs/medcurric"), help="output folder")
     src.add_argument("--resume", default=None, metavar="CKPT", help="checkpoint folder, or 'latest'")
+    src.add_argument("--overwrite-output-dir", action="store_true",
+                     help="delete another run's checkpoints, log and adapter in --out and start clean")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--max-steps", type=int, default=None)
     opt.add_argument("--batch-size", type=int, default=None, help="per device")
@@ -129,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         keep_checkpoints=args.keep_checkpoints,
         seed=args.seed,
         prefetch=not args.no_prefetch,
+        overwrite_output_dir=args.overwrite_output_dir,
         **chosen,
     )
 

@@ -505,3 +505,48 @@ def test_non_finite_best_survives_a_json_round_trip() -> None:
     fresh.load_state_dict(state)
     assert fresh.best == -math.inf
     assert [fresh.step({"loss": v}).switched for v in (0.0, 0.0)] == [sched.step({"loss": v}).switched for v in (0.0, 0.0)]
+
+
+def _per_domain(**kw) -> CurriculumScheduler:
+    return CurriculumScheduler(stages=("easy", "medium", "hard"), policy="per_domain", **kw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("policy", "global", "policy 'global'"),
+        ("stages", ["easy", "medium"], r"stages \['easy', 'medium'\]"),
+        ("hard_budget", 5, "`hard_budget`: expected a finite number in \\[0, 1\\], but got 5"),
+        ("hard_budget", -0.1, "`hard_budget`"),
+        ("num_checks", "x", "`num_checks`: expected an integer >= 0"),
+        ("epoch", -1, "`epoch`: expected an integer >= 0"),
+        ("num_bad_checks", 1.5, "`num_bad_checks`"),
+        ("best", "nan", "`best`: expected a number \\(not NaN\\)"),
+        ("global_ema", "inf", "`global_ema`"),
+        ("global_history", [0.5, "nan"], "`global_history`"),
+        ("domains", {"liver|CT": {"easy": "nan", "medium": None}}, r"`domains\['liver\|CT'\]`"),
+        ("domains", {"liver|CT": {"easy": 1.0, "hard": 2.0}}, r"`domains\['liver\|CT'\]`"),
+    ],
+)
+def test_edited_or_foreign_state_is_refused_naming_the_field(field: str, value, match: str) -> None:
+    sched = _per_domain()
+    sched.observe("liver|CT", "easy", 2.0)
+    sched.step({"loss": 1.0}, epoch=0)
+    state = json.loads(json.dumps(sched.state_dict()))
+    fresh = _per_domain()
+    before = fresh.state_dict()
+    with pytest.raises(DataFormatError, match=match):
+        fresh.load_state_dict({**state, field: value})
+    assert fresh.state_dict() == before  # nothing half-loaded
+    fresh.load_state_dict(state)  # the unedited state still loads
+    assert fresh.state_dict() == sched.state_dict()
+
+
+def test_hard_budget_out_of_range_never_gives_negative_probabilities() -> None:
+    sched = _per_domain(hard_start_epoch=0)
+    state = {**sched.state_dict(), "hard_budget": 1.0, "epoch": 1}
+    sched.load_state_dict(state)  # the largest valid budget
+    probs = sched.stage_probabilities("lung|CT")
+    assert all(0.0 <= p <= 1.0 for p in probs.values()) and sum(probs.values()) == pytest.approx(1.0)
+    with pytest.raises(DataFormatError, match="hard_budget"):
+        sched.load_state_dict({**state, "hard_budget": 5})

@@ -209,3 +209,82 @@ def test_ddp_two_cpu_ranks_resume_exactly(samples_file, tmp_path) -> None:
     assert pa.keys() == pb.keys() and pa
     for name in pa:
         torch.testing.assert_close(pb[name], pa[name], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_another_configuration(script, samples_file, tmp_path) -> None:
+    from medcurric.errors import DataFormatError
+
+    out = tmp_path / "cfg"
+    _run(script, samples_file, out, "--max-steps", "2")
+    # A changed seed or batch size would change the data order mid-epoch.
+    with pytest.raises(DataFormatError, match=r"batch_size 2 -> 3; seed 0 -> 1\)") as info:
+        _run(script, samples_file, out, "--max-steps", "4", "--resume", "latest", "--seed", "1",
+             "--batch-size", "3")
+    assert "max_steps" in str(info.value)  # names what may change
+    # Other stages used to load and crash much later (KeyError: 'hard').
+    with pytest.raises(DataFormatError, match=r"stages \['easy', 'medium'\] -> \['easy', 'medium', 'hard'\]"):
+        _run(script, samples_file, out, "--max-steps", "4", "--resume", "latest", "--stages",
+             "easy,medium,hard")
+    assert json.loads((out / "checkpoint-2" / STATE_FILE).read_text())["step"] == 2
+    # Training longer, logging and saving differently is a resume.
+    resumed = _run(script, samples_file, out, "--max-steps", "3", "--resume", "latest", "--log-every",
+                   "1", "--save-every", "1", "--no-prefetch")
+    assert resumed["result"].steps == 3
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda s: s.update(step=-1), "`step`: expected an integer >= 0"),
+        (lambda s: s["position"].pop("medium"), r"`position`: expected an object with keys \['easy', 'medium'\]"),
+        (lambda s: s["position"].update(easy=[0, "x"]), r"`position\['easy'\]`"),
+        (lambda s: s["scheduler"].update(hard_budget=5), "`hard_budget`: expected a finite number in"),
+        (lambda s: s["scheduler"].update(num_checks=-2), "`num_checks`"),
+        (lambda s: s.update(config=[]), "`config`: expected an object"),
+    ],
+    ids=["step", "position-keys", "position-value", "hard-budget", "num-checks", "config"],
+)
+def test_edited_trainer_state_is_refused_naming_the_field(script, samples_file, tmp_path, edit, match) -> None:
+    from medcurric.errors import DataFormatError
+
+    out = tmp_path / "edit"
+    _run(script, samples_file, out, "--max-steps", "1")
+    state_file = out / "checkpoint-1" / STATE_FILE
+    state = json.loads(state_file.read_text())
+    edit(state)
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(DataFormatError, match=match):
+        _run(script, samples_file, out, "--max-steps", "2", "--resume", "latest")
+
+
+def _log_steps(out: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_used_output_dir_is_refused_unless_overwritten(script, samples_file, tmp_path) -> None:
+    from medcurric.errors import InvalidOptionError
+
+    out = tmp_path / "used"
+    _run(script, samples_file, out, "--max-steps", "3", "--save-every", "1", "--keep-checkpoints", "2")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidOptionError, match=r"another run's \(checkpoint-2, checkpoint-3, final, log\.jsonl\)"):
+        _run(script, samples_file, out, "--max-steps", "2")
+    assert _log_steps(out) == [1, 2, 3]  # nothing was touched
+    # Resuming an older checkpoint would leave the later one as `latest` and in the pruning.
+    with pytest.raises(InvalidOptionError, match=r"a later part of another run's \(checkpoint-3\)"):
+        _run(script, samples_file, out, "--max-steps", "3", "--resume", str(out / "checkpoint-2"))
+    second = _run(script, samples_file, out, "--max-steps", "2", "--overwrite-output-dir")
+    assert second["result"].steps == 2
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "final", "log.jsonl", "notes.txt"]
+    assert _log_steps(out) == [1, 2]
+    assert latest_checkpoint(out) == out / "checkpoint-2"
+
+
+def test_resume_rewrites_the_log_up_to_the_checkpoint(script, samples_file, tmp_path) -> None:
+    out = tmp_path / "crash"
+    _run(script, samples_file, out, "--max-steps", "2")
+    with open(out / "log.jsonl", "a", encoding="utf-8") as fh:  # steps done after it, then a crash
+        fh.write(json.dumps({"step": 3, "stage": "easy"}) + "\n")
+    _run(script, samples_file, out, "--max-steps", "4", "--resume", "latest")
+    assert _log_steps(out) == [1, 2, 3, 4]

@@ -75,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="OPENAI_API_KEY",
         help="environment variable holding the API key (never logged or written)",
     )
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="send the API key over plain http to a host that is not loopback (openai)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai)")
     parser.add_argument("--max-retries", type=int, default=5, help="retries per request (openai)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt (openai)")
@@ -137,6 +142,7 @@ def build_backend(args: argparse.Namespace) -> Backend:
             timeout=args.timeout,
             backoff_base=args.backoff,
             max_tokens=args.max_tokens,
+            allow_insecure_http=args.allow_insecure_http,
         )
     if not args.model:
         raise InvalidOptionError(

@@ -587,8 +587,10 @@ class CurriculumScheduler:
             state: A state from :meth:`state_dict` (possibly through JSON).
 
         Raises:
-            DataFormatError: When the state is not a mapping, is from a newer version,
-                or names a stage this scheduler does not have.
+            DataFormatError: When the state is not a mapping, is from a newer version, was
+                saved by a scheduler with another ``policy`` or other ``stages``, names a
+                stage this scheduler does not have, or holds a value out of its range
+                (counts are integers >= 0, losses finite, ``hard_budget`` in [0, 1]).
         """
         if not isinstance(state, Mapping):
             raise DataFormatError(
@@ -601,6 +603,7 @@ class CurriculumScheduler:
                 f"({STATE_VERSION}); upgrade medcurric to load it."
             )
         saved = _State.from_dict(state)
+        self._check_saved(saved, state)
         stage_value = saved.stage if saved.stage is not None else self.stages[0].value
         try:
             stage = Stage(stage_value)
@@ -624,6 +627,42 @@ class CurriculumScheduler:
         self._hard_budget = saved.hard_budget
         if self.keep_history:
             self.history = list(saved.history)
+
+    def _check_saved(self, saved: _State, raw: Mapping[str, Any]) -> None:
+        """Refuse a state that another configuration wrote, or that was edited out of range."""
+
+        def bad(name: str, expected: str, got: Any) -> DataFormatError:
+            return DataFormatError(f"Scheduler state field `{name}`: expected {expected}, but got {got!r}.")
+
+        if "policy" in raw and saved.policy is not self.policy:
+            raise DataFormatError(
+                f"Scheduler state was saved with policy {saved.policy.value!r}, but this scheduler "
+                f"has policy {self.policy.value!r}; build it with the same `policy` to resume."
+            )
+        if "stages" in raw and tuple(saved.stages) != self.stages:
+            raise DataFormatError(
+                f"Scheduler state was saved with stages {[s.value for s in saved.stages]}, but this "
+                f"scheduler has {[s.value for s in self.stages]}; build it with the same `stages`."
+            )
+        for name in ("version", "num_checks", "num_bad_checks", "epoch"):
+            value = raw.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "an integer >= 0", value)
+        budget = saved.hard_budget
+        if not (math.isfinite(budget) and 0.0 <= budget <= 1.0):
+            raise bad("hard_budget", "a finite number in [0, 1]", raw.get("hard_budget"))
+        # Without check_finite, non-finite losses are kept as torch keeps them (best = -inf).
+        finite = math.isfinite if self.check_finite else (lambda _v: True)
+        if saved.best is not None and math.isnan(saved.best):  # +-inf is a tracker's start value
+            raise bad("best", "a number (not NaN) or null", raw.get("best"))
+        if saved.global_ema is not None and not finite(saved.global_ema):
+            raise bad("global_ema", "a finite number or null", raw.get("global_ema"))
+        if not all(finite(v) for v in saved.global_history):
+            raise bad("global_history", "a list of finite numbers", raw.get("global_history"))
+        for domain, emas in saved.domains.items():
+            values = [emas.get("easy"), emas.get("medium")]
+            if set(emas) - {"easy", "medium"} or not all(v is None or finite(v) for v in values):
+                raise bad(f"domains[{domain!r}]", '{"easy": finite or null, "medium": finite or null}', emas)
 
     # ------------------------------------------------------------- properties
 

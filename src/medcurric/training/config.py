@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from medcurric._serialization import JsonRecord
 from medcurric.errors import InvalidOptionError
@@ -59,7 +59,29 @@ class TrainConfig(JsonRecord):
         seed: Seed of the data order, the overlay styles and torch.
         log_every: Print one JSON log line every this many optimizer steps (``0``: never).
         prefetch: Render the next step's batches in a background thread during this step.
+        overwrite_output_dir: Start a fresh run in an ``output_dir`` that holds another run's
+            files (its ``checkpoint-*`` folders, ``log.jsonl`` and ``final``), deleting those
+            files first; without it such a run is refused.
+
+    Resuming a checkpoint needs the configuration it was saved with: only the fields in
+    :attr:`RESUME_MAY_CHANGE` may differ (where files go, how long to train, how often to
+    log and save, and switches that leave the numbers unchanged); any other difference
+    is refused, since it would change the data order or the optimisation mid-run.
     """
+
+    #: Fields that may differ between a checkpoint's configuration and the run resuming it.
+    RESUME_MAY_CHANGE: ClassVar[frozenset[str]] = frozenset(
+        {
+            "output_dir",
+            "max_steps",
+            "log_every",
+            "save_every",
+            "keep_checkpoints",
+            "prefetch",
+            "gradient_checkpointing",
+            "overwrite_output_dir",
+        }
+    )
 
     output_dir: str = "runs/medcurric"
     max_steps: int = 1000
@@ -92,6 +114,7 @@ class TrainConfig(JsonRecord):
     seed: int = 0
     log_every: int = 0
     prefetch: bool = True
+    overwrite_output_dir: bool = False
 
     def __post_init__(self) -> None:
         self.stages = tuple(str(s) for s in self.stages)

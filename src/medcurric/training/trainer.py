@@ -52,8 +52,13 @@ import torch
 from medcurric._optional import require
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, Stage, render
-from medcurric.errors import DataFormatError, MissingFileError
-from medcurric.training.checkpoints import STATE_FILE, STATE_VERSION, latest_checkpoint
+from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError
+from medcurric.training.checkpoints import (
+    STATE_FILE,
+    STATE_VERSION,
+    checkpoint_step,
+    latest_checkpoint,
+)
 from medcurric.training.config import TrainConfig, TrainResult
 from medcurric.training.order import next_batch, stage_pools
 
@@ -75,6 +80,22 @@ def _read_image(root: str | os.PathLike[str], sample: CoTSample, window: Any) ->
             f"Image {sample.image!r} of sample {sample.id!r} not found under {os.fspath(root)!r}."
         )
     return load_rgb(path, window=sample.window if sample.window is not None else window)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _write_log(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """Replace ``path`` with one JSON line per record, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+    os.replace(tmp, path)
 
 
 _PARTS = ("loss", "lm_loss", "attention_kl", "answer_loss", "rationale_loss")
@@ -467,15 +488,27 @@ class CurriculumTrainer:
 
         Returns:
             The :class:`TrainResult`.
+
+        Raises:
+            InvalidOptionError: When ``config.output_dir`` holds another run's files
+                (``checkpoint-*``, ``log.jsonl``, ``final``; when resuming in it, checkpoints
+                newer than the one resumed) and ``config.overwrite_output_dir`` is false.
+            DataFormatError: When the checkpoint was saved with another configuration
+                (fields outside :attr:`TrainConfig.RESUME_MAY_CHANGE`), other data, another
+                world size, or holds edited values.
         """
         cfg = self.config
+        path = None
         if resume_from is not None:
             path = latest_checkpoint(cfg.output_dir) if str(resume_from) == "latest" else Path(resume_from)
-            if path is not None:
-                self.load_checkpoint(path)
         out = Path(cfg.output_dir)
+        self._claim_output_dir(out, path)
+        if path is not None:
+            self.load_checkpoint(path)
         if self.accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
+            if path is not None:  # the log of the steps resumed, without those done after the checkpoint
+                _write_log(out / "log.jsonl", self.log)
         written: list[str] = []
         tokens = 0
         start = time.perf_counter()
@@ -505,6 +538,46 @@ class CurriculumTrainer:
         )
 
     # ------------------------------------------------------------------ checkpoints
+    def _claim_output_dir(self, out: Path, resume: Path | None) -> None:
+        """Refuse to mix two runs in ``out``; with ``overwrite_output_dir``, delete the other's files.
+
+        A run resumed from ``out/checkpoint-<s>`` owns the checkpoints up to ``s``, the log
+        and ``final``; everything a trainer writes there besides is another run's.
+        """
+        if not out.is_dir():
+            return
+        resumed_here = resume is not None and resume.resolve().parent == out.resolve()
+        step = checkpoint_step(resume.name) if resume is not None and resumed_here else None
+        foreign = []
+        for p in sorted(out.iterdir()):
+            n = checkpoint_step(p.name)
+            if n is not None:
+                if not resumed_here or step is None or n > step:
+                    foreign.append(p)
+            elif p.name in ("log.jsonl", "final") and not resumed_here:
+                foreign.append(p)
+        if not foreign:
+            return
+        names = ", ".join(p.name for p in foreign[:6]) + (" ..." if len(foreign) > 6 else "")
+        if not self.config.overwrite_output_dir:
+            what = "a later part of another run" if resumed_here else "another run"
+            raise InvalidOptionError(
+                f"Expected output_dir '{out}' to hold no other run's files, but it has {what}'s "
+                f"({names}); two runs in one folder mix their logs and checkpoints. Resume it with "
+                "resume_from='latest' (--resume latest), pass overwrite_output_dir=True "
+                "(--overwrite-output-dir) to delete them and start clean, or choose another output_dir."
+            )
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            import shutil
+
+            for p in foreign:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        self.accelerator.wait_for_everyone()
+
     def state_dict(self) -> dict[str, Any]:
         """The trainer's own state (plain JSON): step, data position, scheduler, pending losses, log.
 
@@ -538,8 +611,11 @@ class CurriculumTrainer:
         """Restore :meth:`state_dict` (the model/optimizer/RNG come from :meth:`load_checkpoint`).
 
         Raises:
-            DataFormatError: When the checkpoint was written for other data or another world size.
+            DataFormatError: When the checkpoint was written for other data, another world size
+                or another configuration (see :attr:`TrainConfig.RESUME_MAY_CHANGE`), or holds
+                values out of range; nothing is loaded then.
         """
+        self._check_state(state)
         if int(state.get("num_samples", len(self.samples))) != len(self.samples):
             raise DataFormatError(
                 f"The checkpoint was trained on {state.get('num_samples')} samples, but this run has "
@@ -560,6 +636,59 @@ class CurriculumTrainer:
         self.running = [float(v) for v in mine]
         self.log = list(state.get("log", []))
 
+    def _check_state(self, state: Any) -> None:
+        """Refuse a trainer state that another configuration wrote, or that was edited."""
+        if not isinstance(state, Mapping):
+            raise DataFormatError(f"Expected the trainer state to be a JSON object, but got {type(state).__name__}.")
+        version = state.get("version", 0)
+        if not _is_count(version) or version > STATE_VERSION:
+            raise DataFormatError(
+                f"Trainer state has version {version!r}; this medcurric reads versions 0 to {STATE_VERSION}."
+            )
+        saved = state.get("config")
+        if saved is not None:
+            if not isinstance(saved, Mapping):
+                raise DataFormatError(f"Trainer state field `config`: expected an object, but got {saved!r}.")
+            now = json.loads(json.dumps(self.config.to_dict()))
+            defaults = json.loads(json.dumps(TrainConfig().to_dict()))
+            changed = [
+                f"{name} {saved.get(name, defaults[name])!r} -> {now[name]!r}"
+                for name in now
+                if name not in TrainConfig.RESUME_MAY_CHANGE and saved.get(name, defaults[name]) != now[name]
+            ]
+            if changed:
+                raise DataFormatError(
+                    "The checkpoint was saved with another configuration ("
+                    + "; ".join(changed)
+                    + "): resuming would change the data order or the optimisation mid-run. Resume "
+                    "with the saved values (only "
+                    + ", ".join(sorted(TrainConfig.RESUME_MAY_CHANGE))
+                    + " may change), or train into a new output_dir."
+                )
+        step = state.get("step")
+        if not _is_count(step):
+            raise DataFormatError(f"Trainer state field `step`: expected an integer >= 0, but got {step!r}.")
+        position = state.get("position")
+        stages = sorted(s.value for s in self.scheduler.stages)
+        if not isinstance(position, Mapping) or sorted(position) != stages:
+            raise DataFormatError(
+                f"Trainer state field `position`: expected an object with keys {stages}, but got {position!r}."
+            )
+        for key, value in position.items():
+            if not (isinstance(value, list) and len(value) == 2 and all(_is_count(v) for v in value)):
+                raise DataFormatError(
+                    f"Trainer state field `position[{key!r}]`: expected [epoch, offset] integers >= 0, "
+                    f"but got {value!r}."
+                )
+        running = [state.get("running", []), *(state.get("running_per_rank") or [])]
+        for values in running:
+            if not (isinstance(values, list) and all(_is_number(v) for v in values)):
+                raise DataFormatError(
+                    f"Trainer state field `running`: expected lists of finite numbers, but got {values!r}."
+                )
+        if not isinstance(state.get("log", []), list):
+            raise DataFormatError("Trainer state field `log`: expected a list of step records.")
+
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
         """Write a checkpoint folder (model adapters, optimizer, RNG states, ``trainer_state.json``)."""
         path = Path(path)
@@ -579,6 +708,8 @@ class CurriculumTrainer:
 
         Raises:
             MissingFileError: When ``path`` is not a checkpoint folder.
+            DataFormatError: When its ``trainer_state.json`` does not fit this trainer
+                (see :meth:`load_state_dict`).
         """
         path = Path(path)
         state_file = path / STATE_FILE
@@ -587,18 +718,20 @@ class CurriculumTrainer:
                 f"Expected a checkpoint folder with {STATE_FILE} at '{path}', but there is none; "
                 "pass a checkpoint-<step> folder or 'latest'."
             )
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DataFormatError(f"Expected JSON in '{state_file}', but it does not parse ({exc}).") from None
+        self._check_state(state)  # before any weights are loaded
         self.accelerator.load_state(str(path), strict=False)
-        self.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
+        self.load_state_dict(state)
 
     def _prune(self, root: Path) -> None:
         keep = self.config.keep_checkpoints
         if keep <= 0:
             return
-        found = sorted(
-            (int(p.name.rsplit("-", 1)[-1]), p)
-            for p in root.glob("checkpoint-*")
-            if p.name.rsplit("-", 1)[-1].isdigit()
-        )
+        steps = ((checkpoint_step(p.name), p) for p in root.glob("checkpoint-*"))
+        found = sorted((n, p) for n, p in steps if n is not None)
         import shutil
 
         for _, p in found[:-keep]:

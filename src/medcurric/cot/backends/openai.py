@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import logging
 import os
@@ -46,6 +47,51 @@ class _TooLarge(Exception):
 
 class _Malformed(Exception):
     pass
+
+
+_HTML_NAMES = {'"': "quot", "&": "amp", "<": "lt", ">": "gt", "'": "apos"}
+
+
+def _spellings(char: str) -> str:
+    r"""A regular expression for ``char`` as raw text, JSON (``\uXXXX``), percent or HTML escape."""
+    code = ord(char)
+
+    def hexes(digits: str) -> str:  # either case
+        return "".join(f"[{d.upper()}{d.lower()}]" if d.isalpha() else d for d in digits)
+
+    alts = [
+        re.escape(char),
+        "%" + hexes(f"{code:02x}"),
+        r"\\u" + hexes(f"{code:04x}"),
+        f"&#0*{code};",
+        "&#[xX]0*" + hexes(f"{code:x}") + ";",
+    ]
+    if char in _HTML_NAMES:
+        alts.append(f"&{_HTML_NAMES[char]};")
+    # Any run of backslashes may precede a character: JSON escapes, escapes of escapes.
+    return r"\\*(?:" + "|".join(alts) + ")"
+
+
+def _scrubber(key: str) -> Callable[[str], str]:
+    r"""``text -> text`` with ``key`` replaced by ``***`` in any spelling a server may echo.
+
+    Each character of the key may appear raw, JSON-escaped (``\"``, ``\/``, ``\u0022``,
+    escaped again), percent-encoded or as an HTML character reference, in any mix.
+    """
+    if not key:
+        return lambda text: text
+    pattern = re.compile("".join(_spellings(c) for c in key))
+    return lambda text: pattern.sub("***", text)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _reply_text(data: Any) -> str:
@@ -99,11 +145,15 @@ class OpenAIBackend:
     at once, having held no more than that in memory. Every failure is a
     :class:`Completion` with a reason; the other requests carry on.
 
-    The API key is read from the environment variable ``api_key_env`` when a batch
-    starts (a trailing newline is dropped) and is only ever put in the
-    ``Authorization`` header: it is not stored on the object, shown in its repr,
-    logged, or written to any output (error texts are scrubbed of it). Servers
-    that need no key (a local vLLM) work without the variable.
+    The API key is read from the environment variable ``api_key_env`` (default
+    ``OPENAI_API_KEY``) when a batch starts (a trailing newline is dropped) and is only
+    ever put in the ``Authorization`` header: it is not stored on the object, shown in
+    its repr, logged, or written to any output. Every text that leaves the backend (the
+    completion itself, error texts, log lines) is scrubbed of it in any spelling a server
+    may echo (raw, JSON-escaped, percent- or HTML-encoded), before an error body is cut
+    short. The key is never sent over plain ``http://`` to a host other than loopback,
+    or through an http proxy on another host, unless ``allow_insecure_http=True``. Servers that need no key (a local vLLM) work
+    without the variable.
 
     Args:
         model: Model name sent in each request (``--served-model-name`` of vLLM).
@@ -121,6 +171,8 @@ class OpenAIBackend:
         send_images: Send the image (``False`` for text-only models).
         max_response_bytes: Largest reply body accepted, in bytes after content decoding
             (default 16 MiB).
+        allow_insecure_http: Send the key over plain ``http://`` to a host that is not
+            loopback (anyone on the network path can read it there).
 
     Examples:
         >>> from medcurric.cot import OpenAIBackend
@@ -149,6 +201,7 @@ class OpenAIBackend:
         extra_body: Mapping[str, Any] | None = None,
         send_images: bool = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool = False,
     ) -> None:
         if not model:
             raise InvalidOptionError("Expected a model name for OpenAIBackend, but got ''.")
@@ -182,6 +235,7 @@ class OpenAIBackend:
         self.extra_body = dict(extra_body or {})
         self.send_images = bool(send_images)
         self.max_response_bytes = int(max_response_bytes)
+        self.allow_insecure_http = bool(allow_insecure_http)
         self._rng = random.Random()
 
     @property
@@ -262,13 +316,17 @@ class OpenAIBackend:
 
         Raises:
             MissingDependencyError: When aiohttp is not installed (the ``gen`` extra).
-            InvalidOptionError: When the API key holds characters a header cannot carry.
+            InvalidOptionError: When the API key holds characters a header cannot carry, or
+                would go over plain http to a host that is not loopback without
+                ``allow_insecure_http``.
         """
         reqs = list(requests)
         if not reqs:
             return
         aiohttp = require("aiohttp", feature="OpenAIBackend")
         key = self._api_key()
+        if key and not self.allow_insecure_http:
+            self._refuse_plain_http(aiohttp)
         out: queue.Queue[Any] = queue.Queue()
         holder: dict[str, Any] = {}
 
@@ -300,6 +358,21 @@ class OpenAIBackend:
                 except RuntimeError:  # loop already closed
                     pass
             thread.join()
+
+    def _refuse_plain_http(self, aiohttp: Any) -> None:
+        """Raise when the key would cross a network in clear: plain http to, or via, another host."""
+        if urlsplit(self.base_url).scheme != "http":
+            return
+        proxy, _ = _env_proxy(self.base_url, aiohttp)
+        for url, role in ((self.base_url, ""), (proxy, " (the http proxy for it)")):
+            if url is not None and not _is_loopback(urlsplit(url).hostname or ""):
+                raise InvalidOptionError(
+                    f"Refusing to send the API key from ${self.api_key_env} over plain http to "
+                    f"{url!r}{role}, which is not a loopback address: anyone on the network path "
+                    "could read it. Use an https:// URL, unset the variable if the server needs "
+                    "no key, or pass allow_insecure_http=True (CLI: --allow-insecure-http) on a "
+                    "network you trust."
+                )
 
     async def _run_all(
         self,
@@ -366,8 +439,7 @@ class OpenAIBackend:
         request: GenerationRequest,
         key: str,
     ) -> Completion:
-        def scrub(text: str) -> str:
-            return text.replace(key, "***") if key else text
+        scrub = _scrubber(key)
 
         caught = tuple(kind for kind, _ in errors)
         body: bytes | None = None
@@ -390,7 +462,8 @@ class OpenAIBackend:
                     status, headers, content = await send(body)
                 if status == 200:
                     try:
-                        return Completion(request, _reply_text(json.loads(content)), None, attempts)
+                        text = scrub(_reply_text(json.loads(content)))
+                        return Completion(request, text, None, attempts)
                     except (ValueError, _Malformed) as exc:
                         last = f"malformed response body ({exc})"
                     except RecursionError:
@@ -399,9 +472,10 @@ class OpenAIBackend:
                     last = f"HTTP {status}"
                     wait = _retry_after(headers.get("retry-after"), self.retry_after_max)
                 else:
-                    snippet = content[:300].decode("utf-8", "replace")
+                    # Scrubbed whole, then cut: a cut through the key would leave part of it.
+                    snippet = scrub(content.decode("utf-8", "replace"))[:300]
                     return Completion(
-                        request, None, scrub(f"HTTP {status} (not retried): {snippet}"), attempts
+                        request, None, f"HTTP {status} (not retried): {snippet}", attempts
                     )
             except _TooLarge as exc:
                 return Completion(request, None, scrub(f"{exc} (not retried)"), attempts)
