@@ -12,10 +12,12 @@ __all__ = ["ensure_writable"]
 
 
 def ensure_writable(*paths: str | os.PathLike[str] | None, folder: bool = False) -> None:
-    """Create each output's parent folder and check a file can be written there.
+    """Check that each output can be created and written, creating nothing.
 
     Run at the start of a command, so a read-only place or a parent path that is a
-    regular file stops it with one line naming the path, before hours of work.
+    regular file stops it with one line naming the path, before any work. The nearest
+    folder that exists above each path gets a probe file (removed at once): permissions,
+    read-only mounts and ``/proc`` all answer the same way, also for root.
 
     Args:
         paths: Output files (or folders when ``folder``); ``None`` entries are ignored.
@@ -28,31 +30,25 @@ def ensure_writable(*paths: str | os.PathLike[str] | None, folder: bool = False)
         if item is None:
             continue
         path = Path(item)
-        place = path if folder else path.parent
-        if not folder and path.is_dir():
-            raise UnwritableOutputError(
-                f"Cannot write '{path}': expected a file path, but it is a folder."
-            )
+        if path.exists() and path.is_dir() != folder:
+            want, got = ("a folder", "a file") if folder else ("a file", "a folder")
+            raise UnwritableOutputError(f"Cannot write '{path}': expected {want}, but it is {got}.")
+        base = path if folder and path.exists() else _nearest_existing(path.parent)
+        if not base.is_dir():
+            raise UnwritableOutputError(f"Cannot write '{path}': '{base}' is a file, not a folder.")
         try:
-            place.mkdir(parents=True, exist_ok=True)
-            # a probe file: permissions, read-only mounts and /proc all answer the same way
-            with tempfile.TemporaryFile(dir=place, prefix=".medcurric-probe-"):
+            with tempfile.TemporaryFile(dir=base, prefix=".medcurric-probe-"):
                 pass
-            if not folder and path.exists() and not os.access(path, os.W_OK):
+            if path.exists() and not folder and not os.access(path, os.W_OK):
                 raise PermissionError(13, "Permission denied", str(path))
         except OSError as exc:
-            blocker = _first_file_above(path)
-            why = (
-                f"'{blocker}' is a file, not a folder"
-                if blocker is not None
-                else exc.strerror or type(exc).__name__
-            )
-            raise UnwritableOutputError(f"Cannot write '{path}': {why}.") from exc
+            why = exc.strerror or type(exc).__name__
+            raise UnwritableOutputError(f"Cannot write '{path}': {why} ('{base}').") from exc
 
 
-def _first_file_above(path: Path) -> Path | None:
-    """The nearest ancestor of ``path`` that exists as something other than a folder."""
-    for parent in path.parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (as a folder or anything else)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return Path(".")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medcurric._options import StrEnum, look_up_option
+from medcurric.cli._output import ensure_writable
 from medcurric.cot import (
     Backend,
     CoTGenerator,
@@ -154,6 +155,7 @@ def build_backend(args: argparse.Namespace) -> Backend:
 def run(args: argparse.Namespace) -> int:
     """Run ``medcurric generate``; return the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ensure_writable(args.out, args.rejects)
     shard = parse_shard(args.shard)
     stages = [look_up_option(s, Stage, name="--stages") for s in _split(args.stages)]
     qtypes = [
