@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary.to_dict()))
     print(
         f"medcurric generate: {summary.accepted} accepted, {summary.rejected} rejected, "
-        f"{summary.skipped} already done, {summary.failed} failed"
+        f"{summary.skipped} already done ({summary.accepted_before} accepted, "
+        f"{summary.rejected_before} rejected), {summary.failed} failed"
         + (" (rerun the same command to retry them)" if summary.failed else ""),
         file=sys.stderr,
     )

@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from medcurric.errors import (
     DataFormatError,
     InvalidOptionError,
     MedcurricError,
+    MedcurricWarning,
     MissingDependencyError,
 )
 from medcurric.io.datasets import Case, load_case
@@ -437,7 +439,9 @@ def write_seeds(
             for r in case.records:
                 if r.id in given:  # two records, one id: the later one would vanish
                     reason = f"{case.key}: record id {r.id!r} repeats an earlier record's id"
-                    reject(SeedReject(replace(r, id=f"{r.id}@{case.key}"), "DataFormatError", reason))
+                    reject(
+                        SeedReject(replace(r, id=f"{r.id}@{case.key}"), "DataFormatError", reason)
+                    )
                 elif r.id in writer:
                     run.skipped += 1
                 else:
@@ -466,6 +470,10 @@ def write_seeds(
 def read_seeds(path: str | os.PathLike[str]) -> list[FactualSeed]:
     """Read a seeds JSONL file, naming the line of a malformed record.
 
+    A last line without its newline (a write cut short) is left out with a
+    :class:`~medcurric.errors.MedcurricWarning` naming the file and the line, since
+    it may hold a seed cut in the middle.
+
     Raises:
         DataFormatError: When a line is not a valid seed.
     """
@@ -475,4 +483,25 @@ def read_seeds(path: str | os.PathLike[str]) -> list[FactualSeed]:
             seeds.append(FactualSeed.from_dict(obj))
         except MedcurricError as exc:
             raise DataFormatError(f"{path}: record {number}: {exc}") from exc
+    torn = _torn_tail(Path(path))
+    if torn is not None:
+        warnings.warn(
+            f"{path}:{torn}: the last line has no newline (a write cut short?) and was left "
+            f"out; {len(seeds)} seed(s) read. Rerun the command that wrote it to complete it.",
+            MedcurricWarning,
+            stacklevel=2,
+        )
     return seeds
+
+
+def _torn_tail(path: Path) -> int | None:
+    """The number of the file's last line when it lacks its newline, else ``None``."""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return None
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return None
+        fh.seek(0)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) + 1
