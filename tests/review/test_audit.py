@@ -210,3 +210,24 @@ def test_seed_changes_agree_with_rebuilding_seeds_on_the_perturbed_volume(phanto
         (new,) = build_seeds([rec], lm.replace(array=arr), matcher=matcher)
         assert row.new_organ == new.organ, rec.id
         assert row.seed_changed == (new.text != old.text), (rec.id, old.text, new.text)
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_audit_csv_cells_never_start_a_formula(phantom, tmp_path, start) -> None:
+    import csv
+    import dataclasses
+
+    evil = start + 'HYPERLINK("http://x","click")'
+    lesions = [dataclasses.replace(r, id=evil + r.id) for r in phantom.key_slice_lesions[:2]]
+    result = audit_matching(
+        [(phantom.label_map(), lesions)],
+        BoxOrganMatcher(phantom.class_map),
+        [Perturbation("erode", 0.0)],
+        progress=False,
+    )
+    paths = result.write(tmp_path / "audit")
+    with paths["csv"].open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["lesion_id"] for r in rows] == ["'" + lesion.id for lesion in lesions]
+    for row in rows:  # numbers stay numbers, every text cell is safe
+        assert not any(v.startswith(("=", "+", "@", "\t", "\r")) for v in row.values())
