@@ -188,3 +188,34 @@ def test_a_mask_link_leaving_the_root_is_refused(tmp_path, dataset):
     assert not _lines(out)
     rejects = _lines(rejects_path(out))
     assert len(rejects) == 3 and all("leaves the dataset root" in r["reason"] for r in rejects)
+
+
+def test_load_dataset_collects_bad_records(tmp_path, dataset):
+    from medcurric.io import load_dataset
+
+    det = _coco(tmp_path, dataset, bad_ann={"id": 2, "image_id": 1, "bbox": [1, "x", 2, 2]})
+    with pytest.raises(ValueError, match=r"annotations\[1\]"):
+        load_dataset(det, tmp_path / "masks", fmt="coco")
+    rejects: list[RecordError] = []
+    (case,) = load_dataset(det, tmp_path / "masks", fmt="coco", rejects=rejects)
+    assert [r.id for r in case.records] == ["ct/a.nii.gz#1", "ct/a.nii.gz#9"]
+    assert [e.where for e in rejects] == ["annotations[1]"]
+
+
+def test_record_rejects_name_the_mask_file(tmp_path, dataset):
+    # a box outside the image: the record fails on its own, the reason names the mask
+    det = _coco(tmp_path, dataset, bad_ann={"id": 2, "image_id": 1, "bbox": [500, 500, 9, 9]})
+    out = tmp_path / "s.jsonl"
+    cmd = [
+        "seeds",
+        "--detections",
+        str(det),
+        "--format",
+        "coco",
+        "--masks",
+        str(tmp_path / "masks"),
+    ]
+    assert main([*cmd, "--out", str(out)]) == 0
+    (reject,) = _lines(rejects_path(out))
+    assert reject["id"] == "ct/a.nii.gz#2" and reject["error"] == "InvalidBoxError"
+    assert str(tmp_path / "masks" / "ct" / "a.nii.gz") in reject["reason"]

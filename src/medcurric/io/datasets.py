@@ -341,6 +341,7 @@ def iter_cases(
     class_map: ClassMap | None = None,
     slices_only: bool = False,
     skip_missing: bool = False,
+    rejects: list[RecordError] | None = None,
 ) -> Iterator[LoadedCase]:
     """Read a detection file and yield its cases one label map at a time.
 
@@ -353,6 +354,8 @@ def iter_cases(
         slices_only: Read only the slab of slices holding the key slices.
         skip_missing: Skip cases whose mask is missing, with a
             :class:`~medcurric.errors.MedcurricWarning`, instead of raising.
+        rejects: Collects the detection records that cannot be read (see
+            :func:`read_detections`) instead of raising at the first.
 
     Yields:
         One :class:`LoadedCase` per mask, in the order of the detection file.
@@ -361,7 +364,7 @@ def iter_cases(
         MissingFileError: When a mask is missing and ``skip_missing`` is false.
     """
     for case in find_cases(
-        read_detections(detections, fmt), masks, fmt=fmt, slice_order=slice_order
+        read_detections(detections, fmt, rejects=rejects), masks, fmt=fmt, slice_order=slice_order
     ):
         if case.error is not None and skip_missing:
             warnings.warn(
@@ -382,6 +385,7 @@ def load_dataset(
     class_map: ClassMap | None = None,
     slices_only: bool = False,
     skip_missing: bool = False,
+    rejects: list[RecordError] | None = None,
 ) -> list[LoadedCase]:
     """Every case of a dataset at once (:func:`iter_cases` as a list; label maps stay in memory).
 
@@ -393,6 +397,7 @@ def load_dataset(
         class_map: Names of the labels (see :func:`load_case`).
         slices_only: Read only the slab of slices holding the key slices.
         skip_missing: Skip cases whose mask is missing (with a warning) instead of raising.
+        rejects: Collects the detection records that cannot be read instead of raising.
 
     Returns:
         The loaded cases.
@@ -406,5 +411,6 @@ def load_dataset(
             class_map=class_map,
             slices_only=slices_only,
             skip_missing=skip_missing,
+            rejects=rejects,
         )
     )
