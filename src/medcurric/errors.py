@@ -28,6 +28,7 @@ __all__ = [
     "TemplateError",
     "UnsafePathError",
     "UnsupportedModelError",
+    "UnwritableOutputError",
     "WrongTypeError",
 ]
 
@@ -86,6 +87,10 @@ class NonFiniteError(MedcurricError, ValueError):
 
 class OutputInUseError(MedcurricError, RuntimeError):
     """An output file is being written by another process (two writers would duplicate records)."""
+
+
+class UnwritableOutputError(MedcurricError, PermissionError):
+    """An output path cannot be written (a read-only place, a parent path that is a file)."""
 
 
 class MedcurricWarning(UserWarning):

@@ -221,3 +221,24 @@ def test_audit_refuses_bbox_iou_whose_organ_boxes_a_crop_would_clip() -> None:
     matcher = BoxOrganMatcher(ph.class_map, criterion="bbox_iou")
     with pytest.raises(InvalidOptionError, match="bbox_iou"):
         audit_matching([(ph.label_map(), ph.key_slice_lesions)], matcher)
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_audit_csv_cells_never_start_a_formula(phantom, tmp_path, start) -> None:
+    import csv
+    import dataclasses
+
+    evil = start + 'HYPERLINK("http://x","click")'
+    lesions = [dataclasses.replace(r, id=evil + r.id) for r in phantom.key_slice_lesions[:2]]
+    result = audit_matching(
+        [(phantom.label_map(), lesions)],
+        BoxOrganMatcher(phantom.class_map),
+        [Perturbation("erode", 0.0)],
+        progress=False,
+    )
+    paths = result.write(tmp_path / "audit")
+    with paths["csv"].open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["lesion_id"] for r in rows] == ["'" + lesion.id for lesion in lesions]
+    for row in rows:  # numbers stay numbers, every text cell is safe
+        assert not any(v.startswith(("=", "+", "@", "\t", "\r")) for v in row.values())

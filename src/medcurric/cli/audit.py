@@ -15,6 +15,7 @@ from pathlib import Path
 
 from medcurric._options import warn_ignored
 from medcurric.anatomy import BoxOrganMatcher
+from medcurric.cli._output import ensure_writable
 from medcurric.cli.seeds import add_dataset_arguments, class_map_option, dataset_cases
 from medcurric.errors import DataFormatError
 from medcurric.io import Case, LabelMap, LesionRecord, load_case
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         else args.adjacent_mm,
     )
     perturbations = parse_perturbations(args.perturbations)
+    ensure_writable(args.out, folder=True)
     cases: Iterable[tuple[LabelMap, list[LesionRecord]]]
     if dataset_given:
         cases = _read(dataset_cases(args), class_map_option(str(args.class_map)))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medcurric._jsonl import JsonlWriter
+from medcurric.cli._output import ensure_writable
 
 __all__ = ["STEPS", "DemoContext", "add_arguments", "run"]
 
@@ -384,7 +385,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run every step of :data:`STEPS`; print where the output went."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable(out, folder=True)
     ctx = DemoContext(out=out, seed=int(args.seed), train_steps=int(args.train_steps))
     start = time.perf_counter()
     for name, step in STEPS:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medcurric._options import StrEnum, look_up_option
+from medcurric.cli._output import ensure_writable
 from medcurric.errors import DataFormatError
 from medcurric.eval import (
     Compat,
@@ -149,6 +150,8 @@ def _run_grounding(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 def run(args: argparse.Namespace) -> int:
     """Score the files and print a summary; return the exit status."""
     task = look_up_option(args.task, Task, name="--task")
+    if args.out is not None:  # before scoring: a result computed and then lost helps nobody
+        ensure_writable(args.out, args.out.with_suffix(".md"))
     runner = {Task.VQA: _run_vqa, Task.REPORT: _run_report, Task.GROUNDING: _run_grounding}[task]
     payload, markdown = runner(args)
     summary = payload["summary"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medcurric._options import StrEnum, look_up_option
+from medcurric.cli._output import ensure_writable
 from medcurric.cot import (
     Backend,
     CoTGenerator,
@@ -160,6 +161,7 @@ def build_backend(args: argparse.Namespace) -> Backend:
 def run(args: argparse.Namespace) -> int:
     """Run ``medcurric generate``; return the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ensure_writable(args.out, args.rejects)
     shard = parse_shard(args.shard)
     stages = [look_up_option(s, Stage, name="--stages") for s in _split(args.stages)]
     qtypes = [
@@ -193,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary.to_dict()))
     print(
         f"medcurric generate: {summary.accepted} accepted, {summary.rejected} rejected, "
-        f"{summary.skipped} already done, {summary.failed} failed"
+        f"{summary.skipped} already done ({summary.accepted_before} accepted, "
+        f"{summary.rejected_before} rejected), {summary.failed} failed"
         + (" (rerun the same command to retry them)" if summary.failed else ""),
         file=sys.stderr,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medcurric.cli._output import ensure_writable
 from medcurric.errors import MissingFileError
 from medcurric.review import label_slice_masks, write_review
 from medcurric.vocabulary import ClassMap
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise MissingFileError(
             f"Expected a samples JSONL file at '{args.samples}', but it does not exist."
         )
+    ensure_writable(args.out, folder=True)
     masks = label_slice_masks(args.labels) if args.labels is not None else None
     class_map = ClassMap.totalsegmentator()
     report = write_review(

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from medcurric.anatomy import BoxOrganMatcher
+from medcurric.cli._output import ensure_writable
 from medcurric.errors import DataFormatError
-from medcurric.io import Case, find_cases, read_detections
-from medcurric.seeds import SeedBuilder, write_seeds
+from medcurric.io import Case, RecordError, find_cases, read_detections
+from medcurric.seeds import SeedBuilder, rejects_path, write_seeds
 from medcurric.vocabulary import ClassMap
 
 __all__ = [
@@ -79,8 +80,13 @@ def class_map_option(spec: str) -> ClassMap | None:
     return ClassMap.from_json(spec)
 
 
-def dataset_cases(args: argparse.Namespace) -> list[Case]:
-    """The cases named by the dataset options, with an error naming a missing one."""
+def dataset_cases(
+    args: argparse.Namespace, rejects: list[RecordError] | None = None
+) -> list[Case]:
+    """The cases named by the dataset options, with an error naming a missing one.
+
+    With ``rejects``, detection records that cannot be read go there instead of raising.
+    """
     missing = [
         o
         for o, v in (("--detections FILE", args.detections), ("--masks DIR", args.masks))
@@ -93,7 +99,7 @@ def dataset_cases(args: argparse.Namespace) -> list[Case]:
             "synthetic phantom."
         )
     return find_cases(
-        read_detections(args.detections, args.format),
+        read_detections(args.detections, args.format, rejects=rejects),
         args.masks,
         fmt=args.format,
         slice_order=args.slice_order,
@@ -147,12 +153,14 @@ def run(args: argparse.Namespace) -> int:
     class_map = class_map_option(str(args.class_map))
     if args.workers < 1:
         raise DataFormatError(f"Expected --workers >= 1, but got {args.workers}.")
+    ensure_writable(args.out, rejects_path(args.out))
+    unreadable: list[RecordError] = []
     if args.phantom:
         from medcurric.testing import phantom_dataset
 
         cases = phantom_dataset(args.phantom_cases)
     else:
-        cases = dataset_cases(args)
+        cases = dataset_cases(args, unreadable)
     result = write_seeds(
         cases,
         args.out,
@@ -162,13 +170,10 @@ def run(args: argparse.Namespace) -> int:
         slices_only=args.slices_only,
         clip=args.clip,
         workers=args.workers,
+        unreadable=unreadable,
     )
     print(result.table())
-    print(
-        f"wrote {result.written} new seed(s) to {result.out} ({result.skipped} already there); "
-        f"{result.rejected} reject(s) to {result.rejects}",
-        file=sys.stderr,
-    )
+    print(result.line(), file=sys.stderr)
     return 0
 
 

@@ -45,7 +45,6 @@ from typing import Any
 from medcurric._jsonl import JsonlWriter
 from medcurric._options import look_up_option
 from medcurric._paths import safe_join
-from medcurric.cot._imaging import image_size as _read_image_size
 from medcurric.cot.backends import Backend, Completion, GenerationRequest
 from medcurric.cot.parsing import ParsedReply, parse_reply
 from medcurric.cot.records import CoTSample, Verdict
@@ -61,8 +60,10 @@ from medcurric.errors import (
     DataFormatError,
     InvalidOptionError,
     MedcurricError,
+    MissingFileError,
     WrongTypeError,
 )
+from medcurric.io.images import MAX_PIXELS
 from medcurric.seeds.records import FactualSeed
 from medcurric.stage import Stage
 
@@ -138,10 +139,13 @@ class RunSummary:
         planned: Samples this run was responsible for (after sharding and the limit).
         skipped: Of those, already present in the samples or rejects file.
         accepted: Written to the samples file by this run.
-        rejected: Written to the rejects file by this run.
-        failed: Not written (request failed for good, unreadable image); a rerun retries them.
+        rejected: Written to the rejects file by this run (an image that cannot be decoded
+            rejects its seed's samples, naming the file).
+        failed: Not written (request failed for good, missing image); a rerun retries them.
         reasked: Re-asks sent after unparseable replies.
         errors: The first few failure messages.
+        accepted_before: Of ``skipped``, samples an earlier run accepted.
+        rejected_before: Of ``skipped``, samples an earlier run rejected.
     """
 
     planned: int = 0
@@ -151,12 +155,19 @@ class RunSummary:
     failed: int = 0
     reasked: int = 0
     errors: list[str] = field(default_factory=list)
+    accepted_before: int = 0
+    rejected_before: int = 0
 
     @property
     def accept_rate(self) -> float:
-        """Accepted / (accepted + rejected) of this run (0 when nothing was judged)."""
-        judged = self.accepted + self.rejected
-        return self.accepted / judged if judged else 0.0
+        """Accepted / judged over the planned samples, earlier runs' included (0 when none).
+
+        A resumed run reports the rate of everything in its files, not of the few
+        samples it judged itself.
+        """
+        accepted = self.accepted + self.accepted_before
+        judged = accepted + self.rejected + self.rejected_before
+        return accepted / judged if judged else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON types."""
@@ -167,6 +178,8 @@ class RunSummary:
             "rejected": self.rejected,
             "failed": self.failed,
             "reasked": self.reasked,
+            "accepted_before": self.accepted_before,
+            "rejected_before": self.rejected_before,
             "accept_rate": round(self.accept_rate, 4),
             "errors": list(self.errors),
         }
@@ -193,6 +206,36 @@ class _Failure:
 
 
 _Outcome = CoTSample | _Failure
+
+
+class _UnreadableImage(DataFormatError):
+    """A seed's image exists but cannot be decoded: its samples are rejected, not retried."""
+
+
+def _read_image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, refusing one too large to decode or cut short.
+
+    Only the header is parsed and the chunks' checksums checked (``Image.verify``): no
+    pixels are inflated, so a 100-byte PNG claiming 100000 x 100000 pixels costs nothing.
+    """
+    from PIL import Image
+
+    if not path.is_file():  # may appear later (a mount, a copy): a failure, retried
+        raise MissingFileError(f"Expected an image at '{path}', but it does not exist.")
+    try:
+        with Image.open(path) as im:
+            width, height = int(im.width), int(im.height)
+            if width * height > MAX_PIXELS:
+                raise _UnreadableImage(
+                    f"image '{path}' is {width} x {height} pixels; expected at most "
+                    f"{MAX_PIXELS} pixels (a decompression bomb, or not an image to train on)."
+                )
+            im.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, _UnreadableImage):
+            raise
+        raise _UnreadableImage(f"image '{path}' cannot be read: {exc}") from exc
+    return width, height
 
 
 def _stable_pick(options: Sequence[Any], *key: str) -> Any:
@@ -499,6 +542,25 @@ class CoTGenerator:
                 jobs.append(_Job(request, seed, template, box2d, box_norm, size, extra))
         return jobs
 
+    def _image_rejects(self, seed: FactualSeed, exc: _UnreadableImage) -> list[CoTSample]:
+        """The rejected samples of a seed whose image cannot be decoded, one per plan item."""
+        backend_name, model = str(self.backend.name), str(self.backend.model_name)
+        out = []
+        for stage in self.stages:
+            for qtype in self.question_types:
+                template = self._template_for(seed, stage, qtype)
+                if template is None:
+                    continue
+                rid = sample_id(seed.id, stage.value, template.id, backend_name, model)
+                request = GenerationRequest(
+                    id=rid, system="", prompt="", stage=stage, question_type=qtype,
+                    template_id=template.id,
+                )  # fmt: skip
+                job = _Job(request, seed, template, _in_plane_box(seed.box), None, None, {})
+                verdict = Verdict("image", False, str(exc))
+                out.append(self._sample(job, None, "", (verdict,), f"image: {exc}"))
+        return out
+
     # ------------------------------------------------------------------ execution
 
     def _sample(
@@ -572,7 +634,7 @@ class CoTGenerator:
         return self._sample(job, parsed, raw, verdicts, reason)
 
     def _execute(
-        self, jobs: Iterator[_Job | _Failure], lexicon: OrganLexicon, on_reask: Callable[[], None]
+        self, jobs: Iterator[_Job | _Outcome], lexicon: OrganLexicon, on_reask: Callable[[], None]
     ) -> Iterator[_Outcome]:
         reasks: deque[_Job] = deque()
         exhausted = False
@@ -587,7 +649,7 @@ class CoTGenerator:
                 except StopIteration:
                     exhausted = True
                     break
-                if isinstance(item, _Failure):
+                if isinstance(item, (_Failure, CoTSample)):  # settled without the backend
                     yield item
                 elif item.request.id not in chunk:
                     chunk[item.request.id] = item
@@ -615,12 +677,15 @@ class CoTGenerator:
         lexicon: OrganLexicon,
         skip: Callable[[str], bool],
         counter: RunSummary,
-        on_skip: Callable[[], None] = lambda: None,
-    ) -> Iterator[_Job | _Failure]:
+        on_skip: Callable[[str], None] = lambda _rid: None,
+    ) -> Iterator[_Job | _Outcome]:
         planned: set[str] = set()
         for seed in seeds:
+            jobs: Sequence[_Job | CoTSample]
             try:
                 jobs = self._plan(seed, lexicon)
+            except _UnreadableImage as exc:  # for good: reject its samples, naming the file
+                jobs = self._image_rejects(seed, exc)
             except MedcurricError as exc:
                 if isinstance(exc, InvalidOptionError):
                     raise
@@ -630,10 +695,14 @@ class CoTGenerator:
                 continue
             for job in jobs:
                 counter.planned += 1
-                rid = job.request.id
-                if rid in planned or skip(rid):  # a repeated seed id is done once
+                rid = job.id if isinstance(job, CoTSample) else job.request.id
+                if rid in planned:  # a repeated seed id is done once
                     counter.skipped += 1
-                    on_skip()
+                    on_skip("")
+                    continue
+                if skip(rid):  # done by an earlier run
+                    counter.skipped += 1
+                    on_skip(rid)
                     continue
                 planned.add(rid)
                 yield job
@@ -712,8 +781,12 @@ class CoTGenerator:
             def skip(rid: str) -> bool:
                 return rid in good or rid in bad
 
-            def skipped() -> None:
+            def skipped(rid: str) -> None:
                 bar.update(1)
+                if rid in good:
+                    summary.accepted_before += 1
+                elif rid in bad:
+                    summary.rejected_before += 1
 
             def reasked() -> None:
                 summary.reasked += 1

@@ -23,6 +23,7 @@ from medcurric.io.datasets import (
 )
 from medcurric.io.detections import (
     DEEPLESION_TYPES,
+    RecordError,
     read_coco_detections,
     read_deeplesion,
     read_detection_csv,
@@ -65,6 +66,7 @@ __all__ = [
     "LesionRecord",
     "LoadedCase",
     "MAX_PIXELS",
+    "RecordError",
     "Reorientation",
     "SliceOrder",
     "Volume",

@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medcurric._options import StrEnum, look_up_option
 from medcurric._paths import safe_join
@@ -40,6 +41,9 @@ from medcurric.errors import DataFormatError, MedcurricWarning, MissingFileError
 from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.vocabulary.classmap import ClassMap
+
+if TYPE_CHECKING:
+    from medcurric.io.detections import RecordError
 
 __all__ = [
     "Case",
@@ -120,13 +124,19 @@ class LoadedCase:
 
 
 def read_detections(
-    path: str | os.PathLike[str], fmt: DetectionFormat | str = DetectionFormat.DEEPLESION
+    path: str | os.PathLike[str],
+    fmt: DetectionFormat | str = DetectionFormat.DEEPLESION,
+    *,
+    rejects: list[RecordError] | None = None,
 ) -> list[LesionRecord]:
     """Read a detection file in one of the :class:`DetectionFormat` formats.
 
     Args:
         path: ``DL_info.csv`` (``deeplesion``), a COCO JSON (``coco``) or a box CSV (``csv``).
         fmt: The file's format.
+        rejects: When given, records that cannot be read are appended here (each a
+            :class:`~medcurric.io.RecordError` naming the file and the record) and the
+            others are returned; otherwise the first bad record raises.
 
     Returns:
         One record per lesion box.
@@ -138,10 +148,10 @@ def read_detections(
 
     kind = look_up_option(fmt, DetectionFormat, name="fmt")
     if kind is DetectionFormat.DEEPLESION:
-        return read_deeplesion(path)
+        return read_deeplesion(path, rejects=rejects)
     if kind is DetectionFormat.COCO:
-        return read_coco_detections(path)
-    return read_detection_csv(path)
+        return read_coco_detections(path, rejects=rejects)
+    return read_detection_csv(path, rejects=rejects)
 
 
 def _stem(image: str) -> str:
@@ -152,11 +162,12 @@ def _stem(image: str) -> str:
 
 
 def _find_mask(root: Path, rel: str) -> Path | None:
-    base = safe_join(root, rel)
+    # each candidate is checked whole: a link named "<stem>.nii.gz" may point out of the root
     for suffix in (*_NIFTI, ".dcm"):
-        cand = base.with_name(base.name + suffix)
+        cand = safe_join(root, rel + suffix)
         if cand.is_file():
             return cand
+    base = safe_join(root, rel)
     if base.is_dir():
         return base
     return None
@@ -176,7 +187,7 @@ def _deeplesion_mask(root: Path, record: LesionRecord) -> tuple[Path | None, int
                 if len(lo_hi) == 2 and all(t.isdigit() for t in lo_hi):
                     lo, hi = int(lo_hi[0]), int(lo_hi[1])
                     if lo <= key <= hi:
-                        return f, lo
+                        return safe_join(root, f"{series}_{tail}"), lo  # a link may leave root
     return _find_mask(root, series), 1
 
 
@@ -229,6 +240,14 @@ def find_cases(
                 )
             except (UnsafePathError, DataFormatError) as exc:
                 path, start, error = None, 0, str(exc)
+            except OSError as exc:  # a name too long for the file system, a loop of links
+                name = (
+                    r.image
+                    if len(r.image) <= 120
+                    else f"{r.image[:120]}...({len(r.image)} characters)"
+                )
+                path, start = None, 0
+                error = f"cannot look up the mask of image {name!r} under '{root}': {exc.strerror}"
             found[cache_key] = (path, start, error)
         path, start, error = found[cache_key]
         key = str(path) if path is not None else f"missing:{r.image}"
@@ -322,6 +341,7 @@ def iter_cases(
     class_map: ClassMap | None = None,
     slices_only: bool = False,
     skip_missing: bool = False,
+    rejects: list[RecordError] | None = None,
 ) -> Iterator[LoadedCase]:
     """Read a detection file and yield its cases one label map at a time.
 
@@ -334,6 +354,8 @@ def iter_cases(
         slices_only: Read only the slab of slices holding the key slices.
         skip_missing: Skip cases whose mask is missing, with a
             :class:`~medcurric.errors.MedcurricWarning`, instead of raising.
+        rejects: Collects the detection records that cannot be read (see
+            :func:`read_detections`) instead of raising at the first.
 
     Yields:
         One :class:`LoadedCase` per mask, in the order of the detection file.
@@ -342,7 +364,7 @@ def iter_cases(
         MissingFileError: When a mask is missing and ``skip_missing`` is false.
     """
     for case in find_cases(
-        read_detections(detections, fmt), masks, fmt=fmt, slice_order=slice_order
+        read_detections(detections, fmt, rejects=rejects), masks, fmt=fmt, slice_order=slice_order
     ):
         if case.error is not None and skip_missing:
             warnings.warn(
@@ -363,6 +385,7 @@ def load_dataset(
     class_map: ClassMap | None = None,
     slices_only: bool = False,
     skip_missing: bool = False,
+    rejects: list[RecordError] | None = None,
 ) -> list[LoadedCase]:
     """Every case of a dataset at once (:func:`iter_cases` as a list; label maps stay in memory).
 
@@ -374,6 +397,7 @@ def load_dataset(
         class_map: Names of the labels (see :func:`load_case`).
         slices_only: Read only the slab of slices holding the key slices.
         skip_missing: Skip cases whose mask is missing (with a warning) instead of raising.
+        rejects: Collects the detection records that cannot be read instead of raising.
 
     Returns:
         The loaded cases.
@@ -387,5 +411,6 @@ def load_dataset(
             class_map=class_map,
             slices_only=slices_only,
             skip_missing=skip_missing,
+            rejects=rejects,
         )
     )

@@ -286,6 +286,20 @@ class AuditRow(JsonRecord):
     seed_changed: bool
 
 
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that could start a formula gets a ``'``.
+
+    Numbers stay numbers (``-3.5`` is a value, not a formula); only text is guarded.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 @dataclass
 class AuditResult:
     """All rows of an audit, with aggregation, tables and a plot.
@@ -425,7 +439,7 @@ class AuditResult:
         with paths["csv"].open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["lesion_id"])
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
         paths["md"].write_text(self.to_markdown(tolerance))
         self.plot(str(paths["png"]))
         return paths

@@ -217,8 +217,11 @@ class _Images:
                 arr = _load_image(path, self.window) if path.is_file() else None
                 if arr is None:
                     self.errors[ref] = "image file not found"
-            except UnsafePathError as exc:
-                self.errors[ref] = str(exc)
+            except UnsafePathError:  # the page names the root folder, never its absolute path
+                self.errors[ref] = (
+                    f"path {ref!r} leads out of the image folder '{self.root.name}' "
+                    "(absolute, '..' or a link); expected a path inside it"
+                )
         self.arrays[ref] = arr
         return arr
 

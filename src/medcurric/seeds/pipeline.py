@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -23,8 +24,15 @@ from typing import Any
 from medcurric._jsonl import JsonlWriter, read_jsonl
 from medcurric.anatomy.location import ViewPlane, describe_location, organ_extents
 from medcurric.anatomy.matcher import BoxOrganMatcher
-from medcurric.errors import DataFormatError, InvalidOptionError, MedcurricError
+from medcurric.errors import (
+    DataFormatError,
+    InvalidOptionError,
+    MedcurricError,
+    MedcurricWarning,
+    MissingDependencyError,
+)
 from medcurric.io.datasets import Case, load_case
+from medcurric.io.detections import RecordError
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.seeds.builder import SeedBuilder
 from medcurric.seeds.records import FactualSeed
@@ -155,7 +163,8 @@ def seed_case(
 
     A case whose mask is missing or unreadable rejects all its records; otherwise a
     record that fails on its own is rejected and the others still get their seeds.
-    Seeds keep the key slice in the whole volume, also when ``slices_only`` read a slab.
+    Every reason names the mask file (or the case). Seeds keep the key slice in the
+    whole volume, also when ``slices_only`` read a slab.
 
     Args:
         case: A case from :func:`medcurric.io.find_cases` (or holding its label map).
@@ -167,13 +176,19 @@ def seed_case(
 
     Returns:
         One :class:`~medcurric.seeds.FactualSeed` or :class:`SeedReject` per record.
+
+    Raises:
+        MissingDependencyError: When reading the mask needs an extra that is not
+            installed (every case would fail alike: no reason to carry on).
     """
     if case.error is not None:
         return [SeedReject(r, "MissingFileError", case.error) for r in case.records]
     try:
         loaded = load_case(case, class_map=class_map, slices_only=slices_only)
+    except MissingDependencyError:
+        raise
     except Exception as exc:  # the whole case is unreadable: reject its records, carry on
-        return [SeedReject(r, type(exc).__name__, str(exc)) for r in case.records]
+        return [SeedReject(r, type(exc).__name__, _naming(case, exc)) for r in case.records]
     matcher = matcher if matcher is not None else BoxOrganMatcher()
     builder = builder if builder is not None else SeedBuilder()
 
@@ -202,8 +217,14 @@ def seed_case(
         try:
             out.extend(build([record]))
         except Exception as exc:
-            out.append(SeedReject(original, type(exc).__name__, str(exc)))
+            out.append(SeedReject(original, type(exc).__name__, _naming(case, exc)))
     return out
+
+
+def _naming(case: Case, exc: BaseException) -> str:
+    """The error message, led by the case's mask file when it does not name it already."""
+    text = str(exc)
+    return text if case.key in text else f"{case.key}: {text}"
 
 
 def rejects_path(out: str | os.PathLike[str]) -> Path:
@@ -269,7 +290,10 @@ class SeedsRun:
         rejects: The rejects file beside it.
         written: Seeds appended by this run.
         skipped: Records skipped because their id was already in ``out``.
-        rejected: Rejects appended by this run.
+        rejected: Records that failed in this run, whether or not an earlier run had
+            already written their line to ``rejects`` (a rerun retries rejects).
+        rejected_new: Of those, lines this run appended to ``rejects``.
+        unreadable: Of ``rejected``, records the detection reader could not read.
         counts: Outcomes per organ over the whole seeds file (see :func:`outcome_table`).
     """
 
@@ -278,7 +302,17 @@ class SeedsRun:
     written: int = 0
     skipped: int = 0
     rejected: int = 0
+    rejected_new: int = 0
+    unreadable: int = 0
     counts: OutcomeCounts = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One line saying what the run wrote, skipped and rejected."""
+        return (
+            f"wrote {self.written} new seed(s) to {self.out} ({self.skipped} already there); "
+            f"{self.rejected} reject(s) ({self.rejected_new} new, {self.unreadable} unreadable "
+            f"in the detection file) to {self.rejects}"
+        )
 
     def table(self) -> str:
         """The outcome table over the whole seeds file."""
@@ -334,13 +368,17 @@ def write_seeds(
     clip: bool = False,
     workers: int = 1,
     progress: bool | None = None,
+    unreadable: Iterable[RecordError] = (),
 ) -> SeedsRun:
     """Append the seeds of every case to the JSONL file ``out``; rejects go beside it.
 
     A rerun resumes: records whose id is already in ``out`` are skipped (a torn last
     line is repaired first). Records that fail go to :func:`rejects_path` ``(out)``
-    with their reason (:class:`SeedReject`) and the run carries on. Cases are read
-    one label map at a time, in ``workers`` processes when more than one.
+    with their reason (:class:`SeedReject`) and the run carries on; so do records
+    the detection reader could not read (``unreadable``) and records whose id repeats
+    an earlier record's. Every record given is either written, already there, or
+    rejected, and counted. Cases are read one label map at a time, in ``workers``
+    processes when more than one.
 
     Args:
         cases: Cases from :func:`medcurric.io.find_cases` (or holding their label maps).
@@ -352,12 +390,15 @@ def write_seeds(
         clip: Clip boxes that leave the image instead of rejecting them.
         workers: Worker processes (1 runs in this process).
         progress: Show a progress bar on stderr (``None``: only on a terminal).
+        unreadable: Records the detection reader set aside (the ``rejects`` list of
+            :func:`medcurric.io.read_detections`); they are written as rejects.
 
     Returns:
         The counts of the run and the outcome counts over the whole file.
 
     Raises:
         InvalidOptionError: When ``workers`` is below 1.
+        MissingDependencyError: When reading the masks needs an extra that is not installed.
 
     Examples:
         >>> import tempfile
@@ -383,10 +424,29 @@ def write_seeds(
     with JsonlWriter(out_path) as writer, JsonlWriter(run.rejects) as rejects:
         # the counts cover the whole file: what was there (tail repaired) plus each new line
         run.counts = _counts_in(out_path)
+
+        def reject(item: SeedReject | RecordError) -> None:
+            run.rejected += 1
+            run.rejected_new += rejects.write(item)
+
+        for error in unreadable:
+            run.unreadable += 1
+            reject(error)
         todo = []
+        given: set[str] = set()
         for case in cases:
-            keep = [r for r in case.records if r.id not in writer]
-            run.skipped += len(case.records) - len(keep)
+            keep = []
+            for r in case.records:
+                if r.id in given:  # two records, one id: the later one would vanish
+                    reason = f"{case.key}: record id {r.id!r} repeats an earlier record's id"
+                    reject(
+                        SeedReject(replace(r, id=f"{r.id}@{case.key}"), "DataFormatError", reason)
+                    )
+                elif r.id in writer:
+                    run.skipped += 1
+                else:
+                    keep.append(r)
+                given.add(r.id)
             if keep:
                 todo.append(replace(case, records=keep))
         total = sum(len(c.records) for c in todo)
@@ -397,7 +457,7 @@ def write_seeds(
             for results in _results(job, todo, workers):
                 for item in results:
                     if isinstance(item, SeedReject):
-                        run.rejected += rejects.write(item)
+                        reject(item)
                     else:
                         data = item.to_dict()
                         if writer.write(data):
@@ -410,6 +470,10 @@ def write_seeds(
 def read_seeds(path: str | os.PathLike[str]) -> list[FactualSeed]:
     """Read a seeds JSONL file, naming the line of a malformed record.
 
+    A last line without its newline (a write cut short) is left out with a
+    :class:`~medcurric.errors.MedcurricWarning` naming the file and the line, since
+    it may hold a seed cut in the middle.
+
     Raises:
         DataFormatError: When a line is not a valid seed.
     """
@@ -419,4 +483,25 @@ def read_seeds(path: str | os.PathLike[str]) -> list[FactualSeed]:
             seeds.append(FactualSeed.from_dict(obj))
         except MedcurricError as exc:
             raise DataFormatError(f"{path}: record {number}: {exc}") from exc
+    torn = _torn_tail(Path(path))
+    if torn is not None:
+        warnings.warn(
+            f"{path}:{torn}: the last line has no newline (a write cut short?) and was left "
+            f"out; {len(seeds)} seed(s) read. Rerun the command that wrote it to complete it.",
+            MedcurricWarning,
+            stacklevel=2,
+        )
     return seeds
+
+
+def _torn_tail(path: Path) -> int | None:
+    """The number of the file's last line when it lacks its newline, else ``None``."""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return None
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return None
+        fh.seek(0)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) + 1
