@@ -40,7 +40,13 @@ import torch
 from medcurric._optional import require
 from medcurric.errors import ShapeError, UnsupportedModelError, WrongTypeError
 from medcurric.geometry.patches import GaussianSmoothing, _blur
-from medcurric.geometry.preprocess import Preprocess, _as_boxes, _image_size, _positive_int
+from medcurric.geometry.preprocess import (
+    Preprocess,
+    _as_boxes,
+    _image_size,
+    _positive_int,
+    _size_field,
+)
 
 __all__ = ["ImageTokenLayout", "TokenGrid", "box_to_token_distribution"]
 
@@ -78,8 +84,8 @@ def _cells(n: int, lo: float, step: float) -> tuple[np.ndarray, np.ndarray]:
     return left, left + step
 
 
-def _grid_boxes(x: tuple[np.ndarray, np.ndarray], y: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Row-major ``[rows * cols, 4]`` boxes from per-column x and per-row y edges."""
+def _grid_boxes(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Row-major ``[rows * cols, 4]`` boxes from per-column ``(x1, x2)`` and per-row ``(y1, y2)``."""
     rows, cols = y[0].shape[0], x[0].shape[0]
     out = np.empty((rows, cols, 4), dtype=np.float64)
     out[..., 0], out[..., 2] = x[0][None, :], x[1][None, :]
@@ -92,11 +98,10 @@ def _image_processor(processor: Any) -> Any:
 
 
 def _size_hw(size: Any, name: str) -> tuple[int, int]:
-    get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k, None))
-    h, w = get("height"), get("width")
+    h, w = _size_field(size, "height"), _size_field(size, "width")
     if h and w:
         return int(h), int(w)
-    edge = get("shortest_edge")
+    edge = _size_field(size, "shortest_edge")
     if edge:
         return int(edge), int(edge)
     raise UnsupportedModelError(f"{name}.size = {size!r} has no height and width.")
@@ -255,14 +260,12 @@ class ImageTokenLayout:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
             p, merge = int(proc.patch_size), int(proc.merge_size)
-            size = proc.size
-            get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k, None))
             rh, rw = smart_resize(
                 h,
                 w,
                 factor=p * merge,
-                min_pixels=int(get("shortest_edge")),
-                max_pixels=int(get("longest_edge")),
+                min_pixels=int(_size_field(proc.size, "shortest_edge")),
+                max_pixels=int(_size_field(proc.size, "longest_edge")),
             )
             return cls._qwen((h, w), rh // p, rw // p, p, merge)
         if name.startswith("Gemma3ImageProcessor"):
@@ -319,6 +322,7 @@ class ImageTokenLayout:
 
         Raises:
             ShapeError: Sizes missing or not one per image.
+            UnsupportedModelError: LLaVA-OneVision samples with several images.
         """
         get = outputs.get if hasattr(outputs, "get") else (lambda k: getattr(outputs, k, None))
         sizes = image_sizes if image_sizes is not None else get("image_sizes")
@@ -330,6 +334,12 @@ class ImageTokenLayout:
         sizes = [_image_size(tuple(int(v) for v in np.asarray(s).tolist())) for s in sizes]
         thw = get("image_grid_thw")
         proc = _image_processor(processor)
+        per_sample = get("batch_num_images")
+        if per_sample is not None and max(np.asarray(per_sample).ravel().tolist(), default=1) > 1:
+            raise UnsupportedModelError(
+                "Samples with several images (batch_num_images > 1) are padded to square without "
+                "anyres tiles; that layout is not modelled. Process one image per sample."
+            )
         if thw is not None and type(proc).__name__.startswith("Qwen2VLImageProcessor"):
             grid = np.asarray(thw, dtype=np.int64).reshape(-1, 3)
             if grid.shape[0] != len(sizes):
@@ -392,8 +402,8 @@ class ImageTokenLayout:
             )
         # Base view: the whole image resized to (base_h, base_w), side x side patches.
         base = _grid_boxes(
-            tuple(e * (w / base_w) for e in _cells(side, 0.0, p)),  # type: ignore[arg-type]
-            tuple(e * (h / base_h) for e in _cells(side, 0.0, p)),  # type: ignore[arg-type]
+            tuple(e * (w / base_w) for e in _cells(side, 0.0, p)),
+            tuple(e * (h / base_h) for e in _cells(side, 0.0, p)),
         )
         # Tiles: the image resized into the best pinpoint (aspect kept), centred with
         # zero padding, cut into tile x tile views (select_best_resolution, as the processor).
@@ -421,7 +431,9 @@ class ImageTokenLayout:
         if ratio > 1.1:
             out_h, out_w = int(cur_h // ratio), int(cur_w // ratio)
 
-        def edges(lo: float, n_in: int, n_out: int, pad: int, scale: float) -> tuple[np.ndarray, ...]:
+        def edges(
+            lo: float, n_in: int, n_out: int, pad: int, scale: float
+        ) -> tuple[np.ndarray, ...]:
             # Token i spans patch coordinates [lo + i * n_in / n_out, ...]; a patch
             # coordinate u lies in tile u // side at p * (u % side) px within it.
             u = lo + np.arange(n_out + 1, dtype=np.float64) * (n_in / n_out)
@@ -433,8 +445,8 @@ class ImageTokenLayout:
 
         xs = edges(c0, cur_w, out_w, pad_x, w / new_w)
         ys = edges(r0, cur_h, out_h, pad_y, h / new_h)
-        tiles = _grid_boxes(xs, ys).reshape(out_h, out_w, 4)  # type: ignore[arg-type]
-        tiles = np.concatenate([tiles, np.zeros((out_h, 1, 4))], axis=1).reshape(-1, 4)
+        grid = _grid_boxes(xs, ys).reshape(out_h, out_w, 4)
+        tiles = np.concatenate([grid, np.zeros((out_h, 1, 4))], axis=1).reshape(-1, 4)
         grids = (
             TokenGrid(0, side, side),
             TokenGrid(side * side, out_h, out_w, newline=True),
@@ -508,8 +520,8 @@ def box_to_token_distribution(
     height, width = layout.image_size
     b = torch.minimum(b.clamp(min=0), b.new_tensor([width, height, width, height]))
     fp = torch.from_numpy(layout.footprints).to(b.device)
-    ix = (torch.minimum(b[:, None, 2], fp[None, :, 2]) - torch.maximum(b[:, None, 0], fp[None, :, 0]))
-    iy = (torch.minimum(b[:, None, 3], fp[None, :, 3]) - torch.maximum(b[:, None, 1], fp[None, :, 1]))
+    ix = torch.minimum(b[:, None, 2], fp[None, :, 2]) - torch.maximum(b[:, None, 0], fp[None, :, 0])
+    iy = torch.minimum(b[:, None, 3], fp[None, :, 3]) - torch.maximum(b[:, None, 1], fp[None, :, 1])
     area = (fp[:, 2] - fp[:, 0]) * (fp[:, 3] - fp[:, 1])
     has_area = area > 0
     cover = torch.where(
