@@ -108,6 +108,27 @@ def test_fixed_grid_lit_tokens_match_processor(make) -> None:
         np.testing.assert_array_equal(_layout_lit(layout, box), lit)
 
 
+def test_fixed_grid_reads_the_full_processor_and_refuses_a_kept_cls_token() -> None:
+    full = SimpleNamespace(
+        image_processor=_clip(),
+        patch_size=14,
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+    )
+    assert ImageTokenLayout.from_processor(full, (200, 300)).num_tokens == 576
+    full.patch_size = 28
+    assert ImageTokenLayout.from_processor(full, (200, 300)).num_tokens == 144
+    full.vision_feature_select_strategy = "full"
+    with pytest.raises(UnsupportedModelError, match="CLS"):
+        ImageTokenLayout.from_processor(full, (200, 300))
+    resize_only = SimpleNamespace(do_resize=True, size={"shortest_edge": 336}, resample=3)
+    with pytest.raises(UnsupportedModelError, match="fixed output size"):
+        ImageTokenLayout.from_processor(resize_only, (200, 300))
+    fake_qwen = type("Qwen2VLImageProcessorPil", (), {})()
+    with pytest.raises(UnsupportedModelError, match="smart_resize"):
+        ImageTokenLayout.from_processor(fake_qwen, (200, 300))
+
+
 # ---------------------------------------------------------------- Qwen2-VL / 2.5 / 3
 def _qwen2():
     return transformers.Qwen2VLImageProcessorPil(**RAW)

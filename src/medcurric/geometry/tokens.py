@@ -31,6 +31,7 @@ probability vector per box over those tokens.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -249,16 +250,19 @@ class ImageTokenLayout:
 
         Raises:
             UnsupportedModelError: A processor setting that is not modelled
-                (Gemma 3 pan-and-scan, a non-square token grid).
+                (Gemma 3 pan-and-scan, a non-square token grid, a kept CLS token).
             MissingDependencyError: ``transformers`` is needed and missing.
         """
         h, w = _image_size(image_size)
         proc = _image_processor(processor)
         name = type(proc).__name__
         if name.startswith("Qwen2VLImageProcessor"):
-            require("transformers", feature="ImageTokenLayout.from_processor (Qwen2-VL)")
-            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
+            # The processor's own smart_resize (PIL and torchvision backends each have one).
+            smart_resize = getattr(sys.modules.get(type(proc).__module__), "smart_resize", None)
+            if smart_resize is None:
+                raise UnsupportedModelError(
+                    f"{name} comes from a module without smart_resize; its resize is not known."
+                )
             p, merge = int(proc.patch_size), int(proc.merge_size)
             rh, rw = smart_resize(
                 h,
@@ -289,6 +293,15 @@ class ImageTokenLayout:
         if fixed is None:
             raise UnsupportedModelError(
                 f"{name} gives no fixed output size and no token layout is modelled for it."
+            )
+        # LlavaProcessor: CLS-like extra tokens stay in the sequence unless "default" drops one.
+        extra = int(getattr(processor, "num_additional_image_tokens", 0) or 0)
+        if getattr(processor, "vision_feature_select_strategy", "default") == "default":
+            extra = max(extra - 1, 0)
+        if extra:
+            raise UnsupportedModelError(
+                f"This processor keeps {extra} extra (CLS) image token(s) before the patch grid "
+                "(vision_feature_select_strategy='full'); only the patch grid is modelled."
             )
         p = int(patch_size or getattr(processor, "patch_size", None) or DEFAULT_PATCH_SIZE)
         return cls.from_grid((fixed[0] // p, fixed[1] // p), (h, w), preprocess, patch_size=p)
