@@ -1,4 +1,4 @@
-"""Box and label-map geometry: conversions, IoU, box/mask overlap, patch grids.
+"""Box and label-map geometry: conversions, IoU, box/mask overlap, patch grids, token layouts.
 
 Conventions (see :doc:`/conventions`): 2D boxes ``[N, 4]`` xyxy pixels, 3D boxes
 ``[N, 6]`` ``(x1, y1, z1, x2, y2, z2)``; label maps ``[y, x]`` or ``[z, y, x]``;
@@ -30,22 +30,26 @@ from medcurric.geometry.preprocess import (
     Resample,
     map_boxes,
 )
+from medcurric.geometry.tokens import ImageTokenLayout, TokenGrid, box_to_token_distribution
 
 __all__ = [
     "BoxFormat",
     "CoordinateMap",
     "CropBackend",
     "GaussianSmoothing",
+    "ImageTokenLayout",
     "MappedBoxes",
     "Overlap",
     "Preprocess",
     "Resample",
     "SmoothingPadding",
+    "TokenGrid",
     "box_area",
     "box_convert",
     "box_iou",
     "box_mask_overlap",
     "box_to_patch_distribution",
+    "box_to_token_distribution",
     "boxes_to_masks",
     "clip_boxes",
     "gaussian",
