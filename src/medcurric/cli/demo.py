@@ -371,7 +371,7 @@ def step_evaluate(ctx: DemoContext) -> None:
     for i, s in enumerate(_progress(medium, "evaluate: attention heatmaps")):
         png = folder / f"{s.id}.png"
         _plot_before_after(ctx.state["rgb"][s.image], before[i], after[i], grid, s.box_norm, png, vmax)  # type: ignore[index]
-        heatmaps.append({"image": png, "id": s.id, "question": s.question, "organ": s.organ,
+        heatmaps.append({"image": png, "id": f"{s.seed_id} ({s.question_type} question)", "question": s.question, "organ": s.organ,
                          "mass": [_mass_in_box(m, grid, s.box_norm) for m in (before[i], after[i])]})
     colorbar = _plot_colorbar(folder / "colorbar.png", vmax)
     held_out = {"lesions": list(ctx.held_out), "n": len(medium), "attention_kl": ctx.state["held_out_kl"]}
