@@ -228,7 +228,7 @@ def step_render(ctx: DemoContext) -> None:
             out = render(sample, stage, image=rgb[sample.image], preprocess=preprocess, grid=(6, 6))
             png = folder / f"{stage}.png"
             scale = max(1, math.ceil(DISPLAY_PX / max(out.image.size)))
-            out.image.resize((out.image.width * scale, out.image.height * scale), Image.NEAREST).save(png)
+            out.image.resize((out.image.width * scale, out.image.height * scale), Image.Resampling.NEAREST).save(png)
             entry = {"stage": stage, "id": sample.id, "image": png.name, "prompt": out.prompt,
                      "target": out.target, "source_px": list(out.image.size)}
             if out.attention_target is not None:
@@ -344,7 +344,7 @@ def _generate_answers(ctx: DemoContext, samples: Sequence[Any]) -> dict[str, str
 
 def step_evaluate(ctx: DemoContext) -> None:
     """Score the trained model: VQA on the Hard questions, attention grounding before/after, heatmaps."""
-    from medcurric.eval import VQAItem, plot_attention, score_grounding, score_vqa
+    from medcurric.eval import VQAItem, score_grounding, score_vqa
 
     samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
     hard = [s for s in samples if s.stage == "hard"]
@@ -374,7 +374,8 @@ def step_evaluate(ctx: DemoContext) -> None:
         heatmaps.append({"image": png, "id": f"{s.seed_id} ({s.question_type} question)", "question": s.question, "organ": s.organ,
                          "mass": [_mass_in_box(m, grid, s.box_norm) for m in (before[i], after[i])]})
     colorbar = _plot_colorbar(folder / "colorbar.png", vmax)
-    held_out = {"lesions": list(ctx.held_out), "n": len(medium), "attention_kl": ctx.state["held_out_kl"]}
+    kl: dict[str, float] = ctx.state["held_out_kl"]  # type: ignore[assignment]
+    held_out = {"lesions": list(ctx.held_out), "n": len(medium), "attention_kl": kl}
     result = {"vqa": vqa, "grounding": grounding, "held_out": held_out, "n_vqa": len(refs),
               "n_grounding": len(medium)}
     path = ctx.out / "evaluation.json"
@@ -383,7 +384,6 @@ def step_evaluate(ctx: DemoContext) -> None:
     ctx.outputs["evaluation scores"] = path
     ctx.outputs["generated answers"] = ctx.out / "predictions.jsonl"
     ctx.outputs["attention heatmaps"] = folder
-    kl = held_out["attention_kl"]
     print(f"[evaluate] VQA (default) open recall {vqa['default'].get('open_recall')}, closed accuracy "
           f"{vqa['default'].get('closed_accuracy')}; held-out Medium samples: attention KL "
           f"{kl['before']:.3f} -> {kl['after']:.3f}, attention mass in box "
