@@ -4,11 +4,13 @@ The demo is a list of steps (:data:`STEPS`), each a function of a shared
 :class:`DemoContext`: build the synthetic CT phantom, match its lesions to host
 organs, build factual seeds on the key slices, generate QA + CoT samples with the
 template backend, render the three curriculum stages, train the tiny random
-VIP-LLaVA through Easy -> Medium with :class:`medcurric.training.CurriculumTrainer`,
-evaluate (VQA scores of generated answers, attention grounding before and after
-training, heatmaps), write the review report, and finally a summary page
+VIP-LLaVA through Easy -> Medium with :class:`medcurric.training.CurriculumTrainer`
+with the lesions of :data:`HELD_OUT` kept out, evaluate (VQA scores of generated
+answers; attention KL and grounding of the held-out Medium samples before and after
+training, heatmaps on one colour scale), write the review report, and finally a summary page
 ``index.html`` that links everything (:func:`medcurric.review.write_demo_page`).
-Each step only calls the library's public functions. Each run rewrites its outputs.
+Each step only calls the library's public functions. Each run rewrites its outputs;
+steps that take seconds show a progress bar on stderr.
 """
 
 from __future__ import annotations
