@@ -132,3 +132,26 @@ def test_missing_extras_are_named_with_the_install_line(monkeypatch, capsys, tmp
     assert cli.main(["demo", "--out", str(tmp_path / "out")]) != 0
     assert "pip install 'medcurric[viz,vlm]'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # checked before any step ran
+
+
+def test_held_out_lesions_are_never_trained_on(tmp_path) -> None:
+    """The training pools leave out every sample of the held-out lesions; their Medium samples are measured."""
+    import contextlib
+    import io
+
+    from medcurric.cli.demo import DemoContext
+
+    ctx = DemoContext(out=tmp_path, train_steps=2)
+    with contextlib.redirect_stdout(io.StringIO()):
+        for name, step in STEPS[: [n for n, _ in STEPS].index("train") + 1]:
+            if name != "render":
+                step(ctx)
+    trainer = ctx.state["trainer"]
+    pooled = {i for pool in trainer.pools.values() for i in pool}
+    held = {i for i, s in enumerate(trainer.samples) if s.seed_id in HELD_OUT}
+    assert held and pooled and not pooled & held
+    trained_stages = {i for i, s in enumerate(trainer.samples) if s.stage in ("easy", "medium")}
+    assert pooled | (held & trained_stages) == trained_stages
+    measured = ctx.state["attention_samples"]
+    assert sorted(s.id for s in measured) == sorted(
+        trainer.samples[i].id for i in held if trainer.samples[i].stage == "medium")
