@@ -118,7 +118,8 @@ def test_scores_are_tables_rounded_to_three_digits(tmp_path: Path) -> None:
     page = write_demo_page(tmp_path, outputs={}, evaluation=EVALUATION).read_text()
     assert _table(page, "grounding") == [
         ["attention KL to the box target", "3.52", "0.853", "lower"],
-        ["attention mass in the lesion box", "0.00318", "0.0395", "higher"],
+        ["attention mass in the lesion box (patches weighted by their share inside it)", "0.00318", "0.0395",
+         "higher"],
         ["pointing accuracy (attention peak inside the box)", "0", "0.8", "higher"],
     ]
     assert _table(page, "vqa") == [

@@ -42,7 +42,7 @@ _VQA_COLUMNS = {
 
 #: Grounding rows of the held-out table: summary key -> (label, which way is better).
 _GROUNDING_ROWS = {
-    "mean_mass_in_box": ("attention mass in the lesion box", "higher"),
+    "mean_mass_in_box": ("attention mass in the lesion box (patches weighted by their share inside it)", "higher"),
     "pointing_accuracy": ("pointing accuracy (attention peak inside the box)", "higher"),
 }
 
