@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 
 from medcurric import cli
 from medcurric.anatomy import BoxOrganMatcher
-from medcurric.cli.demo import STEPS
+from medcurric.cli.demo import HELD_OUT, STEPS
 from medcurric.cot.records import CoTSample
 from medcurric.io.png import read_deeplesion_slice
 from medcurric.seeds.records import FactualSeed
@@ -28,7 +28,7 @@ def demo(tmp_path_factory):
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert cli.main(["demo", "--out", str(out), "--train-steps", "10"]) == 0
+        assert cli.main(["demo", "--out", str(out)]) == 0  # the default run, as a user sees it
     return out, buf.getvalue()
 
 
@@ -80,8 +80,8 @@ def test_demo_stages_training_and_evaluation(demo) -> None:
     hard = np.asarray(Image.open(out / "stages" / "hard.png").convert("RGB"))
     assert easy.shape == hard.shape and (easy != hard).any()  # the overlay is drawn on Easy only
     log = [json.loads(line) for line in (out / "training" / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 10 and log[0]["stage"] == "easy"
-    assert (out / "training" / "checkpoint-10" / "trainer_state.json").is_file()
+    assert len(log) == 100 and log[0]["stage"] == "easy" and log[-1]["stage"] == "medium"
+    assert (out / "training" / "checkpoint-100" / "trainer_state.json").is_file()
     assert (out / "curriculum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert set(evaluation["vqa"]) == {"default", "llava-med"}
@@ -102,3 +102,56 @@ def test_index_links_resolve(demo) -> None:
     assert len(targets) >= 10
     for t in targets:
         assert (out / t).exists(), t
+
+
+def test_demo_training_grounds_attention_on_held_out_lesions(demo) -> None:
+    """The Medium attention loss works on lesions the model never trained on: KL falls, mass in the box rises."""
+    out, _ = demo
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    held = evaluation["held_out"]
+    assert held["lesions"] == list(HELD_OUT) and held["n"] == evaluation["n_grounding"] > 0
+    kl = held["attention_kl"]
+    assert kl["after"] < 0.5 * kl["before"]
+    before, after = evaluation["grounding"]["before"], evaluation["grounding"]["after"]
+    assert after["mean_mass_in_box"] > 3 * before["mean_mass_in_box"]
+    assert after["pointing_accuracy"] > before["pointing_accuracy"]
+    # The page shows the numbers, before -> after.
+    page = (out / "index.html").read_text()
+    assert f"{kl['before']:.3g}" in page and f"{kl['after']:.3g}" in page
+
+
+def test_missing_extras_are_named_with_the_install_line(monkeypatch, capsys, tmp_path) -> None:
+    import medcurric._optional as optional
+    from medcurric.cli import demo as demo_cli
+    from medcurric.errors import MissingDependencyError
+
+    real = optional.is_available
+    monkeypatch.setattr(optional, "is_available", lambda m: m not in {"peft", "matplotlib"} and real(m))
+    with pytest.raises(MissingDependencyError, match=r"needs peft, matplotlib.*pip install 'medcurric\[viz,vlm\]'"):
+        demo_cli.check_extras()
+    assert cli.main(["demo", "--out", str(tmp_path / "out")]) != 0
+    assert "pip install 'medcurric[viz,vlm]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # checked before any step ran
+
+
+def test_held_out_lesions_are_never_trained_on(tmp_path) -> None:
+    """The training pools leave out every sample of the held-out lesions; their Medium samples are measured."""
+    import contextlib
+    import io
+
+    from medcurric.cli.demo import DemoContext
+
+    ctx = DemoContext(out=tmp_path, train_steps=2)
+    with contextlib.redirect_stdout(io.StringIO()):
+        for name, step in STEPS[: [n for n, _ in STEPS].index("train") + 1]:
+            if name != "render":
+                step(ctx)
+    trainer = ctx.state["trainer"]
+    pooled = {i for pool in trainer.pools.values() for i in pool}
+    held = {i for i, s in enumerate(trainer.samples) if s.seed_id in HELD_OUT}
+    assert held and pooled and not pooled & held
+    trained_stages = {i for i, s in enumerate(trainer.samples) if s.stage in ("easy", "medium")}
+    assert pooled | (held & trained_stages) == trained_stages
+    measured = ctx.state["attention_samples"]
+    assert sorted(s.id for s in measured) == sorted(
+        trainer.samples[i].id for i in held if trainer.samples[i].stage == "medium")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -12,8 +13,11 @@ from medcurric.errors import DataFormatError, InvalidOptionError
 from medcurric.io import LabelMap
 from medcurric.review.audit import (
     DEFAULT_PERTURBATIONS,
+    AuditResult,
+    AuditRow,
     Perturbation,
     audit_matching,
+    format_audit,
     perturb_labels,
 )
 from medcurric.testing import make_phantom
@@ -242,3 +246,58 @@ def test_audit_csv_cells_never_start_a_formula(phantom, tmp_path, start) -> None
     assert [r["lesion_id"] for r in rows] == ["'" + lesion.id for lesion in lesions]
     for row in rows:  # numbers stay numbers, every text cell is safe
         assert not any(v.startswith(("=", "+", "@", "\t", "\r")) for v in row.values())
+
+
+def _row(lesion: str, perturbation: Perturbation, organ: str | None, changed: bool) -> AuditRow:
+    new = "spleen" if changed else organ
+    return AuditRow(
+        lesion_id=lesion, perturbation=perturbation.name, kind=perturbation.kind, size=perturbation.size,
+        organ=organ, outcome="inside" if organ else "unmatched", new_organ=new,
+        new_outcome="inside" if new else "unmatched", host_changed=changed, outcome_changed=False,
+        seed_changed=changed,
+    )
+
+
+def _cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.strip())
+
+
+def test_format_audit_prints_one_trust_row_per_organ_and_one_row_per_perturbation() -> None:
+    perturbations = (Perturbation("erode", 1.0), Perturbation("erode", 2.0), Perturbation("swap_lr"))
+    # Which (lesion, perturbation) pairs change host, written out by hand.
+    organs = {"liver-a": "liver", "liver-b": "liver", "kidney": "kidney_left", "fat": None}
+    changed = {("liver-b", "erode 2 mm"), ("kidney", "erode 1 mm"), ("kidney", "erode 2 mm"), ("kidney", "swap_lr")}
+    rows = [_row(lesion, p, organ, (lesion, p.name) in changed) for lesion, organ in organs.items() for p in perturbations]
+    result = AuditResult(rows=rows, perturbations=perturbations, seconds=1.0, num_lesions=4)
+    text = format_audit(result, tolerance=0.05)
+    lines = text.splitlines()
+    assert lines[0] == "Audited 4 lesions under 3 perturbations."
+    header = lines.index("organ        lesions  trusted  erode  swap_lr")
+    assert set(lines[header + 1]) == {"-", " "}
+    trust = [_cells(line) for line in lines[header + 2 : header + 5]]
+    assert trust == [
+        ["(unmatched)", "1", "yes", "never", "never"],
+        ["kidney_left", "1", "no", "1 mm", "breaks"],
+        ["liver", "2", "yes", "2 mm", "never"],
+    ]
+    start = next(i for i, line in enumerate(lines) if line.startswith("perturbation"))
+    assert _cells(lines[start]) == ["perturbation", "lesions", "host", "outcome", "seed"]
+    table = {cells[0]: cells[1:] for cells in map(_cells, lines[start + 2 :])}
+    # Each rate counted again from the hand-written set.
+    for p in perturbations:
+        share = sum((lesion, p.name) in changed for lesion in organs) / len(organs)
+        assert table[p.name] == ["4", f"{share:.0%}", "0%", f"{share:.0%}"]
+    # The trust rows agree with AuditResult.trust().
+    for t in result.trust(0.05):
+        row = next(r for r in trust if r[0] == t["organ"])
+        assert row[2] == ("yes" if t["trusted"] else "no")
+
+
+def test_audit_cli_prints_the_tables(tmp_path, capsys) -> None:
+    from medcurric.cli import main
+
+    assert main(["audit", "--phantom", "--out", str(tmp_path), "--perturbations", "erode:2,swap_lr"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Audited 10 lesions under 2 perturbations.")
+    assert re.search(r"^organ\s+lesions\s+trusted\s+erode\s+swap_lr$", out, re.M)
+    assert re.search(r"^swap_lr\s+10\s+\d+%", out, re.M)

@@ -95,6 +95,41 @@ def test_untrusted_text_and_names_stay_text(review_data, tmp_path) -> None:
     assert {a["class"] for a in marked} == {"organ", "box"}  # the lesion type is hostile here: no mention
 
 
+class _Cards(HTMLParser):
+    """The ``alt`` texts of the images in each sample card, by card id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.card: str | None = None
+        self.alts: dict[str, list[str]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section" and (a.get("id") or "").startswith("card-"):
+            self.card = str(a["id"]).removeprefix("card-")
+            self.alts[self.card] = []
+        elif tag == "img" and self.card is not None:
+            self.alts[self.card].append(str(a.get("alt")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self.card = None
+
+
+def test_cards_show_what_the_model_saw_in_their_stage(review_data, tmp_path) -> None:
+    report = write_review(
+        review_data["samples"], tmp_path / "out", rejects=review_data["rejects"], seeds=review_data["seeds"],
+        image_root=review_data["root"], sample_n=0,
+    )
+    cards = _Cards()
+    cards.feed(report.index.read_text())
+    stages = {s.id: s.stage for s in review_data["samples"] + review_data["rejects"]}
+    assert set(cards.alts) == set(stages)
+    for card, alts in cards.alts.items():
+        seen = {"easy": "Easy overlay", "medium": "Medium input", "hard": "Hard input"}[stages[card]]
+        assert alts == [seen], card  # the overlay only where the model saw it
+
+
 def test_review_draw_is_seeded_and_order_free() -> None:
     ids = [f"id{i}" for i in range(100)]
     a = review_sample_ids(ids, 10, seed=3)

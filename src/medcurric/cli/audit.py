@@ -19,7 +19,7 @@ from medcurric.cli._output import ensure_writable
 from medcurric.cli.seeds import add_dataset_arguments, class_map_option, dataset_cases
 from medcurric.errors import DataFormatError
 from medcurric.io import Case, LabelMap, LesionRecord, load_case
-from medcurric.review import DEFAULT_PERTURBATIONS, Perturbation, audit_matching
+from medcurric.review import DEFAULT_PERTURBATIONS, Perturbation, audit_matching, format_audit
 from medcurric.vocabulary import ClassMap
 
 __all__ = ["add_arguments", "parse_perturbations", "run"]
@@ -116,11 +116,6 @@ def run(args: argparse.Namespace) -> int:
         cases = [(phantom.label_map(), list(lesions))]
     result = audit_matching(cases, matcher, perturbations, seed=args.seed)
     result.write(args.out, args.tolerance)
-    markdown = result.to_markdown(args.tolerance)
-    print(
-        markdown.split("Host organ stability")[1]
-        if "Host organ stability" in markdown
-        else markdown
-    )
+    print(format_audit(result, args.tolerance))
     print(f"audit written to {Path(args.out).resolve()}")
     return 0

@@ -4,18 +4,22 @@ The demo is a list of steps (:data:`STEPS`), each a function of a shared
 :class:`DemoContext`: build the synthetic CT phantom, match its lesions to host
 organs, build factual seeds on the key slices, generate QA + CoT samples with the
 template backend, render the three curriculum stages, train the tiny random
-VIP-LLaVA through Easy -> Medium with :class:`medcurric.training.CurriculumTrainer`,
-evaluate (VQA scores of generated answers, attention grounding before and after
-training, heatmaps), write the review report, and finally a summary page
+VIP-LLaVA through Easy -> Medium with :class:`medcurric.training.CurriculumTrainer`
+with the lesions of :data:`HELD_OUT` kept out, evaluate (VQA scores of generated
+answers; attention KL and grounding of the held-out Medium samples before and after
+training, heatmaps on one colour scale), write the review report, and finally a summary page
 ``index.html`` that links everything (:func:`medcurric.review.write_demo_page`).
-Each step only calls the library's public functions. Each run rewrites its outputs.
+Each step only calls the library's public functions. Each run rewrites its outputs;
+steps that take seconds show a progress bar on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +31,42 @@ import numpy as np
 from medcurric._jsonl import JsonlWriter
 from medcurric.cli._output import ensure_writable
 
-__all__ = ["STEPS", "DemoContext", "add_arguments", "run"]
+__all__ = ["HELD_OUT", "REQUIRED", "STEPS", "DemoContext", "add_arguments", "check_extras", "run"]
+
+
+#: Lesions whose samples the tiny model never trains on: its attention is measured on their Medium samples.
+HELD_OUT: tuple[str, ...] = ("liver-large-key", "lung-lul-key", "kidney-near-key")
+
+#: Optional modules the demo needs (pip extras vlm, viz, io).
+REQUIRED: tuple[str, ...] = ("transformers", "peft", "accelerate", "matplotlib", "nibabel")
+
+#: Display size of the stage renderings (nearest-neighbour upscaling keeps the pixels sharp).
+DISPLAY_PX = 384
+
+
+def check_extras(modules: Sequence[str] = REQUIRED) -> None:
+    """Raise before any work if an optional module the demo needs is missing, naming the install line.
+
+    Raises:
+        MissingDependencyError: With ``pip install 'medcurric[...]'`` for every missing module.
+    """
+    from medcurric._optional import EXTRAS, is_available
+    from medcurric.errors import MissingDependencyError
+
+    missing = [m for m in modules if not is_available(m)]
+    if missing:
+        extras = ",".join(sorted({EXTRAS.get(m, m) for m in missing}))
+        raise MissingDependencyError(
+            f"medcurric demo needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            f"installed: pip install 'medcurric[{extras}]'"
+        )
+
+
+def _progress(items: Sequence[Any], desc: str) -> Any:
+    """A tqdm bar on stderr over ``items``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="item", leave=False, file=sys.stderr)
 
 
 @dataclass
@@ -38,6 +77,8 @@ class DemoContext:
         out: Output directory.
         seed: Seed of the phantom, the generation and the training.
         train_steps: Optimizer steps of the tiny training run.
+        held_out: Lesions (seed ids) kept out of training; their Medium samples measure
+            whether the attention loss generalises.
         state: Results of earlier steps, by name (``"phantom"``, ``"matches"``, ...).
         outputs: Files written so far, ``description -> path``.
         timings: Seconds each step took, by name.
@@ -45,7 +86,8 @@ class DemoContext:
 
     out: Path
     seed: int = 0
-    train_steps: int = 24
+    train_steps: int = 100
+    held_out: tuple[str, ...] = HELD_OUT
     state: dict[str, object] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -161,6 +203,8 @@ def step_generate(ctx: DemoContext) -> None:
 
 def step_render(ctx: DemoContext) -> None:
     """Render one lesion's sample for each stage: Easy overlay, Medium image + attention target, Hard."""
+    from PIL import Image
+
     from medcurric.curriculum import render
     from medcurric.eval import plot_attention
     from medcurric.geometry import Preprocess
@@ -181,17 +225,19 @@ def step_render(ctx: DemoContext) -> None:
     seed_id = next((k for k, v in by_seed.items() if len(v) == 3), None)
     rendered: list[dict[str, Any]] = []
     if seed_id is not None:
-        for stage in ("easy", "medium", "hard"):
+        # The first call compiles the overlay's numba kernels (tens of seconds, once per machine).
+        for stage in _progress(("easy", "medium", "hard"), "render stages (first run compiles kernels)"):
             sample = by_seed[seed_id][stage]
             out = render(sample, stage, image=rgb[sample.image], preprocess=preprocess, grid=(6, 6))
             png = folder / f"{stage}.png"
-            out.image.save(png)
+            scale = max(1, math.ceil(DISPLAY_PX / max(out.image.size)))
+            out.image.resize((out.image.width * scale, out.image.height * scale), Image.Resampling.NEAREST).save(png)
             entry = {"stage": stage, "id": sample.id, "image": png.name, "prompt": out.prompt,
-                     "target": out.target}
+                     "target": out.target, "source_px": list(out.image.size)}
             if out.attention_target is not None:
                 target_png = folder / "medium-attention-target.png"
                 plot_attention(out.image, out.attention_target, (6, 6), out.box_norm, target_png,
-                               titles=["Medium attention target (6 x 6 grid)"])
+                               titles=["Medium attention target (6 x 6 grid)"], dpi=130)
                 entry["attention_target"] = target_png.name
             rendered.append(entry)
     (folder / "stages.json").write_text(json.dumps(rendered, indent=2), encoding="utf-8")
@@ -229,7 +275,14 @@ def _attention_maps(trainer: Any, samples: Sequence[Any]) -> np.ndarray:
 
 
 def step_train(ctx: DemoContext) -> None:
-    """Train the tiny random VIP-LLaVA through Easy -> Medium (the reference trainer's loop)."""
+    """Train the tiny random VIP-LLaVA through Easy -> Medium, holding out :attr:`DemoContext.held_out`.
+
+    The model is random, so every weight trains (``lora_r=0``: there is nothing
+    pretrained to keep), and the attention KL supervises both decoder layers with a
+    weight that lets it dominate the language loss of an untrained model. The Medium
+    attention KL and the attention maps of the held-out lesions' Medium samples are
+    measured before and after.
+    """
     import torch
 
     from medcurric.curriculum import plot_history
@@ -242,22 +295,31 @@ def step_train(ctx: DemoContext) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     vlm = build_tiny_vlm(seed=ctx.seed)
     config = TrainConfig(
-        output_dir=str(folder), max_steps=ctx.train_steps, batch_size=4, lr=5e-3, check_every=2,
-        patience=1, min_delta=0.05, attention_weight=10.0, lora_r=8, seed=ctx.seed,
+        output_dir=str(folder), max_steps=ctx.train_steps, batch_size=4, lr=1e-3, check_every=2,
+        patience=1, min_delta=0.05, attention_weight=30.0, attention_layers=(0, 1), lora_r=0, seed=ctx.seed,
     )
+    bar = _progress(range(ctx.train_steps), "train (tiny VIP-LLaVA)")
     trainer = CurriculumTrainer(config, samples, model=vlm.model, processor=vlm.processor,
-                                images=ctx.state["rgb"])  # type: ignore[arg-type]
-    medium = [s for s in samples if s.stage == "medium"][:8]
+                                images=ctx.state["rgb"], on_log=lambda _: bar.update())  # type: ignore[arg-type]
+    held = {i for i, s in enumerate(trainer.samples) if s.seed_id in ctx.held_out}
+    trainer.pools = {stage: [i for i in pool if i not in held] for stage, pool in trainer.pools.items()}
+    held_medium = sorted(i for i in held if trainer.samples[i].stage == "medium")
+    medium = [trainer.samples[i] for i in held_medium]
+    kl_before = trainer.evaluate("medium", held_medium)["attention_kl"]
     ctx.state["attention_before"] = _attention_maps(trainer, medium)
     result = trainer.train()
-    ctx.state.update(trainer=trainer, vlm=vlm, train_result=result, attention_samples=medium)
+    bar.close()
+    kl_after = trainer.evaluate("medium", held_medium)["attention_kl"]
+    ctx.state.update(trainer=trainer, vlm=vlm, train_result=result, attention_samples=medium,
+                     held_out_kl={"before": kl_before, "after": kl_after})
     ctx.state["attention_after"] = _attention_maps(trainer, medium)
     plot = ctx.out / "curriculum.png"
     plot_history(trainer.scheduler, plot, title="medcurric demo: tiny VIP-LLaVA, Easy -> Medium")
     ctx.outputs["training log and checkpoint"] = folder
     ctx.outputs["curriculum plot"] = plot
     print(f"[train] {result.steps} steps, stage switches after steps {result.switch_steps()}, final stage "
-          f"{result.stage}; LM loss {result.log[0]['lm_loss']:.3f} -> {result.log[-1]['lm_loss']:.3f}")
+          f"{result.stage}; held-out Medium attention KL {kl_before:.3f} -> {kl_after:.3f} "
+          f"({len(medium)} samples of {', '.join(ctx.held_out)})")
 
 
 def _generate_answers(ctx: DemoContext, samples: Sequence[Any]) -> dict[str, str]:
@@ -272,7 +334,7 @@ def _generate_answers(ctx: DemoContext, samples: Sequence[Any]) -> dict[str, str
     tokenizer = vlm.tokenizer  # type: ignore[attr-defined]
     out: dict[str, str] = {}
     inner.eval()
-    for s in samples:
+    for s in _progress(samples, "evaluate: answer the Hard questions"):
         r = render(s, "hard", image=ctx.state["rgb"][s.image])  # type: ignore[index]
         enc = vlm.processor(images=[r.image], text=[r.prompt], return_tensors="pt")  # type: ignore[attr-defined]
         with torch.no_grad():
@@ -285,7 +347,7 @@ def _generate_answers(ctx: DemoContext, samples: Sequence[Any]) -> dict[str, str
 
 def step_evaluate(ctx: DemoContext) -> None:
     """Score the trained model: VQA on the Hard questions, attention grounding before/after, heatmaps."""
-    from medcurric.eval import VQAItem, plot_attention, score_grounding, score_vqa
+    from medcurric.eval import VQAItem, score_grounding, score_vqa
 
     samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
     hard = [s for s in samples if s.stage == "hard"]
@@ -304,20 +366,87 @@ def step_evaluate(ctx: DemoContext) -> None:
         grounding[when] = score_grounding(medium, preds).summary()
     folder = ctx.out / "attention"
     shutil.rmtree(folder, ignore_errors=True)
-    for i, s in enumerate(medium[:4]):
-        stacked = np.stack([ctx.state["attention_before"][i], ctx.state["attention_after"][i]])  # type: ignore[index]
-        plot_attention(ctx.state["rgb"][s.image], stacked, grid, s.box_norm,  # type: ignore[index]
-                       folder / f"{s.seed_id}-{s.question_type}.png", titles=["before training", "after Easy -> Medium"])
-    result = {"vqa": vqa, "grounding": grounding, "n_vqa": len(refs), "n_grounding": len(medium)}
+    before: np.ndarray = ctx.state["attention_before"]  # type: ignore[assignment]
+    after: np.ndarray = ctx.state["attention_after"]  # type: ignore[assignment]
+    # One colour scale for every map, before and after, so their colours compare.
+    vmax = float(max(before.max(), after.max())) if before.size else 1.0
+    heatmaps = []
+    for i, s in enumerate(_progress(medium, "evaluate: attention heatmaps")):
+        png = folder / f"{s.id}.png"
+        _plot_before_after(ctx.state["rgb"][s.image], before[i], after[i], grid, s.box_norm, png, vmax)  # type: ignore[index]
+        heatmaps.append({"image": png, "id": f"{s.seed_id} ({s.question_type} question)", "question": s.question, "organ": s.organ,
+                         "mass": [_mass_in_box(m, grid, s.box_norm) for m in (before[i], after[i])]})
+    colorbar = _plot_colorbar(folder / "colorbar.png", vmax)
+    kl: dict[str, float] = ctx.state["held_out_kl"]  # type: ignore[assignment]
+    held_out = {"lesions": list(ctx.held_out), "n": len(medium), "attention_kl": kl}
+    result = {"vqa": vqa, "grounding": grounding, "held_out": held_out, "n_vqa": len(refs),
+              "n_grounding": len(medium)}
     path = ctx.out / "evaluation.json"
     path.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    ctx.state["evaluation"] = result
+    ctx.state.update(evaluation=result, heatmaps=heatmaps, colorbar=colorbar)
     ctx.outputs["evaluation scores"] = path
     ctx.outputs["generated answers"] = ctx.out / "predictions.jsonl"
     ctx.outputs["attention heatmaps"] = folder
     print(f"[evaluate] VQA (default) open recall {vqa['default'].get('open_recall')}, closed accuracy "
-          f"{vqa['default'].get('closed_accuracy')}; attention mass in box "
-          f"{grounding['before'].get('mean_mass_in_box')} -> {grounding['after'].get('mean_mass_in_box')}")
+          f"{vqa['default'].get('closed_accuracy')}; held-out Medium samples: attention KL "
+          f"{kl['before']:.3f} -> {kl['after']:.3f}, attention mass in box "
+          f"{grounding['before']['mean_mass_in_box']:.4f} -> {grounding['after']['mean_mass_in_box']:.4f}")
+
+
+def _mass_in_box(attention: np.ndarray, grid: tuple[int, int], box: Sequence[float]) -> float:
+    """Share of one map's attention on the box, as :func:`medcurric.eval.score_grounding` weighs patches."""
+    from medcurric.eval import box_patch_weights
+
+    return float((np.asarray(attention) * np.asarray(box_patch_weights(box, grid)).ravel()).sum())
+
+
+def _plot_before_after(
+    image: np.ndarray, before: np.ndarray, after: np.ndarray, grid: tuple[int, int],
+    box: Sequence[float], path: Path, vmax: float,
+) -> Path:
+    """The image with the lesion box, then the attention before and after training on one colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    height, width = image.shape[:2]
+    fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.2))
+    for ax, title, att in zip(axes, ("CT slice, lesion box", "before training", "after Easy -> Medium"),
+                              (None, before, after), strict=True):
+        ax.imshow(image, cmap="gray", interpolation="nearest")
+        if att is not None:
+            ax.imshow(np.asarray(att).reshape(grid), cmap="magma", vmin=0.0, vmax=vmax, alpha=0.65,
+                      interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        x1, y1, x2, y2 = box[0] * width, box[1] * height, box[2] * width, box[3] * height
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="#00e5ff", linewidth=1.5))
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_colorbar(path: Path, vmax: float) -> Path:
+    """The heatmaps' shared colour scale as a horizontal colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig, ax = plt.subplots(figsize=(6.0, 0.9))
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, vmax), "magma"), cax=ax, orientation="horizontal")
+    bar.set_label("share of the answer's attention on each image patch (uniform = 1/36 = 0.028)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def step_review(ctx: DemoContext) -> None:
@@ -354,7 +483,8 @@ def step_index(ctx: DemoContext) -> None:
     path = write_demo_page(
         ctx.out, outputs=ctx.outputs, seeds=ctx.state.get("seeds") or [],  # type: ignore[arg-type]
         stages=stages, training=training, evaluation=ctx.state.get("evaluation"),  # type: ignore[arg-type]
-        heatmaps=sorted((ctx.out / "attention").glob("*.png")), timings=ctx.timings,
+        heatmaps=ctx.state.get("heatmaps") or [], colorbar=ctx.state.get("colorbar"),  # type: ignore[arg-type]
+        timings=ctx.timings,
     )
     ctx.outputs["summary page"] = path
 
@@ -378,12 +508,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR",
                         help="output directory (default ./demo-output)")
     parser.add_argument("--seed", type=int, default=0, help="phantom, generation and training seed (default 0)")
-    parser.add_argument("--train-steps", type=int, default=24, metavar="N",
-                        help="optimizer steps of the tiny training run (default 24)")
+    parser.add_argument("--train-steps", type=int, default=100, metavar="N",
+                        help="optimizer steps of the tiny training run (default 100)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run every step of :data:`STEPS`; print where the output went."""
+    check_extras()
     out = Path(args.out)
     ensure_writable(out, folder=True)
     ctx = DemoContext(out=out, seed=int(args.seed), train_steps=int(args.train_steps))

@@ -7,6 +7,7 @@ from medcurric.review.audit import (
     Perturbation,
     PerturbationKind,
     audit_matching,
+    format_audit,
     perturb_labels,
 )
 from medcurric.review.demo_page import write_demo_page
@@ -27,6 +28,7 @@ __all__ = [
     "PerturbationKind",
     "ReviewReport",
     "audit_matching",
+    "format_audit",
     "label_slice_masks",
     "load_samples",
     "load_seeds",

@@ -59,6 +59,7 @@ __all__ = [
     "Perturbation",
     "PerturbationKind",
     "audit_matching",
+    "format_audit",
     "perturb_labels",
 ]
 
@@ -495,6 +496,87 @@ class AuditResult:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         return path
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int]) -> list[str]:
+    """Plain-text table lines; the ``numeric`` columns are right-aligned, the others left-aligned."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _breaks_text(kind: str, breaks: float | None) -> str:
+    if breaks is None:
+        return "never"
+    if kind == PerturbationKind.SWAP_LR:
+        return "breaks"
+    return Perturbation(kind, breaks).name.removeprefix(f"{kind} ")
+
+
+def format_audit(result: AuditResult, tolerance: float = 0.05) -> str:
+    """The audit as two plain-text tables for a terminal: trust per organ, change rates per perturbation.
+
+    The first table has one row per host organ: its lesion count, whether it is
+    trusted (at most ``tolerance`` of its lesions change host at the smallest audited
+    size of every kind) and, per kind, the smallest size at which more than
+    ``tolerance`` change host ("never" within the audited range). The second has one
+    row per perturbation over all lesions.
+
+    Args:
+        result: The audit.
+        tolerance: Share of lesions whose host may change before an organ is untrusted.
+
+    Returns:
+        The text, ending in a newline.
+
+    Examples:
+        >>> print(format_audit(AuditResult(rows=[], perturbations=())), end="")
+        Audited 0 lesions under 0 perturbations.
+        No lesions to report.
+    """
+    head = f"Audited {result.num_lesions} lesions under {len(result.perturbations)} perturbations."
+    summary = result.summary()
+    if not summary:
+        return head + "\nNo lesions to report.\n"
+    trust = result.trust(tolerance)
+    kinds = [k.value for k in PerturbationKind if any(t["kind"] == k for t in trust)]
+    lesions: dict[str, int] = {}
+    for s in summary:
+        lesions[s["organ"]] = max(lesions.get(s["organ"], 0), int(s["n"]))
+    organs: dict[str, dict[str, Any]] = defaultdict(dict)
+    for t in trust:
+        organs[t["organ"]][t["kind"]] = t["breaks_at"]
+        organs[t["organ"]]["trusted"] = t["trusted"]
+    organ_rows = [
+        [organ, str(lesions.get(organ, 0)), "yes" if cells["trusted"] else "no",
+         *(_breaks_text(k, cells[k]) if k in cells else "\u2014" for k in kinds)]
+        for organ, cells in organs.items()
+    ]
+    perturbation_rows = [
+        [s["perturbation"], str(s["n"]), f"{s['host_changed']:.0%}", f"{s['outcome_changed']:.0%}",
+         f"{s['seed_changed']:.0%}"]
+        for s in summary
+        if s["organ"] == "all"
+    ]
+    lines = [
+        head,
+        "",
+        f"Trust per host organ: trusted when at most {tolerance:.0%} of its lesions change host at the",
+        "smallest audited size of every kind. Each kind's column: the smallest size at which more",
+        "lesions change host ('never' within the audited range; swap_lr 'breaks' or 'never').",
+        "",
+        *_text_table(["organ", "lesions", "trusted", *kinds], organ_rows, numeric=[1]),
+        "",
+        "Change per perturbation (all lesions): share whose host organ, outcome or seed sentence changes.",
+        "",
+        *_text_table(["perturbation", "lesions", "host", "outcome", "seed"], perturbation_rows, numeric=[1, 2, 3, 4]),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 class _ExtentTable:

@@ -2,7 +2,8 @@
 
 The report is two files that open from disk with no server and no network:
 ``index.html`` (a filterable table of every sample, a card per sample with the
-image, the lesion box, the host-organ contour and the Easy overlay, the seed,
+image, the lesion box, the host-organ contour and what the model saw in that stage
+(the Easy overlay, or the clean image for Medium and Hard), the seed,
 question, rationale and answer with organ/lesion/box mentions highlighted, each
 validation verdict, and accept/reject marks on a seeded random subset that the
 reviewer exports as JSON lines) and ``summary.html`` (counts, accept rate per
@@ -378,7 +379,10 @@ def _card(
             if mask is not None and mask.shape[:2] == (h, w) and mask.any():
                 contour = _contour_path(mask)
         panels.append({"kind": "image", **_svg_panel(key, (w, h), sample.box, contour)})
-        if overlay is not None and sample.box is not None:
+        # What the model saw in this sample's stage: Easy draws the overlay, Medium and Hard do not.
+        if sample.stage != "easy":
+            panels.append({"kind": "clean", "key": key, "stage": sample.stage})
+        elif overlay is not None and sample.box is not None:
             drawn, phrase = overlay(arr, sample.box)
             okey = images.add(f"{sample.image}|overlay|{list(sample.box)}", np.asarray(drawn))
             panels.append({"kind": "overlay", "key": okey, "phrase": phrase})
