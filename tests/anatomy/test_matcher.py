@@ -497,5 +497,5 @@ def test_a_stray_huge_label_matches_in_bounded_memory() -> None:
 
 def test_a_class_map_with_a_huge_label_is_refused() -> None:
     cm = ClassMap({1: "liver", 500_000_000: "spleen"})
-    with pytest.raises(DataFormatError, match="MAX_LABEL = 65535.*500000000"):
+    with pytest.raises(DataFormatError, match=r"MAX_LABEL = 65535.*500000000"):
         BoxOrganMatcher(cm).match([[0, 0, 2, 2]], np.zeros((4, 4), dtype=np.int32))
