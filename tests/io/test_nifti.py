@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import html
 import itertools
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nibabel.testing import data_path
 
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
 from medcurric.io import (
     label_names_from_nifti,
+    nifti,
     read_label_map,
     read_nifti,
     read_nifti_labels,
@@ -227,3 +232,70 @@ def test_write_read_roundtrip_all_flips(tmp_path, rng):
         ref = a.transpose(2, 1, 0)
         ref = ref[:: -signs[0] if signs[0] > 0 else 1, :: -signs[1] if signs[1] > 0 else 1, :: signs[2]]
         np.testing.assert_array_equal(lm.array, ref.transpose(2, 1, 0))
+
+
+_HOSTILE_EXTENSIONS = """
+from medcurric.io import nifti
+cases = [
+    b'<Label Key="1" ' * 13000,
+    b'<Label Key="1">' + b' ' * 200000,
+    (b'<Label Key="1">a' + b' ' * 2000 + b'x') * 100,
+    b'<Label ' + b'Key = ' * 35000 + b'></Label>',
+    b'<Label Key="1"><![CDATA[' + b']] ' * 65000 + b'</Label>',
+    (b'<Label Key="1"> <![CDATA[x]]>' + b' ' * 1000) * 200,
+    b'<Label Key="' + b'9' * 200000 + b'">x</Label>',
+]
+for raw in cases:
+    assert len(raw) > 190_000, len(raw)
+    assert nifti._parse_label_extension(raw) is None, raw[:40]
+print("parsed all")
+"""
+
+
+def test_a_hostile_label_extension_is_parsed_in_linear_time() -> None:
+    """~200 KiB extensions that made the old backtracking pattern run for minutes; the
+    subprocess timeout is only a hang guard."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _HOSTILE_EXTENSIONS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "parsed all" in run.stdout
+
+
+# The pattern the label table used to be read with: a reference on well-formed tables.
+_REFERENCE_LABEL_RE = re.compile(
+    r"<Label\b[^>]*?\bKey\s*=\s*\"(-?\d+)\"[^>]*>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*?))\s*</Label>",
+    re.DOTALL,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.integers(0, 70000),
+        st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20),
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_label_tables_parse_as_the_reference_pattern(names: dict[int, str], plain: bool) -> None:
+    if plain:  # plain (escaped) text instead of CDATA, odd spacing around the name
+        body = "".join(
+            f'<Label Alpha="1"  Key = "{k}">  {html.escape(v)} \n</Label>' for k, v in names.items()
+        )
+        text = f"<LabelTable>{body}</LabelTable>"
+    else:
+        text = nifti._label_extension_xml(names).decode()
+    expected: dict[int, str] = {}
+    for key, cdata, text_plain in _REFERENCE_LABEL_RE.findall(text):
+        name = cdata if cdata else html.unescape(text_plain)
+        if name.strip():
+            expected[int(key)] = name.strip()
+    assert nifti._parse_label_extension(text.encode()) == (expected or None)
