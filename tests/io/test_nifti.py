@@ -299,3 +299,28 @@ def test_label_tables_parse_as_the_reference_pattern(names: dict[int, str], plai
         if name.strip():
             expected[int(key)] = name.strip()
     assert nifti._parse_label_extension(text.encode()) == (expected or None)
+
+
+def _nan_intercept(path: Path) -> Path:
+    img = nib.Nifti1Image(np.ones((2, 3, 4), dtype=np.int16), np.eye(4))
+    img.header["scl_slope"] = 1.0
+    img.header["scl_inter"] = np.nan  # "valid slope but invalid intercept" to nibabel
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nan_intercept_raises_a_data_format_error_naming_the_file(tmp_path, suffix):
+    f = _nan_intercept(tmp_path / f"nan{suffix}")
+    for read in (read_nifti, read_nifti_labels, lambda p: read_nifti_slices(p, [0]), read_label_map):
+        with pytest.raises(DataFormatError, match=re.escape(f.name)):
+            read(f)
+
+
+def test_a_nan_intercept_in_a_class_folder_raises_a_data_format_error(tmp_path):
+    d = tmp_path / "case"
+    d.mkdir()
+    write_nifti(np.ones((2, 3, 4), np.uint8), d / "liver.nii.gz")
+    _nan_intercept(d / "spleen.nii.gz")
+    with pytest.raises(DataFormatError, match=r"spleen\.nii\.gz"):
+        read_totalsegmentator(d)

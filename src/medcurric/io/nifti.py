@@ -178,7 +178,12 @@ def _open(path: Path, *, mmap: bool = True) -> tuple[Any, Any, np.ndarray]:
     """
     if path.name.lower().endswith(".nii.gz"):
         header, raw = _inflate_gzip_nifti(path)
-        return header, _scaled(header, raw), header.get_best_affine()
+        try:  # nibabel checks the scaling and the affine only here (scl_inter = NaN...)
+            return header, _scaled(header, raw), header.get_best_affine()
+        except Exception as exc:
+            if isinstance(exc, MemoryError):
+                raise
+            raise DataFormatError(f"'{path}' has a NIfTI header nibabel refuses: {exc}") from exc
     nib = _nib()
     try:
         img = nib.load(str(path), mmap=mmap)
@@ -204,7 +209,9 @@ def _take(dataobj: Any, index: tuple[Any, ...] | None, path: Path) -> np.ndarray
     """``dataobj[index]`` (all of it for ``None``) as an array; a file cut short is named."""
     try:
         return np.asanyarray(dataobj if index is None else dataobj[index])
-    except (EOFError, OSError, zlib.error) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # a file cut short, a damaged stream, a scaling nibabel refuses
         raise DataFormatError(f"'{path}' could not be read as NIfTI by nibabel: {exc}") from exc
 
 
