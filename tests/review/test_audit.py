@@ -210,3 +210,19 @@ def test_seed_changes_agree_with_rebuilding_seeds_on_the_perturbed_volume(phanto
         (new,) = build_seeds([rec], lm.replace(array=arr), matcher=matcher)
         assert row.new_organ == new.organ, rec.id
         assert row.seed_changed == (new.text != old.text), (rec.id, old.text, new.text)
+
+
+def test_the_plot_draws_tex_like_organ_names_literally(phantom, tmp_path) -> None:
+    """Organ names come from label files: ``$...$`` in a legend must not reach mathtext."""
+    import dataclasses
+
+    a = audit_matching(
+        [(phantom.label_map(), phantom.lesions[:2])], BoxOrganMatcher(phantom.class_map),
+        seed=1, progress=False,
+    )
+    hostile = [
+        dataclasses.replace(r, organ=r"$\undefinedmacro{x}^$ " + r.organ) if r.organ else r
+        for r in a.rows
+    ]
+    out = dataclasses.replace(a, rows=hostile).plot(str(tmp_path / "audit.png"))
+    assert (tmp_path / "audit.png").stat().st_size > 1000 and out.endswith("audit.png")
