@@ -324,3 +324,50 @@ def test_a_nan_intercept_in_a_class_folder_raises_a_data_format_error(tmp_path):
     _nan_intercept(d / "spleen.nii.gz")
     with pytest.raises(DataFormatError, match=r"spleen\.nii\.gz"):
         read_totalsegmentator(d)
+
+
+_RELABEL_SCRIPT = """
+import resource, sys, numpy as np
+from medcurric.io import read_nifti_labels
+from medcurric.vocabulary.classmap import ClassMap
+cm = ClassMap({1: "liver", 2: "spleen"})
+read_nifti_labels(sys.argv[1], class_map=cm)  # warm up
+vm = next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), vm + (256 << 20)))
+for path in sys.argv[2:]:
+    lm = read_nifti_labels(path, class_map=cm)
+    assert sorted(np.unique(lm.array).tolist()) == [0, 1, 2], np.unique(lm.array)
+    assert int((lm.array == 1).sum()) == 1 and int((lm.array == 2).sum()) == 2
+    print("relabelled", path)
+try:
+    np.ones(2_000_000_000, dtype=np.uint8)
+except MemoryError:
+    print("the limit bites")
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RLIMIT_AS is Linux")
+def test_huge_label_ids_in_the_header_relabel_in_bounded_memory(tmp_path):
+    """Label names keyed 2e9 in the header extension (and in the voxels): renumbered to the
+    class map without a lookup table as long as the largest id."""
+    import subprocess
+    import sys
+
+    small = tmp_path / "small.nii"
+    a = np.zeros((2, 3, 4), np.int32)
+    a[0, 0, 0], a[1, 1, 1] = 7, 9
+    write_nifti(a, small, label_names={7: "liver", 9: "spleen"})
+    paths = []
+    for key in (20_000_000, 2_000_000_000):
+        b = np.zeros((2, 3, 4), np.int32)
+        b[0, 0, 0] = key
+        b[1, 1, 1] = b[1, 1, 2] = 3
+        f = tmp_path / f"k{key}.nii"
+        write_nifti(b, f, label_names={key: "liver", 3: "spleen"})
+        paths.append(str(f))
+    run = subprocess.run(
+        [sys.executable, "-c", _RELABEL_SCRIPT, str(small), *paths],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("relabelled") == 2 and "the limit bites" in run.stdout

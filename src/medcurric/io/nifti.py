@@ -509,11 +509,21 @@ def _relabel(
     mapping = {k: lookup_label(class_map, v, where=str(path)) for k, v in names.items() if k > 0}
     if all(k == v for k, v in mapping.items()):
         return data
+    dtype = np.uint8 if class_map.max_label < 256 else np.uint16
     top = max(int(data.max(initial=0)), *mapping)
-    lut = np.zeros(top + 1, dtype=np.uint8 if class_map.max_label < 256 else np.uint16)
+    if top > _DENSE_RELABEL:  # a table per label value would be as long as the largest id
+        values, codes = np.unique(np.asarray(data), return_inverse=True)
+        table = np.array([mapping.get(int(v), 0) for v in values], dtype=dtype)
+        return table[codes.reshape(data.shape)]
+    lut = np.zeros(top + 1, dtype=dtype)
     for k, v in mapping.items():
         lut[k] = v
     return lut[np.asarray(data)]
+
+
+#: Largest file label id relabelled through a dense lookup table; sparser ids go through
+#: ``np.unique`` (memory bounded by the voxels, not by a hostile header's largest key).
+_DENSE_RELABEL = 1 << 16
 
 
 def read_nifti_labels(
