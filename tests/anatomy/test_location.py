@@ -260,3 +260,65 @@ def test_organ_extents_are_read_only(phantom):
         OrganExtents({1: ([0, 0], [1, 1])})
     with pytest.raises(WrongTypeError, match="Expected extents"):
         describe_location((1, 1, 2, 2), lm, "liver", slice_index=3, extents=[1, 2])
+
+
+_MEMORY_BOUND_SCRIPT = """
+import resource, numpy as np
+from medcurric.anatomy import ClassMap, describe_location
+from medcurric.anatomy.location import organ_extents
+
+cm = ClassMap({1: "lung_upper_lobe_left", 2: "lung_lower_lobe_left"}, groups="auto")
+base = np.zeros((4, 8, 8), dtype=np.int32)
+base[:, 2:6, 2:4] = 1
+base[:, 2:6, 4:6] = 2
+describe_location([2, 2, 0, 6, 6, 4], base, "lung_left", class_map=cm)  # compile first
+vm = next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (384 << 20), vm + (384 << 20)))
+for value in (20_000_000, 500_000_000):
+    for dtype in (np.int32, np.int64):
+        a = base.astype(dtype)
+        a[3, 7, 7] = value
+        ext = organ_extents(a, np.eye(4))
+        assert sorted(ext) == [1, 2, value], sorted(ext)
+        assert ext[value][0].tolist() == [6.5, 6.5, 2.5], ext[value]
+        assert ext[1][0].tolist() == [1.5, 1.5, -0.5], ext[1]
+        loc = describe_location([2, 2, 0, 4, 6, 4], a, "lung_left", class_map=cm)
+        assert loc.region == "lung_upper_lobe_left", loc
+        print("described", value)
+try:
+    np.ones(int(500_000_000), dtype=np.int64)
+except MemoryError:
+    print("the limit bites")
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RLIMIT_AS is Linux")
+def test_a_stray_huge_label_is_described_in_bounded_memory() -> None:
+    """One voxel labelled 2e7 or 5e8 in an int32/int64 map: extents and location come out
+    right under an address-space limit far below per-label tables."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _MEMORY_BOUND_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("described") == 4, run.stdout
+    assert "the limit bites" in run.stdout
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32])
+def test_sparse_labels_give_the_same_extents_as_brute_force(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    values = np.array([0, 7, 70_000, 3_000_000_000 if dtype != np.int32 else 2_000_000_000])
+    a = rng.choice(values, size=(3, 5, 6)).astype(dtype)
+    ext = organ_extents(a, np.eye(4))
+    for v in values[1:]:
+        zz, yy, xx = np.nonzero(a == v)
+        assert ext[int(v)][0].tolist() == [xx.min() - 0.5, yy.min() - 0.5, zz.min() - 0.5]
+        assert ext[int(v)][1].tolist() == [xx.max() + 0.5, yy.max() + 0.5, zz.max() + 0.5]
+    assert sorted(ext) == sorted(int(v) for v in values[1:] if (a == v).any())

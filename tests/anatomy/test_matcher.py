@@ -445,3 +445,57 @@ def test_boolean_mask_is_label_one() -> None:
     m = BoxOrganMatcher(cm, adjacent_mm=10).match([[0, 0, 2, 2]], mask)[0]
     assert m.organ == "liver" and m.distance_mm == pytest.approx(3.5)
     assert m == BoxOrganMatcher(cm, adjacent_mm=10).match([[0, 0, 2, 2]], mask.astype(np.uint8))[0]
+
+
+_MEMORY_BOUND_SCRIPT = """
+import resource, warnings, numpy as np
+from medcurric.anatomy import BoxOrganMatcher, ClassMap
+
+cm = ClassMap({1: "liver", 2: "spleen"})
+matcher = BoxOrganMatcher(cm)
+base = np.zeros((4, 8, 8), dtype=np.int32)
+base[1:3, 2:6, 2:6] = 1
+matcher.match([[0, 0, 0, 8, 8, 4]], base)  # compile the kernels first
+vm = next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (384 << 20), vm + (384 << 20)))
+for value in (20_000_000, 500_000_000):
+    for dtype in (np.int32, np.int64):
+        a = base.astype(dtype)
+        a[3, 7, 7] = value
+        for boxes, kw in (([[2, 2, 1, 6, 6, 3]], {}), ([[2, 2, 6, 6]], {"slice_index": 3})):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                m = matcher.match(boxes, a, **kw)[0]
+            assert m.organ == ("liver" if not kw else None), m
+            assert any(str(value) in str(w.message) for w in caught), [str(w.message) for w in caught]
+            print("matched", value)
+try:
+    np.ones(int(500_000_000), dtype=np.int64)
+except MemoryError:
+    print("the limit bites")
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RLIMIT_AS is Linux")
+def test_a_stray_huge_label_matches_in_bounded_memory() -> None:
+    """One voxel labelled 2e7 or 5e8 in an int32/int64 map: matched as background (with the
+    warning naming the label) under an address-space limit far below per-label tables."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _MEMORY_BOUND_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("matched") == 8, run.stdout
+    assert "the limit bites" in run.stdout
+
+
+def test_a_class_map_with_a_huge_label_is_refused() -> None:
+    cm = ClassMap({1: "liver", 500_000_000: "spleen"})
+    with pytest.raises(DataFormatError, match=r"MAX_LABEL = 65535.*500000000"):
+        BoxOrganMatcher(cm).match([[0, 0, 2, 2]], np.zeros((4, 4), dtype=np.int32))

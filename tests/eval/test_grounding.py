@@ -263,3 +263,12 @@ def test_plot_attention_without_matplotlib(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingDependencyError, match=r"medcurric\[viz\]"):
         plot_attention(np.zeros((8, 8)), np.ones(4), 2, None, tmp_path / "x.png")
+
+
+def test_plot_attention_draws_tex_like_titles_literally(tmp_path: Path) -> None:
+    """Titles may be model text: ``$...$`` must not reach mathtext (which raises on it)."""
+    maps = np.stack([np.ones(16), np.arange(16.0)])
+    out = plot_attention(
+        np.zeros((16, 16)), maps, 4, None, tmp_path / "t.png", titles=[r"$\undefinedmacro{x}^$", "$a$"]
+    )
+    assert out.stat().st_size > 1000

@@ -507,3 +507,79 @@ def test_slice_label_areas_report_the_first_slice_over_num_labels() -> None:
         vol[1, 0, 0], vol[2, 0, 0] = 9, 12
         with pytest.raises(DataFormatError, match="holds label 9"):
             box_mask_overlap([[0, 0, 1, 1]] * 2, vol, slice_index=[2, 1], num_labels=5)
+
+
+# ---------------------------------------------------------------------------
+# Hostile label values: memory bounded by the data, not by the largest label
+# ---------------------------------------------------------------------------
+
+_MEMORY_BOUND_SCRIPT = """
+import resource, numpy as np
+from medcurric.errors import DataFormatError
+from medcurric.geometry import MAX_LABEL, box_mask_overlap, label_histogram
+
+def vol(value, dtype, ndim):
+    a = np.zeros((4, 8, 8) if ndim == 3 else (16, 16), dtype=dtype)
+    a[(1,) * ndim] = 3
+    a[(2,) * ndim] = value
+    return a
+
+box_mask_overlap([[0, 0, 0, 4, 4, 4]], vol(5, np.int32, 3))  # compile the kernels first
+vm = next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (384 << 20), vm + (384 << 20)))
+calls = {
+    "3d": lambda a: box_mask_overlap([[0, 0, 0, 8, 8, 4]], a),
+    "slice": lambda a: box_mask_overlap([[0, 0, 8, 8]], a, slice_index=2),
+    "2d": lambda a: box_mask_overlap([[0, 0, 16, 16]], a),
+    "hist": lambda a: label_histogram(a),
+}
+for value in (20_000_000, 500_000_000):
+    for dtype in (np.int32, np.int64):
+        for name, call in calls.items():
+            a = vol(value, dtype, 2 if name == "2d" else 3)
+            try:
+                call(a)
+                print("accepted", name, value)
+            except DataFormatError as exc:
+                assert str(value) in str(exc) and str(MAX_LABEL) in str(exc), exc
+                print("refused", name, value)
+ok = label_histogram(vol(MAX_LABEL, np.int64, 3))
+assert ok.shape == (MAX_LABEL + 1,) and ok[MAX_LABEL] == 1
+try:
+    np.ones(int(500_000_000), dtype=np.int64)
+except MemoryError:
+    print("the limit bites")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux")
+def test_a_huge_label_value_is_refused_in_bounded_memory() -> None:
+    """One voxel labelled 2e7 or 5e8 in a tiny int32/int64 map: refused with an error naming
+    the value and MAX_LABEL, under an address-space limit far below the dense tables."""
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, "-c", _MEMORY_BOUND_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("refused") == 16, run.stdout
+    assert "the limit bites" in run.stdout
+
+
+@pytest.mark.parametrize("value", [overlap_module.MAX_LABEL, overlap_module.MAX_LABEL + 1])
+def test_labels_up_to_max_label_are_counted(value: int) -> None:
+    a = np.zeros((2, 4, 4), dtype=np.int32)
+    a[1, 1, 1] = value
+    if value > overlap_module.MAX_LABEL:
+        with pytest.raises(DataFormatError, match=f"MAX_LABEL = {overlap_module.MAX_LABEL}.*label {value}"):
+            box_mask_overlap([[0, 0, 0, 4, 4, 2]], a)
+        with pytest.raises(DataFormatError, match="MAX_LABEL"):
+            label_histogram(a[0], num_labels=value + 1)
+        return
+    ov = box_mask_overlap([[0, 0, 0, 4, 4, 2]], a)
+    assert ov.intersection.shape == (1, value + 1) and ov.intersection[0, value] == 1
+    assert int(ov.label_area[value]) == 1

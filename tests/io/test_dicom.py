@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pydicom
@@ -163,3 +164,40 @@ def test_liver_seg_matches_lesions_inside_and_outside():
     loc = describe_location(inside, seg, matches[0], slice_index=0)
     assert loc.laterality == "right"  # the liver is on the patient's right
     assert loc.size_mm == pytest.approx((8.11, 8.11), abs=0.01)
+
+
+def _damaged(tmp_path, name: str, kind: str):
+    """Copies of pydicom's own test files, damaged in ways seen in the wild."""
+    with open(_testfile(name), "rb") as fh:
+        raw = fh.read()
+    if kind == "truncated":  # cut inside the pixel data
+        data = raw[: len(raw) - 1000]
+    elif kind == "bad number":  # a DS value that is not a number (Image Position)
+        assert raw.count(b"-158.135803") == 1
+        data = raw.replace(b"-158.135803", b"-158.1358x3")
+    elif kind == "bad syntax":  # a transfer syntax UID no decoder knows
+        assert raw.count(b"1.2.840.10008.1.2.1\x00") == 1
+        data = raw.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.9\x00")
+    else:
+        raise AssertionError(kind)
+    out = tmp_path / f"{kind.replace(' ', '_')}.dcm"
+    out.write_bytes(data)
+    return out
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", ["truncated", "bad number", "bad syntax"])
+def test_a_damaged_ct_slice_raises_a_data_format_error_naming_it(tmp_path, kind):
+    f = _damaged(tmp_path, "CT_small.dcm", kind)
+    with pytest.raises(DataFormatError, match=re.escape(f.name)):
+        read_dicom_series([f])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_damaged_seg_raises_a_data_format_error_naming_it(tmp_path):
+    with open(_testfile("liver_1frame.dcm"), "rb") as fh:
+        raw = fh.read()
+    f = tmp_path / "seg_cut.dcm"
+    f.write_bytes(raw[: len(raw) - 5000])
+    with pytest.raises(DataFormatError, match=re.escape(f.name)):
+        read_dicom_seg(f)

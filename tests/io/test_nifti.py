@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import html
 import itertools
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nibabel.testing import data_path
 
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
 from medcurric.io import (
     label_names_from_nifti,
+    nifti,
     read_label_map,
     read_nifti,
     read_nifti_labels,
@@ -227,3 +232,142 @@ def test_write_read_roundtrip_all_flips(tmp_path, rng):
         ref = a.transpose(2, 1, 0)
         ref = ref[:: -signs[0] if signs[0] > 0 else 1, :: -signs[1] if signs[1] > 0 else 1, :: signs[2]]
         np.testing.assert_array_equal(lm.array, ref.transpose(2, 1, 0))
+
+
+_HOSTILE_EXTENSIONS = """
+from medcurric.io import nifti
+cases = [
+    b'<Label Key="1" ' * 13000,
+    b'<Label Key="1">' + b' ' * 200000,
+    (b'<Label Key="1">a' + b' ' * 2000 + b'x') * 100,
+    b'<Label ' + b'Key = ' * 35000 + b'></Label>',
+    b'<Label Key="1"><![CDATA[' + b']] ' * 65000 + b'</Label>',
+    (b'<Label Key="1"> <![CDATA[x]]>' + b' ' * 1000) * 200,
+    b'<Label Key="' + b'9' * 200000 + b'">x</Label>',
+]
+for raw in cases:
+    assert len(raw) > 190_000, len(raw)
+    assert nifti._parse_label_extension(raw) is None, raw[:40]
+print("parsed all")
+"""
+
+
+def test_a_hostile_label_extension_is_parsed_in_linear_time() -> None:
+    """~200 KiB extensions that made the old backtracking pattern run for minutes; the
+    subprocess timeout is only a hang guard."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _HOSTILE_EXTENSIONS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "parsed all" in run.stdout
+
+
+# The pattern the label table used to be read with: a reference on well-formed tables.
+_REFERENCE_LABEL_RE = re.compile(
+    r"<Label\b[^>]*?\bKey\s*=\s*\"(-?\d+)\"[^>]*>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*?))\s*</Label>",
+    re.DOTALL,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.integers(0, 70000),
+        st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20),
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_label_tables_parse_as_the_reference_pattern(names: dict[int, str], plain: bool) -> None:
+    if plain:  # plain (escaped) text instead of CDATA, odd spacing around the name
+        body = "".join(
+            f'<Label Alpha="1"  Key = "{k}">  {html.escape(v)} \n</Label>' for k, v in names.items()
+        )
+        text = f"<LabelTable>{body}</LabelTable>"
+    else:
+        text = nifti._label_extension_xml(names).decode()
+    expected: dict[int, str] = {}
+    for key, cdata, text_plain in _REFERENCE_LABEL_RE.findall(text):
+        name = cdata if cdata else html.unescape(text_plain)
+        if name.strip():
+            expected[int(key)] = name.strip()
+    assert nifti._parse_label_extension(text.encode()) == (expected or None)
+
+
+def _nan_intercept(path: Path) -> Path:
+    img = nib.Nifti1Image(np.ones((2, 3, 4), dtype=np.int16), np.eye(4))
+    img.header["scl_slope"] = 1.0
+    img.header["scl_inter"] = np.nan  # "valid slope but invalid intercept" to nibabel
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nan_intercept_raises_a_data_format_error_naming_the_file(tmp_path, suffix):
+    f = _nan_intercept(tmp_path / f"nan{suffix}")
+    for read in (read_nifti, read_nifti_labels, lambda p: read_nifti_slices(p, [0]), read_label_map):
+        with pytest.raises(DataFormatError, match=re.escape(f.name)):
+            read(f)
+
+
+def test_a_nan_intercept_in_a_class_folder_raises_a_data_format_error(tmp_path):
+    d = tmp_path / "case"
+    d.mkdir()
+    write_nifti(np.ones((2, 3, 4), np.uint8), d / "liver.nii.gz")
+    _nan_intercept(d / "spleen.nii.gz")
+    with pytest.raises(DataFormatError, match=r"spleen\.nii\.gz"):
+        read_totalsegmentator(d)
+
+
+_RELABEL_SCRIPT = """
+import resource, sys, numpy as np
+from medcurric.io import read_nifti_labels
+from medcurric.vocabulary.classmap import ClassMap
+cm = ClassMap({1: "liver", 2: "spleen"})
+read_nifti_labels(sys.argv[1], class_map=cm)  # warm up
+vm = next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), vm + (256 << 20)))
+for path in sys.argv[2:]:
+    lm = read_nifti_labels(path, class_map=cm)
+    assert sorted(np.unique(lm.array).tolist()) == [0, 1, 2], np.unique(lm.array)
+    assert int((lm.array == 1).sum()) == 1 and int((lm.array == 2).sum()) == 2
+    print("relabelled", path)
+try:
+    np.ones(2_000_000_000, dtype=np.uint8)
+except MemoryError:
+    print("the limit bites")
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RLIMIT_AS is Linux")
+def test_huge_label_ids_in_the_header_relabel_in_bounded_memory(tmp_path):
+    """Label names keyed 2e9 in the header extension (and in the voxels): renumbered to the
+    class map without a lookup table as long as the largest id."""
+    import subprocess
+    import sys
+
+    small = tmp_path / "small.nii"
+    a = np.zeros((2, 3, 4), np.int32)
+    a[0, 0, 0], a[1, 1, 1] = 7, 9
+    write_nifti(a, small, label_names={7: "liver", 9: "spleen"})
+    paths = []
+    for key in (20_000_000, 2_000_000_000):
+        b = np.zeros((2, 3, 4), np.int32)
+        b[0, 0, 0] = key
+        b[1, 1, 1] = b[1, 1, 2] = 3
+        f = tmp_path / f"k{key}.nii"
+        write_nifti(b, f, label_names={key: "liver", 3: "spleen"})
+        paths.append(str(f))
+    run = subprocess.run(
+        [sys.executable, "-c", _RELABEL_SCRIPT, str(small), *paths],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("relabelled") == 2 and "the limit bites" in run.stdout

@@ -63,3 +63,16 @@ def test_png_errors(tmp_path):
     Image.fromarray(np.zeros((5, 4), np.uint8)).save(tmp_path / "b.png")
     with pytest.raises(ShapeError):
         read_png_masks(tmp_path)
+
+
+def test_damaged_or_oversized_pngs_raise_a_data_format_error_naming_them(tmp_path, monkeypatch):
+    f = tmp_path / "109.png"
+    Image.fromarray(np.full((64, 64), 32768, np.uint16)).save(f)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(f.read_bytes()[:-40])
+    with pytest.raises(DataFormatError, match=r"cut\.png"):
+        read_deeplesion_slice(cut)
+    # Pillow refuses images far above MAX_IMAGE_PIXELS with DecompressionBombError
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)
+    with pytest.raises(DataFormatError, match=r"109\.png"):
+        read_deeplesion_slice(f)

@@ -301,3 +301,19 @@ def test_audit_cli_prints_the_tables(tmp_path, capsys) -> None:
     assert out.startswith("Audited 10 lesions under 2 perturbations.")
     assert re.search(r"^organ\s+lesions\s+trusted\s+erode\s+swap_lr$", out, re.M)
     assert re.search(r"^swap_lr\s+10\s+\d+%", out, re.M)
+
+
+def test_the_plot_draws_tex_like_organ_names_literally(phantom, tmp_path) -> None:
+    """Organ names come from label files: ``$...$`` in a legend must not reach mathtext."""
+    import dataclasses
+
+    a = audit_matching(
+        [(phantom.label_map(), phantom.lesions[:2])], BoxOrganMatcher(phantom.class_map),
+        seed=1, progress=False,
+    )
+    hostile = [
+        dataclasses.replace(r, organ=r"$\undefinedmacro{x}^$ " + r.organ) if r.organ else r
+        for r in a.rows
+    ]
+    out = dataclasses.replace(a, rows=hostile).plot(str(tmp_path / "audit.png"))
+    assert (tmp_path / "audit.png").stat().st_size > 1000 and out.endswith("audit.png")

@@ -230,9 +230,18 @@ def organ_extents(labels: np.ndarray, affine: np.ndarray) -> OrganExtents:
                 "Expected non-negative labels, but the label map has negative values."
             )
         n_labels = int(arr.max()) + 1
+    ids: np.ndarray | None = None
+    if n_labels > _DENSE_LABELS:
+        # the bounds hold one row per label value: renumber a sparse label space first
+        ids = np.unique(arr)
+        if ids[0] != 0:
+            ids = np.concatenate([np.zeros(1, dtype=ids.dtype), ids])
+        arr = np.searchsorted(ids, arr).astype(np.int32 if ids.size < 2**31 else np.int64)
+        n_labels = int(ids.size)
     lo, hi = _label_bounds(arr, n_labels)
     aff = np.asarray(affine, dtype=np.float64)
     present = np.flatnonzero(hi[:, 0] >= 0)
+    labels_present = present if ids is None else ids[present]
     # bounds are array-axis (z, y, x) indices; the box is in voxel edges, x first
     lo_xyz = lo[present][:, ::-1].astype(np.float64)
     hi_xyz = hi[present][:, ::-1].astype(np.float64) + 1.0
@@ -243,7 +252,12 @@ def organ_extents(labels: np.ndarray, affine: np.ndarray) -> OrganExtents:
     pick = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=bool)
     corners = np.where(pick[None], hi_xyz[:, None, :], lo_xyz[:, None, :]) - 0.5  # [n, 8, 3]
     world = corners @ aff[:3, :3].T + aff[:3, 3]
-    return OrganExtents.from_arrays(present.tolist(), world.min(axis=1), world.max(axis=1))
+    return OrganExtents.from_arrays(labels_present.tolist(), world.min(axis=1), world.max(axis=1))
+
+
+#: Label maps whose largest label is above this are renumbered to their labels present
+#: before the one-pass bounds (which keep one row per label value): bounded memory.
+_DENSE_LABELS = 1 << 16
 
 
 def _label_bounds(arr: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -581,9 +595,10 @@ def _dominant_member(
         crop = arr[z0:z1, y0:y1, x0:x1]
     if crop.size == 0:
         return None
-    counts = np.bincount(crop.reshape(-1).astype(np.int64), minlength=max(members) + 1)
-    best = max(members, key=lambda m: (int(counts[m]) if m < counts.shape[0] else 0, -m))
-    if best >= counts.shape[0] or counts[best] == 0:
+    # counts of the members only (a bincount would be as long as the crop's largest label)
+    counts = {m: int(np.count_nonzero(crop == m)) for m in members}
+    best = max(members, key=lambda m: (counts[m], -m))
+    if counts[best] == 0:
         return None
     return cm.name_of(best)
 

@@ -58,7 +58,7 @@ from scipy import ndimage
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._serialization import JsonRecord
 from medcurric.errors import DataFormatError, InvalidBoxError, ShapeError, WrongTypeError
-from medcurric.geometry import box_mask_overlap
+from medcurric.geometry import MAX_LABEL, box_mask_overlap
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.vocabulary.classmap import ClassMap
 
@@ -326,6 +326,11 @@ class BoxOrganMatcher:
                 names.append(unit)
                 members.append([])
             members[index[unit]].append(label)
+        if cm.max_label > MAX_LABEL:  # lut and assign below have one row per label value
+            raise DataFormatError(
+                f"Expected class map label ids <= MAX_LABEL = {MAX_LABEL}, but {cm!r} has "
+                f"label {cm.max_label}. Renumber the labels (and the label map) to compact ids."
+            )
         size = cm.max_label + 1
         lut = np.full(size, -1, dtype=np.int64)
         assign = np.zeros((size, len(names)), dtype=np.float64)
@@ -466,6 +471,7 @@ class BoxOrganMatcher:
         if n == 0:
             return []
 
+        arr = _fold_unknown_labels(arr, cm, slices)
         # A uint8 map's labels all fit 256 columns: no pass over the volume for its maximum
         # (labels the class map lacks are dropped in _aggregate either way).
         ov = box_mask_overlap(
@@ -714,6 +720,29 @@ def _bbox_iou(
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
         out[rows] = np.where(present[None, :], iou, 0.0)
     return out
+
+
+def _fold_unknown_labels(arr: np.ndarray, cm: ClassMap, slices: np.ndarray | None) -> np.ndarray:
+    """``arr`` with labels above the class map's largest id set to 0 (background), with a warning.
+
+    Overlap results have one column per label value, so a stray voxel labelled 5e8 in an
+    int32/int64 map would cost gigabytes; uint8/uint16 maps (at most 65536 columns) pass as they are.
+    """
+    if arr.dtype.itemsize <= 2 or arr.size == 0:
+        return arr
+    top = cm.max_label
+    # the area columns _aggregate warns about: the whole map, or the boxes' slices
+    region = arr if slices is None else arr[np.unique(slices)]
+    if int(region.max()) <= top and (region is arr or int(arr.max()) <= top):
+        return arr
+    extra = np.unique(region[region > top])
+    if extra.size:
+        warn_ignored(
+            "labels " + ", ".join(str(v) for v in extra[:10]),
+            f"they are not in {cm!r}; their voxels count as background.",
+            stacklevel=5,
+        )
+    return np.where(arr > top, 0, arr)
 
 
 def _plane_spacing(spacing: tuple[float, ...] | None, ndim: int, map_ndim: int) -> tuple[float, ...]:

@@ -105,8 +105,11 @@ def plot_attention(
                     heat, cmap=cmap, alpha=alpha, extent=(0, w, h, 0), interpolation="bilinear"
                 )
                 fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-                ax.set_title(
-                    str(titles[k - 1]) if titles is not None else f"attention {k}", fontsize=9
+                ax.set_title(  # titles may be model text: drawn literally, never as mathtext or TeX
+                    str(titles[k - 1]) if titles is not None else f"attention {k}",
+                    fontsize=9,
+                    parse_math=False,
+                    usetex=False,
                 )
             if b is not None:
                 ax.add_patch(

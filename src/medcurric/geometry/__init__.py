@@ -15,7 +15,7 @@ from medcurric.geometry.boxes import (
     masks_to_boxes,
     validate_boxes,
 )
-from medcurric.geometry.overlap import Overlap, box_mask_overlap, label_histogram
+from medcurric.geometry.overlap import MAX_LABEL, Overlap, box_mask_overlap, label_histogram
 from medcurric.geometry.patches import (
     GaussianSmoothing,
     SmoothingPadding,
@@ -38,6 +38,7 @@ __all__ = [
     "CropBackend",
     "GaussianSmoothing",
     "ImageTokenLayout",
+    "MAX_LABEL",
     "MappedBoxes",
     "Overlap",
     "Preprocess",

@@ -37,7 +37,13 @@ from medcurric.geometry.boxes import (
     _pixel_ranges,
 )
 
-__all__ = ["Overlap", "box_mask_overlap", "label_histogram"]
+__all__ = ["MAX_LABEL", "Overlap", "box_mask_overlap", "label_histogram"]
+
+#: Largest label value a label map may hold. Results have one column per label value
+#: (``[N, max label + 1]``), so one stray voxel labelled 5e8 would ask for gigabytes;
+#: every uint8/uint16 map fits. Compact larger ids first:
+#: ``np.unique(label_map, return_inverse=True)``.
+MAX_LABEL = 65535
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -184,6 +190,14 @@ def _too_large_error(value: int, num_labels: int, name: str) -> DataFormatError:
     )
 
 
+def _label_cap_error(value: int, name: str) -> DataFormatError:
+    return DataFormatError(
+        f"Expected labels <= MAX_LABEL = {MAX_LABEL} in {name} (results have one column per "
+        f"label value), but it holds label {value}. Renumber the labels first: "
+        "uniq, codes = np.unique(label_map, return_inverse=True); codes.reshape(label_map.shape)."
+    )
+
+
 def _histogram_np(arr: np.ndarray) -> np.ndarray:
     """Full histogram (length max + 1) of a kernel-ready contiguous label array."""
     from medcurric.geometry import _kernels
@@ -215,6 +229,8 @@ def _histogram_np(arr: np.ndarray) -> np.ndarray:
     lo, hi = int(flat.min()), int(flat.max())
     if lo < 0:
         raise _negative_error(arr, "label_map")
+    if hi > MAX_LABEL:
+        raise _label_cap_error(hi, "label_map")
     counts = np.zeros(hi + 1, dtype=np.int64)
     _kernels.hist_runs(flat, counts)
     return counts
@@ -238,6 +254,10 @@ def _check_num_labels(num_labels: int | None) -> int | None:
         raise WrongTypeError(f"Expected num_labels as an int or None, but got {num_labels!r}.")
     if num_labels < 0:
         raise DataFormatError(f"Expected num_labels >= 0, but got {num_labels}.")
+    if num_labels > MAX_LABEL + 1:
+        raise DataFormatError(
+            f"Expected num_labels <= MAX_LABEL + 1 = {MAX_LABEL + 1}, but got {num_labels}."
+        )
     return int(num_labels)
 
 
@@ -265,7 +285,8 @@ def label_histogram(
 
     Raises:
         WrongTypeError: For float or non-numeric maps.
-        DataFormatError: For negative labels, or labels ``>= num_labels``.
+        DataFormatError: For negative labels, labels ``>= num_labels``, or labels
+            (or ``num_labels - 1``) above :data:`MAX_LABEL`.
 
     Shape:
         - label_map: any -> ``[L]``.
@@ -301,6 +322,9 @@ def _histogram_torch(t: torch.Tensor, num_labels: int | None, name: str) -> torc
         return torch.zeros(num_labels or 0, dtype=torch.int64, device=t.device)
     if _may_be_negative(t) and bool((flat.min() < 0).item()):
         raise _negative_error(t.cpu(), name)
+    top = int(flat.max().item()) if flat.dtype.itemsize > 2 else 0  # small dtypes always fit
+    if top > MAX_LABEL:
+        raise _label_cap_error(top, name)
     counts = torch.bincount(flat.to(torch.int64), minlength=num_labels or 0)
     if num_labels is not None and counts.shape[0] > num_labels:
         raise _too_large_error(int(counts.shape[0]) - 1, num_labels, name)
@@ -447,6 +471,8 @@ def _counts_torch(
             rows.append((crop != 0).sum(dim=(1, 2, 3)))
         else:
             crop = vol[z0:z1, y0:y1, x0:x1].reshape(-1).to(torch.int64)
+            if crop.numel() and int(crop.max().item()) >= num_bins:  # before bincount allocates
+                raise _too_large_error(int(crop.max().item()), num_bins, "label_map")
             counts = torch.bincount(crop, minlength=num_bins)
             if counts.shape[0] > num_bins:
                 raise _too_large_error(int(counts.shape[0]) - 1, num_bins, "label_map")
@@ -522,7 +548,8 @@ def box_mask_overlap(
             without ``slice_index``), or wrong ``slice_index``/``label_area`` shapes.
         InvalidBoxError: On NaN/inf, inverted, or (without ``clip``) outside boxes,
             or a ``slice_index`` outside the volume.
-        DataFormatError: On negative labels or labels ``>= num_labels``.
+        DataFormatError: On negative labels, labels ``>= num_labels``, or labels
+            (or ``num_labels - 1``) above :data:`MAX_LABEL`.
         WrongTypeError: On a float label map or a non-numeric input.
 
     Shape:
@@ -680,6 +707,8 @@ def _label_overlap(
     else:
         if nl is None:
             nl = int(vol.max()) + 1 if vol.size else 0
+            if nl > MAX_LABEL + 1:
+                raise _label_cap_error(nl - 1, "label_map")
         if need_area:
             area = _slice_areas_np(vol, slices, nl)
     assert nl is not None

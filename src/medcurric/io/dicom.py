@@ -10,15 +10,16 @@ unpacked by pydicom.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medcurric._optional import require
-from medcurric.errors import DataFormatError, MissingFileError, ShapeError
+from medcurric.errors import DataFormatError, MedcurricError, MissingFileError, ShapeError
 from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap, Volume
 
@@ -32,6 +33,23 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def _pydicom() -> Any:
     return require("pydicom", feature="reading DICOM files")
+
+
+@contextlib.contextmanager
+def _reading(path: object) -> Iterator[None]:
+    """Name the file in errors pydicom raises on malformed values or pixel data.
+
+    pydicom parses element values and decodes pixel data when they are first used, so a
+    damaged file fails there (ValueError, IndexError, NotImplementedError...), not in dcmread.
+    """
+    try:
+        yield
+    except (MedcurricError, MemoryError):
+        raise
+    except Exception as exc:
+        raise DataFormatError(
+            f"'{path}' could not be read as DICOM: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _grid_affine(
@@ -92,7 +110,8 @@ def read_dicom_series(paths: str | os.PathLike[str] | Iterable[str | os.PathLike
 
     Raises:
         MissingFileError: When a path does not exist or the folder holds no files.
-        DataFormatError: When the files are not one evenly spaced series.
+        DataFormatError: When the files are not one evenly spaced series, or a file is
+            damaged (its values or pixel data cannot be decoded); the error names the file.
 
     Examples:
         >>> from pydicom.data import get_testdata_file
@@ -120,28 +139,32 @@ def read_dicom_series(paths: str | os.PathLike[str] | Iterable[str | os.PathLike
         except Exception as exc:
             raise DataFormatError(f"'{f}' could not be read as DICOM: {exc}") from exc
     first = datasets[0]
-    for ds in datasets:
-        for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
-            if tag not in ds:
-                raise DataFormatError(
-                    f"Expected {tag} in every slice, but '{ds.filename}' has none."
-                )
-    orientation = [float(v) for v in first.ImageOrientationPatient]
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
-    thickness = float(first.get("SliceThickness", 1.0) or 1.0)
-    order, step = _slice_step(orientation, positions, thickness)
+    rows = []
+    for f, ds in zip(files, datasets, strict=True):
+        with _reading(f):
+            for tag in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
+                if tag not in ds:
+                    raise DataFormatError(f"Expected {tag} in every slice, but '{f}' has none.")
+            rows.append([float(v) for v in ds.ImagePositionPatient])
+    with _reading(files[0]):
+        orientation = [float(v) for v in first.ImageOrientationPatient]
+        pixel_spacing = [float(v) for v in first.PixelSpacing]
+        thickness = float(first.get("SliceThickness", 1.0) or 1.0)
+        positions = np.array(rows, dtype=np.float64)
+        order, step = _slice_step(orientation, positions, thickness)
     slices = []
     for idx in order:
         ds = datasets[idx]
-        arr = ds.pixel_array.astype(np.float32)
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        with _reading(files[idx]):
+            arr = ds.pixel_array.astype(np.float32)
+            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+            inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         slices.append(arr * slope + inter)
     shapes = {s.shape for s in slices}
     if len(shapes) != 1:
         raise DataFormatError(f"Expected slices of one size, but got sizes {sorted(shapes)}.")
     stack = np.stack(slices)  # [k, row, col]
-    affine = _grid_affine(orientation, positions[order[0]], first.PixelSpacing, step)
+    affine = _grid_affine(orientation, positions[order[0]], pixel_spacing, step)
     data = stack.transpose(2, 1, 0)  # (i = col, j = row, k)
     r = Reorientation.from_affine(affine, data.shape)
     return Volume(
@@ -185,7 +208,8 @@ def read_dicom_seg(path: str | os.PathLike[str], *, class_map: ClassMap | None =
 
     Raises:
         MissingFileError: When the file does not exist.
-        DataFormatError: When it is not a DICOM SEG or misses geometry.
+        DataFormatError: When it is not a DICOM SEG, misses geometry, or is damaged (its
+            values or pixel data cannot be decoded).
 
     Examples:
         >>> from pydicom.data import get_testdata_file
@@ -193,8 +217,6 @@ def read_dicom_seg(path: str | os.PathLike[str], *, class_map: ClassMap | None =
         >>> seg.array.shape, seg.class_map.names  # doctest: +SKIP
         ((1, 512, 512), ('liver',))
     """
-    from medcurric.io._classmaps import class_map_from_names, lookup_label, normalise_name
-
     pydicom = _pydicom()
     p = Path(path)
     if not p.is_file():
@@ -203,6 +225,14 @@ def read_dicom_seg(path: str | os.PathLike[str], *, class_map: ClassMap | None =
         ds = pydicom.dcmread(str(p))
     except Exception as exc:
         raise DataFormatError(f"'{p}' could not be read as DICOM: {exc}") from exc
+    with _reading(p):
+        return _seg_label_map(ds, p, class_map)
+
+
+def _seg_label_map(ds: Any, p: Path, class_map: ClassMap | None) -> LabelMap:
+    """The label map of a SEG dataset read from ``p`` (see :func:`read_dicom_seg`)."""
+    from medcurric.io._classmaps import class_map_from_names, lookup_label, normalise_name
+
     if str(ds.get("Modality", "")) != "SEG" or "SegmentSequence" not in ds:
         raise DataFormatError(
             f"Expected a DICOM Segmentation (Modality SEG with a SegmentSequence) in '{p}', "

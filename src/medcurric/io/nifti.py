@@ -21,7 +21,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +43,9 @@ __all__ = [
     "write_nifti",
 ]
 
-_LABEL_RE = re.compile(
-    r"<Label\b[^>]*?\bKey\s*=\s*\"(-?\d+)\"[^>]*>\s*(?:<!\[CDATA\[(.*?)\]\]>|([^<]*?))\s*</Label>",
-    re.DOTALL,
-)
+# The Key attribute of one <Label ...> tag (matched within the tag's text only).
+_KEY_RE = re.compile(r"\bKey\s*=\s*\"(-?\d{1,18})\"")
+_SPACE_RE = re.compile(r"\s*")
 
 
 def _nib() -> Any:
@@ -71,11 +70,7 @@ def _parse_label_extension_cached(content: bytes) -> dict[int, str] | None:
     """:func:`_parse_label_extension`, parsed once per distinct extension (callers copy)."""
     text = content.decode("utf-8", errors="replace").strip("\x00 \n\t\r")
     if "<Label" in text:
-        names: dict[int, str] = {}
-        for key, cdata, plain in _LABEL_RE.findall(text):
-            name = cdata if cdata else html.unescape(plain)
-            if name.strip():
-                names[int(key)] = name.strip()
+        names = dict(_xml_labels(text))
         return names or None
     if text.startswith("{"):
         try:
@@ -91,6 +86,47 @@ def _parse_label_extension_cached(content: bytes) -> dict[int, str] | None:
                 return None
             return out or None
     return None
+
+
+def _xml_labels(text: str) -> Iterator[tuple[int, str]]:
+    """``(key, name)`` of each ``<Label Key="k">name</Label>`` (name plain or CDATA) in ``text``.
+
+    One forward scan with ``str.find``: every search starts where the last one ended, so
+    the time is linear in the text (a backtracking pattern was quadratic on untrusted headers).
+    """
+    pos = 0
+    while True:
+        start = text.find("<Label", pos)
+        if start < 0:
+            return
+        after = start + len("<Label")
+        if after < len(text) and (text[after].isalnum() or text[after] == "_"):
+            pos = after  # <LabelTable> and the like
+            continue
+        close = text.find(">", after)
+        if close < 0:
+            return
+        pos = close + 1
+        key = _KEY_RE.search(text, after, close)
+        if key is None:
+            continue
+        body = _SPACE_RE.match(text, pos).end()  # type: ignore[union-attr]  # \s* always matches
+        if text.startswith("<![CDATA[", body):
+            stop = text.find("]]>", body + len("<![CDATA["))
+            if stop < 0:
+                return
+            name = text[body + len("<![CDATA[") : stop]
+            pos = _SPACE_RE.match(text, stop + len("]]>")).end()  # type: ignore[union-attr]
+        else:
+            stop = text.find("<", body)
+            if stop < 0:
+                return
+            name = html.unescape(text[body:stop])
+            pos = stop
+        if text.startswith("</Label>", pos):
+            pos += len("</Label>")
+            if name.strip():
+                yield int(key.group(1)), name.strip()
 
 
 def label_names_from_nifti(path: str | os.PathLike[str]) -> dict[int, str] | None:
@@ -142,7 +178,12 @@ def _open(path: Path, *, mmap: bool = True) -> tuple[Any, Any, np.ndarray]:
     """
     if path.name.lower().endswith(".nii.gz"):
         header, raw = _inflate_gzip_nifti(path)
-        return header, _scaled(header, raw), header.get_best_affine()
+        try:  # nibabel checks the scaling and the affine only here (scl_inter = NaN...)
+            return header, _scaled(header, raw), header.get_best_affine()
+        except Exception as exc:
+            if isinstance(exc, MemoryError):
+                raise
+            raise DataFormatError(f"'{path}' has a NIfTI header nibabel refuses: {exc}") from exc
     nib = _nib()
     try:
         img = nib.load(str(path), mmap=mmap)
@@ -168,7 +209,9 @@ def _take(dataobj: Any, index: tuple[Any, ...] | None, path: Path) -> np.ndarray
     """``dataobj[index]`` (all of it for ``None``) as an array; a file cut short is named."""
     try:
         return np.asanyarray(dataobj if index is None else dataobj[index])
-    except (EOFError, OSError, zlib.error) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # a file cut short, a damaged stream, a scaling nibabel refuses
         raise DataFormatError(f"'{path}' could not be read as NIfTI by nibabel: {exc}") from exc
 
 
@@ -466,11 +509,21 @@ def _relabel(
     mapping = {k: lookup_label(class_map, v, where=str(path)) for k, v in names.items() if k > 0}
     if all(k == v for k, v in mapping.items()):
         return data
+    dtype = np.uint8 if class_map.max_label < 256 else np.uint16
     top = max(int(data.max(initial=0)), *mapping)
-    lut = np.zeros(top + 1, dtype=np.uint8 if class_map.max_label < 256 else np.uint16)
+    if top > _DENSE_RELABEL:  # a table per label value would be as long as the largest id
+        values, codes = np.unique(np.asarray(data), return_inverse=True)
+        table = np.array([mapping.get(int(v), 0) for v in values], dtype=dtype)
+        return table[codes.reshape(data.shape)]
+    lut = np.zeros(top + 1, dtype=dtype)
     for k, v in mapping.items():
         lut[k] = v
     return lut[np.asarray(data)]
+
+
+#: Largest file label id relabelled through a dense lookup table; sparser ids go through
+#: ``np.unique`` (memory bounded by the voxels, not by a hostile header's largest key).
+_DENSE_RELABEL = 1 << 16
 
 
 def read_nifti_labels(

@@ -37,7 +37,9 @@ def _read_png(path: Path) -> np.ndarray:
             if im.mode in ("RGB", "RGBA", "P", "LA"):
                 return np.asarray(im.convert("L"))
             return np.asarray(im)
-    except OSError as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # OSError, Pillow's DecompressionBombError, SyntaxError (broken PNG)
         raise DataFormatError(f"'{path}' could not be read as an image: {exc}") from exc
 
 

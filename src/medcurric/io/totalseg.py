@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medcurric.errors import DataFormatError, MissingFileError, ShapeError
-from medcurric.io.nifti import _check_file, _load, read_nifti_labels
+from medcurric.io.nifti import _check_file, _load, _take, read_nifti_labels
 from medcurric.io.orientation import Reorientation
 from medcurric.io.records import LabelMap
 
@@ -108,7 +108,7 @@ def read_totalsegmentator(
                 f"'{files[name].name}' "
                 f"has shape {r.shape} and a different affine."
             )
-        data = np.asanyarray(img.dataobj)
+        data = _take(img.dataobj, None, files[name])
         if data.ndim != 3:
             raise DataFormatError(
                 f"Expected a 3D mask in '{files[name]}', but got shape {data.shape}."
@@ -177,7 +177,7 @@ def _read_npy_labels(path: Path, class_map: ClassMap | None) -> LabelMap:
 
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise DataFormatError(f"'{path}' is not a plain numpy array file: {exc}") from exc
     names = class_map if class_map is not None else ClassMap.totalsegmentator()
     return LabelMap(array, names, source=str(path))

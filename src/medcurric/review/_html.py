@@ -20,10 +20,12 @@ import numpy as np
 
 __all__ = ["BOX_PATTERN", "environment", "highlight", "highlight_spans", "png_data_url", "render_page"]
 
-#: A normalised box cited in text: ``[0.1234, 0.5, 0.75, 0.9]``.
-BOX_PATTERN = re.compile(
-    r"\[\s*-?\d*\.?\d+\s*,\s*-?\d*\.?\d+\s*,\s*-?\d*\.?\d+\s*,\s*-?\d*\.?\d+\s*\]"
-)
+# One number, ``12``, ``0.5`` or ``.5``, written so that a string of digits splits one way
+# only: a failed match gives digits back one at a time instead of trying every split.
+_NUMBER = r"-?(?:\d+(?:\.\d+)?|\.\d+)"
+
+#: A normalised box cited in text: ``[0.1234, 0.5, 0.75, 0.9]``. Linear time on any text.
+BOX_PATTERN = re.compile(r"\[\s*" + r"\s*,\s*".join([_NUMBER] * 4) + r"\s*\]")
 
 
 @functools.cache

@@ -490,7 +490,10 @@ class AuditResult:
         axes[0][0].set_ylabel("share of lesions whose host changes")
         handles, labels = axes[0][0].get_legend_handles_labels()
         if handles:
-            fig.legend(handles, labels, loc="center right", fontsize=8)
+            legend = fig.legend(handles, labels, loc="center right", fontsize=8)
+            for text in legend.get_texts():  # organ names: drawn literally, never as mathtext
+                text.set_parse_math(False)
+                text.set_usetex(False)
             fig.subplots_adjust(right=0.82)
         fig.suptitle("Sensitivity of the host organ to segmentation errors")
         fig.savefig(path, dpi=110, bbox_inches="tight")

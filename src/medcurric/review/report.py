@@ -223,6 +223,11 @@ class _Images:
                     f"path {ref!r} leads out of the image folder '{self.root.name}' "
                     "(absolute, '..' or a link); expected a path inside it"
                 )
+            except (DataFormatError, OSError) as exc:  # truncated, a decompression bomb...
+                reason = str(exc)
+                for root in {str(self.root.resolve()), str(self.root)}:  # never the absolute root
+                    reason = reason.replace(root, self.root.name)
+                self.errors[ref] = f"image could not be read: {reason}"
         self.arrays[ref] = arr
         return arr
 
@@ -436,7 +441,8 @@ def _score_plot(seeds: Mapping[str, FactualSeed]) -> str | None:
         for i, vals in enumerate(data, start=1):
             jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(vals))
             ax.scatter(vals, np.full(len(vals), i) + jitter, s=10, alpha=0.6)
-        ax.set_yticks(range(1, len(organs) + 1), organs)
+        # organ names come from the seeds: drawn literally, never as mathtext or TeX
+        ax.set_yticks(range(1, len(organs) + 1), organs, parse_math=False, usetex=False)
         ax.set_xlim(-0.02, 1.02)
         ax.set_xlabel({"iou": "IoU (box vs organ)", "ioa": "IoA (share of box in organ)"}[key])
         ax.grid(axis="x", alpha=0.3)
