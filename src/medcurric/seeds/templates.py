@@ -20,7 +20,118 @@ from typing import Any
 from medcurric.errors import DataFormatError, MissingFileError, TemplateError, WrongTypeError
 from medcurric.templating import fill_template, template_fields
 
-__all__ = ["DEFAULT_TEMPLATES", "TEMPLATE_FIELDS", "SeedTemplates", "render_template"]
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "TEMPLATE_FIELDS",
+    "SeedTemplates",
+    "indefinite_article",
+    "lesion_noun",
+    "lesion_phrase",
+    "render_template",
+]
+
+_UNKNOWN_TYPES = {"", "-1", "unknown", "none", "nan", "null", "lesion", "n/a"}
+#: Lesion types that name a site, not a lesion, as the adjective the lesion noun takes:
+#: DeepLesion's eight coarse types, then organ words a user's type may hold.
+_SITE_ADJECTIVES = {
+    "bone": "bone",
+    "abdomen": "abdominal",
+    "mediastinum": "mediastinal",
+    "liver": "liver",
+    "lung": "lung",
+    "kidney": "kidney",
+    "soft tissue": "soft-tissue",
+    "pelvis": "pelvic",
+    "adrenal": "adrenal",
+    "adrenal gland": "adrenal",
+    "spleen": "splenic",
+    "pancreas": "pancreatic",
+    "gallbladder": "gallbladder",
+    "stomach": "gastric",
+    "bladder": "bladder",
+    "thyroid": "thyroid",
+    "breast": "breast",
+    "prostate": "prostatic",
+    "uterus": "uterine",
+    "brain": "brain",
+    "heart": "cardiac",
+    "chest": "chest",
+    "neck": "neck",
+}
+# Letters whose spoken name starts with a vowel sound (an MRI, an FDG-avid, an L2)
+_VOWEL_LETTERS = set("aefhilmnorsx")
+# 'u' words read with a 'you' sound take 'a' (a uterine, a unilocular, a ureteral)
+_YOU_SOUND = ("uni", "ure", "uri", "ute", "usu", "uro", "uv", "eu")
+
+
+def indefinite_article(phrase: str) -> str:
+    """``"a"`` or ``"an"`` for a phrase, by how its first word sounds.
+
+    Examples:
+        >>> [indefinite_article(p) for p in ("adrenal lesion", "8 mm cyst", "14 mm cyst", "uterine mass",
+        ...     "ulcer", "FDG-avid node", "hour", "liver lesion")]
+        ['an', 'an', 'a', 'a', 'an', 'an', 'an', 'a']
+    """
+    head = phrase.strip().split(" ", 1)[0]
+    low = head.lower()
+    if not low:
+        return "a"
+    if low[0].isdigit():  # numbers by sound: an 8, an 11, an 18, an 80; a 14
+        digits = low.split(".")[0].split("-")[0]
+        return "an" if digits.startswith("8") or digits in ("11", "18") else "a"
+    letters = head.split("-")[0]
+    if len(letters) > 1 and letters.isupper():  # an acronym is read letter by letter
+        return "an" if letters[0].lower() in _VOWEL_LETTERS else "a"
+    if low.startswith(_YOU_SOUND) or low.startswith(("one", "once")):
+        return "a"
+    return "an" if low[0] in "aeiou" or low.startswith(("hour", "honest", "honor")) else "a"
+
+
+def lesion_noun(lesion_type: str | None) -> str:
+    """The lesion type as a noun phrase; unknown types read ``"lesion"``.
+
+    Args:
+        lesion_type: The record's type (free text from the dataset, kept as data).
+
+    Returns:
+        ``"lesion"`` for unknown types (``-1``, ``""``, ``"unknown"``); ``"<site> lesion"``
+        for a type that names a body region or organ (DeepLesion's coarse types:
+        ``"liver"`` -> ``"liver lesion"``, ``"abdomen"`` -> ``"abdominal lesion"``,
+        ``"soft tissue"`` -> ``"soft-tissue lesion"``); else the text itself (whitespace
+        normalised).
+
+    Examples:
+        >>> lesion_noun("-1"), lesion_noun("liver"), lesion_noun("Abdomen"), lesion_noun("nodule")
+        ('lesion', 'liver lesion', 'abdominal lesion', 'nodule')
+        >>> lesion_noun("{x}")
+        '{x}'
+    """
+    text = " ".join(str(lesion_type or "").split())
+    low = text.lower()
+    if low in _UNKNOWN_TYPES:
+        return "lesion"
+    if low in _SITE_ADJECTIVES:
+        return f"{_SITE_ADJECTIVES[low]} lesion"
+    return text
+
+
+def lesion_phrase(lesion_type: str | None) -> str:
+    """The lesion as a noun phrase with its article: what every question and prompt says.
+
+    A type that already starts with an article (a phrase built before) is kept.
+
+    Examples:
+        >>> [lesion_phrase(t) for t in ("liver", "soft tissue", "abdomen", "adrenal", "cyst", "-1")]
+        ['a liver lesion', 'a soft-tissue lesion', 'an abdominal lesion', 'an adrenal lesion', 'a cyst', 'a lesion']
+        >>> lesion_phrase("an ulcer")
+        'an ulcer'
+    """
+    text = " ".join(str(lesion_type or "").split())
+    first = text.split(" ", 1)[0].lower()
+    if first in ("a", "an") and " " in text:
+        return text
+    noun = lesion_noun(text)
+    return f"{indefinite_article(noun)} {noun}"
 
 #: Placeholders a template may use, with what they hold.
 TEMPLATE_FIELDS: dict[str, str] = {
