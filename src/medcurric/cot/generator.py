@@ -382,9 +382,11 @@ class CoTGenerator:
         box_text = ""
         if stage is Stage.EASY and box_norm is not None:
             box_text = "[" + ", ".join(f"{v:.4f}" for v in box_norm) + "]"
+        lesion = _lesion_for(seed.lesion_phrase, seed.organ, lexicon)
         fields = {
             "seed_text": seed.text,
-            "lesion": seed.lesion_type or "lesion",
+            "lesion": lesion,
+            "lesion_noun": _without_article(lesion),
             "organ": organ,
             "location": location,
             "relation": "adjacent to" if adjacent else "in",
@@ -399,7 +401,7 @@ class CoTGenerator:
             "question_type": qtype.value,
             "reply_format": reply_format(stage),
         }
-        extra = {"seed_text": seed.text, "outcome": seed.outcome}
+        extra = {"seed_text": seed.text, "outcome": seed.outcome, "lesion_phrase": seed.lesion_phrase}
         if qtype is QuestionType.CLOSED:
             extra.update(queried_organ=queried, expected_answer=expected)
         return fields, extra
@@ -713,3 +715,24 @@ def _in_plane_box(box: Sequence[float]) -> tuple[float, ...] | None:
     if len(box) == 6:  # (x1, y1, z1, x2, y2, z2): the key-slice rectangle
         return (float(box[0]), float(box[1]), float(box[3]), float(box[4]))
     return None
+
+
+def _without_article(phrase: str) -> str:
+    """``"a liver lesion"`` -> ``"liver lesion"`` (a phrase without an article is kept)."""
+    head, _, rest = phrase.partition(" ")
+    return rest if head.lower() in ("a", "an") and rest else phrase
+
+
+def _lesion_for(phrase: str, organ: str | None, lexicon: OrganLexicon) -> str:
+    """The seed's lesion phrase, or ``"a lesion"`` where its site words only repeat the organ.
+
+    ``"a liver lesion"`` in the liver reads "a lesion in the liver" (and a closed question
+    "Is there a liver lesion in the liver?" would give its answer away); ``"a lung lesion"``
+    in the left clavicle keeps its words, which say something the organ does not.
+    """
+    words = _without_article(phrase).lower().replace("-", " ").split()
+    if organ is None or len(words) < 2 or words[-1] != "lesion":
+        return phrase
+    names = (*lexicon.with_organ(organ).synonyms(organ), organ.replace("_", " "))
+    organ_words = {w for p in names for w in p.lower().split()}
+    return "a lesion" if set(words[:-1]) <= organ_words else phrase
