@@ -366,8 +366,14 @@ class CoTGenerator:
         queried, expected = organ, "no" if adjacent else "yes"
         if seed.organ is not None and qtype is QuestionType.CLOSED and not adjacent:
             host = set(lexicon.synonyms(seed.organ)) | {seed.organ}
+            # a distractor the lesion phrase names ("a liver lesion" -> the liver) would make
+            # "Is there a liver lesion in the liver?" answered "no": leave those out
             others = [
-                n for n in lexicon.names if n != seed.organ and not host & set(lexicon.synonyms(n))
+                n
+                for n in lexicon.names
+                if n != seed.organ
+                and not host & set(lexicon.synonyms(n))
+                and _lesion_for(seed.lesion_phrase, n, lexicon) == seed.lesion_phrase
             ]
             u = int(_digest("closed", seed.id, stage.value)[:12], 16) / float(16**12)
             if others and u >= self.closed_yes_fraction:
