@@ -76,6 +76,8 @@ def template_reply(request: GenerationRequest) -> dict[str, str]:
         rel = f.get("relation") or "in"
         where = f"{rel} {location}"
         over = "lies over" if rel == "in" else "lies next to"
+        # Medium opens at the organ; an adjacent lesion is found beside it, not "looking at" it
+        lead = f"Looking at the {organ}, there is" if rel == "in" else "There is"
         if closed:
             question = (
                 f"Is the {noun} inside the highlighted box located in the {queried}?"
@@ -88,7 +90,7 @@ def template_reply(request: GenerationRequest) -> dict[str, str]:
             rationale = (
                 f"{look} {over} the {organ}. The {noun}{size} lies {where}{tail}."
                 if easy
-                else f"Looking at the {organ}, there is {phrase}{size} {where}{tail}."
+                else f"{lead} {phrase}{size} {where}{tail}."
             )
             answer = "Yes." if expected == "yes" else f"No, it lies {where}."
         else:
@@ -97,7 +99,7 @@ def template_reply(request: GenerationRequest) -> dict[str, str]:
                 f"{look} {over} the {organ}. It contains {phrase}{size}. "
                 f"So the finding is {phrase} {where}."
                 if easy
-                else f"Looking at the {organ}, there is {phrase}{size} {where}. "
+                else f"{lead} {phrase}{size} {where}. "
                 f"So the abnormality is {phrase} {rel} the {organ}."
             )
             answer = f"{phrase_cap} {where}."
