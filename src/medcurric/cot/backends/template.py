@@ -92,7 +92,7 @@ def template_reply(request: GenerationRequest) -> dict[str, str]:
                 if easy
                 else f"{lead} {phrase}{size} {where}{tail}."
             )
-            answer = "Yes." if expected == "yes" else f"No, it lies {where}."
+            answer = "Yes." if expected == "yes" else "No."  # closed: yes/no, the where is reasoned
         else:
             question = f"What abnormality is seen {where_q}, and where is it?"
             rationale = (
