@@ -58,6 +58,7 @@ from medcurric.errors import (
     WrongTypeError,
 )
 from medcurric.seeds.records import FactualSeed
+from medcurric.seeds.templates import lesion_at
 from medcurric.stage import Stage
 
 __all__ = ["CoTGenerator", "RunSummary", "parse_shard", "sample_id", "shard_of"]
@@ -730,15 +731,7 @@ def _without_article(phrase: str) -> str:
 
 
 def _lesion_for(phrase: str, organ: str | None, lexicon: OrganLexicon) -> str:
-    """The seed's lesion phrase, or ``"a lesion"`` where its site words only repeat the organ.
-
-    ``"a liver lesion"`` in the liver reads "a lesion in the liver" (and a closed question
-    "Is there a liver lesion in the liver?" would give its answer away); ``"a lung lesion"``
-    in the left clavicle keeps its words, which say something the organ does not.
-    """
-    words = _without_article(phrase).lower().replace("-", " ").split()
-    if organ is None or len(words) < 2 or words[-1] != "lesion":
+    """The seed's lesion phrase next to ``organ`` (:func:`~medcurric.seeds.templates.lesion_at`)."""
+    if organ is None:
         return phrase
-    names = (*lexicon.with_organ(organ).synonyms(organ), organ.replace("_", " "))
-    organ_words = {w for p in names for w in p.lower().split()}
-    return "a lesion" if set(words[:-1]) <= organ_words else phrase
+    return lesion_at(phrase, (*lexicon.with_organ(organ).synonyms(organ), organ))

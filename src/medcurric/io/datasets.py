@@ -30,7 +30,7 @@ from __future__ import annotations
 import glob
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -146,7 +146,7 @@ def read_detections(
     else:
         kind = look_up_option(fmt, DetectionFormat, name="fmt")
         likely = detect_detection_format(path) if Path(path).is_file() else kind
-    readers = {
+    readers: dict[DetectionFormat, Callable[[str | os.PathLike[str]], list[LesionRecord]]] = {
         DetectionFormat.DEEPLESION: read_deeplesion,
         DetectionFormat.COCO: read_coco_detections,
         DetectionFormat.CSV: read_detection_csv,
@@ -175,7 +175,7 @@ _BINARY_MAGIC = (
 
 
 def detect_detection_format(path: str | os.PathLike[str]) -> DetectionFormat:
-    """Tell a detection file's format from its name and first bytes.
+    r"""Tell a detection file's format from its name and first bytes.
 
     A JSON object or list (or a ``.json`` name) is ``coco``; a CSV whose header has
     DeepLesion's ``File_name`` and ``Bounding_boxes`` columns is ``deeplesion``; any
@@ -194,8 +194,8 @@ def detect_detection_format(path: str | os.PathLike[str]) -> DetectionFormat:
     Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> _ = (d / "DL_info.csv").write_text("File_name,Key_slice_index,Bounding_boxes\\n")
-        >>> _ = (d / "boxes.csv").write_text("image,x1,y1,x2,y2\\n")
+        >>> _ = (d / "DL_info.csv").write_text("File_name,Key_slice_index,Bounding_boxes\n")
+        >>> _ = (d / "boxes.csv").write_text("image,x1,y1,x2,y2\n")
         >>> _ = (d / "ann.json").write_text('{"images": []}')
         >>> [detect_detection_format(d / n).value for n in ("DL_info.csv", "boxes.csv", "ann.json")]
         ['deeplesion', 'csv', 'coco']

@@ -22,6 +22,7 @@ from medcurric.seeds.records import FactualSeed
 from medcurric.seeds.templates import (
     SeedTemplates,
     indefinite_article,
+    lesion_at,
     lesion_noun,
     lesion_phrase,
     render_template,
@@ -109,18 +110,26 @@ class SeedBuilder:
             return self.class_map.display_name(organ)
         return " ".join(organ.replace("_", " ").split())
 
+    def _organ_names(self, organ: str) -> list[str]:
+        names = [organ, self.organ_words(organ)]
+        if organ in self.class_map:
+            names += self.class_map.synonyms(organ)
+        return names
+
     def fields(
         self, record: LesionRecord, match: OrganMatch | None, location: Location | None = None
     ) -> dict[str, str]:
         """The template field values for one lesion (see :data:`~medcurric.seeds.TEMPLATE_FIELDS`)."""
+        organ = match.organ if match is not None and str(match.outcome) != "unmatched" else None
         noun = lesion_noun(record.lesion_type)
+        if organ and lesion_at(f"a {noun}", self._organ_names(organ)) == "a lesion":
+            noun = "lesion"  # "a 14 mm lesion in the liver", not "a 14 mm liver lesion in the liver"
         size_mm = location.size_mm if location is not None else None
         if size_mm is None:
             size_mm = _record_size(record)
         size = _size_text(size_mm)
         sized = f"{size} {noun}" if size else noun
         a_lesion = f"{indefinite_article(sized)} {sized}"
-        organ = match.organ if match is not None and str(match.outcome) != "unmatched" else None
         organ_words = self.organ_words(organ)
         the_organ = f"the {organ_words}" if organ_words else ""
         phrase = location.phrase if location is not None and organ else ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "SeedTemplates",
     "indefinite_article",
+    "lesion_at",
     "lesion_noun",
     "lesion_phrase",
     "render_template",
@@ -113,6 +114,40 @@ def lesion_noun(lesion_type: str | None) -> str:
     if low in _SITE_ADJECTIVES:
         return f"{_SITE_ADJECTIVES[low]} lesion"
     return text
+
+
+def lesion_at(phrase: str, organ_names: Iterable[str]) -> str:
+    """The lesion phrase to write next to an organ: ``"a lesion"`` where its site only repeats it.
+
+    "A liver lesion in the liver" says the site twice, and a closed question "Is there a liver
+    lesion in the liver?" gives its answer away; "a lung lesion in the left clavicle" keeps
+    its words, which say something the organ does not.
+
+    Args:
+        phrase: The lesion phrase (:func:`lesion_phrase`), or a bare noun.
+        organ_names: The phrases naming the organ (its name, display name, synonyms).
+
+    Examples:
+        >>> lesion_at("a liver lesion", ["liver", "hepatic"]), lesion_at("an 8 mm kidney lesion", ["left kidney"])
+        ('a lesion', 'an 8 mm lesion')
+        >>> lesion_at("a lung lesion", ["left clavicle"]), lesion_at("a liver cyst", ["liver"])
+        ('a lung lesion', 'a liver cyst')
+    """
+    words = phrase.split()
+    if len(words) < 2 or words[-1].lower() != "lesion":
+        return phrase
+    organ_words = {w for name in organ_names for w in name.lower().replace("_", " ").split()}
+    start = 1 if words[0].lower() in ("a", "an") else 0
+    while start < len(words) - 1 and (words[start][:1].isdigit() or words[start] == "mm"):
+        start += 1  # keep a size ("14 mm")
+    site = [w.lower() for w in words[start:-1]]
+    if not site or not {w for s in site for w in s.split("-")} <= organ_words:
+        return phrase
+    kept = words[:start] + ["lesion"]
+    if words[0].lower() in ("a", "an"):
+        kept[0] = indefinite_article(" ".join(kept[1:]))
+        kept[0] = kept[0].capitalize() if words[0][0].isupper() else kept[0]
+    return " ".join(kept)
 
 
 def lesion_phrase(lesion_type: str | None) -> str:
