@@ -143,7 +143,7 @@ def lesion_at(phrase: str, organ_names: Iterable[str]) -> str:
     site = [w.lower() for w in words[start:-1]]
     if not site or not {w for s in site for w in s.split("-")} <= organ_words:
         return phrase
-    kept = words[:start] + ["lesion"]
+    kept = [*words[:start], "lesion"]
     if words[0].lower() in ("a", "an"):
         kept[0] = indefinite_article(" ".join(kept[1:]))
         kept[0] = kept[0].capitalize() if words[0][0].isupper() else kept[0]
