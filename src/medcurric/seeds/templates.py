@@ -170,7 +170,8 @@ def lesion_phrase(lesion_type: str | None) -> str:
 
 #: Placeholders a template may use, with what they hold.
 TEMPLATE_FIELDS: dict[str, str] = {
-    "lesion": "lesion noun, e.g. 'liver lesion', 'nodule', 'lesion' (unknown type)",
+    "lesion": "lesion noun, e.g. 'liver lesion', 'nodule', 'lesion' (unknown type, or a site "
+    "that only repeats the host organ: a liver lesion in the liver)",
     "sized_lesion": "size and noun, e.g. '14 mm liver lesion' ('liver lesion' without a size)",
     "a_lesion": "with its article, e.g. 'a 14 mm liver lesion', 'an 8 mm nodule'",
     "A_lesion": "the same, capitalised for the start of a sentence",
