@@ -151,3 +151,27 @@ def test_seed_builder_and_generator_share_one_phrase():
     assert seed.text.startswith(("There is a 14 mm abdominal lesion", "A 14 mm abdominal lesion"))
     restored = FactualSeed.from_dict({k: v for k, v in seed.to_dict().items() if k != "lesion_phrase"})
     assert restored.lesion_phrase == "an abdominal lesion"  # older seeds derive it
+
+
+def test_seed_sentences_read_right_for_every_type_and_organ(class_map):
+    from medcurric.anatomy import Location, OrganMatch
+    from medcurric.io import LesionRecord
+
+    builder = SeedBuilder(class_map=class_map)
+    site_twice = re.compile(r"\b(\w+) lesion (?:is seen |is located |lies |)(?:in|adjacent to) the (?:\w+ )*?\1\b",
+                            re.IGNORECASE)
+    double = re.compile(r"\b(?:a|an|the)\s+(?:a|an|the)\b", re.IGNORECASE)
+    article = re.compile(r"\b(a|an)\s+([\w-]+)", re.IGNORECASE)
+    takes_an = {"abdominal", "adrenal", "ulcer", "8", "11", "18"}
+    for lesion_type in DEEPLESION_TYPES + OTHER_TYPES:
+        for size in (8.0, 11.0, 14.0, 18.0):
+            rec = LesionRecord(id=f"{lesion_type}{size}", image="ct", box=(0, 0, size, 4), lesion_type=lesion_type,
+                               spacing=(1.0, 1.0))
+            for organ in ORGANS:
+                for outcome in ("inside", "adjacent"):
+                    m = OrganMatch(organ=organ, label=1, score=0.9, criterion="ioa", outcome=outcome)
+                    loc = Location(organ=organ, size_mm=(size, 4.0), phrase="central part of the")
+                    text = builder.build(rec, m, loc).text
+                    assert not site_twice.search(text) and not double.search(text), text
+                    for art, word in article.findall(text):
+                        assert art.lower() == ("an" if word.lower() in takes_an else "a"), text
