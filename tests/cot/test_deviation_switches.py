@@ -44,7 +44,7 @@ def test_default_templates_keep_the_library_design() -> None:
     ts = {t.id: t for t in default_templates()}
     assert "do not mention any box" in ts["medium-open-v1"].text
     assert "{box}" not in ts["medium-open-v1"].text
-    assert "asking where the {lesion} is" in ts["hard-open-v1"].text
+    assert "asking where the lesion is" in ts["hard-open-v1"].text
     assert default_templates() == default_templates(medium_cites_box=False, hard_asks_location=True)
 
 

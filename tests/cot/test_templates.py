@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from medcurric.cot import (
@@ -11,7 +13,7 @@ from medcurric.cot import (
     fill_template,
 )
 from medcurric.cot.templates import QuestionType, reply_format
-from medcurric.errors import DataFormatError, InvalidOptionError, TemplateError
+from medcurric.errors import DataFormatError, InvalidOptionError, MedcurricWarning, TemplateError
 from medcurric.stage import Stage
 
 
@@ -81,7 +83,7 @@ def test_seed_text_with_template_syntax_reaches_the_prompt_verbatim(seed_factory
     for r in requests:
         assert evil in r.prompt
         assert "<class" not in r.prompt
-        assert r.fields["lesion"] == evil
+        assert r.fields["lesion_noun"] == evil and r.fields["lesion"] == f"a {evil}"
     samples = list(gen.generate([seed]))
     assert all(s.lesion_type == evil for s in samples)
     assert any(evil in s.rationale for s in samples)
@@ -99,7 +101,7 @@ def test_easy_prompt_cites_normalised_box_with_four_decimals(seed_factory):
 def test_user_templates_replace_defaults(seed_factory):
     mine = [
         PromptTemplate(
-            "mine-medium", "medium", "open", "Tell me about the {lesion}. {reply_format}"
+            "mine-medium", "medium", "open", "Tell me about the {lesion_noun}. {reply_format}"
         )
     ]
     gen = CoTGenerator(
@@ -114,3 +116,12 @@ def test_user_templates_replace_defaults(seed_factory):
     assert r.prompt.startswith("Tell me about the hypodense lesion.")
     with pytest.raises(DataFormatError, match="unique"):
         CoTGenerator(TemplateBackend(), templates=mine * 2)
+
+
+def test_a_template_writing_an_article_before_lesion_warns():
+    # {lesion} holds "a liver lesion": "a {lesion}" would read "a a liver lesion"
+    with pytest.warns(MedcurricWarning, match=r"'a \{lesion\}'.*'the \{lesion_noun\}'"):
+        PromptTemplate("old", "medium", "closed", "Is there a {lesion} in the {organ}?")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PromptTemplate("new", "medium", "closed", "Is there {lesion} in the {organ}? The {lesion_noun}.")

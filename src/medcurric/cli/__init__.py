@@ -32,6 +32,30 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default in ``--help`` unless its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "default" not in text.lower()
+            and not _is_unset(default)
+            and not isinstance(action, argparse._VersionAction)
+        ):
+            shown = " ".join(str(v) for v in default) if isinstance(default, (list, tuple)) else default
+            text += f" (default: {str(shown).replace('%', '%%')})"
+        return text
+
+
+def _is_unset(default: object) -> bool:
+    """Defaults not worth showing: off flags, no value, empty text or lists (``0`` is shown)."""
+    if default is None or default is False or default is argparse.SUPPRESS:
+        return True
+    return isinstance(default, (str, list, tuple)) and len(default) == 0
+
+
 def _available() -> dict[str, tuple[str, str]]:
     return {n: v for n, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
 
@@ -40,12 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available sub-command."""
     parser = argparse.ArgumentParser(
         prog="medcurric",
+        formatter_class=_HelpFormatter,
         description="Anatomically grounded VQA + CoT data and curriculum training for medical VLMs.",
     )
     parser.add_argument("--version", action="version", version=f"medcurric {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in _available().items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
         importlib.import_module(module).add_arguments(p)
         p.set_defaults(_module=module)
     return parser

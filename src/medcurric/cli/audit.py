@@ -51,16 +51,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated kind:size list, e.g. 'erode:2,dilate:2,shift:4,swap_lr' "
         "(default: erode/dilate/shift 1,2,4,8 mm; drop_small 10,50; swap_lr)",
     )
-    parser.add_argument("--criterion", default="ioa", choices=["ioa", "iou"])
-    parser.add_argument("--min-score", type=float, default=None)
-    parser.add_argument("--adjacent-mm", type=float, default=5.0)
+    parser.add_argument(
+        "--criterion",
+        default="ioa",
+        choices=["ioa", "iou"],
+        help="overlap score: ioa (share of the box inside the organ) or iou",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="score needed for 'inside' (default: 0.5 for ioa, 0 for iou)",
+    )
+    parser.add_argument(
+        "--adjacent-mm",
+        type=float,
+        default=5.0,
+        help="largest box-organ distance in mm for 'adjacent'; negative disables it",
+    )
     parser.add_argument(
         "--tolerance",
         type=float,
         default=0.05,
         help="share of lesions whose host may change before an organ is untrusted",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the shift directions (the audit is deterministic)"
+    )
     parser.add_argument(
         "--mode",
         choices=["3d", "2d"],

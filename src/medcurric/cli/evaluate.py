@@ -63,13 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     vqa.add_argument("--missing", default="error", help="error | empty | skip")
     vqa.add_argument("--by", default=None, help="breakdown field(s), comma-separated")
     rep = parser.add_argument_group("report")
-    rep.add_argument("--metrics", default="bleu,meteor,rouge-l,cider")
+    rep.add_argument(
+        "--metrics",
+        default="bleu,meteor,rouge-l,cider",
+        help="comma-separated report metrics: bleu, meteor, rouge-l, cider",
+    )
     rep.add_argument("--tokenizer", default="ptb", help="ptb (Java) | simple | none")
     grd = parser.add_argument_group("grounding")
     grd.add_argument("--grid", default=None, help="patch grid of attention maps, e.g. 24 or 24x24")
     grd.add_argument("--tolerance", type=float, default=0.0, help="pointing tolerance (patches)")
     grd.add_argument("--coverage", default="fraction", help="fraction | centre | any")
-    grd.add_argument("--iou-threshold", type=float, default=0.5)
+    grd.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=0.5,
+        help="IoU with the target box that counts an attention box as a hit",
+    )
     parser.add_argument("--id-key", default=None, help="id field of the predictions")
     parser.add_argument("--text-key", default=None, help="text field of the predictions")
 

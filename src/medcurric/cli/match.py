@@ -27,6 +27,7 @@ import numpy as np
 
 from medcurric._options import warn_ignored
 from medcurric.anatomy import BoxOrganMatcher, Criterion, MatchLevel, MatchOutcome, OrganMatch
+from medcurric.cli.seeds import LEVEL_HELP
 from medcurric.errors import DataFormatError, MissingFileError
 from medcurric.io import read_label_map
 from medcurric.vocabulary import ClassMap
@@ -61,13 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--slice-index", type=int, default=None,
                      help="key slice for 2D boxes on a volume when the CSV has no slice_index column")
     rule = parser.add_argument_group("matching")
-    rule.add_argument("--criterion", default="ioa", help="ioa (default) or iou")
+    rule.add_argument("--criterion", default="ioa",
+                      help="overlap score: ioa (share of the box inside the organ) or iou")
     rule.add_argument("--min-score", type=float, default=None,
                       help="score needed for 'inside' (default 0.5 for ioa, 0 for iou)")
     rule.add_argument("--adjacent-mm", type=float, default=None,
                       help=f"largest box-organ distance for 'adjacent' (default {DEFAULT_ADJACENT_MM:g} when "
                            "the spacing is known, else off); negative disables it")
-    rule.add_argument("--level", default="organ", help="organ (default) or group (lobes -> lung, ...)")
+    rule.add_argument("--level", default="organ", help=LEVEL_HELP)
     rule.add_argument("--ignore", nargs="*", default=[], metavar="NAME", help="class or group names to ignore")
     parser.add_argument("--json", action="store_true", help="print one JSON match per line instead of a table")
 

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-overlay", action="store_true", help="leave out the Easy overlay panel"
     )
-    parser.add_argument("--title", default="medcurric review")
+    parser.add_argument("--title", default="medcurric review", help="title of the report page")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,11 +24,12 @@ from typing import Any
 from medcurric.anatomy import BoxOrganMatcher
 from medcurric.cli._output import ensure_writable
 from medcurric.errors import DataFormatError
-from medcurric.io import Case, RecordError, find_cases, read_detections
+from medcurric.io import Case, RecordError, detect_detection_format, find_cases, read_detections
 from medcurric.seeds import SeedBuilder, rejects_path, write_seeds
 from medcurric.vocabulary import ClassMap
 
 __all__ = [
+    "LEVEL_HELP",
     "add_arguments",
     "add_dataset_arguments",
     "class_map_option",
@@ -36,6 +37,14 @@ __all__ = [
     "main",
     "run",
 ]
+
+
+#: ``--level`` of ``match`` and ``seeds``: one default, the library's (``BoxOrganMatcher``).
+LEVEL_HELP = (
+    "host organs: organ (the class map's own structures: a lobe, a vertebra; what the "
+    "library's BoxOrganMatcher does) or group (lobes -> lung, vertebrae -> spine: coarser "
+    "hosts, the part kept in the location words)"
+)
 
 
 def add_dataset_arguments(group: Any) -> None:
@@ -52,9 +61,10 @@ def add_dataset_arguments(group: Any) -> None:
     )
     group.add_argument(
         "--format",
-        default="deeplesion",
-        choices=("deeplesion", "coco", "csv"),
-        help="detection format",
+        default="auto",
+        choices=("auto", "deeplesion", "coco", "csv"),
+        help="detection format; auto tells it from the file (JSON: coco; a CSV with "
+        "File_name and Bounding_boxes columns: deeplesion; another CSV: csv)",
     )
     group.add_argument("--masks", type=Path, metavar="DIR", help="folder of per-case organ masks")
     group.add_argument(
@@ -98,10 +108,15 @@ def dataset_cases(
             f"{'is' if len(missing) == 1 else 'are'} missing; or pass --phantom for the "
             "synthetic phantom."
         )
+    fmt = args.format
+    if fmt == "auto":
+        fmt = detect_detection_format(args.detections).value
+        print(f"note: reading '{args.detections}' as --format {fmt} (detected from the file)",
+              file=sys.stderr)
     return find_cases(
-        read_detections(args.detections, args.format, rejects=rejects),
+        read_detections(args.detections, fmt, rejects=rejects),
         args.masks,
-        fmt=args.format,
+        fmt=fmt,
         slice_order=args.slice_order,
     )
 
@@ -114,15 +129,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--phantom", action="store_true", help="self-contained run on synthetic phantoms"
     )
     src.add_argument(
-        "--phantom-cases", type=int, default=3, help="number of phantoms (seeds 0..N-1)"
+        "--phantom-cases", type=int, default=3, help="number of phantoms (phantom seeds 0..N-1)"
     )
     rule = parser.add_argument_group("matching and text")
-    rule.add_argument("--criterion", default="ioa", help="ioa (default) or iou")
-    rule.add_argument("--min-score", type=float, default=None, help="score for 'inside'")
-    rule.add_argument("--adjacent-mm", type=float, default=5.0, help="'adjacent' distance (mm)")
-    rule.add_argument("--level", default="group", help="group (default: lobes -> lung) or organ")
+    rule.add_argument(
+        "--criterion",
+        default="ioa",
+        help="overlap score: ioa (share of the box inside the organ) or iou",
+    )
+    rule.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="score needed for 'inside' (default: 0.5 for ioa, 0 for iou)",
+    )
+    rule.add_argument(
+        "--adjacent-mm",
+        type=float,
+        default=5.0,
+        help="largest box-organ distance in mm for 'adjacent'; negative disables it",
+    )
+    rule.add_argument("--level", default="organ", help=LEVEL_HELP)
     rule.add_argument("--templates", type=Path, metavar="FILE.json", help="seed sentence templates")
-    rule.add_argument("--seed", type=int, default=0, help="template choice seed")
+    rule.add_argument("--seed", type=int, default=0, help="seed of the template choice")
     rule.add_argument(
         "--slices-only",
         action="store_true",

@@ -65,6 +65,7 @@ from medcurric.errors import (
 )
 from medcurric.io.images import MAX_PIXELS
 from medcurric.seeds.records import FactualSeed
+from medcurric.seeds.templates import lesion_at
 from medcurric.stage import Stage
 
 __all__ = ["CoTGenerator", "RunSummary", "parse_shard", "sample_id", "shard_of"]
@@ -439,8 +440,14 @@ class CoTGenerator:
         queried, expected = organ, "no" if adjacent else "yes"
         if host is not None and qtype is QuestionType.CLOSED and not adjacent:
             names = set(lexicon.synonyms(host)) | {host}
+            # a distractor the lesion phrase names ("a liver lesion" -> the liver) would make
+            # "Is there a liver lesion in the liver?" answered "no": leave those out
             others = [
-                n for n in lexicon.names if n != host and not names & set(lexicon.synonyms(n))
+                n
+                for n in lexicon.names
+                if n != host
+                and not names & set(lexicon.synonyms(n))
+                and _lesion_for(seed.lesion_phrase, n, lexicon) == seed.lesion_phrase
             ]
             u = int(_digest("closed", seed.id, stage.value)[:12], 16) / float(16**12)
             if others and u >= self.closed_yes_fraction:
@@ -455,9 +462,11 @@ class CoTGenerator:
         box_text = ""
         if self._cites_box(stage) and box_norm is not None:
             box_text = "[" + ", ".join(f"{v:.4f}" for v in box_norm) + "]"
+        lesion = _lesion_for(seed.lesion_phrase, seed.organ, lexicon)
         fields = {
             "seed_text": seed.text,
-            "lesion": seed.lesion_type or "lesion",
+            "lesion": lesion,
+            "lesion_noun": _without_article(lesion),
             "organ": organ,
             "location": location,
             "relation": "adjacent to" if adjacent else "in",
@@ -472,7 +481,7 @@ class CoTGenerator:
             "question_type": qtype.value,
             "reply_format": reply_format(stage),
         }
-        extra = {"seed_text": seed.text, "outcome": seed.outcome}
+        extra = {"seed_text": seed.text, "outcome": seed.outcome, "lesion_phrase": seed.lesion_phrase}
         if host is None and seed.organ is not None:  # the authors' Hard: no location in the sample
             extra["host_organ"] = seed.organ
         if qtype is QuestionType.CLOSED:
@@ -819,3 +828,16 @@ def _in_plane_box(box: Sequence[float]) -> tuple[float, ...] | None:
     if len(box) == 6:  # (x1, y1, z1, x2, y2, z2): the key-slice rectangle
         return (float(box[0]), float(box[1]), float(box[3]), float(box[4]))
     return None
+
+
+def _without_article(phrase: str) -> str:
+    """``"a liver lesion"`` -> ``"liver lesion"`` (a phrase without an article is kept)."""
+    head, _, rest = phrase.partition(" ")
+    return rest if head.lower() in ("a", "an") and rest else phrase
+
+
+def _lesion_for(phrase: str, organ: str | None, lexicon: OrganLexicon) -> str:
+    """The seed's lesion phrase next to ``organ`` (:func:`~medcurric.seeds.templates.lesion_at`)."""
+    if organ is None:
+        return phrase
+    return lesion_at(phrase, (*lexicon.with_organ(organ).synonyms(organ), organ))

@@ -1,6 +1,7 @@
 """Stage-specific prompt templates and their restricted ``{field}`` substitution.
 
-A template's text names seed fields in braces, e.g. ``"There is a {lesion} in the {organ}."``.
+A template's text names seed fields in braces, e.g. ``"There is {lesion} in the {organ}."``
+(``{lesion}`` holds the lesion phrase with its article: ``"a liver lesion"``).
 Only the names in :data:`TEMPLATE_FIELDS` may appear. They are filled by
 :func:`medcurric.templating.fill_template` (re-exported here): one pass, values (seed
 text, lesion types, organ names: data from datasets) inserted verbatim and never
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from medcurric._options import StrEnum, look_up_option
-from medcurric.errors import DataFormatError, TemplateError
+from medcurric.errors import DataFormatError, MedcurricWarning, TemplateError
 from medcurric.stage import Stage
 from medcurric.templating import fill_template, template_fields
 
@@ -42,7 +45,9 @@ class QuestionType(StrEnum):
 #: Field names a template may use, with what each holds.
 TEMPLATE_FIELDS: dict[str, str] = {
     "seed_text": "the factual seed sentence",
-    "lesion": "the lesion type, e.g. 'hypodense lesion'",
+    "lesion": "the seed's lesion phrase with its article, e.g. 'a liver lesion', 'an adrenal "
+    "lesion', 'a cyst' ('a lesion' where its site words only repeat the organ)",
+    "lesion_noun": "the same without the article, for 'the {lesion_noun}': 'liver lesion', 'cyst'",
     "organ": "display name of the host organ (empty for unmatched seeds)",
     "location": "where the lesion is, e.g. 'the right posterior part of the liver'",
     "relation": "'in', or 'adjacent to' for seeds whose lesion lies next to the organ",
@@ -64,6 +69,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "localises the finding (which organ, where in it) and then reasons about it, and the answer. "
     "Use only the facts given; do not invent findings."
 )
+
+# "a {lesion}" in a template written when {lesion} held the bare type
+_ARTICLE_BEFORE_LESION = re.compile(r"\b(?:a|an|the)\s+\{lesion\}", re.IGNORECASE)
 
 _FORMAT_COT = "Question: <question> | Reasoning: <rationale> | Answer: <answer>"
 _FORMAT_HARD = "Question: <question> | Answer: <answer>"
@@ -96,7 +104,7 @@ class PromptTemplate:
 
     Examples:
         >>> from medcurric.cot import PromptTemplate
-        >>> t = PromptTemplate("my-easy", "easy", "open", "Ask about the {lesion} at {box}.")
+        >>> t = PromptTemplate("my-easy", "easy", "open", "Ask about the {lesion_noun} at {box}.")
         >>> t.stage, t.question_type
         (<Stage.EASY: 'easy'>, <QuestionType.OPEN: 'open'>)
         >>> PromptTemplate("bad", "easy", "open", "Ask about {organs}.")
@@ -130,6 +138,15 @@ class PromptTemplate:
                 raise DataFormatError(
                     f"Template {self.id!r} uses unknown field(s) {unknown}; expected names from "
                     f"{sorted(TEMPLATE_FIELDS)}. Write '{{{{' and '}}}}' for literal braces."
+                )
+            article = _ARTICLE_BEFORE_LESION.search(part)
+            if article:
+                warnings.warn(
+                    f"Template {self.id!r} writes {article.group(0)!r}, but {{lesion}} holds the "
+                    "lesion phrase with its article ('a liver lesion'); write '{lesion}' or "
+                    "'the {lesion_noun}'.",
+                    MedcurricWarning,
+                    stacklevel=3,
                 )
 
     def render(self, fields: Mapping[str, object]) -> tuple[str, str]:
@@ -258,16 +275,16 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             e,
             o,
             _EASY + "Write an open question about the finding inside the box. The rationale must "
-            "cite the box exactly as {box}, name the organ ({organ}) and say that the {lesion} "
+            "cite the box exactly as {box}, name the organ ({organ}) and say that the {lesion_noun} "
             "lies {relation} {location}, then conclude. " + _FMT,
         ),
         PromptTemplate(
             "easy-closed-v1",
             e,
             c,
-            _EASY + "Write a yes/no question asking whether the {lesion} inside the box lies in "
+            _EASY + "Write a yes/no question asking whether the {lesion_noun} inside the box lies in "
             "the {queried_organ}. The correct answer is '{expected_answer}'. The rationale must "
-            "cite the box exactly as {box} and say that the {lesion} lies {relation} the {organ}. "
+            "cite the box exactly as {box} and say that the {lesion_noun} lies {relation} the {organ}. "
             "Answer with 'yes' or 'no' first. " + _FMT,
         ),
         PromptTemplate(
@@ -275,30 +292,30 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             m,
             o,
             _PLAIN + "Write an open question about the whole image (do not mention any box or "
-            "marking). The rationale must localise the {lesion} ({relation} {location}) "
+            "marking). The rationale must localise the {lesion_noun} ({relation} {location}) "
             "before concluding. " + _FMT,
         ),
         PromptTemplate(
             "medium-closed-v1",
             m,
             c,
-            _PLAIN + "Write a yes/no question about the whole image asking whether there is a "
+            _PLAIN + "Write a yes/no question about the whole image asking whether there is "
             "{lesion} in the {queried_organ}. The correct answer is '{expected_answer}'. The "
-            "rationale must say that the {lesion} lies {relation} the {organ}. Answer with 'yes' "
+            "rationale must say that the {lesion_noun} lies {relation} the {organ}. Answer with 'yes' "
             "or 'no' first. " + _FMT,
         ),
         PromptTemplate(
             "hard-open-v1",
             h,
             o,
-            _PLAIN + "Write an open question about the whole image asking where the {lesion} is, "
+            _PLAIN + "Write an open question about the whole image asking where the lesion is, "
             "and its short answer ({relation} {location}). No rationale. " + _FMT,
         ),
         PromptTemplate(
             "hard-closed-v1",
             h,
             c,
-            _PLAIN + "Write a yes/no question asking whether there is a {lesion} in the "
+            _PLAIN + "Write a yes/no question asking whether there is {lesion} in the "
             "{queried_organ}; the correct answer is '{expected_answer}'. No rationale. " + _FMT,
         ),
         # Unmatched seeds: no host organ is known, so nothing may claim one.
@@ -307,7 +324,7 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             e,
             o,
             _EASY + "The host organ is unknown. Write an open question about the finding inside "
-            "the box. The rationale must cite the box exactly as {box} and describe the {lesion} "
+            "the box. The rationale must cite the box exactly as {box} and describe the {lesion_noun} "
             "without naming any organ as its site. " + _FMT,
             matched=False,
         ),
@@ -316,7 +333,7 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             e,
             c,
             _EASY + "The host organ is unknown. Write a yes/no question asking whether the box "
-            "contains a {lesion}; the correct answer is 'yes'. The rationale must cite the box "
+            "contains {lesion}; the correct answer is 'yes'. The rationale must cite the box "
             "exactly as {box} and must not name any organ. " + _FMT,
             matched=False,
         ),
@@ -325,7 +342,7 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             m,
             o,
             _PLAIN + "The host organ is unknown. Write an open question about the whole image "
-            "asking what abnormality is visible; the rationale describes the {lesion} without "
+            "asking what abnormality is visible; the rationale describes the {lesion_noun} without "
             "naming any organ as its site. " + _FMT,
             matched=False,
         ),
@@ -334,7 +351,7 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             m,
             c,
             _PLAIN + "The host organ is unknown. Write a yes/no question asking whether the image "
-            "shows a {lesion}; the correct answer is 'yes'. The rationale must not name any "
+            "shows {lesion}; the correct answer is 'yes'. The rationale must not name any "
             "organ. " + _FMT,
             matched=False,
         ),
@@ -343,7 +360,7 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             h,
             o,
             _PLAIN + "The host organ is unknown. Write an open question asking what abnormality "
-            "the image shows, answered with the lesion type ({lesion}), naming no organ. " + _FMT,
+            "the image shows, answered with the lesion ({lesion}), naming no organ. " + _FMT,
             matched=False,
         ),
         PromptTemplate(
@@ -351,7 +368,7 @@ def _library_templates() -> tuple[PromptTemplate, ...]:
             h,
             c,
             _PLAIN + "The host organ is unknown. Write a yes/no question asking whether the image "
-            "shows a {lesion}; the correct answer is 'yes'. Name no organ. " + _FMT,
+            "shows {lesion}; the correct answer is 'yes'. Name no organ. " + _FMT,
             matched=False,
         ),
     )

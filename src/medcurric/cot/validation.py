@@ -9,10 +9,15 @@ when all of them pass. The checks, and the rule each one applies:
     question is left to ``closed_answer``). Unmatched seeds (organ ``None``) pass
     with a note: no organ claim is expected of them.
 ``names_lesion``
-    The rationale (Hard: the question or answer) names the lesion: the full lesion type, or its head noun (the last word,
-    e.g. ``nodule`` for ``pulmonary nodule``), singular or plural. A type of
-    ``"lesion"`` (unknown) is also named by ``lesion``, ``abnormality``,
-    ``finding``, ``mass`` or ``nodule``.
+    The rationale (Hard: the question or answer) names the lesion: its noun (the seed's
+    lesion phrase without the article, ``extra["lesion_phrase"]``, else derived from the
+    lesion type: ``liver lesion`` for DeepLesion's ``liver``), or its head noun (the last
+    word, e.g. ``nodule`` for ``pulmonary nodule``), singular or plural. A noun whose head
+    is ``lesion`` is also named by ``abnormality``, ``finding``, ``mass`` or ``nodule``.
+
+The lesion noun is never an organ mention: "a liver lesion in the spleen" names the spleen
+only, so ``names_organ``, ``no_anatomical_confusion`` and ``closed_answer`` read the text
+with the noun reduced to its head word ("a lesion in the spleen").
 ``no_anatomical_confusion``
     No sentence of the rationale that mentions the lesion (Hard: the answer, as a
     whole) names *another* organ of the lexicon,
@@ -23,7 +28,8 @@ when all of them pass. The checks, and the rule each one applies:
     lateral/superior/inferior to``, ``above``, ``below``. So "the lesion is in the liver,
     not the kidney" passes and "the lesion is in the kidney" fails for a liver
     seed. Organ names are matched longest first ("left kidney" before "kidney"),
-    and a phrase that is a synonym of the host organ is never "another" organ.
+    and a phrase that is a synonym of the host organ, a part of it or its group (with a
+    class map: "L2 vertebra" for host ``spine``) is never "another" organ.
     For unmatched seeds every organ is another organ, so an organ claim fails.
 ``cites_box`` (Easy only)
     The rationale cites a normalised ``[x1, y1, x2, y2]`` box, and the cited box
@@ -47,6 +53,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from medcurric.cot.records import Verdict
 from medcurric.errors import MedcurricError, WrongTypeError
+from medcurric.seeds.templates import lesion_phrase
 
 __all__ = [
     "OrganLexicon",
@@ -224,6 +231,26 @@ class OrganLexicon:
         self._extended[name] = OrganLexicon(syn, display, source=self._source)
         return self._extended[name]
 
+    def same_structure(self, host: str, organs: Iterable[str]) -> bool:
+        """Whether any of ``organs`` is ``host``, a part of it or the group it belongs to.
+
+        With a class map as source, a member of the host's group ("L2 vertebra" for host
+        ``spine``, a lobe for host ``lung_right``) and the host's own group are the same
+        structure, never "another organ".
+        """
+        group_of = getattr(self._source, "group_of", None)
+
+        def group(name: str) -> str:
+            if group_of is None:
+                return name
+            try:
+                return str(group_of(name))
+            except (MedcurricError, KeyError, ValueError):
+                return name
+
+        host_group = group(host)
+        return any(o == host or group(o) == host or o == host_group for o in organs)
+
     def find(self, text: str) -> list[tuple[str, int, int, frozenset[str]]]:
         """Find organ mentions in ``text``, longest phrase first, without overlaps.
 
@@ -274,15 +301,34 @@ def cited_boxes(text: str) -> list[tuple[float, float, float, float]]:
     return out  # type: ignore[return-value]
 
 
-def _lesion_terms(lesion_type: str) -> list[str]:
-    norm = _norm(lesion_type)
+def _lesion_terms(noun: str) -> list[str]:
+    norm = _norm(noun)
     if not norm or norm in _GENERIC_LESION:
         return list(_GENERIC_LESION)
     terms = [norm]
     head = norm.split()[-1]
     if head not in terms:
         terms.append(head)
+    if head == "lesion":
+        terms += [t for t in _GENERIC_LESION if t not in terms]
     return terms
+
+
+def _lesion_noun(sample: Any) -> str:
+    """The sample's lesion noun, normalised: its seed's phrase without the article."""
+    extra = sample.extra if isinstance(sample.extra, dict) else {}
+    phrase = str(extra.get("lesion_phrase") or lesion_phrase(sample.lesion_type or "lesion"))
+    words = _norm(phrase).split()
+    return " ".join(words[1:] if len(words) > 1 and words[0] in ("a", "an") else words)
+
+
+def _unmask(text: str, ctx: _Context) -> str:
+    """``text`` normalised, the lesion noun reduced to its head ("liver lesion" -> "lesion")."""
+    norm = _norm(text)
+    words = ctx.lesion_noun.split()
+    if len(words) < 2:
+        return norm
+    return re.sub(rf"\b{re.escape(ctx.lesion_noun)}(?=(?:s|es)?\b)", words[-1], norm)
 
 
 def _names_terms(text: str, terms: Sequence[str]) -> str | None:
@@ -321,6 +367,7 @@ class _Context:
     question_type: str
     box_norm: tuple[float, ...] | None
     adjacent: bool = False
+    lesion_noun: str = "lesion"
 
 
 def validate_sample(
@@ -360,6 +407,7 @@ def validate_sample(
         question_type=str(sample.question_type),
         box_norm=tuple(sample.box_norm) if sample.box_norm is not None else None,
         adjacent=isinstance(sample.extra, dict) and sample.extra.get("outcome") == "adjacent",
+        lesion_noun=_lesion_noun(sample),
     )
     if ctx.organ is not None:
         lexicon = lexicon.with_organ(ctx.organ)
@@ -388,7 +436,7 @@ def validate_sample(
 def _check_organ(text: str, ctx: _Context, lexicon: OrganLexicon) -> Verdict:
     if ctx.organ is None:
         return Verdict("names_organ", True, "unmatched seed: no host organ to name")
-    for *_rest, organs in lexicon.find(text):
+    for *_rest, organs in lexicon.find(_unmask(text, ctx)):
         if ctx.organ in organs:
             return Verdict("names_organ", True, f"names {lexicon.display_name(ctx.organ)!r}")
     syns = ", ".join(repr(s) for s in lexicon.synonyms(ctx.organ)[:6])
@@ -396,7 +444,7 @@ def _check_organ(text: str, ctx: _Context, lexicon: OrganLexicon) -> Verdict:
 
 
 def _check_lesion(text: str, ctx: _Context) -> Verdict:
-    terms = _lesion_terms(ctx.lesion_type)
+    terms = _lesion_terms(ctx.lesion_noun)
     hit = _names_terms(text, terms)
     if hit:
         return Verdict("names_lesion", True, f"names {hit!r}")
@@ -404,15 +452,16 @@ def _check_lesion(text: str, ctx: _Context) -> Verdict:
 
 
 def _check_confusion(text: str, ctx: _Context, lexicon: OrganLexicon) -> Verdict:
-    terms = _lesion_terms(ctx.lesion_type)
+    terms = _lesion_terms(ctx.lesion_noun)
     # Hard samples are short: the question + answer count as one sentence.
     sentences = [text] if ctx.stage == "hard" else [s for s in _SENTENCE.split(text) if s.strip()]
     for sentence in sentences:
         if _names_terms(sentence, terms) is None and ctx.stage != "hard":
             continue
-        words = _norm(sentence).split()
-        for organ, start, _end, organs in lexicon.find(sentence):
-            if ctx.organ is not None and ctx.organ in organs:
+        masked = _unmask(sentence, ctx)
+        words = masked.split()
+        for organ, start, _end, organs in lexicon.find(masked):
+            if ctx.organ is not None and lexicon.same_structure(ctx.organ, organs):
                 continue
             cue = _cue_before(words, start)
             if cue is None:
@@ -449,7 +498,7 @@ def _check_closed(question: str, answer: str, ctx: _Context, lexicon: OrganLexic
     said = _yes_no(answer)
     if said is None:
         return Verdict("closed_answer", False, f"answer {answer[:80]!r} does not start with yes/no")
-    mentions = lexicon.find(question)
+    mentions = lexicon.find(_unmask(question, ctx))
     asked = {frozenset(m[3]) for m in mentions}
     if ctx.organ is None:
         if asked:

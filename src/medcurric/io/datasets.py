@@ -30,7 +30,7 @@ from __future__ import annotations
 import glob
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +50,7 @@ __all__ = [
     "DetectionFormat",
     "LoadedCase",
     "SliceOrder",
+    "detect_detection_format",
     "find_cases",
     "iter_cases",
     "load_case",
@@ -125,7 +126,7 @@ class LoadedCase:
 
 def read_detections(
     path: str | os.PathLike[str],
-    fmt: DetectionFormat | str = DetectionFormat.DEEPLESION,
+    fmt: DetectionFormat | str | None = None,
     *,
     rejects: list[RecordError] | None = None,
 ) -> list[LesionRecord]:
@@ -133,7 +134,8 @@ def read_detections(
 
     Args:
         path: ``DL_info.csv`` (``deeplesion``), a COCO JSON (``coco``) or a box CSV (``csv``).
-        fmt: The file's format.
+        fmt: The file's format; ``None`` (or ``"auto"``) detects it with
+            :func:`detect_detection_format`.
         rejects: When given, records that cannot be read are appended here (each a
             :class:`~medcurric.io.RecordError` naming the file and the record) and the
             others are returned; otherwise the first bad record raises.
@@ -143,15 +145,103 @@ def read_detections(
 
     Raises:
         InvalidOptionError: When ``fmt`` is not a known format.
+        DataFormatError: When the file is not a detection file (an image, a volume, a binary
+            file), or does not read as ``fmt``; the message names the format it looks like.
     """
     from medcurric.io.detections import read_coco_detections, read_deeplesion, read_detection_csv
 
-    kind = look_up_option(fmt, DetectionFormat, name="fmt")
-    if kind is DetectionFormat.DEEPLESION:
-        return read_deeplesion(path, rejects=rejects)
-    if kind is DetectionFormat.COCO:
-        return read_coco_detections(path, rejects=rejects)
-    return read_detection_csv(path, rejects=rejects)
+    if fmt is None or str(fmt).lower() == "auto":
+        kind = detect_detection_format(path)
+        likely = kind
+    else:
+        kind = look_up_option(fmt, DetectionFormat, name="fmt")
+        likely = detect_detection_format(path) if Path(path).is_file() else kind
+    readers: dict[DetectionFormat, Callable[..., list[LesionRecord]]] = {
+        DetectionFormat.DEEPLESION: read_deeplesion,
+        DetectionFormat.COCO: read_coco_detections,
+        DetectionFormat.CSV: read_detection_csv,
+    }
+    try:
+        return readers[kind](path, rejects=rejects)
+    except DataFormatError as exc:
+        if likely is kind:
+            raise
+        raise DataFormatError(
+            f"{exc} '{path}' looks like a {likely.value} file, not {kind.value}: pass "
+            f"--format {likely.value} (fmt='{likely.value}')."
+        ) from exc
+
+
+# leading bytes of files that are not detection files, and what they are
+_BINARY_MAGIC = (
+    (0, b"\x1f\x8b", "a gzip-compressed file (a .nii.gz volume?)"),
+    (0, b"\x89PNG", "a PNG image"),
+    (0, b"\x93NUMPY", "a NumPy .npy array"),
+    (0, b"PK\x03\x04", "a zip archive"),
+    (128, b"DICM", "a DICOM file"),
+    (344, b"n+1\x00", "a NIfTI volume"),
+    (344, b"ni1\x00", "a NIfTI header"),
+)
+
+
+def detect_detection_format(path: str | os.PathLike[str]) -> DetectionFormat:
+    r"""Tell a detection file's format from its name and first bytes.
+
+    A JSON object or list (or a ``.json`` name) is ``coco``; a CSV whose header has
+    DeepLesion's ``File_name`` and ``Bounding_boxes`` columns is ``deeplesion``; any
+    other CSV is ``csv``.
+
+    Args:
+        path: The detection file.
+
+    Returns:
+        The format it looks like.
+
+    Raises:
+        MissingFileError: When the file does not exist.
+        DataFormatError: When it is not text (a NIfTI volume, an image, an archive).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "DL_info.csv").write_text("File_name,Key_slice_index,Bounding_boxes\n")
+        >>> _ = (d / "boxes.csv").write_text("image,x1,y1,x2,y2\n")
+        >>> _ = (d / "ann.json").write_text('{"images": []}')
+        >>> [detect_detection_format(d / n).value for n in ("DL_info.csv", "boxes.csv", "ann.json")]
+        ['deeplesion', 'csv', 'coco']
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"Expected a detection file at '{p}', but it does not exist.")
+    with p.open("rb") as fh:
+        head = fh.read(65536)
+    for offset, magic, what in _BINARY_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            raise DataFormatError(
+                f"'{p}' is {what}, not a detection file. Pass the lesion boxes (DL_info.csv, "
+                "a COCO JSON or a box CSV) as --detections and the organ masks as --masks DIR."
+            )
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the 64 KiB boundary
+            raise DataFormatError(
+                f"'{p}' is not UTF-8 text (byte {exc.start}), so not a detection file; expected "
+                "DL_info.csv, a COCO JSON or a box CSV."
+            ) from None
+        text = head[: exc.start].decode("utf-8-sig")
+    if "\x00" in text:
+        raise DataFormatError(
+            f"'{p}' holds NUL bytes (a binary file), not a detection file; expected DL_info.csv, "
+            "a COCO JSON or a box CSV."
+        )
+    body = text.lstrip()
+    if body.startswith(("{", "[")) or p.suffix.lower() == ".json":
+        return DetectionFormat.COCO
+    header = {c.strip().strip('"').lower() for c in body.split("\n", 1)[0].split(",")}
+    if {"file_name", "bounding_boxes"} <= header:
+        return DetectionFormat.DEEPLESION
+    return DetectionFormat.CSV
 
 
 def _stem(image: str) -> str:

@@ -7,7 +7,7 @@ posterior part of the liver."). :func:`build_seeds` does every lesion of one lab
 map; :func:`write_seeds` runs over whole datasets (what ``medcurric seeds`` calls).
 """
 
-from medcurric.seeds.builder import SeedBuilder, lesion_noun
+from medcurric.seeds.builder import SeedBuilder
 from medcurric.seeds.pipeline import (
     SeedReject,
     SeedsRun,
@@ -24,6 +24,8 @@ from medcurric.seeds.templates import (
     DEFAULT_TEMPLATES,
     TEMPLATE_FIELDS,
     SeedTemplates,
+    lesion_noun,
+    lesion_phrase,
     render_template,
 )
 
@@ -37,6 +39,7 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "build_seeds",
     "lesion_noun",
+    "lesion_phrase",
     "outcome_table",
     "read_seeds",
     "rejects_path",

@@ -19,24 +19,17 @@ from medcurric.anatomy.matcher import Criterion, MatchOutcome, OrganMatch
 from medcurric.errors import WrongTypeError
 from medcurric.io.records import LesionRecord
 from medcurric.seeds.records import FactualSeed
-from medcurric.seeds.templates import SeedTemplates, render_template
+from medcurric.seeds.templates import (
+    SeedTemplates,
+    indefinite_article,
+    lesion_at,
+    lesion_noun,
+    lesion_phrase,
+    render_template,
+)
 from medcurric.vocabulary.classmap import ClassMap
 
-__all__ = ["SeedBuilder", "lesion_noun"]
-
-_UNKNOWN_TYPES = {"", "-1", "unknown", "none", "nan", "null", "lesion", "n/a"}
-#: DeepLesion's coarse types name a body region, not a lesion: "liver" -> "liver lesion".
-_REGION_TYPES = {
-    "bone",
-    "abdomen",
-    "mediastinum",
-    "liver",
-    "lung",
-    "kidney",
-    "soft tissue",
-    "pelvis",
-}
-
+__all__ = ["SeedBuilder"]
 
 _SIDE_PHRASE = {
     "right": "on the right side",
@@ -45,45 +38,9 @@ _SIDE_PHRASE = {
 }
 
 
-def lesion_noun(lesion_type: str | None) -> str:
-    """The lesion type as a noun phrase; unknown types read ``"lesion"``.
-
-    Args:
-        lesion_type: The record's type (free text from the dataset, kept as data).
-
-    Returns:
-        ``"lesion"`` for unknown types (``-1``, ``""``, ``"unknown"``), ``"<region> lesion"``
-        for DeepLesion's coarse region types, else the text itself (whitespace normalised).
-
-    Examples:
-        >>> lesion_noun("-1"), lesion_noun("liver"), lesion_noun("nodule"), lesion_noun("{x}")
-        ('lesion', 'liver lesion', 'nodule', '{x}')
-    """
-    text = " ".join(str(lesion_type or "").split())
-    low = text.lower()
-    if low in _UNKNOWN_TYPES:
-        return "lesion"
-    if low in _REGION_TYPES:
-        return f"{low} lesion"
-    return text
-
-
 def _normal_type(lesion_type: str | None) -> str:
     text = " ".join(str(lesion_type or "").split())
-    return "lesion" if text.lower() in _UNKNOWN_TYPES else text
-
-
-def _article(phrase: str) -> str:
-    """'a' or 'an' for a phrase (by sound for numbers: 'an 8 mm', 'an 11 mm', 'a 14 mm')."""
-    head = phrase.strip().split(" ", 1)[0].lower()
-    if not head:
-        return "a"
-    if head[0].isdigit():
-        digits = head.split(".")[0]
-        if digits.startswith("8") or digits in ("11", "18"):
-            return "an"
-        return "a"
-    return "an" if head[0] in "aeio" or head in ("hour", "honest") else "a"
+    return "lesion" if lesion_noun(text) == "lesion" else text
 
 
 def _stable_index(record_id: str, seed: int, n: int) -> int:
@@ -153,18 +110,26 @@ class SeedBuilder:
             return self.class_map.display_name(organ)
         return " ".join(organ.replace("_", " ").split())
 
+    def _organ_names(self, organ: str) -> list[str]:
+        names = [organ, self.organ_words(organ)]
+        if organ in self.class_map:
+            names += self.class_map.synonyms(organ)
+        return names
+
     def fields(
         self, record: LesionRecord, match: OrganMatch | None, location: Location | None = None
     ) -> dict[str, str]:
         """The template field values for one lesion (see :data:`~medcurric.seeds.TEMPLATE_FIELDS`)."""
+        organ = match.organ if match is not None and str(match.outcome) != "unmatched" else None
         noun = lesion_noun(record.lesion_type)
+        if organ and lesion_at(f"a {noun}", self._organ_names(organ)) == "a lesion":
+            noun = "lesion"  # "a 14 mm lesion in the liver", not "a 14 mm liver lesion in the liver"
         size_mm = location.size_mm if location is not None else None
         if size_mm is None:
             size_mm = _record_size(record)
         size = _size_text(size_mm)
         sized = f"{size} {noun}" if size else noun
-        a_lesion = f"{_article(sized)} {sized}"
-        organ = match.organ if match is not None and str(match.outcome) != "unmatched" else None
+        a_lesion = f"{indefinite_article(sized)} {sized}"
         organ_words = self.organ_words(organ)
         the_organ = f"the {organ_words}" if organ_words else ""
         phrase = location.phrase if location is not None and organ else ""
@@ -231,6 +196,7 @@ class SeedBuilder:
             id=record.id,
             text=text,
             lesion_type=_normal_type(record.lesion_type),
+            lesion_phrase=lesion_phrase(record.lesion_type),
             organ=None if outcome == "unmatched" or match is None else match.organ,
             organ_label=None if outcome == "unmatched" or match is None else match.label,
             outcome=outcome,

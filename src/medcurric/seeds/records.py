@@ -11,6 +11,7 @@ from medcurric._serialization import JsonRecord
 from medcurric.anatomy.location import Location
 from medcurric.anatomy.matcher import Criterion, MatchOutcome
 from medcurric.errors import DataFormatError, WrongTypeError
+from medcurric.seeds.templates import lesion_phrase
 
 __all__ = ["FactualSeed"]
 
@@ -49,14 +50,18 @@ class FactualSeed(JsonRecord):
         image_size: ``(width, height)`` of the image in pixels, if known. Older seeds kept it as
             ``extra["image_size"]``; that key is moved here when the seed is built or loaded.
         window: Display window ``(low, high)`` of the lesion record (``LesionRecord.window``), if any.
+        lesion_phrase: The lesion as every question and prompt names it, article included
+            (``"a liver lesion"``, ``"an abdominal lesion"``, ``"a cyst"``); by default, and for
+            seeds written before the field, derived from ``lesion_type`` with
+            :func:`~medcurric.seeds.lesion_phrase`.
 
     Examples:
         >>> seed = FactualSeed(id="a", text="a cyst in the liver", lesion_type="cyst", organ="liver",
         ...     organ_label=5, outcome="inside", score=0.9, criterion="ioa", image="a.png",
         ...     box=(1.0, 2.0, 3.0, 4.0), location={"organ": "liver", "laterality": "right"},
         ...     extra={"image_size": [64, 48]})
-        >>> seed.outcome, seed.location.laterality, seed.image_size, seed.extra
-        (<MatchOutcome.INSIDE: 'inside'>, 'right', (64, 48), {})
+        >>> seed.outcome, seed.location.laterality, seed.image_size, seed.extra, seed.lesion_phrase
+        (<MatchOutcome.INSIDE: 'inside'>, 'right', (64, 48), {}, 'a cyst')
         >>> FactualSeed.from_json(seed.to_json()) == seed
         True
     """
@@ -84,8 +89,11 @@ class FactualSeed(JsonRecord):
     extra: dict[str, Any] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None
     window: tuple[float, float] | None = None
+    lesion_phrase: str = ""
 
     def __post_init__(self) -> None:
+        if not str(self.lesion_phrase or "").strip():
+            object.__setattr__(self, "lesion_phrase", lesion_phrase(self.lesion_type))
         if type(self.outcome) is not MatchOutcome:
             object.__setattr__(
                 self, "outcome", look_up_option(self.outcome, MatchOutcome, name="outcome")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,158 @@ from typing import Any
 from medcurric.errors import DataFormatError, MissingFileError, TemplateError, WrongTypeError
 from medcurric.templating import fill_template, template_fields
 
-__all__ = ["DEFAULT_TEMPLATES", "TEMPLATE_FIELDS", "SeedTemplates", "render_template"]
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "TEMPLATE_FIELDS",
+    "SeedTemplates",
+    "indefinite_article",
+    "lesion_at",
+    "lesion_noun",
+    "lesion_phrase",
+    "render_template",
+]
+
+_UNKNOWN_TYPES = {"", "-1", "unknown", "none", "nan", "null", "lesion", "n/a"}
+#: Lesion types that name a site, not a lesion, as the adjective the lesion noun takes:
+#: DeepLesion's eight coarse types, then organ words a user's type may hold.
+_SITE_ADJECTIVES = {
+    "bone": "bone",
+    "abdomen": "abdominal",
+    "mediastinum": "mediastinal",
+    "liver": "liver",
+    "lung": "lung",
+    "kidney": "kidney",
+    "soft tissue": "soft-tissue",
+    "pelvis": "pelvic",
+    "adrenal": "adrenal",
+    "adrenal gland": "adrenal",
+    "spleen": "splenic",
+    "pancreas": "pancreatic",
+    "gallbladder": "gallbladder",
+    "stomach": "gastric",
+    "bladder": "bladder",
+    "thyroid": "thyroid",
+    "breast": "breast",
+    "prostate": "prostatic",
+    "uterus": "uterine",
+    "brain": "brain",
+    "heart": "cardiac",
+    "chest": "chest",
+    "neck": "neck",
+}
+# Letters whose spoken name starts with a vowel sound (an MRI, an FDG-avid, an L2)
+_VOWEL_LETTERS = set("aefhilmnorsx")
+# 'u' words read with a 'you' sound take 'a' (a uterine, a unilocular, a ureteral)
+_YOU_SOUND = ("uni", "ure", "uri", "ute", "usu", "uro", "uv", "eu")
+
+
+def indefinite_article(phrase: str) -> str:
+    """``"a"`` or ``"an"`` for a phrase, by how its first word sounds.
+
+    Examples:
+        >>> [indefinite_article(p) for p in ("adrenal lesion", "8 mm cyst", "14 mm cyst", "uterine mass",
+        ...     "ulcer", "FDG-avid node", "hour", "liver lesion")]
+        ['an', 'an', 'a', 'a', 'an', 'an', 'an', 'a']
+    """
+    head = phrase.strip().split(" ", 1)[0]
+    low = head.lower()
+    if not low:
+        return "a"
+    if low[0].isdigit():  # numbers by sound: an 8, an 11, an 18, an 80; a 14
+        digits = low.split(".")[0].split("-")[0]
+        return "an" if digits.startswith("8") or digits in ("11", "18") else "a"
+    letters = head.split("-")[0]
+    if len(letters) > 1 and letters.isupper():  # an acronym is read letter by letter
+        return "an" if letters[0].lower() in _VOWEL_LETTERS else "a"
+    if low.startswith(_YOU_SOUND) or low.startswith(("one", "once")):
+        return "a"
+    return "an" if low[0] in "aeiou" or low.startswith(("hour", "honest", "honor")) else "a"
+
+
+def lesion_noun(lesion_type: str | None) -> str:
+    """The lesion type as a noun phrase; unknown types read ``"lesion"``.
+
+    Args:
+        lesion_type: The record's type (free text from the dataset, kept as data).
+
+    Returns:
+        ``"lesion"`` for unknown types (``-1``, ``""``, ``"unknown"``); ``"<site> lesion"``
+        for a type that names a body region or organ (DeepLesion's coarse types:
+        ``"liver"`` -> ``"liver lesion"``, ``"abdomen"`` -> ``"abdominal lesion"``,
+        ``"soft tissue"`` -> ``"soft-tissue lesion"``); else the text itself (whitespace
+        normalised).
+
+    Examples:
+        >>> lesion_noun("-1"), lesion_noun("liver"), lesion_noun("Abdomen"), lesion_noun("nodule")
+        ('lesion', 'liver lesion', 'abdominal lesion', 'nodule')
+        >>> lesion_noun("{x}")
+        '{x}'
+    """
+    text = " ".join(str(lesion_type or "").split())
+    low = text.lower()
+    if low in _UNKNOWN_TYPES:
+        return "lesion"
+    if low in _SITE_ADJECTIVES:
+        return f"{_SITE_ADJECTIVES[low]} lesion"
+    return text
+
+
+def lesion_at(phrase: str, organ_names: Iterable[str]) -> str:
+    """The lesion phrase to write next to an organ: ``"a lesion"`` where its site only repeats it.
+
+    "A liver lesion in the liver" says the site twice, and a closed question "Is there a liver
+    lesion in the liver?" gives its answer away; "a lung lesion in the left clavicle" keeps
+    its words, which say something the organ does not.
+
+    Args:
+        phrase: The lesion phrase (:func:`lesion_phrase`), or a bare noun.
+        organ_names: The phrases naming the organ (its name, display name, synonyms).
+
+    Examples:
+        >>> lesion_at("a liver lesion", ["liver", "hepatic"]), lesion_at("an 8 mm kidney lesion", ["left kidney"])
+        ('a lesion', 'an 8 mm lesion')
+        >>> lesion_at("a lung lesion", ["left clavicle"]), lesion_at("a liver cyst", ["liver"])
+        ('a lung lesion', 'a liver cyst')
+    """
+    words = phrase.split()
+    if len(words) < 2 or words[-1].lower() != "lesion":
+        return phrase
+    organ_words = {w for name in organ_names for w in name.lower().replace("_", " ").split()}
+    start = 1 if words[0].lower() in ("a", "an") else 0
+    while start < len(words) - 1 and (words[start][:1].isdigit() or words[start] == "mm"):
+        start += 1  # keep a size ("14 mm")
+    site = [w.lower() for w in words[start:-1]]
+    if not site or not {w for s in site for w in s.split("-")} <= organ_words:
+        return phrase
+    kept = [*words[:start], "lesion"]
+    if words[0].lower() in ("a", "an"):
+        kept[0] = indefinite_article(" ".join(kept[1:]))
+        kept[0] = kept[0].capitalize() if words[0][0].isupper() else kept[0]
+    return " ".join(kept)
+
+
+def lesion_phrase(lesion_type: str | None) -> str:
+    """The lesion as a noun phrase with its article: what every question and prompt says.
+
+    A type that already starts with an article (a phrase built before) is kept.
+
+    Examples:
+        >>> [lesion_phrase(t) for t in ("liver", "soft tissue", "abdomen", "adrenal", "cyst", "-1")]
+        ['a liver lesion', 'a soft-tissue lesion', 'an abdominal lesion', 'an adrenal lesion', 'a cyst', 'a lesion']
+        >>> lesion_phrase("an ulcer")
+        'an ulcer'
+    """
+    text = " ".join(str(lesion_type or "").split())
+    first = text.split(" ", 1)[0].lower()
+    if first in ("a", "an") and " " in text:
+        return text
+    noun = lesion_noun(text)
+    return f"{indefinite_article(noun)} {noun}"
 
 #: Placeholders a template may use, with what they hold.
 TEMPLATE_FIELDS: dict[str, str] = {
-    "lesion": "lesion noun, e.g. 'liver lesion', 'nodule', 'lesion' (unknown type)",
+    "lesion": "lesion noun, e.g. 'liver lesion', 'nodule', 'lesion' (unknown type, or a site "
+    "that only repeats the host organ: a liver lesion in the liver)",
     "sized_lesion": "size and noun, e.g. '14 mm liver lesion' ('liver lesion' without a size)",
     "a_lesion": "with its article, e.g. 'a 14 mm liver lesion', 'an 8 mm nodule'",
     "A_lesion": "the same, capitalised for the start of a sentence",

@@ -426,16 +426,21 @@ def phantom_dataset(cases: int = 3) -> list[Case]:
     Each case holds one phantom's label map and its key-slice lesions, renamed
     ``phantom<seed>/<id>`` on image ``phantom<seed>`` (source ``medcurric-phantom``),
     ready for :func:`medcurric.seeds.write_seeds` or :func:`medcurric.io.load_case`.
+    Each record carries the slice's ``(width, height)`` as ``extra["image_size"]``, so
+    its seed knows the image size an Easy prompt needs.
 
     Examples:
-        >>> [(c.key, len(c.records)) for c in phantom_dataset(2)]
-        [('phantom0', 10), ('phantom1', 10)]
+        >>> cases = phantom_dataset(2)
+        >>> [(c.key, len(c.records)) for c in cases], cases[0].records[0].extra["image_size"]
+        ([('phantom0', 10), ('phantom1', 10)], [128, 128])
     """
     out = []
     for seed in range(cases):
         ph = make_phantom(seed=seed)
+        size = [int(ph.shape[2]), int(ph.shape[1])]  # a key slice is [H, W] = shape[1:]
         records = [
-            replace(r, id=f"phantom{seed}/{r.id}", image=f"phantom{seed}", source="medcurric-phantom")
+            replace(r, id=f"phantom{seed}/{r.id}", image=f"phantom{seed}", source="medcurric-phantom",
+                    extra={**r.extra, "image_size": size})
             for r in ph.key_slice_lesions
         ]
         out.append(Case(key=f"phantom{seed}", records=records, label_map=ph.label_map()))
