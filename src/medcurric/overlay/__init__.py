@@ -8,7 +8,16 @@ CT/MR intensities into the RGB images those prompts are drawn on.
 """
 
 from medcurric.overlay.draw import DrawBackend, OverlayResult, StageOverlay, draw_overlay
-from medcurric.overlay.style import COLORS, Color, OverlayStyle, RandomStyle, Shape
+from medcurric.overlay.style import (
+    COLORS,
+    Color,
+    Convention,
+    OverlayStyle,
+    RandomStyle,
+    Shape,
+    StylePreset,
+    style_preset,
+)
 from medcurric.overlay.window import (
     Window,
     WindowFormula,
@@ -21,17 +30,20 @@ from medcurric.overlay.window import (
 __all__ = [
     "COLORS",
     "Color",
+    "Convention",
     "DrawBackend",
     "OverlayResult",
     "OverlayStyle",
     "RandomStyle",
     "Shape",
     "StageOverlay",
+    "StylePreset",
     "Window",
     "WindowFormula",
     "WindowPreset",
     "apply_window",
     "draw_overlay",
     "read_display_image",
+    "style_preset",
     "window_to_rgb",
 ]
