@@ -8,7 +8,7 @@
 * :func:`plot_history` draws the losses with stage bands and switch points.
 """
 
-from medcurric.curriculum.collate import CurriculumCollator, Supervise
+from medcurric.curriculum.collate import CurriculumCollator, Supervise, TargetSmoothing
 from medcurric.curriculum.plot import plot_history
 from medcurric.curriculum.render import RenderedSample, format_box, render
 from medcurric.curriculum.scheduler import (
@@ -35,6 +35,7 @@ __all__ = [
     "RenderedSample",
     "Stage",
     "Supervise",
+    "TargetSmoothing",
     "ThresholdMode",
     "format_box",
     "plot_history",
