@@ -85,7 +85,8 @@ def test_stage_switches_on_plateau_and_attention_kl_falls(script, samples_file, 
 
     script.CurriculumTrainer = Watched
     try:
-        out = _run(script, samples_file, tmp_path / "run", "--max-steps", "24")
+        # the overlay these expectations were set with (the default is now ViP-LLaVA's random one)
+        out = _run(script, samples_file, tmp_path / "run", "--max-steps", "24", "--overlay-style", "medcurric")
     finally:
         script.CurriculumTrainer = original
     summary, result = out["summary"], out["result"]
