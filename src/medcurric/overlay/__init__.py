@@ -3,8 +3,11 @@
 :class:`StageOverlay` draws a rectangle, ellipse, arrow, point, contour, triangle
 or scribble around a lesion box, alpha-blended in VIP-LLaVA's colours, on numpy,
 PIL or torch images (single or batched, CPU or CUDA), and returns the phrase the
-prompt text should use ("within the red rectangle"). :func:`window_to_rgb` turns
-CT/MR intensities into the RGB images those prompts are drawn on.
+prompt text should use ("within the red rectangle"). Presets
+(:func:`style_preset`) give ViP-LLaVA's own prompt distribution
+(:meth:`OverlayStyle.vip_llava`, :meth:`RandomStyle.vip_llava`) or medcurric's
+prompts drawn around the box (:meth:`OverlayStyle.medcurric`). :func:`window_to_rgb`
+turns CT/MR intensities into the RGB images those prompts are drawn on.
 """
 
 from medcurric.overlay.draw import DrawBackend, OverlayResult, StageOverlay, draw_overlay

@@ -41,8 +41,9 @@ Policies (``config.policy``):
   domain (:func:`sample_domain`: lesion type x modality) from a generator seeded by
   ``(seed, sample id, epoch)``; when an epoch of the pool has been trained, each
   domain's mean LM loss (``answer_weight * answer + rationale_weight * rationale``)
-  per stage over that epoch goes to :meth:`CurriculumScheduler.step_epoch`, which
-  updates the probabilities of the next draws. The last batch of an epoch may take
+  per stage over that epoch (over all ranks) goes to
+  :meth:`CurriculumScheduler.step_epoch`, which updates the probabilities of the next
+  draws. The last batch of an epoch may take
   the first samples of the next one (batches are never short); those are drawn before
   the epoch's losses are fed, where the authors' loader ends the epoch with a short
   batch.
@@ -524,12 +525,29 @@ class CurriculumTrainer:
         out = []
         while self.epochs_fed < done:
             e = self.epochs_fed
-            sums = self.epoch_losses.pop(e, {})
+            sums = self._gather_sums(self.epoch_losses.pop(e, {}))
             means = {d: {st: acc[0] / acc[1] for st, acc in per.items()} for d, per in sorted(sums.items())}
             decision = self.scheduler.step_epoch(means, epoch=e)
             out.append({"epoch": e, "losses": means, "decision": decision.to_dict()})
             self.epochs_fed = e + 1
         return out
+
+    def _gather_sums(self, sums: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+        """Every rank's epoch sums merged, so all ranks feed the same means (a rank may hold none)."""
+        import torch.distributed as dist
+
+        if not (self.accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized()):
+            return sums
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, sums)
+        merged: dict[str, dict[str, list[float]]] = {}
+        for part in gathered:
+            for domain, per in part.items():
+                for stage, (total, count) in per.items():
+                    acc = merged.setdefault(domain, {}).setdefault(stage, [0.0, 0])
+                    acc[0] += total
+                    acc[1] += count
+        return merged
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (``grad_accum`` micro-batches); returns its log dict.
@@ -681,7 +699,7 @@ class CurriculumTrainer:
             "config": self.config.to_dict(),
             "num_samples": len(self.samples),
             "world_size": self.accelerator.num_processes,
-            "epoch_losses": {str(e): v for e, v in self.epoch_losses.items()},
+            "epoch_losses_per_rank": self._gather_epoch_losses(),
             "epochs_fed": self.epochs_fed,
         }
 
@@ -694,6 +712,17 @@ class CurriculumTrainer:
             dist.all_gather_object(out, list(self.running))
             return [list(v) for v in out]
         return [list(self.running)]
+
+    def _gather_epoch_losses(self) -> list[dict[str, Any]]:
+        """Every rank's per-domain loss sums of epochs not yet fed (each rank keeps its own)."""
+        import torch.distributed as dist
+
+        mine = {str(e): v for e, v in self.epoch_losses.items()}
+        if self.accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized():
+            out: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(out, mine)
+            return list(out)
+        return [mine]
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (the model/optimizer/RNG come from :meth:`load_checkpoint`).
@@ -720,9 +749,10 @@ class CurriculumTrainer:
         mine = per_rank[self.accelerator.process_index] if per_rank else state.get("running", [])
         self.running = [float(v) for v in mine]
         self.log = list(state.get("log", []))
+        pending = state.get("epoch_losses_per_rank") or [{}]
         self.epoch_losses = {
             int(e): {d: {st: [float(a[0]), int(a[1])] for st, a in per.items()} for d, per in v.items()}
-            for e, v in state.get("epoch_losses", {}).items()
+            for e, v in pending[min(self.accelerator.process_index, len(pending) - 1)].items()
         }
         self.epochs_fed = int(state.get("epochs_fed", 0))
 
