@@ -170,6 +170,7 @@ def test_presets_by_name_and_serialisation():
     assert style_preset("vip_llava") == OverlayStyle.vip_llava()
     assert style_preset("medcurric") == OverlayStyle.medcurric()
     assert style_preset("vip_llava_random") == RandomStyle.vip_llava()
+    assert len({RandomStyle.vip_llava(), RandomStyle.vip_llava(), RandomStyle()}) == 2  # hashable policies
     assert style_preset(StylePreset.MEDCURRIC_RANDOM) == RandomStyle()
     with pytest.raises(InvalidOptionError, match="Did you mean"):
         style_preset("vip_lava")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -317,7 +316,8 @@ class RandomStyle:
         jitter: Jitter of the random shape parts.
         convention: :class:`Convention` of the drawn styles.
         shape_widths: ``{shape: (low, high)}`` overriding ``width`` for some shapes
-            (VIP-LLaVA: arrow 1-6, scribble 2-12, contour 1-2).
+            (VIP-LLaVA: arrow 1-6, scribble 2-12, contour 1-2); kept as sorted
+            ``(shape, (low, high))`` pairs.
         integer_widths: Draw whole widths ``low..high`` (both included) instead of
             uniform real ones.
         unnamed_color: Probability of a random unnamed RGB colour instead of a named one.
@@ -337,7 +337,7 @@ class RandomStyle:
     scale: tuple[float, float] = (1.0, 1.5)
     jitter: float = 1.0
     convention: Convention = Convention.MEDCURRIC
-    shape_widths: Mapping[Shape, tuple[float, float]] = field(default_factory=dict)
+    shape_widths: Mapping[Shape, tuple[float, float]] | tuple[tuple[Shape, tuple[float, float]], ...] = ()
     integer_widths: bool = False
     unnamed_color: float = 0.0
     drop_article: float = 0.0
@@ -369,14 +369,18 @@ class RandomStyle:
             self, "convention", look_up_option(self.convention, Convention, name="convention")
         )
         widths: dict[Shape, tuple[float, float]] = {}
-        for key, pair in dict(self.shape_widths).items():
+        for key, pair in dict(self.shape_widths).items():  # a mapping or (shape, range) pairs
             lo, hi = (float(v) for v in pair)
             if not (0 < lo <= hi):
                 raise InvalidOptionError(
                     f"Expected shape_widths[{key!r}] as (low, high) with 0 < low <= high, but got {pair!r}."
                 )
             widths[look_up_option(key, Shape, name="shape")] = (lo, hi)
-        object.__setattr__(self, "shape_widths", MappingProxyType(widths))
+        # kept as sorted pairs, so the policy stays hashable like its other fields
+        order = list(Shape)
+        object.__setattr__(
+            self, "shape_widths", tuple(sorted(widths.items(), key=lambda kv: order.index(kv[0])))
+        )
         for name in ("unnamed_color", "drop_article"):
             if not (0.0 <= float(getattr(self, name)) <= 1.0):
                 raise InvalidOptionError(
@@ -448,7 +452,7 @@ class RandomStyle:
         if shape is Shape.POINT:
             lo, hi = self.point_radius
         else:
-            lo, hi = self.shape_widths.get(shape, self.width)
+            lo, hi = dict(self.shape_widths).get(shape, self.width)  # type: ignore[arg-type]
         if self.integer_widths:
             width = float(gen.integers(math.ceil(lo), math.floor(hi) + 1))
         else:
