@@ -1,10 +1,13 @@
 """Reference trainer: VIP-LLaVA + LoRA through the Easy -> Medium (-> Hard) curriculum.
 
 The loop is :class:`medcurric.training.CurriculumTrainer`: the scheduler switches
-stages on a loss plateau, Medium adds the attention-KL loss on the supervised tokens'
-attention over the image tokens (SDPA kept), the LM loss weights the answer and
-rationale spans; bf16, gradient checkpointing and accumulation; checkpoints resume
-exactly. It runs through ``accelerate``, so the same file runs on CPU, one GPU, DDP
+stages on a loss plateau (``--policy global``, the paper's rule) or draws a stage per
+sample from per-domain probabilities updated each epoch (``--policy per_domain``, the
+authors' code; an epoch is one pass over the samples). Medium adds the attention-KL
+loss on the supervised tokens' attention over the image tokens (SDPA kept; the target
+blurred with ``--target-blur``), the LM loss weights the answer and rationale spans,
+Easy images carry ViP-LLaVA's own visual prompts (``--overlay-style``); bf16, gradient
+checkpointing and accumulation; checkpoints resume exactly. It runs through ``accelerate``, so the same file runs on CPU, one GPU, DDP
 and FSDP::
 
     # the bundled sample with a tiny random model, on CPU, in seconds
@@ -18,6 +21,10 @@ and FSDP::
     # 8 GPUs, DDP or FSDP (an accelerate config file)
     accelerate launch --num_processes 8 examples/train_vip_llava.py ...
     accelerate launch --config_file fsdp.yaml examples/train_vip_llava.py ...
+
+    # the authors' per-domain mixing and blurred attention target
+    python examples/train_vip_llava.py --tiny --policy per_domain --mixing-start-epoch 0 \
+        --target-blur --out runs/tiny-mixed
 
     # resume the newest checkpoint of --out (same options; --max-steps may grow)
     python examples/train_vip_llava.py ... --resume latest
@@ -81,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--answer-weight", type=float, default=0.8)
     cur.add_argument("--rationale-weight", type=float, default=0.2)
     cur.add_argument("--no-stage-pools", action="store_true", help="draw every sample in every stage")
+    cur.add_argument("--policy", default="global", choices=("global", "per_domain"),
+                     help="global: one stage, switched on a loss plateau (the paper); per_domain: a stage "
+                          "drawn per sample, probabilities updated each epoch (the authors' code)")
+    cur.add_argument("--mixing-start-epoch", type=int, default=4, help="per_domain: Easy only before this epoch")
+    cur.add_argument("--mixing-ramp-epochs", type=int, default=10, help="per_domain: epochs for Medium to ramp in")
+    cur.add_argument("--hard-start-epoch", type=int, default=19, help="per_domain: first epoch that may draw Hard")
+    cur.add_argument("--ema-weight", type=float, default=0.9, help="per_domain: weight of a new epoch mean")
+    cur.add_argument("--gap-center", type=float, default=0.5, help="per_domain: centre of the gap sigmoid")
+    cur.add_argument("--gap-temperature", type=float, default=0.1, help="per_domain: temperature of the gap sigmoid")
+    cur.add_argument("--target-blur", action="store_true",
+                     help="blur the Medium attention target (Gaussian, kernel 9, sigma 3 patches, as the authors)")
+    cur.add_argument("--overlay-style", default="vip_llava_random",
+                     choices=("vip_llava_random", "vip_llava", "medcurric", "medcurric_random"),
+                     help="Easy visual prompts (default: ViP-LLaVA's training distribution)")
     lora = p.add_argument_group("LoRA")
     lora.add_argument("--lora-r", type=int, default=None, help="0 trains every parameter")
     lora.add_argument("--lora-alpha", type=int, default=32)
@@ -135,6 +156,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         prefetch=not args.no_prefetch,
         overwrite_output_dir=args.overwrite_output_dir,
+        policy=args.policy,
+        mixing_start_epoch=args.mixing_start_epoch,
+        mixing_ramp_epochs=args.mixing_ramp_epochs,
+        hard_start_epoch=args.hard_start_epoch,
+        ema_weight=args.ema_weight,
+        gap_center=args.gap_center,
+        gap_temperature=args.gap_temperature,
+        target_smoothing="gaussian" if args.target_blur else None,
+        overlay_style=args.overlay_style,
         **chosen,
     )
 

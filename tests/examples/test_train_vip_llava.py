@@ -85,7 +85,8 @@ def test_stage_switches_on_plateau_and_attention_kl_falls(script, samples_file, 
 
     script.CurriculumTrainer = Watched
     try:
-        out = _run(script, samples_file, tmp_path / "run", "--max-steps", "24")
+        # the overlay these expectations were set with (the default is now ViP-LLaVA's random one)
+        out = _run(script, samples_file, tmp_path / "run", "--max-steps", "24", "--overlay-style", "medcurric")
     finally:
         script.CurriculumTrainer = original
     summary, result = out["summary"], out["result"]
@@ -169,6 +170,120 @@ def test_resume_refuses_other_data(script, samples_file, tmp_path) -> None:
             "--out", str(tmp_path / "c"), "--max-steps", "4", "--resume", "latest"]
     with pytest.raises(DataFormatError, match="same data"):
         script.main(argv)
+
+
+# The per-domain policy (the authors' code): 16 samples, 8 a step, so an epoch is 2 steps.
+# Mixing from epoch 1 at full weight, and a soft sigmoid so probabilities stay away from 0 and 1.
+PER_DOMAIN = ["--policy", "per_domain", "--batch-size", "4", "--grad-accum", "2", "--mixing-start-epoch", "0",
+              "--mixing-ramp-epochs", "1", "--gap-temperature", "1.0"]
+
+
+@pytest.fixture(scope="module")
+def small_samples(samples_file, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("small")
+    lines = (samples_file / "samples.jsonl").read_text().splitlines()
+    (root / "samples.jsonl").write_text("\n".join(lines[:16]) + "\n")
+    return root
+
+
+def _run_mixed(script, small: Path, images: Path, out: Path, *extra: str) -> dict:
+    argv = [*ARGS, "--samples", str(small / "samples.jsonl"), "--images", str(images), "--out", str(out),
+            *PER_DOMAIN, *extra]
+    return script.main(argv)
+
+
+def _stage_seed(seed: int, sample_id: str, epoch: int) -> list[int]:
+    """The documented seed of a sample's stage draw: (seed, sha256 of its id, epoch, 1)."""
+    import hashlib
+
+    digest = int.from_bytes(hashlib.sha256(sample_id.encode("utf-8")).digest()[:4], "little") & 0x7FFFFFFF
+    return [seed, digest, epoch, 1]
+
+
+def test_per_domain_draws_stages_with_the_scheduler_probabilities(script, samples_file, small_samples,
+                                                                   tmp_path) -> None:
+    import numpy as np
+
+    from medcurric.cot.records import CoTSample
+    from medcurric.curriculum import CurriculumScheduler
+    from medcurric.training import sample_domain
+
+    out = _run_mixed(script, small_samples, samples_file, tmp_path / "m", "--max-steps", "8")
+    result, trainer = out["result"], out["trainer"]
+    samples = [CoTSample.from_json(line) for line in (small_samples / "samples.jsonl").read_text().splitlines()]
+    assert [s.id for s in trainer.samples] == [s.id for s in samples]
+    # A fresh scheduler with the same options, fed the logged epoch means, is the reference.
+    ref = CurriculumScheduler(policy="per_domain", mixing_start_epoch=0, mixing_ramp_epochs=1,
+                              gap_temperature=1.0)
+    counts = {"easy": 0, "medium": 0}
+    expected_mass = {"easy": 0.0, "medium": 0.0}
+    fed: list[int] = []
+    for record in result.log:
+        assert len(record["drawn"]) == 8
+        for index, epoch, stage in record["drawn"]:
+            domain = sample_domain(samples[index])
+            probs = {s.value: p for s, p in ref.stage_probabilities(domain).items()}
+            u = np.random.default_rng(_stage_seed(0, samples[index].id, epoch)).random()
+            want = "easy" if u < probs["easy"] else "medium"
+            assert stage == want, (record["step"], index, epoch, probs, u)
+            counts[stage] += 1
+            for key in expected_mass:
+                expected_mass[key] += probs[key]
+        for ended in record.get("epochs", []):
+            # every sample of the epoch was trained: its domains and stages are the ones fed
+            drawn = {(sample_domain(samples[i]), st) for r in result.log[: record["step"]]
+                     for i, e, st in r["drawn"] if e == ended["epoch"]}
+            assert {(d, st) for d, per in ended["losses"].items() for st in per} == drawn
+            ref.step_epoch(ended["losses"], epoch=ended["epoch"])
+            fed.append(ended["epoch"])
+    assert fed == [0, 1, 2, 3]  # an epoch is one pass over the 16 samples: two steps
+    assert [r["step"] for r in result.log if "epochs" in r] == [2, 4, 6, 8]
+    # epoch 0 is Easy only; afterwards both stages are drawn, as often as the probabilities say
+    assert all(st == "easy" for r in result.log[:2] for _, _, st in r["drawn"])
+    assert counts["medium"] > 0 and counts["easy"] > 16
+    assert abs(counts["medium"] - expected_mass["medium"]) < 4 * (expected_mass["medium"] ** 0.5) + 1
+    # Medium samples carry the attention KL, Easy-only steps do not
+    assert all(r["attention_kl"] is None for r in result.log[:2])
+    assert any(r["attention_kl"] is not None for r in result.log[2:])
+    assert trainer.scheduler.domains == ref.domains
+
+
+def test_per_domain_resume_continues_identically(script, samples_file, small_samples, tmp_path) -> None:
+    n, k = 7, 3  # the checkpoint falls inside epoch 1, after epoch 0 was fed
+    straight = _run_mixed(script, small_samples, samples_file, tmp_path / "a", "--max-steps", str(n),
+                          "--no-prefetch", "--target-blur")
+    _run_mixed(script, small_samples, samples_file, tmp_path / "b", "--max-steps", str(k), "--target-blur")
+    resumed = _run_mixed(script, small_samples, samples_file, tmp_path / "b", "--max-steps", str(n),
+                         "--resume", "latest", "--target-blur")
+    a, b = straight["result"], resumed["result"]
+    assert len(b.log) == n
+    for ra, rb in zip(a.log, b.log, strict=True):
+        assert ra["drawn"] == rb["drawn"]
+        assert rb["lm_loss"] == pytest.approx(ra["lm_loss"], rel=1e-5, abs=1e-6)
+        ea, eb = ra.get("epochs", []), rb.get("epochs", [])
+        assert [e["epoch"] for e in ea] == [e["epoch"] for e in eb]
+        for x, y in zip(ea, eb, strict=True):
+            assert x["losses"].keys() == y["losses"].keys()
+            for domain, per in x["losses"].items():
+                assert y["losses"][domain] == pytest.approx(per, rel=1e-5)
+    assert "medium" in {st for r in a.log[k:] for _, _, st in r["drawn"]}  # the resumed part mixes
+    sa, sb = straight["trainer"].scheduler, resumed["trainer"].scheduler
+    for domain, emas in sa.domains.items():
+        for stage, value in emas.items():
+            assert sb.domains[domain][stage] == pytest.approx(value, rel=1e-5)
+    pa, pb = _trainable(straight["trainer"]), _trainable(resumed["trainer"])
+    for name in pa:
+        torch.testing.assert_close(pb[name], pa[name], rtol=1e-5, atol=1e-6)
+
+
+def test_command_line_policy_blur_and_overlay_reach_the_config(script) -> None:
+    args = script.build_parser().parse_args(["--tiny", "--policy", "per_domain", "--mixing-start-epoch", "2",
+                                             "--gap-temperature", "0.3", "--target-blur"])
+    cfg = script.config_from_args(args)
+    assert (cfg.policy, cfg.mixing_start_epoch, cfg.gap_temperature) == ("per_domain", 2, 0.3)
+    assert cfg.target_smoothing == "gaussian" and cfg.overlay_style == "vip_llava_random"
+    plain = script.config_from_args(script.build_parser().parse_args(["--tiny", "--overlay-style", "medcurric"]))
+    assert (plain.policy, plain.target_smoothing, plain.overlay_style) == ("global", None, "medcurric")
 
 
 @pytest.mark.slow
@@ -288,3 +403,39 @@ def test_resume_rewrites_the_log_up_to_the_checkpoint(script, samples_file, tmp_
         fh.write(json.dumps({"step": 3, "stage": "easy"}) + "\n")
     _run(script, samples_file, out, "--max-steps", "4", "--resume", "latest")
     assert _log_steps(out) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_two_cpu_ranks_per_domain_resume_exactly(samples_file, small_samples, tmp_path) -> None:
+    """Two gloo ranks, per-domain: both feed the epoch means of all ranks, and resuming continues exactly."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def launch(out: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(SCRIPT), *ARGS, "--samples", str(small_samples / "samples.jsonl"),
+               "--images", str(samples_file), "--out", str(out), *PER_DOMAIN, "--batch-size", "2", *extra]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    n, k = 6, 3  # 2 ranks x 2 x 2 = 8 samples a step: an epoch is 2 steps, the resume is mid-epoch
+    launch(tmp_path / "a", "--max-steps", str(n), "--no-prefetch")
+    launch(tmp_path / "b", "--max-steps", str(k))
+    launch(tmp_path / "b", "--max-steps", str(n), "--resume", "latest")
+    sa, sb = (json.loads((tmp_path / r / f"checkpoint-{n}" / STATE_FILE).read_text()) for r in ("a", "b"))
+    assert [r["drawn"] for r in sa["log"]] == [r["drawn"] for r in sb["log"]]
+    assert [r["step"] for r in sa["log"] if "epochs" in r] == [2, 4, 6]
+    # the means fed cover at least this rank's draws (the other rank's too, gathered)
+    for r in sa["log"]:
+        for ended in r.get("epochs", []):
+            mine = {st for rr in sa["log"] for _, e, st in rr["drawn"] if e == ended["epoch"]}
+            assert mine <= {st for per in ended["losses"].values() for st in per}
+    da, db = sa["scheduler"], sb["scheduler"]
+    assert (da["epoch"], sorted(da["domains"])) == (db["epoch"], sorted(db["domains"])) and da["domains"]
+    for domain, emas in da["domains"].items():
+        assert db["domains"][domain] == pytest.approx(emas, rel=1e-6)
+    assert [r["lm_loss"] for r in sa["log"]] == pytest.approx([r["lm_loss"] for r in sb["log"]], rel=1e-6)

@@ -17,6 +17,7 @@ from medcurric.errors import InvalidOptionError, ShapeError, WrongTypeError
 from medcurric.overlay import (
     COLORS,
     Color,
+    Convention,
     OverlayStyle,
     RandomStyle,
     Shape,
@@ -171,7 +172,10 @@ def test_numba_and_torch_backends_agree(seed, dtype, size):
     h, w = size
     x1 = rng.uniform(-5, w - 5, b)
     y1 = rng.uniform(-5, h - 5, b)
-    boxes = np.stack([x1, y1, x1 + rng.uniform(0, 40, b), y1 + rng.uniform(0, 40, b)], axis=1)
+    # boxes meet the image (one that misses it raises InvalidBoxError)
+    x2 = np.maximum(x1 + rng.uniform(0, 40, b), 0.5)
+    y2 = np.maximum(y1 + rng.uniform(0, 40, b), 0.5)
+    boxes = np.stack([x1, y1, x2, y2], axis=1)
     styles = RandomStyle().sample_many(b, rng)
     img = torch.from_numpy(rng.integers(0, 256, size=(b, 3, h, w), dtype=np.uint8))
     if dtype == "float32":
@@ -373,7 +377,7 @@ def test_errors():
 
 
 def test_packed_style_rows_hold_the_style_fields():
-    """The kernels read each style as 8 float64 (shape code, width, jitter, scale, RGB, alpha)."""
+    """The kernels read each style as 9 float64 (shape code, width, jitter, scale, RGB, alpha, convention)."""
     from medcurric.overlay.draw import _SHAPES, _pack
 
     styles = [
@@ -381,8 +385,13 @@ def test_packed_style_rows_hold_the_style_fields():
         OverlayStyle(shape="ellipse", color="gold", width=5.5, alpha=0.25, scale=1.1, jitter=0.3),
         OverlayStyle(shape="scribble", color="aqua", seed=9),
     ]
+    styles.append(OverlayStyle.vip_llava("arrow", custom_rgb=(1, 2, 3)))
     rows = _pack(styles)
-    assert rows.shape == (3, 8) and rows.dtype == np.float64 and rows.flags.writeable
+    assert rows.shape == (4, 9) and rows.dtype == np.float64 and rows.flags.writeable
     for row, s in zip(rows, styles, strict=True):
-        assert row.tolist() == [_SHAPES.index(s.shape), s.width, s.jitter, s.scale, *s.rgb, s.alpha]
-    assert _pack([]).shape == (0, 8)
+        code = list(Convention).index(s.convention)
+        assert row.tolist() == [
+            _SHAPES.index(s.shape), s.width, s.jitter, s.scale, *s.rgb, s.alpha, code
+        ]
+    assert rows[3, 4:7].tolist() == [1, 2, 3]
+    assert _pack([]).shape == (0, 9)

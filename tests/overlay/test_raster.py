@@ -36,6 +36,10 @@ def _distance(p: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
         qx = np.abs(px - 0.5 * (a0 + a2)) - 0.5 * (a2 - a0)
         qy = np.abs(py - 0.5 * (a1 + a3)) - 0.5 * (a3 - a1)
         return np.where((qx > 0) & (qy > 0), np.sqrt(qx * qx + qy * qy), np.abs(np.maximum(qx, qy)))
+    if p[0] == _raster.FRAME:  # square corners: the Chebyshev distance to the outline
+        qx = np.abs(px - 0.5 * (a0 + a2)) - 0.5 * (a2 - a0)
+        qy = np.abs(py - 0.5 * (a1 + a3)) - 0.5 * (a3 - a1)
+        return np.abs(np.maximum(qx, qy))
     # ellipse: first-order distance k0 (k0 - 1) / k1 within the band rx +- (hw + 1.5)
     x, y = px - a0, py - a1
     big = hw + 1.5
@@ -82,7 +86,7 @@ def _random_prims(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarra
     )
     boxes = np.stack([x1, y1, x1 + size[0], y1 + size[1]], axis=1)
     lw = np.where(rng.random(n) < 0.25, rng.uniform(6, 20, n), rng.uniform(1, 6, n))
-    kind = rng.integers(0, 3, n)
+    kind = rng.integers(0, 5, n)
     out = np.empty((n, 1, _raster.NPARAM))
     for i in range(n):
         b, lw_i = boxes[i : i + 1], lw[i : i + 1]
@@ -90,6 +94,8 @@ def _random_prims(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarra
             out[i] = _raster.rectangle(b, lw_i, (h, w))[0]
         elif kind[i] == 1:  # raw outline, anywhere (partly or fully off the image)
             out[i] = _raster._with_bbox(_raster.BOX, b, lw_i / 2)[0]
+        elif kind[i] == 3:  # ViP-LLaVA's ring inside the box
+            out[i] = _raster.rectangle(b, lw_i, (h, w), np.array([True]))[0]
         else:
             out[i] = _raster.ellipse(b, lw_i, rng.uniform(0.8, 1.5, 1))[0]
     return out
@@ -101,9 +107,10 @@ def _random_unions(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarr
     boxes = np.concatenate([xy, xy + rng.uniform(0, 0.6, (n, 2)) * [w, h]], axis=1)
     lw = rng.uniform(1, 10, n)
     seeds, jitter = rng.integers(0, 2**31, n), rng.uniform(0, 1, n)
+    inside = rng.random(n) < 0.5  # ViP-LLaVA's arrow head and triangle in the box
     parts = [
-        _raster.arrow(boxes, lw, seeds, jitter, (h, w), max(h, w) / 336),
-        _raster.triangle(boxes, lw, seeds, jitter),
+        _raster.arrow(boxes, lw, seeds, jitter, (h, w), max(h, w) / 336, inside),
+        _raster.triangle(boxes, lw, seeds, jitter, inside),
         _raster.scribble(boxes, lw, seeds, jitter, n_seg=6),
         _raster.point(boxes, lw, seeds, jitter),
     ]
@@ -212,6 +219,9 @@ def test_draw_overlay_numpy_and_torch_batches_match_the_mask_path():
     styles = RandomStyle(shapes=("rectangle", "ellipse", "contour")).sample_many(n, rng)
     xy = rng.uniform(-20, 80, (n, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(0, 50, (n, 2))], axis=1)
+    boxes = boxes[(boxes[:, 0] < w) & (boxes[:, 1] < h) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)]
+    n, images, styles = len(boxes), images[: len(boxes)], styles[: len(boxes)]  # boxes that meet the image
+    assert n >= 12
     fast = draw_overlay(images, boxes, styles)
     general = draw_overlay(images, boxes, styles, masks=[None] * n)
     np.testing.assert_array_equal(fast, general)

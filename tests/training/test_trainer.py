@@ -90,3 +90,63 @@ def test_latest_checkpoint_ignores_folders_that_only_look_numbered(tmp_path: Pat
         if name != "checkpoint-99":  # an incomplete checkpoint (no state file) is skipped too
             (tmp_path / name / STATE_FILE).write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-12"
+
+
+def test_target_blur_is_the_authors_gaussian_on_the_box_target() -> None:
+    """``target_smoothing="gaussian"``: the Medium target equals box_to_patch_distribution(..., gaussian(9, 3))."""
+    pytest.importorskip("peft")
+    pytest.importorskip("accelerate")
+    from medcurric.curriculum import CurriculumCollator, render
+    from medcurric.geometry import box_to_patch_distribution, gaussian, map_boxes
+    from medcurric.testing import bundled_sample
+    from medcurric.testing.tiny import build_tiny_vlm
+    from medcurric.training import CurriculumTrainer
+
+    vlm = build_tiny_vlm(seed=0)
+    bundle = bundled_sample(seed=0)
+    targets = {}
+    for smoothing in (None, "gaussian"):
+        cfg = TrainConfig(max_steps=1, batch_size=2, lora_r=0, target_smoothing=smoothing, prefetch=False)
+        trainer = CurriculumTrainer(cfg, bundle.samples, model=vlm.model, processor=vlm.processor,
+                                    images=bundle.images)
+        batch = trainer.render_batch(Stage.MEDIUM, [(0, 0), (5, 0)])
+        targets[smoothing] = batch["attention_target"]
+    for k, index in enumerate((0, 5)):
+        sample = bundle.samples[index]
+        h, w = bundle.images[sample.image].shape[:2]
+        mapped = map_boxes(np.asarray([sample.box]), trainer.preprocess, (h, w))
+        for smoothing, spec in ((None, None), ("gaussian", gaussian(9, 3.0))):
+            want = box_to_patch_distribution(mapped.boxes, trainer.grid, input_size=mapped.image_size,
+                                             smoothing=spec)
+            np.testing.assert_allclose(targets[smoothing][k].numpy(), np.asarray(want, np.float32).reshape(-1),
+                                       rtol=1e-6, atol=1e-7)
+    assert not np.allclose(targets[None].numpy(), targets["gaussian"].numpy())
+    # the collator renders raw samples with the same blur
+    collator = CurriculumCollator(vlm.processor, smoothing="gaussian")
+    rendered = render(bundle.samples[0], "medium", image=bundle.images[bundle.samples[0].image],
+                      grid=collator.grid, preprocess=collator.preprocess, smoothing=collator.smoothing)
+    np.testing.assert_allclose(collator([rendered])["attention_target"][0].numpy(), targets["gaussian"][0].numpy())
+    with pytest.raises(InvalidOptionError, match="smoothing"):
+        CurriculumCollator(vlm.processor, smoothing="gausian")
+    with pytest.raises(InvalidOptionError, match="target_smoothing"):
+        TrainConfig(target_smoothing="box")
+
+
+def test_config_policy_and_overlay_options() -> None:
+    cfg = TrainConfig(policy="per_domain", overlay_style="VIP_LLAVA", mixing_start_epoch=1)
+    assert (cfg.policy, cfg.overlay_style) == ("per_domain", "vip_llava")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig().policy == "global" and TrainConfig().overlay_style == "vip_llava_random"
+    with pytest.raises(InvalidOptionError, match="Did you mean"):
+        TrainConfig(policy="per-domian")
+    with pytest.raises(InvalidOptionError, match="overlay_style"):
+        TrainConfig(overlay_style="fancy")
+
+
+def test_sample_domain_is_lesion_type_by_modality() -> None:
+    from medcurric.training import sample_domain
+
+    s = _sample("a.png")
+    assert sample_domain(s) == "lesion|CT"
+    mr = CoTSample.from_dict({**s.to_dict(), "lesion_type": "liver", "extra": {"modality": "MR"}})
+    assert sample_domain(mr) == "liver|MR"

@@ -8,7 +8,7 @@
 * :func:`plot_history` draws the losses with stage bands and switch points.
 """
 
-from medcurric.curriculum.collate import CurriculumCollator, Supervise
+from medcurric.curriculum.collate import CurriculumCollator, Supervise, TargetSmoothing
 from medcurric.curriculum.plot import plot_history
 from medcurric.curriculum.render import (
     EasyPromptBox,
@@ -42,6 +42,7 @@ __all__ = [
     "RenderedSample",
     "Stage",
     "Supervise",
+    "TargetSmoothing",
     "ThresholdMode",
     "format_box",
     "pair_hard_images",

@@ -13,12 +13,19 @@ from medcurric._options import StrEnum, look_up_option
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum.render import RenderedSample, render
 from medcurric.errors import DataFormatError, ShapeError, UnsupportedModelError, WrongTypeError
+from medcurric.geometry import GaussianSmoothing, gaussian
 from medcurric.stage import Stage
 
-__all__ = ["MODEL_KEYS", "CurriculumCollator", "Supervise"]
+__all__ = ["MODEL_KEYS", "CurriculumCollator", "Supervise", "TargetSmoothing"]
 
 #: The batch keys a ``LlavaForConditionalGeneration``-style model accepts.
 MODEL_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "pixel_values", "labels")
+
+
+class TargetSmoothing(StrEnum):
+    """Named blurs of the attention target: ``"gaussian"`` is the authors' (kernel 9, sigma 3 patches)."""
+
+    GAUSSIAN = "gaussian"
 
 
 class Supervise(StrEnum):
@@ -60,6 +67,21 @@ def _rendered_from_dict(feature: Mapping[str, Any]) -> RenderedSample:
             "Expected a rendered feature with the fields of RenderedSample (id, stage, image, prompt, "
             f"target, ...), but got keys {sorted(feature)}: {exc}"
         ) from exc
+
+
+def _smoothing(value: GaussianSmoothing | str | None) -> GaussianSmoothing | None:
+    """``None``, a :class:`GaussianSmoothing`, or ``"gaussian"``: the authors' ``gaussian(9, 3)``."""
+    if value is None or isinstance(value, GaussianSmoothing):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"none", ""}:
+        return None
+    if isinstance(value, str):
+        look_up_option(value, TargetSmoothing, name="smoothing")  # the one name: "gaussian"
+        return gaussian(9, 3.0)
+    raise WrongTypeError(
+        f"Expected smoothing=None, 'gaussian' or medcurric.geometry.gaussian(kernel, sigma), "
+        f"but got {type(value).__name__}."
+    )
 
 
 class CurriculumCollator:
@@ -117,6 +139,10 @@ class CurriculumCollator:
         domain_fn: Sample -> domain name for a per-domain scheduler (default: ``lesion_type``).
         rng: Random generator for per-domain stage draws and the overlay.
         render_options: Further keyword arguments for :func:`~medcurric.curriculum.render`.
+        smoothing: Blur of the Medium attention target of samples rendered here:
+            ``None``, ``"gaussian"`` (the authors' kernel 9, sigma 3) or a
+            :func:`~medcurric.geometry.gaussian` spec; passed to
+            :func:`~medcurric.geometry.box_to_patch_distribution` through ``render``.
 
     Examples:
         >>> from medcurric.testing.tiny import build_tiny_vlm
@@ -147,6 +173,7 @@ class CurriculumCollator:
         domain_fn: Callable[[CoTSample], str] | None = None,
         rng: Any = None,
         render_options: Mapping[str, Any] | None = None,
+        smoothing: GaussianSmoothing | str | None = None,
     ) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None or not callable(processor):
@@ -178,6 +205,7 @@ class CurriculumCollator:
         self.domain_fn = domain_fn or (lambda s: s.lesion_type)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.render_options = dict(render_options or {})
+        self.smoothing = _smoothing(smoothing)
 
     @staticmethod
     def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,6 +242,7 @@ class CurriculumCollator:
         options = dict(self.render_options)
         if self.grid is not None:
             options.setdefault("grid", self.grid)
+        options.setdefault("smoothing", self.smoothing)
         return render(
             sample,
             self._stage_for(sample),

@@ -7,6 +7,8 @@ maximum coverage, so overlapping strokes are blended once. Kinds:
 
 * ``SEGMENT`` ``(x0, y0, x1, y1)``: a thick line (a capsule); a dot when both ends agree;
 * ``BOX`` ``(x1, y1, x2, y2)``: the outline of a rectangle (distance to its boundary);
+* ``FRAME`` ``(x1, y1, x2, y2)``: the same outline with square outer corners
+  (Chebyshev distance), as a PIL rectangle outline;
 * ``ELLIPSE`` ``(cx, cy, rx, ry)``: the outline of an axis-aligned ellipse (a
   first-order distance estimate, exact on the axes).
 
@@ -31,7 +33,7 @@ import numba
 import numpy as np
 import torch
 
-SEGMENT, BOX, ELLIPSE, NONE = 0, 1, 2, -1
+SEGMENT, BOX, ELLIPSE, FRAME, NONE = 0, 1, 2, 3, -1
 NPARAM = 10  # kind, a0, a1, a2, a3, hw, bx0, by0, bx1, by1
 
 # ----------------------------------------------------------------------------- randomness
@@ -82,8 +84,14 @@ def _segments(points: np.ndarray, hw: np.ndarray, closed: bool = False) -> np.nd
     return _with_bbox(SEGMENT, a, np.repeat(hw, p - 1)).reshape(n, p - 1, NPARAM)
 
 
-def rectangle(boxes: np.ndarray, lw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Outline just outside the box, kept inside the image. ``[n, 1, NPARAM]``."""
+def rectangle(
+    boxes: np.ndarray, lw: np.ndarray, size: tuple[int, int], inside: np.ndarray | None = None
+) -> np.ndarray:
+    """Outline just outside the box, kept inside the image; ``[n, 1, NPARAM]``.
+
+    Rows where ``inside`` is true get ViP-LLaVA's outline instead: the box's own outer
+    ring ``lw`` pixels wide, square corners (a ``FRAME``).
+    """
     h, w = size
     hw = lw / 2
     a = np.stack(
@@ -97,7 +105,15 @@ def rectangle(boxes: np.ndarray, lw: np.ndarray, size: tuple[int, int]) -> np.nd
     )
     a[:, 2] = np.maximum(a[:, 2], a[:, 0])
     a[:, 3] = np.maximum(a[:, 3], a[:, 1])
-    return _with_bbox(BOX, a, hw)[:, None]
+    out = _with_bbox(BOX, a, hw)
+    if inside is not None and inside.any():
+        b = boxes[inside]
+        ring = np.concatenate([b[:, :2] + hw[inside, None], b[:, 2:] - hw[inside, None]], axis=1)
+        mid = (b[:, :2] + b[:, 2:]) / 2  # a box thinner than two lines is filled
+        ring[:, :2] = np.minimum(ring[:, :2], mid)
+        ring[:, 2:] = np.maximum(ring[:, 2:], mid)
+        out[inside] = _with_bbox(FRAME, ring, hw[inside])
+    return out[:, None]
 
 
 def ellipse(boxes: np.ndarray, lw: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -127,6 +143,7 @@ def arrow(
     jitter: np.ndarray,
     size: tuple[int, int],
     s: float,
+    inside: np.ndarray | None = None,
 ) -> np.ndarray:
     """An arrow from outside the box to its edge, inside the image. ``[n, 3, NPARAM]``.
 
@@ -134,6 +151,9 @@ def arrow(
     ``jitter``). Of eight directions 45 degrees apart (tried nearest first), the first
     whose tip and tail lie in the image and whose strokes keep clear of the box is
     used; when none does, the one that keeps the most clearance, tail clamped.
+    Rows where ``inside`` is true put the tip in the box instead (ViP-LLaVA), halfway
+    from the centre to the edge, the shaft leaving the box; the first direction whose
+    tail lies in the image is used.
     """
     h, w = size
     n = boxes.shape[0]
@@ -173,7 +193,7 @@ def arrow(
     clearance = outside.min(axis=2) - hw[:, None]  # [n, 8]
     margin = hw[:, None] + 1
 
-    def inside(p: np.ndarray) -> np.ndarray:
+    def in_bounds(p: np.ndarray) -> np.ndarray:
         return (
             (p[..., 0] >= margin)
             & (p[..., 0] <= w - margin)
@@ -181,9 +201,18 @@ def arrow(
             & (p[..., 1] <= h - margin)
         )
 
-    in_image = inside(tip) & inside(tail)
+    in_image = in_bounds(tip) & in_bounds(tail)
     ok = in_image & (clearance >= 0.5)
     best = np.argmax(clearance + 1e6 * in_image, axis=1)
+    if inside is not None and inside.any():
+        # ViP-LLaVA: the head in the box, halfway from the centre to the edge
+        tip_in = c[:, None, :] + d * (0.5 * reach[..., None])
+        tail_in = c[:, None, :] + d * (reach + length[:, None])[..., None]
+        sel = inside[:, None, None]
+        wings = [np.where(sel, tip_in + (wing - tip), wing) for wing in wings]
+        tip, tail = np.where(sel, tip_in, tip), np.where(sel, tail_in, tail)
+        ok = np.where(inside[:, None], in_bounds(tail_in), ok)
+        best = np.where(inside, 0, best)
     pick = np.where(ok.any(axis=1), ok.argmax(axis=1), best)
     rows = np.arange(n)
     tip, tail = tip[rows, pick], tail[rows, pick]
@@ -198,9 +227,18 @@ def arrow(
 
 
 def triangle(
-    boxes: np.ndarray, lw: np.ndarray, seeds: np.ndarray, jitter: np.ndarray
+    boxes: np.ndarray,
+    lw: np.ndarray,
+    seeds: np.ndarray,
+    jitter: np.ndarray,
+    inside: np.ndarray | None = None,
 ) -> np.ndarray:
-    """An equilateral triangle around the box (apex up, rotated by jitter). ``[n, 3, NPARAM]``."""
+    """An equilateral triangle around the box (apex up, rotated by jitter). ``[n, 3, NPARAM]``.
+
+    Rows where ``inside`` is true join three points in the box instead (ViP-LLaVA):
+    the top middle and the two bottom corners, each moved by up to a quarter of the
+    box times ``jitter``, kept half a line inside the box.
+    """
     hw = lw / 2
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) / 2 + lw[:, None]
@@ -217,7 +255,16 @@ def triangle(
     rot = np.stack(
         [pts[..., 0] * cp - pts[..., 1] * sp, pts[..., 0] * sp + pts[..., 1] * cp], axis=-1
     )
-    return _segments(rot + c[:, None, :], hw, closed=True)
+    corners = rot + c[:, None, :]
+    if inside is not None and inside.any():
+        b, h_in = boxes[inside], hw[inside, None, None]
+        unit = np.array([[0.5, 0.0], [1.0, 1.0], [0.0, 1.0]])[None]
+        moved = unit + jitter[inside, None, None] * (uniforms(seeds[inside], 7)[:, 1:].reshape(-1, 3, 2) - 0.5) * 0.5
+        size = (b[:, 2:] - b[:, :2])[:, None, :]
+        lo = b[:, None, :2] + np.minimum(h_in, size / 2)
+        hi = b[:, None, 2:] - np.minimum(h_in, size / 2)
+        corners[inside] = np.clip(b[:, None, :2] + np.clip(moved, 0.0, 1.0) * size, lo, hi)
+    return _segments(corners, hw, closed=True)
 
 
 def scribble(
@@ -264,10 +311,13 @@ def _coverage(p: tuple[float, ...], px: float, py: float) -> float:  # pragma: n
         t = min(max(((px - a0) * dx + (py - a1) * dy) / l2, 0.0), 1.0) if l2 > 0.0 else 0.0
         ex, ey = px - (a0 + t * dx), py - (a1 + t * dy)
         d = math.sqrt(ex * ex + ey * ey)
-    elif kind == BOX:
+    elif kind == BOX or kind == FRAME:
         qx = abs(px - 0.5 * (a0 + a2)) - 0.5 * (a2 - a0)
         qy = abs(py - 0.5 * (a1 + a3)) - 0.5 * (a3 - a1)
-        d = math.sqrt(qx * qx + qy * qy) if qx > 0.0 and qy > 0.0 else abs(max(qx, qy))
+        if kind == BOX and qx > 0.0 and qy > 0.0:
+            d = math.sqrt(qx * qx + qy * qy)
+        else:
+            d = abs(max(qx, qy))
     else:
         x, y = px - a0, py - a1
         big = hw + 1.5
@@ -297,7 +347,7 @@ def _spans(
     """
     kind, a0, a1, a2, a3, hw, bx0, _, bx1, _ = p
     m = hw + 0.5
-    if kind == BOX:
+    if kind == BOX or kind == FRAME:
         if a1 + m < py < a3 - m and a0 + m < a2 - m:
             return 2, a0 - m, a0 + m, a2 - m, a2 + m
         return 1, a0 - m, a2 + m, 0.0, 0.0
@@ -431,13 +481,14 @@ def _coverage_torch(
         t = torch.where(l2 > 0, (((px - col(1)) * dx + (py - col(2)) * dy) / safe).clamp(0, 1), 0.0)
         d_seg = torch.hypot(px - (col(1) + t * dx), py - (col(2) + t * dy))
         d = torch.where(kind == SEGMENT, d_seg, d)
-    if BOX in kinds:
+    if BOX in kinds or FRAME in kinds:
         qx = (px - 0.5 * (col(1) + col(3))).abs() - 0.5 * (col(3) - col(1))
         qy = (py - 0.5 * (col(2) + col(4))).abs() - 0.5 * (col(4) - col(2))
         d_box = (
             torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)
         ).abs()
         d = torch.where(kind == BOX, d_box, d)
+        d = torch.where(kind == FRAME, torch.maximum(qx, qy).abs(), d)
     if ELLIPSE in kinds:
         is_ell = kind == ELLIPSE
         rx = torch.where(is_ell, col(3), torch.ones_like(col(3)))

@@ -17,9 +17,13 @@ Shapes are rasterised as anti-aliased coverage over each prompt's own region and
 alpha-blended once (see :mod:`medcurric.overlay._raster`); there is no Python loop
 over pixels. On CPU a numba kernel visits only the pixels near each stroke; on
 other devices (or with ``backend="torch"``) pure tensor ops draw the whole batch.
-Line widths scale with ``max(H, W) / 336`` as in VIP-LLaVA. Rectangles are drawn
-just outside the box so the lesion itself stays visible; arrows point at the
-box's edge from outside and keep their tail inside the image.
+Line widths scale with ``max(H, W) / 336`` as in VIP-LLaVA. Under the ``medcurric``
+convention rectangles are drawn just outside the box so the lesion itself stays
+visible, arrows point at the box's edge from outside and keep their tail inside the
+image, and triangles enclose the box; under the ``vip_llava`` convention (see
+:mod:`medcurric.overlay.style`) the rectangle covers the box's outer ring of
+``int(width * max(H, W) / 336)`` pixels with square corners, the arrow head lies in the
+box and the triangle joins three points in the box.
 """
 
 from __future__ import annotations
@@ -33,10 +37,17 @@ import numpy as np
 import torch
 
 from medcurric._options import StrEnum, look_up_option
-from medcurric.errors import ShapeError, WrongTypeError
+from medcurric.errors import InvalidBoxError, ShapeError, WrongTypeError
 from medcurric.geometry.preprocess import _as_boxes
 from medcurric.overlay import _raster
-from medcurric.overlay.style import OverlayStyle, RandomStyle, Shape
+from medcurric.overlay.style import (
+    Convention,
+    OverlayStyle,
+    RandomStyle,
+    Shape,
+    StylePreset,
+    style_preset,
+)
 
 __all__ = ["DrawBackend", "OverlayResult", "StageOverlay", "draw_overlay"]
 
@@ -46,6 +57,7 @@ REFERENCE_SIZE = 336
 #: Shapes by their code in ``OverlayStyle._packed``.
 _SHAPES = tuple(Shape)
 _CONTOUR_CODE = _SHAPES.index(Shape.CONTOUR)
+_VIP_CODE = list(Convention).index(Convention.VIP_LLAVA)
 
 
 class DrawBackend(StrEnum):
@@ -156,6 +168,34 @@ def _boxes_for(boxes: Any, n: int, single: bool) -> np.ndarray:
     return b
 
 
+def _check_in_image(boxes: np.ndarray, size: tuple[int, int], clip: bool) -> np.ndarray:
+    """Raise on boxes that miss the image (``clip``: clip them, then raise on no area left).
+
+    Without ``clip`` a box that meets the image is drawn as it is (parts past the
+    border fall off); one that does not meet it at all would draw nothing.
+    """
+    h, w = size
+    if clip:
+        out = boxes.copy()
+        out[:, 0::2] = np.clip(out[:, 0::2], 0.0, float(w))
+        out[:, 1::2] = np.clip(out[:, 1::2], 0.0, float(h))
+        bad = (out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])
+        what = "has no area inside"
+    else:
+        out = boxes
+        bad = (boxes[:, 0] >= w) | (boxes[:, 1] >= h) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
+        what = "lies entirely outside"
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        box = tuple(float(v) for v in boxes[i])
+        raise InvalidBoxError(
+            f"Expected boxes (x1, y1, x2, y2) that meet the image, but box {i} {box} {what} the "
+            f"{w}x{h} (width x height) image, so no prompt would show. Check the box's coordinate "
+            f"system (pixels of this image){'' if clip else ', or pass clip=True to clip boxes that stick out'}."
+        )
+    return out
+
+
 def _masks_for(masks: Any, n: int, size: tuple[int, int], device: torch.device) -> list[Any]:
     if masks is None:
         return [None] * n
@@ -178,10 +218,19 @@ def _masks_for(masks: Any, n: int, size: tuple[int, int], device: torch.device) 
 
 
 def _pack(styles: Sequence[OverlayStyle]) -> np.ndarray:
-    """The styles' ``_packed`` rows as one writeable float64 ``[n, 8]`` array."""
+    """The styles' ``_packed`` rows as one writeable float64 ``[n, 9]`` array."""
     return np.frombuffer(bytearray(b"".join([s._packed for s in styles])), np.float64).reshape(
-        len(styles), 8
+        len(styles), 9
     )
+
+
+def _line_widths(width: np.ndarray, vip: np.ndarray, s: float) -> np.ndarray:
+    """Widths in pixels: ``width * s``; truncated where ``vip``; at least 1 pixel.
+
+    ViP-LLaVA scales a width ``w`` to ``int(w * max(H, W) / 336)``.
+    """
+    scaled = width * s
+    return np.maximum(np.where(vip, np.floor(scaled), scaled), 1.0)
 
 
 def _primitives(
@@ -194,14 +243,15 @@ def _primitives(
     """``[B, K, NPARAM]`` primitives; ``fallback[i]``: draw a contour as the box's ellipse.
 
     ``packed`` holds the styles' ``_packed`` rows (shape code, width, jitter, scale,
-    R, G, B, alpha) of ``styles``.
+    R, G, B, alpha, convention code) of ``styles``.
     """
     n = packed.shape[0]
     codes = packed[:, 0].astype(np.int64)
     s = max(size) / REFERENCE_SIZE
     seeds = np.fromiter((st.seed for st in styles), np.int64, n)
     width, jitter, scale = packed[:, 1], packed[:, 2], packed[:, 3]
-    lw = np.maximum(width * s, 1.0)
+    vip = packed[:, 8] == _VIP_CODE
+    lw = _line_widths(width, vip, s)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     for code in np.flatnonzero(np.bincount(codes, minlength=len(_SHAPES))):
         shape = _SHAPES[code]
@@ -210,19 +260,19 @@ def _primitives(
             idx = idx[fallback[idx]]
             if idx.size == 0:
                 continue
-        b, w_, sd, jt = boxes[idx], lw[idx], seeds[idx], jitter[idx]
+        b, w_, sd, jt, inside = boxes[idx], lw[idx], seeds[idx], jitter[idx], vip[idx]
         if shape is Shape.RECTANGLE:
-            p = _raster.rectangle(b, w_, size)
+            p = _raster.rectangle(b, w_, size, inside)
         elif shape is Shape.ELLIPSE:
             p = _raster.ellipse(b, w_, scale[idx])
         elif shape is Shape.CONTOUR:
             p = _raster.ellipse(b, w_, np.ones(idx.size))
         elif shape is Shape.POINT:
-            p = _raster.point(b, np.maximum(width[idx] * s, 1.0), sd, jt)
+            p = _raster.point(b, w_, sd, jt)
         elif shape is Shape.ARROW:
-            p = _raster.arrow(b, w_, sd, jt, size, s)
+            p = _raster.arrow(b, w_, sd, jt, size, s, inside)
         elif shape is Shape.TRIANGLE:
-            p = _raster.triangle(b, w_, sd, jt)
+            p = _raster.triangle(b, w_, sd, jt, inside)
         else:
             p = _raster.scribble(b, w_, sd, jt)
         parts.append((idx, p))
@@ -243,6 +293,7 @@ def draw_overlay(
     masks: Any = None,
     inplace: bool = False,
     backend: str | DrawBackend = "auto",
+    clip: bool = False,
 ) -> Any:
     """Draw one visual prompt per image around its box.
 
@@ -255,6 +306,7 @@ def draw_overlay(
             with ``None`` for images without one (those get the box's ellipse).
         inplace: Draw into ``image`` itself (numpy/torch only) instead of a copy.
         backend: ``"auto"``, ``"torch"`` or ``"numba"`` (CPU only).
+        clip: Clip the boxes to the image first (a box with no area left still raises).
 
     Returns:
         The drawn image(s), same type (and device, dtype) as ``image``.
@@ -262,6 +314,7 @@ def draw_overlay(
     Raises:
         ShapeError: Image, boxes or masks have the wrong shape.
         WrongTypeError: Unsupported image type or dtype.
+        InvalidBoxError: A box does not meet the image (with ``clip``: has no area inside it).
 
     Examples:
         >>> import numpy as np
@@ -279,7 +332,7 @@ def draw_overlay(
     style_list = [styles] * n if isinstance(styles, OverlayStyle) else list(styles)
     if len(style_list) != n or not all(map(isinstance, style_list, repeat(OverlayStyle))):
         raise ShapeError(f"Expected one OverlayStyle or {n} of them, but got {styles!r}.")
-    box_arr = _boxes_for(boxes, n, canvas.single)
+    box_arr = _check_in_image(_boxes_for(boxes, n, canvas.single), (h, w), clip)
     mask_list = _masks_for(masks, n, (h, w), t.device)
     # one row of numbers per style, packed when the style was made
     packed = _pack(style_list)
@@ -306,10 +359,8 @@ def draw_overlay(
             _raster.draw_torch(t, prims, colors, alphas)
     sel = np.nonzero(is_contour & has_mask)[0]
     if sel.size:
-        s = max(h, w) / REFERENCE_SIZE
-        lw = torch.tensor(
-            [max(float(style_list[i].width or 3.0) * s, 1.0) for i in sel], device=t.device
-        )
+        lw_np = _line_widths(packed[sel, 1], packed[sel, 8] == _VIP_CODE, max(h, w) / REFERENCE_SIZE)
+        lw = torch.tensor(lw_np, device=t.device)
         cov = _raster.contour_coverage(torch.stack([mask_list[i] for i in sel]), lw)
         sub = t[torch.as_tensor(sel, device=t.device)]
         _raster.blend_coverage(sub, cov, colors[sel], alphas[sel])
@@ -331,11 +382,15 @@ class StageOverlay:
 
     Args:
         style: ``"fixed"`` (default :class:`OverlayStyle`, for evaluation), ``"random"``
-            (default :class:`RandomStyle`, for training), a shape name for a fixed style
-            of that shape, an :class:`OverlayStyle`, or a :class:`RandomStyle` policy.
+            (default :class:`RandomStyle`, for training), a :class:`StylePreset` name
+            (``"vip_llava"``, ``"vip_llava_random"``, ``"medcurric"``,
+            ``"medcurric_random"``), a shape name for a fixed style of that shape, an
+            :class:`OverlayStyle`, or a :class:`RandomStyle` policy.
         seed: Seed of the random policy; the same seed and the same calls give the
             same images.
         backend: Rasteriser, see :func:`draw_overlay`.
+        clip: Clip boxes to the image (see :func:`draw_overlay`); otherwise a box that
+            misses the image raises :class:`~medcurric.errors.InvalidBoxError`.
 
     Examples:
         >>> import numpy as np
@@ -355,6 +410,7 @@ class StageOverlay:
         *,
         seed: int = 0,
         backend: str | DrawBackend = "auto",
+        clip: bool = False,
     ) -> None:
         if isinstance(style, str):
             key = style.strip().lower()
@@ -362,16 +418,19 @@ class StageOverlay:
                 style = OverlayStyle()
             elif key == "random":
                 style = RandomStyle()
+            elif key in {p.value for p in StylePreset}:
+                style = style_preset(key)
             else:
                 style = OverlayStyle(shape=look_up_option(key, Shape, name="style"))
         if not isinstance(style, (OverlayStyle, RandomStyle)):
             raise WrongTypeError(
-                f"Expected 'fixed', 'random', a shape name, an OverlayStyle or a RandomStyle, but got "
+                f"Expected 'fixed', 'random', a preset or shape name, an OverlayStyle or a RandomStyle, but got "
                 f"{type(style).__name__}."
             )
         self.style = style
         self.seed = int(seed)
         self.backend = look_up_option(backend, DrawBackend, name="backend")
+        self.clip = bool(clip)
         self._rng = np.random.default_rng(self.seed)
 
     def styles_for(self, n: int, key: int | Sequence[int] | None = None) -> list[OverlayStyle]:
@@ -417,10 +476,15 @@ class StageOverlay:
 
         Returns:
             The :class:`OverlayResult`.
+
+        Raises:
+            InvalidBoxError: A box misses the image (see :func:`draw_overlay`).
         """
         n = _batch_size(image)
         styles = self.styles_for(n, key)
-        out = draw_overlay(image, boxes, styles, masks=masks, inplace=inplace, backend=self.backend)
+        out = draw_overlay(
+            image, boxes, styles, masks=masks, inplace=inplace, backend=self.backend, clip=self.clip
+        )
         batched = not _is_single(image)
         return OverlayResult(out, [s.phrase for s in styles], styles, batched)
 

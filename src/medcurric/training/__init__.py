@@ -8,7 +8,12 @@
 
 from medcurric.training.checkpoints import STATE_FILE, latest_checkpoint
 from medcurric.training.config import DEFAULT_LORA_TARGETS, TrainConfig, TrainResult
-from medcurric.training.trainer import CurriculumTrainer, apply_lora, enable_checkpointing
+from medcurric.training.trainer import (
+    CurriculumTrainer,
+    apply_lora,
+    enable_checkpointing,
+    sample_domain,
+)
 
 __all__ = [
     "CurriculumTrainer",
@@ -19,4 +24,5 @@ __all__ = [
     "apply_lora",
     "enable_checkpointing",
     "latest_checkpoint",
+    "sample_domain",
 ]

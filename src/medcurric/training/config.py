@@ -14,8 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from medcurric._options import look_up_option
 from medcurric._serialization import JsonRecord
+from medcurric.curriculum import Policy, TargetSmoothing
 from medcurric.errors import InvalidOptionError
+from medcurric.overlay import StylePreset
 
 __all__ = ["DEFAULT_LORA_TARGETS", "TrainConfig", "TrainResult"]
 
@@ -59,6 +62,24 @@ class TrainConfig(JsonRecord):
         seed: Seed of the data order, the overlay styles and torch.
         log_every: Print one JSON log line every this many optimizer steps (``0``: never).
         prefetch: Render the next step's batches in a background thread during this step.
+        policy: ``"global"``: one stage at a time, switched on a plateau of the loss
+            checked every ``check_every`` steps (the paper's rule); ``"per_domain"``: a
+            stage drawn per sample from its domain's probabilities, updated once per
+            epoch from each domain's mean loss per stage (the authors' code; see
+            :class:`~medcurric.curriculum.CurriculumScheduler`). An *epoch* is one pass
+            over the pool of samples (the stage's own pool for ``"global"``, every
+            accepted sample for ``"per_domain"``).
+        mixing_start_epoch: Per-domain: Easy only before this epoch.
+        mixing_ramp_epochs: Per-domain: epochs over which the Medium share ramps in.
+        hard_start_epoch: Per-domain: first epoch that may draw Hard samples.
+        ema_weight: Per-domain: weight of a new epoch mean in the domain's loss EMAs.
+        gap_center: Per-domain: centre of the gap sigmoid.
+        gap_temperature: Per-domain: temperature of the gap sigmoid.
+        target_smoothing: Blur of Medium's attention target: ``None`` or ``"gaussian"``
+            (kernel 9, sigma 3 patches, as the authors).
+        overlay_style: Easy visual prompts, a :class:`~medcurric.overlay.StylePreset`:
+            ``"vip_llava_random"`` (ViP-LLaVA's training distribution, seeded),
+            ``"vip_llava"`` (its evaluation style), ``"medcurric"`` or ``"medcurric_random"``.
         overwrite_output_dir: Start a fresh run in an ``output_dir`` that holds another run's
             files (its ``checkpoint-*`` folders, ``log.jsonl`` and ``final``), deleting those
             files first; without it such a run is refused.
@@ -115,6 +136,15 @@ class TrainConfig(JsonRecord):
     log_every: int = 0
     prefetch: bool = True
     overwrite_output_dir: bool = False
+    policy: str = "global"
+    mixing_start_epoch: int = 4
+    mixing_ramp_epochs: int = 10
+    hard_start_epoch: int = 19
+    ema_weight: float = 0.9
+    gap_center: float = 0.5
+    gap_temperature: float = 0.1
+    target_smoothing: str | None = None
+    overlay_style: str = "vip_llava_random"
 
     def __post_init__(self) -> None:
         self.stages = tuple(str(s) for s in self.stages)
@@ -127,6 +157,12 @@ class TrainConfig(JsonRecord):
                 raise InvalidOptionError(f"Expected {name} >= 0, but got {getattr(self, name)}.")
         if not self.attention_layers:
             raise InvalidOptionError("Expected at least one attention layer, but got none.")
+        self.policy = look_up_option(self.policy, Policy, name="policy").value
+        self.overlay_style = look_up_option(self.overlay_style, StylePreset, name="overlay_style").value
+        if self.target_smoothing is not None:
+            self.target_smoothing = look_up_option(
+                self.target_smoothing, TargetSmoothing, name="target_smoothing"
+            ).value
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:

@@ -29,7 +29,24 @@ Data order: each stage has its own pool (the accepted samples generated for that
 stage, or all samples when ``stage_pools`` is false or the stage has none). Epoch
 ``e`` of a pool is a permutation drawn from ``(seed, stage, e)``; each global batch
 takes the next ``batch_size * world_size`` items and rank ``r`` the ``r``-th slice, so
-the position is two integers per stage (``medcurric.training.order``).
+the position is two integers per stage (``medcurric.training.order``). An *epoch* is
+one pass over a pool.
+
+Policies (``config.policy``):
+
+* ``"global"`` (the paper's rule): every sample of a step is rendered for the
+  scheduler's one stage, and the plateau check above switches it.
+* ``"per_domain"`` (the authors' code): one pool of every accepted sample; each
+  sample's stage is drawn with :meth:`CurriculumScheduler.sample_stage` for its
+  domain (:func:`sample_domain`: lesion type x modality) from a generator seeded by
+  ``(seed, sample id, epoch)``; when an epoch of the pool has been trained, each
+  domain's mean LM loss (``answer_weight * answer + rationale_weight * rationale``)
+  per stage over that epoch (over all ranks) goes to
+  :meth:`CurriculumScheduler.step_epoch`, which updates the probabilities of the next
+  draws. The last batch of an epoch may take
+  the first samples of the next one (batches are never short); those are drawn before
+  the epoch's losses are fed, where the authors' loader ends the epoch with a short
+  batch.
 """
 
 from __future__ import annotations
@@ -51,7 +68,7 @@ import torch
 
 from medcurric._optional import require
 from medcurric.cot.records import CoTSample
-from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, Stage, render
+from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, Policy, Stage, render
 from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError
 from medcurric.training.checkpoints import (
     STATE_FILE,
@@ -62,7 +79,27 @@ from medcurric.training.checkpoints import (
 from medcurric.training.config import TrainConfig, TrainResult
 from medcurric.training.order import next_batch, stage_pools
 
-__all__ = ["CurriculumTrainer", "apply_lora", "enable_checkpointing"]
+__all__ = ["CurriculumTrainer", "apply_lora", "enable_checkpointing", "sample_domain"]
+
+#: Data position key of the per-domain policy's single pool.
+_MIXED = "per_domain"
+
+
+def sample_domain(sample: CoTSample) -> str:
+    """The per-domain policy's domain of a sample: ``"<lesion type>|<modality>"``.
+
+    The modality is ``sample.extra["modality"]`` when the seed carried it, else ``"CT"``
+    (the seeds' default).
+
+    Examples:
+        >>> from medcurric.cot.records import CoTSample
+        >>> s = CoTSample(id="a", seed_id="k", stage="easy", question_type="open", question="q",
+        ...     rationale="r", answer="a", image="x.png", lesion_type="liver lesion")
+        >>> sample_domain(s)
+        'liver lesion|CT'
+    """
+    modality = sample.extra.get("modality") if isinstance(sample.extra, Mapping) else None
+    return f"{sample.lesion_type}|{modality or 'CT'}"
 
 
 
@@ -140,6 +177,12 @@ def apply_lora(model: Any, lora_config: Any) -> Any:
         return peft.get_peft_model(model, lora_config)
 
 
+#: A planned micro-batch: ``(sample index, epoch)`` pairs and, per-domain, each one's stage.
+_Planned = tuple[list[tuple[int, int]], list[Stage] | None]
+#: A rendered micro-batch with its plan.
+_Rendered = tuple[dict[str, torch.Tensor], list[tuple[int, int]], list[Stage] | None]
+
+
 def _stable_int(*parts: object) -> int:
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
@@ -160,7 +203,8 @@ class CurriculumTrainer:
         window: Window for samples whose ``window`` is ``None`` (a :class:`~medcurric.io.Window`,
             preset name or ``(low, high)`` HU); ``None``: soft tissue, as the generation backends use.
         accelerator: An ``accelerate.Accelerator``; one is made from ``config`` when ``None``.
-        overlay: ``StageOverlay`` for Easy renderings (default style when ``None``).
+        overlay: ``StageOverlay`` for Easy renderings; ``None``: one of ``config.overlay_style``
+            (default ViP-LLaVA's training distribution) seeded with ``config.seed``.
         on_log: Called with each step's log dict (on every rank).
 
     Raises:
@@ -193,13 +237,22 @@ class CurriculumTrainer:
         self.images = dict(images or {})
         self.image_root = image_root
         self.window = window
+        if overlay is None:
+            from medcurric.overlay import StageOverlay
+
+            overlay = StageOverlay(config.overlay_style, seed=config.seed)
         self.overlay = overlay
         self.on_log = on_log
         self.processor = processor
         from medcurric.geometry import Preprocess
 
         self.preprocess = Preprocess.from_processor(processor)
-        self.collator = CurriculumCollator(processor, preprocess=self.preprocess, supervise=config.supervise)
+        self.collator = CurriculumCollator(
+            processor,
+            preprocess=self.preprocess,
+            supervise=config.supervise,
+            smoothing=config.target_smoothing,
+        )
         if self.collator.grid is None:
             raise DataFormatError("Could not read the patch grid from the processor (patch_size, crop_size).")
         self.grid: tuple[int, int] = (int(self.collator.grid[0]), int(self.collator.grid[1]))
@@ -209,14 +262,28 @@ class CurriculumTrainer:
             min_delta=config.min_delta,
             threshold_mode=config.threshold_mode,
             warmup=config.warmup_checks,
+            policy=config.policy,
+            mixing_start_epoch=config.mixing_start_epoch,
+            mixing_ramp_epochs=config.mixing_ramp_epochs,
+            hard_start_epoch=config.hard_start_epoch,
+            ema_weight=config.ema_weight,
+            gap_center=config.gap_center,
+            gap_temperature=config.gap_temperature,
         )
+        self.per_domain = self.scheduler.policy is Policy.PER_DOMAIN
         self.pools = self._make_pools()
-        self.position: dict[str, list[int]] = {s.value: [0, 0] for s in self.scheduler.stages}
+        self.position: dict[str, list[int]] = (
+            {_MIXED: [0, 0]} if self.per_domain else {s.value: [0, 0] for s in self.scheduler.stages}
+        )
+        self.domains = [sample_domain(s) for s in self.samples]
+        # per-domain: {epoch: {domain: {stage: [loss sum, count]}}} and the next epoch to feed
+        self.epoch_losses: dict[int, dict[str, dict[str, list[float]]]] = {}
+        self.epochs_fed = 0
         self.step = 0
         self.running: list[float] = []
         self.log: list[dict[str, Any]] = []
         self._executor: ThreadPoolExecutor | None = None
-        self._prefetch: tuple[str, dict[str, list[int]], Future[list[dict[str, torch.Tensor]]]] | None = None
+        self._prefetch: tuple[str, dict[str, list[int]], Future[list[_Rendered]]] | None = None
         model = self._prepare_model(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
@@ -260,33 +327,59 @@ class CurriculumTrainer:
 
     # ------------------------------------------------------------------ data
     def _next_batch(self, stage: Stage) -> list[tuple[int, int]]:
-        """This rank's ``(sample index, epoch)`` pairs for the next micro-batch; advances the position."""
-        picked, self.position[stage.value] = next_batch(
-            self.pools[stage],
+        """This rank's ``(sample index, epoch)`` pairs for the next micro-batch; advances the position.
+
+        Per-domain policy: from the single pool of every sample (ordered as ``stage``'s first stage).
+        """
+        key, pool, order_stage = (
+            (_MIXED, list(range(len(self.samples))), self.scheduler.stages[0])
+            if self.per_domain
+            else (stage.value, self.pools[stage], stage)
+        )
+        picked, self.position[key] = next_batch(
+            pool,
             self.config.seed,
-            stage,
-            self.position[stage.value],
+            order_stage,
+            self.position[key],
             batch_size=self.config.batch_size,
             rank=self.accelerator.process_index,
             world=self.accelerator.num_processes,
         )
         return picked
 
-    def render_batch(self, stage: Stage, picked: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """Render and collate samples (by index) for ``stage``; overlay styles depend on (seed, id, epoch)."""
+    def draw_stage(self, index: int, epoch: int) -> Stage:
+        """Per-domain policy: the stage of sample ``index`` in ``epoch``.
+
+        :meth:`CurriculumScheduler.sample_stage` for the sample's domain, with a generator
+        seeded by ``(seed, sample id, epoch)``, so a resumed run draws the same stages.
+        """
+        rng = np.random.default_rng([self.config.seed, _stable_int(self.samples[index].id), epoch, 1])
+        return self.scheduler.sample_stage(self.domains[index], rng)
+
+    def render_batch(
+        self,
+        stage: Stage,
+        picked: Sequence[tuple[int, int]],
+        stages: Sequence[Stage] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Render and collate samples (by index) for ``stage``; overlay styles depend on (seed, id, epoch).
+
+        ``stages`` gives each sample its own stage instead (per-domain policy).
+        """
         features = []
-        for index, epoch in picked:
+        for k, (index, epoch) in enumerate(picked):
             sample = self.samples[index]
             features.append(
                 render(
                     sample,
-                    stage,
+                    stage if stages is None else stages[k],
                     overlay=self.overlay,
                     preprocess=self.preprocess,
                     rng=_stable_int(self.config.seed, sample.id, epoch),
                     image_root=self.image_root,
                     image=self._image(sample),
                     grid=self.grid,
+                    smoothing=self.collator.smoothing,
                 )
             )
         return self.collator(features)
@@ -300,11 +393,15 @@ class CurriculumTrainer:
         return _read_image(self.image_root, sample, self.window)
 
     # ------------------------------------------------------------------ loss
-    def compute_loss(self, batch: Mapping[str, torch.Tensor], stage: Stage) -> tuple[torch.Tensor, dict[str, Any]]:
+    def compute_loss(
+        self, batch: Mapping[str, torch.Tensor], stage: Stage | None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Forward one batch; return the loss to back-propagate and its parts.
 
         The parts are detached tensors (``None`` when absent) and ``tokens`` an int, so
         nothing here waits for the device; :func:`_floats` turns them into numbers.
+        ``stage=None``: a batch of samples rendered for their own stages (per-domain
+        policy); ``sample_losses`` then holds each sample's LM loss (detached ``[B]``).
         """
         from medcurric.attention import AttentionCapture
         from medcurric.losses import attention_kl_loss, span_weighted_lm_loss
@@ -320,7 +417,8 @@ class CurriculumTrainer:
             "pixel_values": batch["pixel_values"].to(dtype),
         }
         supervised = batch["supervised_mask"]
-        want_kl = stage is Stage.MEDIUM and cfg.attention_weight > 0 and bool(supervised.any())
+        # stage None: each sample has its own stage (per-domain); Medium ones carry targets
+        want_kl = stage in (Stage.MEDIUM, None) and cfg.attention_weight > 0 and bool(supervised.any())
         capture: Any = (
             AttentionCapture(inner, layers=list(cfg.attention_layers), query_mask=supervised)
             if want_kl
@@ -349,6 +447,24 @@ class CurriculumTrainer:
                 ]
                 kl = torch.stack(kls).mean()
             loss = lm + cfg.attention_weight * kl if want_kl else lm
+        sample_losses = None
+        if stage is None:
+            with torch.no_grad():
+                logits = out.logits.detach().float()
+                sample_losses = torch.stack(
+                    [
+                        span_weighted_lm_loss(  # type: ignore[misc]
+                            logits[i : i + 1],
+                            batch["labels"][i : i + 1],
+                            {
+                                "answer": batch["answer_mask"][i : i + 1],
+                                "rationale": batch["rationale_mask"][i : i + 1],
+                            },
+                            weights,
+                        )
+                        for i in range(logits.shape[0])
+                    ]
+                )
         info = {
             "loss": loss.detach(),
             "lm_loss": lm.detach(),
@@ -356,6 +472,7 @@ class CurriculumTrainer:
             "answer_loss": parts.get("answer"),
             "rationale_loss": parts.get("rationale"),
             "tokens": int(batch["attention_mask"].sum()),
+            "sample_losses": sample_losses,
         }
         return loss, info
 
@@ -364,11 +481,16 @@ class CurriculumTrainer:
         warm = self.config.warmup_steps
         return self.config.lr * (min(1.0, (self.step + 1) / warm) if warm > 0 else 1.0)
 
-    def _plan(self, stage: Stage) -> list[list[tuple[int, int]]]:
-        return [self._next_batch(stage) for _ in range(self.config.grad_accum)]
+    def _plan(self, stage: Stage) -> list[_Planned]:
+        plans = []
+        for _ in range(self.config.grad_accum):
+            picked = self._next_batch(stage)
+            stages = [self.draw_stage(i, e) for i, e in picked] if self.per_domain else None
+            plans.append((picked, stages))
+        return plans
 
-    def _render_all(self, stage: Stage, plans: Sequence[Sequence[tuple[int, int]]]) -> list[dict[str, torch.Tensor]]:
-        return [self.render_batch(stage, p) for p in plans]
+    def _render_all(self, stage: Stage, plans: Sequence[_Planned]) -> list[_Rendered]:
+        return [(self.render_batch(stage, picked, stages), picked, stages) for picked, stages in plans]
 
     def _wait_prefetch(self) -> None:
         """Let a pending prefetch finish (the collator is not shared between threads)."""
@@ -399,13 +521,54 @@ class CurriculumTrainer:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medcurric-render")
         self._prefetch = (stage.value, before, self._executor.submit(self._render_all, stage, plans))
 
-    def _batches(self, stage: Stage) -> list[dict[str, torch.Tensor]]:
+    def _batches(self, stage: Stage) -> list[_Rendered]:
         if self._prefetch is not None and self._prefetch[0] == stage.value:
             future = self._prefetch[2]
             self._prefetch = None
             return future.result()
         self._drop_prefetch()
         return self._render_all(stage, self._plan(stage))
+
+    def _add_epoch_loss(self, index: int, epoch: int, stage: Stage, loss: float) -> None:
+        per_stage = self.epoch_losses.setdefault(epoch, {}).setdefault(self.domains[index], {})
+        acc = per_stage.setdefault(stage.value, [0.0, 0])
+        acc[0] += loss
+        acc[1] += 1
+
+    def _feed_finished_epochs(self) -> list[dict[str, Any]]:
+        """Per-domain: give every fully trained epoch's mean losses to ``step_epoch``.
+
+        Epoch ``e`` is trained once the data position has passed its last sample (the
+        same step on every rank). Returns one ``{"epoch", "losses", "decision"}`` per epoch fed.
+        """
+        epoch, cursor = self.position[_MIXED]
+        done = epoch + 1 if cursor >= len(self.samples) else epoch
+        out = []
+        while self.epochs_fed < done:
+            e = self.epochs_fed
+            sums = self._gather_sums(self.epoch_losses.pop(e, {}))
+            means = {d: {st: acc[0] / acc[1] for st, acc in per.items()} for d, per in sorted(sums.items())}
+            decision = self.scheduler.step_epoch(means, epoch=e)
+            out.append({"epoch": e, "losses": means, "decision": decision.to_dict()})
+            self.epochs_fed = e + 1
+        return out
+
+    def _gather_sums(self, sums: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+        """Every rank's epoch sums merged, so all ranks feed the same means (a rank may hold none)."""
+        import torch.distributed as dist
+
+        if not (self.accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized()):
+            return sums
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, sums)
+        merged: dict[str, dict[str, list[float]]] = {}
+        for part in gathered:
+            for domain, per in part.items():
+                for stage, (total, count) in per.items():
+                    acc = merged.setdefault(domain, {}).setdefault(stage, [0.0, 0])
+                    acc[0] += total
+                    acc[1] += count
+        return merged
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step (``grad_accum`` micro-batches); returns its log dict.
@@ -420,23 +583,37 @@ class CurriculumTrainer:
             group["lr"] = self._lr()
         lr = self._lr()
         infos = []
-        for micro, batch in enumerate(self._batches(stage)):
+        drawn: list[list[Any]] = []
+        for micro, (batch, picked, stages) in enumerate(self._batches(stage)):
             sync = micro == cfg.grad_accum - 1
             ctx = nullcontext() if sync else self.accelerator.no_sync(self.model)
             with ctx:
-                loss, info = self.compute_loss(batch, stage)
+                loss, info = self.compute_loss(batch, None if self.per_domain else stage)
                 self.accelerator.backward(loss / cfg.grad_accum)
             infos.append(info)
+            if stages is not None:
+                losses = info["sample_losses"].cpu().tolist()
+                for (index, epoch), st, value in zip(picked, stages, losses, strict=True):
+                    self._add_epoch_loss(index, epoch, st, float(value))
+                    drawn.append([index, epoch, st.value])
         if cfg.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        record: dict[str, Any] = {"step": self.step, "stage": stage.value, "lr": lr}
+        record.update(_floats(infos))
+        if self.per_domain:
+            record["drawn"] = drawn
+            ended = self._feed_finished_epochs()
+            if ended:
+                record["epochs"] = ended
+            self._submit_prefetch()  # after the feed, so the next draws use its probabilities
+            self.log.append(record)
+            return record
         check = self.step % cfg.check_every == 0
         if not check:
             self._submit_prefetch()  # the stage cannot change before the next check
-        record: dict[str, Any] = {"step": self.step, "stage": stage.value, "lr": lr}
-        record.update(_floats(infos))
         self.running.append(float(record["lm_loss"]))
         if check:
             decision = self.scheduler.step({"loss": float(np.mean(self.running))})
@@ -595,6 +772,8 @@ class CurriculumTrainer:
             "config": self.config.to_dict(),
             "num_samples": len(self.samples),
             "world_size": self.accelerator.num_processes,
+            "epoch_losses_per_rank": self._gather_epoch_losses(),
+            "epochs_fed": self.epochs_fed,
         }
 
     def _gather_running(self) -> list[list[float]]:
@@ -606,6 +785,17 @@ class CurriculumTrainer:
             dist.all_gather_object(out, list(self.running))
             return [list(v) for v in out]
         return [list(self.running)]
+
+    def _gather_epoch_losses(self) -> list[dict[str, Any]]:
+        """Every rank's per-domain loss sums of epochs not yet fed (each rank keeps its own)."""
+        import torch.distributed as dist
+
+        mine = {str(e): v for e, v in self.epoch_losses.items()}
+        if self.accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized():
+            out: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(out, mine)
+            return list(out)
+        return [mine]
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (the model/optimizer/RNG come from :meth:`load_checkpoint`).
@@ -635,6 +825,12 @@ class CurriculumTrainer:
         mine = per_rank[self.accelerator.process_index] if per_rank else state.get("running", [])
         self.running = [float(v) for v in mine]
         self.log = list(state.get("log", []))
+        pending = state.get("epoch_losses_per_rank") or [{}]
+        self.epoch_losses = {
+            int(e): {d: {st: [float(a[0]), int(a[1])] for st, a in per.items()} for d, per in v.items()}
+            for e, v in pending[min(self.accelerator.process_index, len(pending) - 1)].items()
+        }
+        self.epochs_fed = int(state.get("epochs_fed", 0))
 
     def _check_state(self, state: Any) -> None:
         """Refuse a trainer state that another configuration wrote, or that was edited."""
@@ -669,10 +865,10 @@ class CurriculumTrainer:
         if not _is_count(step):
             raise DataFormatError(f"Trainer state field `step`: expected an integer >= 0, but got {step!r}.")
         position = state.get("position")
-        stages = sorted(s.value for s in self.scheduler.stages)
-        if not isinstance(position, Mapping) or sorted(position) != stages:
+        keys = sorted(self.position)  # one per stage, or the one mixed pool of the per-domain policy
+        if not isinstance(position, Mapping) or sorted(position) != keys:
             raise DataFormatError(
-                f"Trainer state field `position`: expected an object with keys {stages}, but got {position!r}."
+                f"Trainer state field `position`: expected an object with keys {keys}, but got {position!r}."
             )
         for key, value in position.items():
             if not (isinstance(value, list) and len(value) == 2 and all(_is_count(v) for v in value)):
