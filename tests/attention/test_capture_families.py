@@ -79,6 +79,33 @@ def test_rows_equal_eager_output_attentions(family):
         assert bool(((got[0] == 0) & real).any()) and not bool(((got[1] == 0) & real).any())
 
 
+def _left_padded(inputs):
+    """The same batch padded on the left (token-aligned tensors shifted right)."""
+    am = inputs["attention_mask"]
+    out = dict(inputs)
+    for name in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"):
+        if name in inputs:
+            moved = torch.zeros_like(inputs[name])
+            for i, n in enumerate(am.sum(-1).tolist()):
+                moved[i, moved.shape[1] - n :] = inputs[name][i, :n]
+            out[name] = moved
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padding_keeps_rows_exact(family):
+    # Qwen's M-RoPE position ids and the masks all shift with left padding.
+    model, inputs = build_tiny_family(family, seed=3)
+    inputs = _left_padded(inputs)
+    assert int(inputs["attention_mask"][:, 0].sum()) == 1
+    query = _query_mask(model, inputs)
+    query[0, 1] = False
+    _, got, state = _capture(model, inputs, [0, 2], query)
+    refs = _eager_rows(model, inputs, state, [0, 2])
+    for key in (0, 2):
+        torch.testing.assert_close(got[key], refs[key], rtol=1e-5, atol=2e-6)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lora_checkpointing_and_gradients_match_eager(family):
     model, inputs = build_tiny_family(family, seed=2)
