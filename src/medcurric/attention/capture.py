@@ -143,8 +143,9 @@ class AttentionCapture:
     :attr:`query_mask` ``[B, Q]`` marks the real rows and :attr:`key_mask` ``[B, P]`` the
     real columns (a padded column has probability 0), so
     ``attention_kl_loss(capture.attentions[layer], target, token_mask=capture.query_mask,
-    key_mask=capture.key_mask)`` just works. Each forward pass replaces the captured tensors; they are released and
-    every hook is removed when the context exits, also on error.
+    key_mask=capture.key_mask)`` just works. Each forward pass replaces the captured
+    tensors; they are released and every hook is removed when the context exits, also
+    on error.
 
     The hooks only keep references to the projections' outputs; the rows are computed
     after the forward pass, outside any gradient-checkpointed region, so non-reentrant
