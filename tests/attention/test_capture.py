@@ -270,12 +270,9 @@ def test_clear_errors():
     with pytest.raises(DataFormatError, match="input_ids"), AttentionCapture(model, layers=[0], query_mask=query):
         embeds = model.get_input_embeddings()(ids.clamp_max(5))
         model(inputs_embeds=embeds)
-    bad = ids.clone()
-    bad[0, 2] = 12  # one image token fewer in sample 0
-    with pytest.raises(ShapeError, match="same positive number of image tokens"):
-        with AttentionCapture(model, layers=[0], query_mask=query):
-            model.model.language_model(input_ids=bad)  # not the hooked top-level model: nothing happens
-            model(input_ids=bad, pixel_values=pixels)
+    with AttentionCapture(model, layers=[0], query_mask=query) as capture:
+        model.model.language_model(input_ids=ids)  # not the hooked top-level model: nothing happens
+        assert capture.attentions == {}
 
 
 def test_unsupported_models_are_named():

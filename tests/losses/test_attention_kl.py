@@ -348,3 +348,91 @@ def test_fused_cpu_gradient_scaled_and_retained_graph(dtype):
     want.backward()
     torch.testing.assert_close(a1.grad.double(), a2.grad, **tol)
     assert a1.grad.dtype == dtype
+
+
+def _key_masked_inputs(seed=0, dtype=torch.float64):
+    """Ragged image columns: sample 0 keeps all 7, 1 keeps 4 (non-contiguous), 2 keeps 4, 3 keeps none."""
+    att, target, mask = _inputs(b=4, h=2, q=5, p=7, seed=seed, dtype=dtype)
+    target[-1] = torch.rand(7, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+    key_mask = torch.tensor(
+        [[1, 1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 0, 1, 0], [1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool
+    )
+    att = att.clone()
+    att[~key_mask[:, None, None, :].expand_as(att)] = 5.0  # padded columns hold garbage: must not matter
+    target = torch.where(key_mask, target, torch.full_like(target, 3.0))  # so does target mass there
+    target[1, 5] = 0.0
+    return att, target, mask, key_mask
+
+
+def _reference_key_mask(att, target, key_mask, **kwargs):
+    """Brute force: each sample restricted to its real columns, then the unpadded reference."""
+    per, valid = [], []
+    for i in range(att.shape[0]):
+        cols = key_mask[i].nonzero()[:, 0]
+        if len(cols) == 0:
+            per.append(att[i].double().sum() * 0.0)
+            valid.append(False)
+            continue
+        tm = kwargs.get("token_mask")
+        kw = dict(kwargs, token_mask=None if tm is None else tm[i : i + 1])
+        p_i, v_i = _reference(att[i : i + 1][..., cols], target[i : i + 1][:, cols], **kw)
+        per.append(p_i[0])
+        valid.append(bool(v_i[0]))
+    return torch.stack(per), torch.tensor(valid)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_key_mask_matches_per_sample_loop(direction, aggregate, reduction):
+    att, target, mask, key_mask = _key_masked_inputs()
+    att = att.requires_grad_(True)
+    got = attention_kl_loss(
+        att, target, direction=direction, aggregate=aggregate, token_mask=mask, reduction=reduction, key_mask=key_mask
+    )
+    ref_att = att.detach().clone().requires_grad_(True)
+    per, valid = _reference_key_mask(ref_att, target, key_mask, direction=direction, aggregate=aggregate,
+                                     token_mask=mask)
+    want = _reduce(per, valid, reduction)
+    assert valid.tolist() == [True, True, True, False]
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    weights = torch.tensor([0.5, -1.0, 2.0, 3.0], dtype=torch.float64)
+    ((got * weights).sum() if reduction == "none" else got).backward()
+    ((want * weights).sum() if reduction == "none" else want).backward()
+    torch.testing.assert_close(att.grad, ref_att.grad, rtol=1e-9, atol=1e-12)
+    assert bool((att.grad[~key_mask[:, None, None, :].expand_as(att)] == 0).all())  # padded columns get none
+
+
+@pytest.mark.parametrize("shape", [(4, 7), (4, 3, 7)])
+def test_key_mask_on_reduced_shapes_and_module(shape):
+    att4, target, _, key_mask = _key_masked_inputs(seed=4)
+    att = att4[:, 0] if len(shape) == 3 else att4[:, 0, 0]
+    att = att[:, :3] if len(shape) == 3 else att
+    got = AttentionKLLoss(reduction="none")(att, target, key_mask=key_mask)
+    per, _ = _reference_key_mask(att, target, key_mask, direction="target_to_attention", aggregate="mean_then_kl")
+    torch.testing.assert_close(got, per, rtol=1e-10, atol=1e-12)
+
+
+def test_key_mask_all_true_is_no_mask_and_fp32_fast_path():
+    att, target, mask = _inputs(dtype=torch.float32)
+    full = torch.ones(target.shape, dtype=torch.bool)
+    for aggregate in AGGREGATES:
+        a = attention_kl_loss(att, target, token_mask=mask, aggregate=aggregate, key_mask=full)
+        b = attention_kl_loss(att, target, token_mask=mask, aggregate=aggregate)
+        assert torch.equal(a, b)
+    att, target, mask, key_mask = _key_masked_inputs(dtype=torch.float32)
+    got = attention_kl_loss(att, target, token_mask=mask, aggregate="kl_per_row", key_mask=key_mask)
+    per, valid = _reference_key_mask(att, target, key_mask, direction="target_to_attention",
+                                     aggregate="kl_per_row", token_mask=mask)
+    torch.testing.assert_close(got.double(), _reduce(per, valid, "mean"), rtol=1e-5, atol=1e-6)
+
+
+def test_key_mask_errors():
+    att, target, _ = _inputs()
+    with pytest.raises(ShapeError, match=r"key_mask of shape \[B, P\] = \[3, 7\]"):
+        attention_kl_loss(att, target, key_mask=torch.ones(3, 6, dtype=torch.bool))
+    with pytest.raises(WrongTypeError, match="key_mask"):
+        attention_kl_loss(att, target, key_mask=[[True] * 7] * 3)
+    none = attention_kl_loss(att.requires_grad_(True), target, key_mask=torch.zeros(3, 7, dtype=torch.bool))
+    assert float(none.detach()) == 0.0
+    none.backward()  # no image token anywhere: a zero loss that still backpropagates

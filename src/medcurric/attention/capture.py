@@ -21,6 +21,7 @@ one); to supervise the attention of the answer tokens themselves, mark the token
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -42,13 +43,30 @@ __all__ = ["AttentionCapture", "SUPPORTED_ATTENTION", "SUPPORTED_MODELS"]
 SUPPORTED_MODELS: tuple[str, ...] = (
     "LlavaForConditionalGeneration",
     "VipLlavaForConditionalGeneration",
+    "LlavaOnevisionForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration",
+    "Gemma3ForConditionalGeneration",
     "LlavaModel",
     "VipLlavaModel",
+    "LlavaOnevisionModel",
+    "Qwen2_5_VLModel",
+    "Qwen3VLModel",
+    "Gemma3Model",
 )
 
-#: Decoder attention classes (Llama family: separate q/k projections, rotate-half rotary,
-#: optional per-head q/k norms, optional sliding window) whose rows can be recomputed.
-SUPPORTED_ATTENTION: tuple[str, ...] = ("LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention")
+#: Decoder attention classes (separate q/k projections, rotate-half rotary whose cos/sin
+#: the layer receives, M-RoPE included, optional per-head q/k norms, optional sliding
+#: window) whose rows can be recomputed.
+SUPPORTED_ATTENTION: tuple[str, ...] = (
+    "LlamaAttention",
+    "MistralAttention",
+    "Qwen2Attention",
+    "Qwen3Attention",
+    "Qwen2_5_VLAttention",
+    "Qwen3VLTextAttention",
+    "Gemma3Attention",
+)
 
 
 def _unwrap(model: Any) -> Any:
@@ -106,8 +124,8 @@ class _Positions:
     ) -> None:
         self.query = query  # [B, Q] long (0 where padded)
         self.query_mask = query_mask  # [B, Q] bool
-        self.image = image  # [B, P] long
-        self.image_valid = image_valid  # [B, P] bool (key padding from the attention mask)
+        self.image = image  # [B, P] long (0 where padded)
+        self.image_valid = image_valid  # [B, P] bool (real image tokens not masked out by attention_mask)
         self.seq_len = seq_len
 
 
@@ -121,10 +139,13 @@ class AttentionCapture:
     ``output_attentions=True`` with eager attention would give, restricted to those
     rows and columns and renormalised), with gradients flowing into the projections,
     LoRA adapters included. ``Q`` is the largest number of supervised tokens of any
-    sample; :attr:`query_mask` ``[B, Q]`` marks the real rows, so
-    ``attention_kl_loss(capture.attentions[layer], target, token_mask=capture.query_mask)``
-    just works. Each forward pass replaces the captured tensors; they are released and
-    every hook is removed when the context exits, also on error.
+    sample and ``P`` the largest number of image tokens of any sample;
+    :attr:`query_mask` ``[B, Q]`` marks the real rows and :attr:`key_mask` ``[B, P]`` the
+    real columns (a padded column has probability 0), so
+    ``attention_kl_loss(capture.attentions[layer], target, token_mask=capture.query_mask,
+    key_mask=capture.key_mask)`` just works. Each forward pass replaces the captured
+    tensors; they are released and every hook is removed when the context exits, also
+    on error.
 
     The hooks only keep references to the projections' outputs; the rows are computed
     after the forward pass, outside any gradient-checkpointed region, so non-reentrant
@@ -134,12 +155,16 @@ class AttentionCapture:
     Reentrant checkpointing (``use_reentrant=True``) runs the layers without autograd,
     so the rows carry no gradient; a :class:`MedcurricWarning` says so.
 
-    Supported: ``LlavaForConditionalGeneration`` and ``VipLlavaForConditionalGeneration``
-    (or their ``*Model`` bases), bare or wrapped by peft, whose language model uses
-    one of :data:`SUPPORTED_ATTENTION`, called with ``input_ids`` (every sample holding
-    the same number of image tokens) and without a KV cache: training and scoring
-    passes, not ``generate``. Row ``t`` is the attention of the token at position ``t``
-    (see the module docstring for how that relates to the LM labels).
+    Supported: the classes in :data:`SUPPORTED_MODELS` (LLaVA, VIP-LLaVA,
+    LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, Gemma 3, or their ``*Model`` bases), bare or
+    wrapped by peft, whose language model uses one of :data:`SUPPORTED_ATTENTION`,
+    called with ``input_ids`` and without a KV cache: training and scoring passes, not
+    ``generate``. The rotary cos/sin are the ones the layer receives, so Qwen's M-RoPE
+    (position ids from ``get_rope_index``) and Gemma 3's per-layer-type rotary need
+    nothing special; Gemma 3's image tokens attend bidirectionally among themselves, but
+    the supervised text queries are causal, which is what is computed here. Row ``t``
+    is the attention of the token at position ``t`` (see the module docstring for how
+    that relates to the LM labels).
 
     Args:
         model: The model (or a peft model wrapping it).
@@ -157,7 +182,9 @@ class AttentionCapture:
         query_mask: ``[B, Q]`` bool, real rows of :attr:`attentions` (a query that
             sees no image token, because it precedes the image, is dropped).
         query_positions: ``[B, Q]`` sequence positions of the rows (0 where padded).
-        image_positions: ``[B, P]`` sequence positions of the image tokens.
+        key_mask: ``[B, P]`` bool, real columns of :attr:`attentions`: image tokens of
+            the sample that its ``attention_mask`` keeps.
+        image_positions: ``[B, P]`` sequence positions of the image tokens (0 where padded).
 
     Raises:
         UnsupportedModelError: When the model or its attention modules are not supported.
@@ -165,7 +192,8 @@ class AttentionCapture:
 
     Shape:
         - query_mask (input): ``[B, L]``, the shape of ``input_ids``
-        - attentions[layer]: ``[B, H, Q, P]``; query_mask (attribute): ``[B, Q]``
+        - attentions[layer]: ``[B, H, Q, P]``; query_mask (attribute): ``[B, Q]``;
+          key_mask (attribute): ``[B, P]``
 
     Examples:
         >>> import torch
@@ -203,7 +231,13 @@ class AttentionCapture:
                 f"AttentionCapture supports {', '.join(SUPPORTED_MODELS)} (bare or wrapped by peft), "
                 f"but got {found}"
                 + (f" (wrapped in {type(model).__name__})" if top is not model else "")
-                + ". Pass a LLaVA or VIP-LLaVA model."
+                + ". Pass a model of one of these families."
+            )
+        text_config = getattr(getattr(top, "config", None), "text_config", None)
+        if getattr(text_config, "use_bidirectional_attention", False):
+            raise UnsupportedModelError(
+                f"{found} has text_config.use_bidirectional_attention=True (text tokens attend to later "
+                "tokens); AttentionCapture supports causal language models only."
             )
         decoder = _decoder_layers(top)
         if decoder is None:
@@ -216,6 +250,7 @@ class AttentionCapture:
         if not given:
             raise ShapeError("Expected at least one layer index in layers, but got none.")
         self._modules: dict[int, nn.Module] = {}
+        self._parameter_names: dict[int, tuple[str, ...]] = {}
         seen: dict[int, int] = {}
         for key in given:
             if isinstance(key, bool) or not isinstance(key, int):
@@ -240,6 +275,7 @@ class AttentionCapture:
                 if not hasattr(attn, attr):
                     raise UnsupportedModelError(f"{kind} in decoder layer {idx} has no {attr!r}; cannot recompute rows.")
             self._modules[key] = attn
+            self._parameter_names[key] = tuple(inspect.signature(attn.forward).parameters)
         if image_token_id is None:
             config = getattr(top, "config", None)
             image_token_id = getattr(config, "image_token_id", None)
@@ -265,6 +301,7 @@ class AttentionCapture:
         self.attentions: dict[int, torch.Tensor] = {}
         self.query_mask: torch.Tensor | None = None
         self.query_positions: torch.Tensor | None = None
+        self.key_mask: torch.Tensor | None = None
         self.image_positions: torch.Tensor | None = None
 
     # -- public API ---------------------------------------------------------------------------
@@ -313,6 +350,7 @@ class AttentionCapture:
         self.attentions = {}
         self.query_mask = None
         self.query_positions = None
+        self.key_mask = None
         self.image_positions = None
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -342,18 +380,15 @@ class AttentionCapture:
         is_image = input_ids == self.image_token_id
         counts = is_image.sum(-1)
         b, length = input_ids.shape
-        if b and (int(counts.min()) != int(counts.max()) or int(counts[0]) == 0):
-            raise ShapeError(
-                f"Expected the same positive number of image tokens (id {self.image_token_id}) in every "
-                f"sample, but got counts {counts.tolist()}. Give every sample its image(s)."
-            )
-        p = int(counts[0]) if b else 0
+        # Image tokens left-aligned and padded to the most of any sample (padding: position 0, masked).
+        p = int(counts.max()) if b else 0
         arange = torch.arange(length, device=device)
-        image = arange.expand(b, length)[is_image].view(b, p)
-        key_valid = torch.ones(b, p, dtype=torch.bool, device=device)
+        order = torch.sort(is_image.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :p]
+        key_valid = arange[:p][None, :] < counts[:, None]
+        image = torch.where(key_valid, order, 0)
         attention_mask = kwargs.get("attention_mask")
         if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
-            key_valid = attention_mask.to(device).bool().gather(1, image)
+            key_valid = key_valid & attention_mask.to(device).bool().gather(1, image)
         # Supervised queries, left-aligned and padded to the longest; a query that sees no
         # (unpadded) image token, because every image token comes after it, is dropped.
         first_visible = torch.where(key_valid, image, length).amin(-1) if p else torch.full((b,), length, device=device)
@@ -366,6 +401,7 @@ class AttentionCapture:
         self._positions = _Positions(query, query_mask, image, key_valid, length)
         self.query_mask = query_mask
         self.query_positions = query
+        self.key_mask = key_valid
         self.image_positions = image
         self._grad_enabled = torch.is_grad_enabled()
         self._collecting = True
@@ -374,8 +410,9 @@ class AttentionCapture:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if not self._collecting:  # e.g. a checkpointed layer re-run during backward
                 return
-            hidden = kwargs.get("hidden_states", args[0] if args else None)
-            rotary = kwargs.get("position_embeddings", args[1] if len(args) > 1 else None)
+            named = dict(zip(self._parameter_names[key], args, strict=False))
+            named.update(kwargs)
+            hidden, rotary = named.get("hidden_states"), named.get("position_embeddings")
             if not isinstance(hidden, torch.Tensor) or rotary is None:
                 raise UnsupportedModelError(
                     f"{type(module).__name__} was called without hidden_states/position_embeddings; "

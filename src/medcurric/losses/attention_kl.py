@@ -17,6 +17,8 @@ Shape:
       already reduced) or ``[B, P]`` (one distribution per sample).
     - target: ``[B, P]``.
     - token_mask: ``[B, Q]`` (bool; which of the ``Q`` rows are real supervised tokens).
+    - key_mask: ``[B, P]`` (bool; which of the ``P`` columns are real image tokens, for
+      batches whose samples hold different numbers of image tokens).
     - output: a scalar, or ``[B]`` with ``reduction="none"``.
 """
 
@@ -275,6 +277,17 @@ def _support(ti: torch.Tensor) -> tuple[int, int]:
     return int(nz[0, 0]), int(nz[-1, 0]) + 1
 
 
+def _check_key_mask(key_mask: Any, b: int, p: int, device: torch.device) -> torch.Tensor:
+    if not isinstance(key_mask, torch.Tensor):
+        raise WrongTypeError(f"Expected key_mask to be a torch.Tensor, but got {type(key_mask).__name__}.")
+    if tuple(key_mask.shape) != (b, p):
+        raise ShapeError(
+            f"Expected key_mask of shape [B, P] = {[b, p]} like the attention's image axis, "
+            f"but got {tuple(key_mask.shape)}."
+        )
+    return key_mask.to(device=device, dtype=torch.bool)
+
+
 def _check_inputs(
     attention: Any, target: Any, token_mask: Any, has_target: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -360,6 +373,7 @@ def attention_kl_loss(
     aggregate: str | AttentionAggregate = AttentionAggregate.MEAN_THEN_KL,
     reduction: str | Reduction = Reduction.MEAN,
     has_target: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
     eps: float = 1e-8,
 ) -> torch.Tensor:
     """Divergence between attention over image tokens and a box-derived target distribution.
@@ -378,7 +392,12 @@ def attention_kl_loss(
     ``"mean_then_kl"`` for ``direction="target_to_attention"`` (convexity of KL).
 
     Samples without a box (``target`` all zero, or ``has_target`` false) and samples with
-    no supervised token contribute exactly 0 and never produce NaN. Everything is computed
+    no supervised token contribute exactly 0 and never produce NaN. With ``key_mask``
+    (samples holding different numbers of image tokens, padded over ``P``), each sample's
+    distributions live on its own real image tokens only: masked columns get zero
+    attention and zero target, rows and target are renormalised over the real columns,
+    and the smoothing counts only them, so a sample's loss is the one of the unpadded
+    sample. Everything is computed
     in fp32 whatever the input dtype; the gradient has the attention's dtype.
 
     Args:
@@ -394,6 +413,8 @@ def attention_kl_loss(
             (no warning) for ``[B, P]`` attention.
         reduction: ``"mean"`` over samples with a target, ``"sum"`` or ``"none"`` (``[B]``).
         has_target: Optional ``[B]`` bool flag; false marks samples without a box.
+        key_mask: Optional ``[B, P]`` bool, which columns are real image tokens (for
+            example ``AttentionCapture.key_mask``). ``None`` means every column.
         eps: Additive smoothing of distributions before a logarithm (see the module
             docstring); must be positive.
 
@@ -407,7 +428,7 @@ def attention_kl_loss(
 
     Shape:
         - attention: ``[B, H, Q, P]``, ``[B, Q, P]`` or ``[B, P]``
-        - target: ``[B, P]``; token_mask: ``[B, Q]``; has_target: ``[B]``
+        - target: ``[B, P]``; token_mask: ``[B, Q]``; has_target: ``[B]``; key_mask: ``[B, P]``
         - output: ``[]`` or ``[B]``
 
     Examples:
@@ -431,7 +452,80 @@ def attention_kl_loss(
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise InvalidOptionError(f"Expected eps to be a positive finite float, but got {eps!r}. Use e.g. 1e-8.")
     eps = float(eps)
+    if key_mask is not None:
+        key_mask = _check_key_mask(key_mask, attention.shape[0], attention.shape[-1], attention.device)
+        if not bool(key_mask.all()):
+            per_sample, valid = _per_sample_masked_keys(
+                attention, target, token_mask, has_target, key_mask, direction, aggregate, eps
+            )
+            return _reduce(per_sample, valid, reduction)
+    per_sample, valid = _per_sample(attention, target, token_mask, has_target, direction, aggregate, reduction, eps)
+    return _reduce(per_sample, valid, reduction)
 
+
+def _reduce(per_sample: torch.Tensor, valid: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    if reduction is Reduction.NONE:
+        return per_sample
+    total = per_sample.sum()
+    if reduction is Reduction.SUM:
+        return total
+    return total / valid.sum().clamp_min(1).to(per_sample.dtype)
+
+
+def _per_sample_masked_keys(
+    attention: torch.Tensor,
+    target: torch.Tensor,
+    token_mask: torch.Tensor | None,
+    has_target: torch.Tensor | None,
+    key_mask: torch.Tensor,
+    direction: KLDirection,
+    aggregate: AttentionAggregate,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss on each sample's real columns: samples grouped by their count of them.
+
+    Each group's real columns are gathered (in order) into a dense ``[b, ..., n]`` tensor
+    and run through the unmasked path, so every sample sees exactly its own columns.
+    """
+    b = attention.shape[0]
+    work = torch.promote_types(attention.dtype, torch.float32)
+    per_sample = attention.new_zeros(b, dtype=work) + attention.sum() * 0.0  # keeps the graph for empty batches
+    valid = torch.zeros(b, dtype=torch.bool, device=attention.device)
+    counts = key_mask.sum(-1)
+    for n in counts.unique().tolist():
+        rows = (counts == n).nonzero()[:, 0]
+        if n == 0:  # no image token: nothing to attend to, contributes 0
+            continue
+        cols = torch.sort(key_mask[rows].to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :n]
+        a = attention[rows]
+        a = a.gather(-1, cols.view(len(rows), *([1] * (a.ndim - 2)), n).expand(*a.shape[:-1], n))
+        t = target[rows].gather(-1, cols.to(target.device))
+        group, group_valid = _per_sample(
+            a,
+            t,
+            None if token_mask is None else token_mask[rows],
+            None if has_target is None else has_target[rows],
+            direction,
+            aggregate,
+            Reduction.NONE,
+            eps,
+        )
+        per_sample = per_sample.index_put((rows,), group.to(work))
+        valid[rows] = group_valid
+    return per_sample, valid
+
+
+def _per_sample(
+    attention: torch.Tensor,
+    target: torch.Tensor,
+    token_mask: torch.Tensor | None,
+    has_target: torch.Tensor | None,
+    direction: KLDirection,
+    aggregate: AttentionAggregate,
+    reduction: Reduction,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B]`` loss per sample (0 where not valid) and which samples count for the mean."""
     a4 = attention
     if a4.ndim == 2:
         a4 = a4[:, None, None, :]
@@ -496,13 +590,7 @@ def attention_kl_loss(
         log_map = torch.log(torch.where(valid[:, None], mean_map, 1.0))
         per_sample = _divergence(log_map[:, None, :], t, direction, eps)[:, 0]
     per_sample = torch.where(valid, per_sample, per_sample * 0.0)
-
-    if reduction is Reduction.NONE:
-        return per_sample
-    total = per_sample.sum()
-    if reduction is Reduction.SUM:
-        return total
-    return total / valid.sum().clamp_min(1).to(work)
+    return per_sample, valid
 
 
 class AttentionKLLoss(nn.Module):
@@ -516,7 +604,7 @@ class AttentionKLLoss(nn.Module):
 
     Shape:
         - attention: ``[B, H, Q, P]``, ``[B, Q, P]`` or ``[B, P]``
-        - target: ``[B, P]``; token_mask: ``[B, Q]``; has_target: ``[B]``
+        - target: ``[B, P]``; token_mask: ``[B, Q]``; has_target: ``[B]``; key_mask: ``[B, P]``
         - output: ``[]`` or ``[B]``
 
     Examples:
@@ -548,6 +636,7 @@ class AttentionKLLoss(nn.Module):
         target: torch.Tensor,
         token_mask: torch.Tensor | None = None,
         has_target: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Compute the loss; see :func:`attention_kl_loss` for the arguments."""
         return attention_kl_loss(
@@ -558,6 +647,7 @@ class AttentionKLLoss(nn.Module):
             aggregate=self.aggregate,
             reduction=self.reduction,
             has_target=has_target,
+            key_mask=key_mask,
             eps=self.eps,
         )
 

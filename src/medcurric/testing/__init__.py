@@ -4,6 +4,8 @@
   labels and lesions of known host organ (a few milliseconds).
 * :func:`bundled_sample`: the phantom run through matching, seeds and template
   chain-of-thought generation, with its key-slice images (the demo's input).
+* :func:`build_tiny_family`: a tiny model of each supported vision-language family
+  (LLaVA, LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, Gemma 3) with a batch of inputs.
 * :func:`build_tiny_vlm` and friends: tiny random-initialised vision-language models
   and tokenizers built offline, for tests, demos and smoke runs.
 
@@ -19,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "BundledSample": "medcurric.testing.sample",
     "ExpectedHost": "medcurric.testing.phantom",
+    "FAMILIES": "medcurric.testing.families",
     "Phantom": "medcurric.testing.phantom",
     "TINY_CORPUS": "medcurric.testing.tiny",
     "TinyVLM": "medcurric.testing.tiny",
     "build_tiny_processor": "medcurric.testing.tiny",
     "build_tiny_tokenizer": "medcurric.testing.tiny",
     "build_tiny_vlm": "medcurric.testing.tiny",
+    "build_tiny_family": "medcurric.testing.families",
     "bundled_sample": "medcurric.testing.sample",
     "make_phantom": "medcurric.testing.phantom",
     "phantom_dataset": "medcurric.testing.phantom",
@@ -47,6 +51,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medcurric.testing.families import FAMILIES, build_tiny_family
     from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom, phantom_dataset
     from medcurric.testing.sample import BundledSample, bundled_sample
     from medcurric.testing.tiny import (
