@@ -20,7 +20,7 @@ from medcurric.export.formats import (
     to_parquet,
     to_sharegpt_json,
 )
-from medcurric.export.rows import ImageMode, export_rows, read_samples
+from medcurric.export.rows import ImageMode, export_rows, image_path, read_samples
 from medcurric.stage import Stage
 
 __all__ = ["ExportFormat", "ExportSummary", "export_samples"]
@@ -120,6 +120,10 @@ def export_samples(
     everything = read_samples(samples)
     accepted = [s for s in everything if s.accepted]
     out = Path(out_dir)
+    pools = {stage: _stage_pool(accepted, stage, stage_pools) for stage in wanted}
+    for stage, pool in pools.items():  # every id checked before anything is written
+        for sample in pool:
+            image_path(out, stage, sample.id)
     out.mkdir(parents=True, exist_ok=True)
     summary = ExportSummary(out_dir=out, rejected=len(everything) - len(accepted))
     write_images = mode is ImageMode.REFERENCE or any(f in _JSON_FORMATS for f in chosen)
@@ -127,7 +131,7 @@ def export_samples(
     sharegpt_files: dict[str, str] = {}
     for stage in wanted:
         rows = export_rows(
-            _stage_pool(accepted, stage, stage_pools),
+            pools[stage],
             out,
             stage=stage,
             image_root=image_root,
