@@ -22,7 +22,7 @@ def test_a_hostile_id_is_refused_before_anything_is_written(on_disk, tmp_path: P
 
 @pytest.mark.parametrize("blank", ["", ".", "..", "a\\..\\..\\b"])
 def test_an_id_that_is_no_file_name_is_refused(tmp_path: Path, blank: str) -> None:
-    with pytest.raises((DataFormatError, UnsafePathError), match="id|leaves"):
+    with pytest.raises((DataFormatError, UnsafePathError), match=r"id|leaves"):
         image_path(tmp_path, "easy", blank)
 
 

@@ -1,7 +1,7 @@
-"""Write :class:`~medcurric.export.rows.ExportRow` lists in the formats other trainers read.
+r"""Write :class:`~medcurric.export.rows.ExportRow` lists in the formats other trainers read.
 
 * LLaVA conversation JSON (LLaVA, LLaVA-Med, VIP-LLaVA training scripts):
-  ``[{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
+  ``[{"id", "image", "conversations": [{"from": "human", "value": "<image>\n..."},
   {"from": "gpt", "value": ...}]}]``.
 * ShareGPT JSON as LLaMA-Factory and ms-swift read it: ``[{"messages": [{"role", "content"}],
   "images": [...]}]``, plus a LLaMA-Factory ``dataset_info.json`` entry.
