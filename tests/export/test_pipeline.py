@@ -148,3 +148,12 @@ def test_a_missing_optional_dependency_names_the_extra(on_disk, tmp_path: Path, 
     with pytest.raises(MissingDependencyError, match=r"medcurric\[export\]"):
         export_samples(on_disk.jsonl, tmp_path / "out", formats=["parquet"], image_root=on_disk.image_root)
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_no_accepted_samples_give_empty_exports(on_disk, tmp_path: Path) -> None:
+    summary = export_samples(on_disk.rejects, tmp_path, stages=["hard"], images="embed")
+    assert summary.counts == {"hard": 0} and summary.rejected == len(on_disk.rejects)
+    assert json.loads((tmp_path / "llava_hard.json").read_text()) == []
+    assert json.loads((tmp_path / "sharegpt_hard.json").read_text()) == []
+    assert pq.read_table(tmp_path / "parquet" / "hard.parquet").num_rows == 0
+    assert len(datasets.load_from_disk(str(tmp_path / "hf"))["hard"]) == 0

@@ -212,5 +212,6 @@ def to_hf_dataset(rows: Sequence[ExportRow], path: str | os.PathLike[str] | None
         columns["image"] = [row.image for row in rows]
     dataset = ds.Dataset.from_dict(columns, features=ds.Features(features))
     if path is not None:
-        dataset.save_to_disk(os.fspath(path))
+        # one shard even when empty: with none, load_from_disk cannot read it back
+        dataset.save_to_disk(os.fspath(path), num_shards=None if dataset.num_rows else 1)
     return dataset

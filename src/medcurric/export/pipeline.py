@@ -162,6 +162,8 @@ def export_samples(
         summary.files.append("dataset_info.json")
     if ExportFormat.HF in chosen:
         datasets = require("datasets", feature="export_samples(formats=['hf'])")
-        datasets.DatasetDict(splits).save_to_disk(os.fspath(out / "hf"))
+        # one shard even for an empty split: with none, load_from_disk cannot read it back
+        shards = {name: None if split.num_rows else 1 for name, split in splits.items()}
+        datasets.DatasetDict(splits).save_to_disk(os.fspath(out / "hf"), num_shards=shards)
         summary.files.append("hf")
     return summary
