@@ -23,6 +23,8 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "viz",
     "lightning": "lightning",
     "pycocoevalcap": "eval",
+    "pyarrow": "export",
+    "datasets": "export",
 }
 
 

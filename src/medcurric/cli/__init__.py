@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("medcurric.cli.generate", "factual seeds -> QA + chain-of-thought samples JSONL"),
     "evaluate": ("medcurric.cli.evaluate", "score VQA answers, reports and grounding"),
     "review": ("medcurric.cli.review", "write a static HTML review report of generated samples"),
+    "export": ("medcurric.cli.export", "accepted samples -> LLaVA/ShareGPT JSON, Parquet, datasets per stage"),
     "audit": ("medcurric.cli.audit", "segmentation-error sensitivity of the organ matching"),
     "demo": ("medcurric.cli.demo", "run the pipeline on the bundled sample"),
 }
