@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,14 @@ def on_disk(tmp_path_factory: pytest.TempPathFactory) -> OnDisk:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path)
     jsonl = root / "samples.jsonl"
-    # accepted and rejected in one file: the export must drop the rejected ones itself
-    jsonl.write_text("".join(s.to_json() + "\n" for s in [*bundle.samples, *bundle.rejects]), encoding="utf-8")
-    assert bundle.rejects, "the bundled sample should carry rejected samples"
-    return OnDisk(bundle.samples, bundle.rejects, jsonl, image_root)
+    # accepted and rejected in one file: the export must drop the rejected ones itself (the
+    # library's own template output has no rejects, so two are made here)
+    rejects = [
+        dataclasses.replace(s, id=f"rejected-{i}", accepted=False, reason="made up for the test")
+        for i, s in enumerate(bundle.samples[:2])
+    ]
+    jsonl.write_text("".join(s.to_json() + "\n" for s in [*bundle.samples, *rejects]), encoding="utf-8")
+    return OnDisk(bundle.samples, rejects, jsonl, image_root)
 
 
 @pytest.fixture(scope="session")

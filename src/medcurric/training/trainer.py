@@ -442,6 +442,7 @@ class CurriculumTrainer:
                         batch["attention_target"],
                         token_mask=cap.query_mask,
                         has_target=batch["has_attention_target"],
+                        key_mask=cap.key_mask,  # samples with different numbers of image tokens
                     )
                     for layer in cfg.attention_layers
                 ]
