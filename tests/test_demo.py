@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 
 from medcurric import cli
 from medcurric.anatomy import BoxOrganMatcher
-from medcurric.cli.demo import HELD_OUT, STEPS
+from medcurric.cli.demo import HELD_OUT, STEPS, DemoContext
 from medcurric.cot.records import CoTSample
 from medcurric.io.png import read_deeplesion_slice
 from medcurric.seeds.records import FactualSeed
@@ -80,8 +80,8 @@ def test_demo_stages_training_and_evaluation(demo) -> None:
     hard = np.asarray(Image.open(out / "stages" / "hard.png").convert("RGB"))
     assert easy.shape == hard.shape and (easy != hard).any()  # the overlay is drawn on Easy only
     log = [json.loads(line) for line in (out / "training" / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 100 and log[0]["stage"] == "easy" and log[-1]["stage"] == "medium"
-    assert (out / "training" / "checkpoint-100" / "trainer_state.json").is_file()
+    assert len(log) == DemoContext.train_steps and log[0]["stage"] == "easy" and log[-1]["stage"] == "medium"
+    assert (out / "training" / f"checkpoint-{DemoContext.train_steps}" / "trainer_state.json").is_file()
     assert (out / "curriculum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert set(evaluation["vqa"]) == {"default", "llava-med"}

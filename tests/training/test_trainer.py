@@ -10,9 +10,9 @@ from PIL import Image
 
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum import Stage
-from medcurric.errors import InvalidOptionError, MissingFileError, UnsafePathError
+from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError, UnsafePathError
 from medcurric.overlay import window_to_rgb
-from medcurric.training import STATE_FILE, TrainConfig, latest_checkpoint
+from medcurric.training import STATE_FILE, CurriculumTrainer, TrainConfig, latest_checkpoint
 from medcurric.training.order import epoch_order, next_batch
 from medcurric.training.trainer import _read_image
 
@@ -150,3 +150,49 @@ def test_sample_domain_is_lesion_type_by_modality() -> None:
     assert sample_domain(s) == "lesion|CT"
     mr = CoTSample.from_dict({**s.to_dict(), "lesion_type": "liver", "extra": {"modality": "MR"}})
     assert sample_domain(mr) == "liver|MR"
+
+
+def _tiny_trainer(tmp_path: Path):
+    import torch
+
+    from medcurric.testing import build_tiny_vlm, bundled_sample
+
+    torch.manual_seed(0)
+    bundle = bundled_sample()
+    vlm = build_tiny_vlm(seed=0)
+    config = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=2, batch_size=2, lora_r=0,
+                         attention_layers=(0, 1), check_every=1, overlay_style="medcurric")
+    trainer = CurriculumTrainer(config, bundle.samples, model=vlm.model, processor=vlm.processor,
+                                images=bundle.images)
+    return trainer, bundle
+
+
+def test_hold_out_attention_maps_and_answers(tmp_path: Path) -> None:
+    import torch
+
+    from medcurric.attention import AttentionCapture
+
+    trainer, bundle = _tiny_trainer(tmp_path)
+    first = bundle.samples[0].seed_id
+    held = trainer.hold_out(lambda s: s.seed_id == first)
+    assert held and all(trainer.samples[i].seed_id == first for i in held)
+    assert not any(i in pool for pool in trainer.pools.values() for i in held)
+    medium = [trainer.samples[i] for i in held if trainer.samples[i].stage == "medium"]
+    maps = trainer.attention_maps(medium)
+    assert maps.shape == (len(medium), 36) and np.allclose(maps.sum(axis=1), 1.0)
+    # the same average taken by hand from one capture
+    s = medium[0]
+    batch = trainer.render_batch(Stage.MEDIUM, [(trainer.samples.index(s), 0)])
+    inner = trainer.accelerator.unwrap_model(trainer.model)
+    inner.eval()
+    with torch.no_grad(), AttentionCapture(inner, layers=[0, 1], query_mask=batch["supervised_mask"]) as cap:
+        inner(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")})
+        rows = [cap.attentions[k][0][:, cap.query_mask[0]] for k in (0, 1)]
+    inner.train()
+    by_hand = torch.stack(rows).mean(dim=(0, 1, 2))
+    np.testing.assert_allclose(maps[0], (by_hand / by_hand.sum()).numpy(), rtol=1e-5, atol=1e-7)
+    answers = trainer.answer(medium[:2], max_new_tokens=3)
+    assert set(answers) == {m.id for m in medium[:2]} and all(isinstance(a, str) for a in answers.values())
+    trainer.train()
+    with pytest.raises(DataFormatError, match="before training"):
+        trainer.hold_out(lambda s: True)

@@ -86,7 +86,7 @@ class DemoContext:
 
     out: Path
     seed: int = 0
-    train_steps: int = 100
+    train_steps: int = 150
     held_out: tuple[str, ...] = HELD_OUT
     state: dict[str, object] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
@@ -246,34 +246,6 @@ def step_render(ctx: DemoContext) -> None:
     print(f"[render] Easy / Medium / Hard renderings of {seed_id} in {folder}")
 
 
-def _attention_maps(trainer: Any, samples: Sequence[Any]) -> np.ndarray:
-    """Per-sample attention map over the image tokens (heads, layers and supervised tokens averaged)."""
-    import torch
-
-    from medcurric.attention import AttentionCapture
-    from medcurric.curriculum import Stage
-
-    inner = trainer.accelerator.unwrap_model(trainer.model)
-    index = {s.id: i for i, s in enumerate(trainer.samples)}
-    maps = []
-    was_training = inner.training
-    inner.eval()
-    try:
-        for s in samples:
-            batch = trainer.render_batch(Stage.MEDIUM, [(index[s.id], 0)])
-            layers = list(trainer.config.attention_layers)
-            with torch.no_grad(), AttentionCapture(inner, layers=layers, query_mask=batch["supervised_mask"]) as cap:
-                inner(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")})
-                rows = torch.stack([cap.attentions[layer] for layer in layers])  # [K, B, H, Q, P]
-                assert cap.query_mask is not None
-                mask = cap.query_mask[0]
-                att = rows[:, 0][:, :, mask].mean(dim=(0, 1, 2))
-            maps.append((att / att.sum()).cpu().numpy())
-    finally:
-        inner.train(was_training)
-    return np.stack(maps) if maps else np.zeros((0, 0))
-
-
 def step_train(ctx: DemoContext) -> None:
     """Train the tiny random VIP-LLaVA through Easy -> Medium, holding out :attr:`DemoContext.held_out`.
 
@@ -297,22 +269,22 @@ def step_train(ctx: DemoContext) -> None:
     config = TrainConfig(
         output_dir=str(folder), max_steps=ctx.train_steps, batch_size=4, lr=1e-3, check_every=2,
         patience=1, min_delta=0.05, attention_weight=30.0, attention_layers=(0, 1), lora_r=0, seed=ctx.seed,
+        overlay_style="medcurric",
     )
     bar = _progress(range(ctx.train_steps), "train (tiny VIP-LLaVA)")
     trainer = CurriculumTrainer(config, samples, model=vlm.model, processor=vlm.processor,
                                 images=ctx.state["rgb"], on_log=lambda _: bar.update())  # type: ignore[arg-type]
-    held = {i for i, s in enumerate(trainer.samples) if s.seed_id in ctx.held_out}
-    trainer.pools = {stage: [i for i in pool if i not in held] for stage, pool in trainer.pools.items()}
-    held_medium = sorted(i for i in held if trainer.samples[i].stage == "medium")
+    held = trainer.hold_out(lambda s: s.seed_id in ctx.held_out)
+    held_medium = [i for i in held if trainer.samples[i].stage == "medium"]
     medium = [trainer.samples[i] for i in held_medium]
     kl_before = trainer.evaluate("medium", held_medium)["attention_kl"]
-    ctx.state["attention_before"] = _attention_maps(trainer, medium)
+    ctx.state["attention_before"] = trainer.attention_maps(medium)
     result = trainer.train()
     bar.close()
     kl_after = trainer.evaluate("medium", held_medium)["attention_kl"]
     ctx.state.update(trainer=trainer, vlm=vlm, train_result=result, attention_samples=medium,
                      held_out_kl={"before": kl_before, "after": kl_after})
-    ctx.state["attention_after"] = _attention_maps(trainer, medium)
+    ctx.state["attention_after"] = trainer.attention_maps(medium)
     plot = ctx.out / "curriculum.png"
     plot_history(trainer.scheduler, plot, title="medcurric demo: tiny VIP-LLaVA, Easy -> Medium")
     ctx.outputs["training log and checkpoint"] = folder
@@ -322,36 +294,13 @@ def step_train(ctx: DemoContext) -> None:
           f"({len(medium)} samples of {', '.join(ctx.held_out)})")
 
 
-def _generate_answers(ctx: DemoContext, samples: Sequence[Any]) -> dict[str, str]:
-    """Greedy answers of the trained tiny model to the Hard prompts (image + question only)."""
-    import torch
-
-    from medcurric.curriculum import render
-
-    trainer = ctx.state["trainer"]
-    vlm = ctx.state["vlm"]
-    inner = trainer.accelerator.unwrap_model(trainer.model)  # type: ignore[attr-defined]
-    tokenizer = vlm.tokenizer  # type: ignore[attr-defined]
-    out: dict[str, str] = {}
-    inner.eval()
-    for s in _progress(samples, "evaluate: answer the Hard questions"):
-        r = render(s, "hard", image=ctx.state["rgb"][s.image])  # type: ignore[index]
-        enc = vlm.processor(images=[r.image], text=[r.prompt], return_tensors="pt")  # type: ignore[attr-defined]
-        with torch.no_grad():
-            ids = inner.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        text = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        out[s.id] = text.replace("Answer:", "").strip()
-    inner.train()
-    return out
-
-
 def step_evaluate(ctx: DemoContext) -> None:
     """Score the trained model: VQA on the Hard questions, attention grounding before/after, heatmaps."""
     from medcurric.eval import VQAItem, score_grounding, score_vqa
 
     samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
     hard = [s for s in samples if s.stage == "hard"]
-    predictions = _generate_answers(ctx, hard)
+    predictions = ctx.state["trainer"].answer(_progress(hard, "evaluate: answer the Hard questions"))  # type: ignore[attr-defined]
     refs = [VQAItem(id=s.id, question=s.question, answer=s.answer, answer_type=s.question_type,
                     image=s.image, organ=s.organ) for s in hard]
     vqa = {mode: score_vqa(refs, predictions, compat=mode).summary() for mode in ("default", "llava-med")}
@@ -508,7 +457,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR",
                         help="output directory (default ./demo-output)")
     parser.add_argument("--seed", type=int, default=0, help="phantom, generation and training seed (default 0)")
-    parser.add_argument("--train-steps", type=int, default=100, metavar="N",
+    parser.add_argument("--train-steps", type=int, default=150, metavar="N",
                         help="optimizer steps of the tiny training run (default 100)")
 
 

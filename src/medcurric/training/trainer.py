@@ -625,6 +625,86 @@ class CurriculumTrainer:
         return record
 
     @torch.no_grad()
+    def hold_out(self, keep_out: Callable[[CoTSample], bool]) -> list[int]:
+        """Take the samples ``keep_out`` selects out of every stage's pool (before training).
+
+        They stay in :attr:`samples`, so :meth:`evaluate`, :meth:`attention_maps` and
+        :meth:`answer` can measure them as held-out data.
+
+        Returns:
+            The indices of the held-out samples in :attr:`samples`.
+
+        Raises:
+            DataFormatError: When training has started, or nothing would be left to train on.
+        """
+        if self.step:
+            raise DataFormatError("hold_out() changes the data order: call it before training starts.")
+        held = {i for i, s in enumerate(self.samples) if keep_out(s)}
+        pools = {stage: [i for i in pool if i not in held] for stage, pool in self.pools.items()}
+        if not all(pools.values()):
+            raise DataFormatError(
+                f"Holding out {len(held)} samples would leave a stage without samples to train on."
+            )
+        self.pools = pools
+        return sorted(held)
+
+    def attention_maps(self, samples: Sequence[CoTSample]) -> np.ndarray:
+        """Each sample's Medium attention over the image tokens, as the KL sees it.
+
+        The supervised tokens' attention of :attr:`TrainConfig.attention_layers`, captured
+        with :class:`~medcurric.attention.AttentionCapture` in eval mode without gradients,
+        averaged over layers, heads and supervised tokens, normalised to sum 1.
+
+        Returns:
+            ``[N, P]`` float array (``P`` image tokens).
+        """
+        from medcurric.attention import AttentionCapture
+
+        index = {s.id: i for i, s in enumerate(self.samples)}
+        inner = self.accelerator.unwrap_model(self.model)
+        layers = list(self.config.attention_layers)
+        maps = []
+        was_training = inner.training
+        inner.eval()
+        try:
+            for s in samples:
+                batch = self.render_batch(Stage.MEDIUM, [(index[s.id], 0)])
+                with torch.no_grad(), AttentionCapture(inner, layers=layers, query_mask=batch["supervised_mask"]) as cap:
+                    inner(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")})
+                    rows = torch.stack([cap.attentions[layer] for layer in layers])  # [K, B, H, Q, P]
+                    if cap.query_mask is None:
+                        raise DataFormatError(f"Sample {s.id!r} has no supervised tokens in its Medium rendering.")
+                    att = rows[:, 0][:, :, cap.query_mask[0]].mean(dim=(0, 1, 2))
+                maps.append((att / att.sum()).float().cpu().numpy())
+        finally:
+            inner.train(was_training)
+        return np.stack(maps) if maps else np.zeros((0, 0), dtype=np.float32)
+
+    def answer(self, samples: Sequence[CoTSample], *, max_new_tokens: int = 12) -> dict[str, str]:
+        """Greedy answers of the model to the samples' Hard prompts (image and question only).
+
+        Returns:
+            ``{sample id: reply}`` with the ``Answer:`` label removed.
+        """
+        inner = self.accelerator.unwrap_model(self.model)
+        tokenizer = self.processor.tokenizer
+        out: dict[str, str] = {}
+        was_training = inner.training
+        inner.eval()
+        try:
+            for s in samples:
+                r = render(s, Stage.HARD, image=self._image(s))
+                enc = self.processor(images=[r.image], text=[r.prompt], return_tensors="pt")
+                with torch.no_grad():
+                    ids = inner.generate(
+                        **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                    )
+                text = tokenizer.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                out[s.id] = text.replace("Answer:", "").strip()
+        finally:
+            inner.train(was_training)
+        return out
+
     def evaluate(self, stage: Stage | str, indices: Sequence[int] | None = None) -> dict[str, float]:
         """Mean loss parts of samples rendered for ``stage``, in eval mode, without gradients.
 
