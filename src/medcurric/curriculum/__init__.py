@@ -13,6 +13,7 @@ from medcurric.curriculum.plot import plot_history
 from medcurric.curriculum.render import (
     EasyPromptBox,
     RenderedSample,
+    chat_prompt_template,
     format_box,
     pair_hard_images,
     render,
@@ -43,6 +44,7 @@ __all__ = [
     "Stage",
     "Supervise",
     "ThresholdMode",
+    "chat_prompt_template",
     "format_box",
     "pair_hard_images",
     "plot_history",

@@ -4,6 +4,8 @@
   labels and lesions of known host organ (a few milliseconds).
 * :func:`bundled_sample`: the phantom run through matching, seeds and template
   chain-of-thought generation, with its key-slice images (the demo's input).
+* :func:`build_family_processor`: tiny processors of the other model families
+  (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision), built offline.
 * :func:`build_tiny_vlm` and friends: tiny random-initialised vision-language models
   and tokenizers built offline, for tests, demos and smoke runs.
 
@@ -19,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "BundledSample": "medcurric.testing.sample",
     "ExpectedHost": "medcurric.testing.phantom",
+    "FAMILIES": "medcurric.testing.processors",
     "Phantom": "medcurric.testing.phantom",
     "TINY_CORPUS": "medcurric.testing.tiny",
     "TinyVLM": "medcurric.testing.tiny",
     "build_tiny_processor": "medcurric.testing.tiny",
     "build_tiny_tokenizer": "medcurric.testing.tiny",
     "build_tiny_vlm": "medcurric.testing.tiny",
+    "build_family_processor": "medcurric.testing.processors",
+    "build_family_tokenizer": "medcurric.testing.processors",
     "bundled_sample": "medcurric.testing.sample",
     "make_phantom": "medcurric.testing.phantom",
     "phantom_dataset": "medcurric.testing.phantom",
@@ -48,6 +53,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom, phantom_dataset
+    from medcurric.testing.processors import (
+        FAMILIES,
+        build_family_processor,
+        build_family_tokenizer,
+    )
     from medcurric.testing.sample import BundledSample, bundled_sample
     from medcurric.testing.tiny import (
         TINY_CORPUS,
