@@ -171,11 +171,8 @@ def chat_prompt_template(processor: Any) -> str:
             ``Gemma3Processor``, ``LlavaOnevisionProcessor``, ...).
 
     Returns:
-        The template, e.g. ``"<|im_start|>user
-<|vision_start|><|image_pad|><|vision_end|>"
-        "{question}<|im_end|>
-<|im_start|>assistant
-"`` for Qwen2.5-VL.
+        The template, e.g. ``"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        "{question}<|im_end|>\n<|im_start|>assistant\n"`` for Qwen2.5-VL.
 
     Raises:
         UnsupportedModelError: The processor has no chat template, or its template does
@@ -202,7 +199,7 @@ def chat_prompt_template(processor: Any) -> str:
             "did not; pass prompt_template= instead."
         )
     bos = getattr(tokenizer, "bos_token", None)
-    if bos and text.startswith(bos):
+    if tokenizer is not None and bos and text.startswith(bos):
         ids = tokenizer("x")["input_ids"]
         if ids and ids[0] == tokenizer.bos_token_id:
             text = text[len(bos) :]

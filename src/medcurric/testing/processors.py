@@ -30,19 +30,21 @@ from __future__ import annotations
 from typing import Any
 
 from medcurric._optional import require
-from medcurric.errors import InvalidOptionError
+from medcurric._options import StrEnum, look_up_option
 
 __all__ = ["FAMILIES", "build_family_processor", "build_family_tokenizer"]
 
+class _Family(StrEnum):
+    GEMMA3 = "gemma3"
+    LLAVA = "llava"
+    LLAVA_ONEVISION = "llava_onevision"
+    QWEN2_5_VL = "qwen2_5_vl"
+    QWEN2_VL = "qwen2_vl"
+    QWEN3_VL = "qwen3_vl"
+
+
 #: The families :func:`build_family_processor` builds.
-FAMILIES: tuple[str, ...] = (
-    "gemma3",
-    "llava",
-    "llava_onevision",
-    "qwen2_5_vl",
-    "qwen2_vl",
-    "qwen3_vl",
-)
+FAMILIES: tuple[str, ...] = tuple(f.value for f in _Family)
 
 # Chat templates written for the tiny tokenizers: each family's turn markers and
 # image placeholder, one user turn with one image, then the assistant's turn.
@@ -132,13 +134,7 @@ def _without_video(cls: Any) -> Any:
 
 
 def _check_family(family: str) -> str:
-    if family not in FAMILIES:
-        import difflib
-
-        close = difflib.get_close_matches(str(family), FAMILIES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise InvalidOptionError(f"Expected family to be one of {list(FAMILIES)}, but got {family!r}.{hint}")
-    return family
+    return look_up_option(family, _Family, name="family").value
 
 
 def build_family_tokenizer(family: str, vocab_size: int = 400) -> Any:
@@ -155,7 +151,7 @@ def build_family_tokenizer(family: str, vocab_size: int = 400) -> Any:
     Raises:
         InvalidOptionError: An unknown family.
     """
-    _check_family(family)
+    family = _check_family(family)
     if family == "llava":
         from medcurric.testing.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
 
@@ -216,7 +212,7 @@ def build_family_processor(family: str, tokenizer: Any = None) -> Any:
     Raises:
         InvalidOptionError: An unknown family.
     """
-    _check_family(family)
+    family = _check_family(family)
     transformers = require("transformers", feature="build_family_processor")
     tok = tokenizer if tokenizer is not None else build_family_tokenizer(family)
     template = tok.chat_template
