@@ -95,8 +95,10 @@ def test_prompt_labels_and_span_masks_decode_to_the_text(processors, family) -> 
         labelled = batch["labels"][i] != -100
         assert torch.equal(batch["labels"][i][labelled], ids[labelled])
         assert not bool((labelled & ~am).any())
+        assert tok.decode(ids[labelled]).strip() == f.target + tok.eos_token
         # Chat prompts end with a newline: the target follows without a space.
-        assert tok.decode(ids[labelled]) == f.target + tok.eos_token
+        tail = f.prompt.split(PLACEHOLDER[family])[-1]
+        assert tok.decode(ids[am]).endswith(tail + f.target + tok.eos_token)
         assert tok.decode(ids[batch["answer_mask"][i]]).strip() == f.answer
         rat = batch["rationale_mask"][i]
         if f.rationale is None:
@@ -200,3 +202,22 @@ def test_chat_prompt_template_of_each_family(processors) -> None:
     assert chat_prompt_template(llava) == "###Human: <image>\n{question}###Assistant:"
     with pytest.raises(InvalidOptionError, match="Did you mean 'gemma3'"):
         build_family_processor("gemma-3")
+
+
+def test_a_tokenizer_that_adds_bos_gets_one_bos(processors) -> None:
+    from tokenizers.processors import TemplateProcessing
+
+    from medcurric.testing import build_family_tokenizer
+
+    tok = build_family_tokenizer("gemma3")
+    bos = tok.bos_token_id
+    tok._tokenizer.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    proc = build_family_processor("gemma3", tokenizer=tok)
+    assert chat_prompt_template(proc).startswith("<start_of_turn>user\n")
+    feats = rendered(proc, stages=("medium",), sizes=[(64, 64)])
+    batch = CurriculumCollator(proc)(feats)
+    ids = batch["input_ids"][0]
+    assert ids[0] == bos and int((ids == bos).sum()) == 1
+    assert tok.decode(ids[batch["answer_mask"][0]]).strip() == feats[0].answer
+    # Without the tokenizer's BOS, the template's own BOS stays.
+    assert chat_prompt_template(processors["gemma3"]).startswith("<bos><start_of_turn>")
