@@ -105,22 +105,43 @@ class CurriculumCollator:
     either integration's ``CurriculumCallback``), or, for a per-domain scheduler,
     ``scheduler.sample_stage(domain_fn(sample), rng)`` per sample.
 
-    The text of each sample is ``prompt + " " + target (+ EOS)``; it goes through the
-    processor together with the image, so ``<image>`` is expanded exactly as the
-    model expects. Token spans are found from the tokenizer's offsets mapping,
-    counted from the end of the text (the ``<image>`` expansion only touches the
-    prompt), so they hold for any processor that expands image tokens in the prompt.
+    The text of each sample is ``prompt + " " + target (+ EOS)`` (no space when the
+    prompt ends with whitespace, as chat prompts end with a newline); it goes through
+    the processor together with the image, so the image placeholder is expanded
+    exactly as the model expects. Token spans are found from the tokenizer's offsets
+    mapping, counted from the end of the text (the placeholder expansion only touches
+    the prompt), so they hold for any processor that expands image tokens in the prompt.
+
+    Model families (recognised by the image processor's class):
+
+    * LLaVA / VIP-LLaVA (any fixed patch grid): the Medium target is the one
+      :func:`~medcurric.curriculum.render` made on the ``grid``, ``[B, rows * cols]``;
+    * Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision: raw samples are
+      rendered with the processor's chat template (:func:`~medcurric.curriculum.chat_prompt_template`,
+      unless ``render_options`` sets ``prompt_template``); the Medium target is computed
+      here per image from ``box_norm`` scaled to the rendered image, over that image's
+      tokens (:class:`~medcurric.geometry.ImageTokenLayout`, from the processor's output,
+      e.g. ``image_grid_thw``, with ``render_options["smoothing"]``); the ``attention_target``
+      a :class:`RenderedSample` carries is not used. Each prompt must hold the processor's
+      image placeholder once.
 
     Returns a dict of tensors:
 
-    * ``input_ids``, ``attention_mask`` ``[B, L]``, ``pixel_values`` ``[B, 3, H, W]``;
+    * ``input_ids``, ``attention_mask`` ``[B, L]`` and the processor's pixel inputs:
+      ``pixel_values`` ``[B, 3, H, W]`` (LLaVA, Gemma 3), ``[N_patches, D]`` with
+      ``image_grid_thw`` ``[B, 3]`` and ``mm_token_type_ids`` (Qwen), ``[B, views, 3, H, W]``
+      with ``image_sizes`` and ``batch_num_images`` (LLaVA-OneVision), ``token_type_ids`` (Gemma 3);
     * ``labels`` ``[B, L]``: token ids on the target, ``-100`` on prompt and padding;
     * ``answer_mask``, ``rationale_mask`` ``[B, L]`` bool: tokens overlapping the answer
       / rationale text (aligned with ``labels``, for
       :func:`medcurric.losses.span_weighted_lm_loss`);
     * ``attention_target`` ``[B, P]`` float (rows of zeros where absent) and
       ``has_attention_target`` ``[B]`` bool (Medium samples whose box survived the
-      preprocessing);
+      preprocessing); entry ``[b, p]`` belongs to the ``p``-th image token of sample
+      ``b`` in sequence order;
+    * ``image_key_mask`` ``[B, P]`` bool (families other than LLaVA only): ``True`` for the
+      ``P_b`` image tokens sample ``b`` has (``P`` is the largest ``P_b``; LLaVA-OneVision's
+      newline tokens count, with target 0);
     * ``supervised_mask`` ``[B, L]`` bool: the query positions whose attention over
       the image tokens is supervised (answer and/or rationale tokens of samples with
       an attention target, per ``supervise``);
@@ -137,10 +158,13 @@ class CurriculumCollator:
         re-created; keep ``num_workers=0`` or render in the main process.
 
     Args:
-        processor: A ``LlavaProcessor``/``VipLlava``-style processor (``images=``, ``text=``).
+        processor: A multimodal processor with a fast tokenizer: ``LlavaProcessor`` (VIP-LLaVA),
+            ``Qwen2VLProcessor``, ``Qwen2_5_VLProcessor``, ``Qwen3VLProcessor``, ``Gemma3Processor``,
+            ``LlavaOnevisionProcessor``.
         scheduler: Where the stage of raw samples comes from (see above).
         overlay: ``StageOverlay`` for Easy renderings.
-        preprocess: ``Preprocess`` of the image processor; read from ``processor`` when ``None``.
+        preprocess: ``Preprocess`` of the image processor; read from ``processor`` when ``None``
+            (LLaVA only: the other families' targets come from their token layouts).
         image_root: Folder that samples' image paths are relative to.
         grid: ``(rows, cols)`` of the patch grid; read from the processor's ``patch_size`` and
             crop size when ``None``.
@@ -163,6 +187,17 @@ class CurriculumCollator:
         'no'
         >>> batch["attention_target"].shape, bool(batch["has_attention_target"][0])
         (torch.Size([1, 36]), True)
+
+        Qwen2.5-VL: the token count follows the image size (a 56 x 84 image gives 2 x 3 tokens).
+
+        >>> from medcurric.curriculum import chat_prompt_template
+        >>> from medcurric.testing import build_family_processor
+        >>> qwen = build_family_processor("qwen2_5_vl")
+        >>> r = render(s, "medium", image=np.zeros((56, 84, 3), np.uint8),
+        ...     prompt_template=chat_prompt_template(qwen))
+        >>> batch = CurriculumCollator(qwen)([r])
+        >>> batch["image_grid_thw"].tolist(), batch["attention_target"].shape
+        ([[1, 4, 6]], torch.Size([1, 6]))
     """
 
     def __init__(
