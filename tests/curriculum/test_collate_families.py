@@ -221,3 +221,29 @@ def test_a_tokenizer_that_adds_bos_gets_one_bos(processors) -> None:
     assert tok.decode(ids[batch["answer_mask"][0]]).strip() == feats[0].answer
     # Without the tokenizer's BOS, the template's own BOS stays.
     assert chat_prompt_template(processors["gemma3"]).startswith("<bos><start_of_turn>")
+
+
+def test_gemma3_at_the_checkpoint_sizes_has_256_tokens_between_the_markers() -> None:
+    import transformers
+
+    from medcurric.testing import build_family_tokenizer
+
+    tok = build_family_tokenizer("gemma3")
+    proc = transformers.Gemma3Processor(
+        image_processor=transformers.Gemma3ImageProcessorPil(size={"height": 896, "width": 896}),
+        tokenizer=tok,
+        chat_template=tok.chat_template,
+        image_seq_length=256,
+    )
+    hw, box = (300, 500), (100.0, 50.0, 300.0, 250.0)
+    feats = rendered(proc, stages=("medium",), sizes=[hw], boxes=[box])
+    batch = CurriculumCollator(proc)(feats)
+    ids = batch["input_ids"][0].tolist()
+    boi, eoi = (tok.convert_tokens_to_ids(t) for t in ("<start_of_image>", "<end_of_image>"))
+    start, end = ids.index(boi), ids.index(eoi)
+    assert end - start - 1 == 256 == image_token_count(proc, batch["input_ids"][0])
+    assert set(ids[start + 1 : end]) == {tok.image_token_id}
+    layout = ImageTokenLayout.from_processor(proc, hw)
+    target = batch["attention_target"][0].numpy()
+    assert target.shape == (256,) and layout.grids[0].rows == 16
+    np.testing.assert_allclose(target, reference_target(box, layout), atol=1e-6)
