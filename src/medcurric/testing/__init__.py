@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "BundledSample": "medcurric.testing.sample",
     "ExpectedHost": "medcurric.testing.phantom",
-    "FAMILIES": "medcurric.testing.processors",
+    "PROCESSOR_FAMILIES": "medcurric.testing.processors",
     "Phantom": "medcurric.testing.phantom",
     "TINY_CORPUS": "medcurric.testing.tiny",
     "TinyVLM": "medcurric.testing.tiny",
@@ -54,7 +54,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom, phantom_dataset
     from medcurric.testing.processors import (
-        FAMILIES,
+        PROCESSOR_FAMILIES,
         build_family_processor,
         build_family_tokenizer,
     )

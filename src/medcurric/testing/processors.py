@@ -32,7 +32,7 @@ from typing import Any
 from medcurric._optional import require
 from medcurric._options import StrEnum, look_up_option
 
-__all__ = ["FAMILIES", "build_family_processor", "build_family_tokenizer"]
+__all__ = ["PROCESSOR_FAMILIES", "build_family_processor", "build_family_tokenizer"]
 
 class _Family(StrEnum):
     GEMMA3 = "gemma3"
@@ -44,7 +44,7 @@ class _Family(StrEnum):
 
 
 #: The families :func:`build_family_processor` builds.
-FAMILIES: tuple[str, ...] = tuple(f.value for f in _Family)
+PROCESSOR_FAMILIES: tuple[str, ...] = tuple(f.value for f in _Family)
 
 # Chat templates written for the tiny tokenizers: each family's turn markers and
 # image placeholder, one user turn with one image, then the assistant's turn.
@@ -137,12 +137,12 @@ def _check_family(family: str) -> str:
     return look_up_option(family, _Family, name="family").value
 
 
-def build_family_tokenizer(family: str, vocab_size: int = 400) -> Any:
+def build_family_tokenizer(family: str, vocab_size: int = 384) -> Any:
     """A tiny fast tokenizer with the special tokens and chat template of ``family``.
 
     Args:
-        family: One of :data:`FAMILIES` other than ``"llava"`` (whose tokenizer is
-            :func:`~medcurric.testing.tiny.build_tiny_tokenizer`).
+        family: One of :data:`PROCESSOR_FAMILIES`; ``"llava"`` gives
+            :func:`~medcurric.testing.tiny.build_tiny_tokenizer` with its chat template.
         vocab_size: Target vocabulary size (special tokens included).
 
     Returns:
@@ -155,7 +155,7 @@ def build_family_tokenizer(family: str, vocab_size: int = 400) -> Any:
     if family == "llava":
         from medcurric.testing.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
 
-        tok = build_tiny_tokenizer()
+        tok = build_tiny_tokenizer(vocab_size)
         tok.chat_template = CHAT_TEMPLATE
         return tok
     tokenizers = require("tokenizers", feature="build_family_tokenizer")
@@ -203,7 +203,7 @@ def build_family_processor(family: str, tokenizer: Any = None) -> Any:
     * LLaVA: :func:`~medcurric.testing.tiny.build_tiny_processor` (48 px, 36 tokens).
 
     Args:
-        family: One of :data:`FAMILIES`.
+        family: One of :data:`PROCESSOR_FAMILIES`.
         tokenizer: A tokenizer to reuse; :func:`build_family_tokenizer` when ``None``.
 
     Returns:
