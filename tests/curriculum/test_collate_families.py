@@ -198,6 +198,11 @@ def test_chat_prompt_template_of_each_family(processors) -> None:
     assert chat_prompt_template(processors["llava_onevision"]) == (
         "<|im_start|>user <image>\n{question}<|im_end|>\n<|im_start|>assistant\n"
     )
+    import transformers
+
+    assert isinstance(processors["qwen2_5_vl"], transformers.Qwen2_5_VLProcessor)
+    assert isinstance(processors["llava_onevision"], transformers.LlavaOnevisionProcessor)
+    assert type(processors["gemma3"]) is transformers.Gemma3Processor
     llava = build_family_processor("llava")
     assert chat_prompt_template(llava) == "###Human: <image>\n{question}###Assistant:"
     with pytest.raises(InvalidOptionError, match="Did you mean 'gemma3'"):

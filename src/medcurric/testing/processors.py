@@ -34,7 +34,10 @@ from medcurric._options import StrEnum, look_up_option
 
 __all__ = ["PROCESSOR_FAMILIES", "build_family_processor", "build_family_tokenizer"]
 
+
 class _Family(StrEnum):
+    """The families, as an option (misspellings get a "did you mean")."""
+
     GEMMA3 = "gemma3"
     LLAVA = "llava"
     LLAVA_ONEVISION = "llava_onevision"
@@ -201,6 +204,10 @@ def build_family_processor(family: str, tokenizer: Any = None) -> Any:
     * LLaVA-OneVision: 28 px base view and tiles (2 x 2 tokens of 14 px each,
       ``num_image_tokens=4``), pinpoints up to 56 x 56;
     * LLaVA: :func:`~medcurric.testing.tiny.build_tiny_processor` (48 px, 36 tokens).
+
+    The Qwen and LLaVA-OneVision processors are made by a subclass of the real class
+    (same name) that accepts ``video_processor=None``, as their video processors need
+    torchvision; being defined at call time, that subclass does not pickle.
 
     Args:
         family: One of :data:`PROCESSOR_FAMILIES`.
