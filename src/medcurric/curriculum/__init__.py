@@ -13,6 +13,7 @@ from medcurric.curriculum.plot import plot_history
 from medcurric.curriculum.render import (
     EasyPromptBox,
     RenderedSample,
+    chat_prompt_template,
     format_box,
     pair_hard_images,
     render,
@@ -44,6 +45,7 @@ __all__ = [
     "Supervise",
     "TargetSmoothing",
     "ThresholdMode",
+    "chat_prompt_template",
     "format_box",
     "pair_hard_images",
     "plot_history",

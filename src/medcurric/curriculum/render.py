@@ -10,7 +10,11 @@ MEDIUM     clean                            question (about the whole image)    
 HARD       clean                            question                                    ``Answer: {answer}``
 =========  ===============================  ==========================================  ================================
 
-The prompt is wrapped in VIP-LLaVA's template ``"###Human: <image>\n{question}###Assistant:"``.
+The prompt is wrapped in VIP-LLaVA's template ``"###Human: <image>\n{question}###Assistant:"``;
+for other model families (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision)
+:func:`chat_prompt_template` turns the processor's own chat template into the
+``prompt_template`` to pass (the :class:`~medcurric.curriculum.CurriculumCollator`
+does so itself for raw samples).
 Text from the sample is data: it is inserted by plain substitution of the known
 ``{question}`` / ``{phrase}`` / ``{box}`` fields, never used as a format string,
 and image paths are resolved inside ``image_root`` only. Images go through
@@ -38,7 +42,13 @@ import numpy as np
 from medcurric._options import StrEnum, look_up_option, warn_ignored
 from medcurric._paths import safe_join
 from medcurric.cot.records import CoTSample
-from medcurric.errors import DataFormatError, InvalidBoxError, MissingFileError, WrongTypeError
+from medcurric.errors import (
+    DataFormatError,
+    InvalidBoxError,
+    MissingFileError,
+    UnsupportedModelError,
+    WrongTypeError,
+)
 from medcurric.io import load_rgb
 from medcurric.stage import Stage
 from medcurric.templating import fill_template
@@ -49,6 +59,7 @@ __all__ = [
     "PROMPT_TEMPLATE",
     "EasyPromptBox",
     "RenderedSample",
+    "chat_prompt_template",
     "format_box",
     "pair_hard_images",
     "render",
@@ -140,6 +151,60 @@ def format_box(box: Any) -> str:
     if arr.shape != (4,) or not np.isfinite(arr).all():
         raise InvalidBoxError(f"Expected a normalised box of four finite numbers, but got {box!r}.")
     return "[" + ", ".join(f"{v:.4f}" for v in arr) + "]"
+
+
+# Stands for the question while the chat template is rendered; never in real text.
+_QUESTION_SLOT = "\x00medcurric-question\x00"
+
+
+def chat_prompt_template(processor: Any) -> str:
+    r"""The ``prompt_template`` of :func:`render` for a processor, from its chat template.
+
+    The processor's chat template is rendered for one user turn holding one image
+    and the question, with the generation prompt (the start of the assistant's
+    turn); the question becomes the ``{question}`` field and braces of the template
+    are escaped. A leading BOS written by the template is dropped when the
+    tokenizer adds one itself, so the sequence holds one BOS.
+
+    Args:
+        processor: A ``transformers`` processor with a chat template (``Qwen2_5_VLProcessor``,
+            ``Gemma3Processor``, ``LlavaOnevisionProcessor``, ...).
+
+    Returns:
+        The template, e.g. ``"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        "{question}<|im_end|>\n<|im_start|>assistant\n"`` for Qwen2.5-VL.
+
+    Raises:
+        UnsupportedModelError: The processor has no chat template, or its template does
+            not render the question exactly once.
+
+    Examples:
+        >>> from medcurric.testing import build_family_processor
+        >>> chat_prompt_template(build_family_processor("gemma3"))
+        '<bos><start_of_turn>user\n<start_of_image>{question}<end_of_turn>\n<start_of_turn>model\n'
+    """
+    apply = getattr(processor, "apply_chat_template", None)
+    tokenizer = getattr(processor, "tokenizer", None)
+    template = getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
+    if apply is None or not template:
+        raise UnsupportedModelError(
+            f"Expected a processor with a chat template, but {type(processor).__name__} has none; "
+            "pass prompt_template= with the model's prompt and its image placeholder instead."
+        )
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _QUESTION_SLOT}]}]
+    text = apply(messages, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str) or text.count(_QUESTION_SLOT) != 1:
+        raise UnsupportedModelError(
+            f"Expected {type(processor).__name__}'s chat template to write the question once, but it "
+            "did not; pass prompt_template= instead."
+        )
+    bos = getattr(tokenizer, "bos_token", None)
+    if tokenizer is not None and bos and text.startswith(bos):
+        ids = tokenizer("x")["input_ids"]
+        if ids and ids[0] == tokenizer.bos_token_id:
+            text = text[len(bos) :]
+    head, tail = (part.replace("{", "{{").replace("}", "}}") for part in text.split(_QUESTION_SLOT))
+    return head + "{question}" + tail
 
 
 def substitute(template: str, fields: Mapping[str, str]) -> str:
@@ -281,7 +346,8 @@ def render(
             Either way it goes through :func:`medcurric.io.load_rgb` with ``sample.window``
             (intensities are windowed, 8-bit pixels kept), as the generation backends send it.
         grid: ``(rows, cols)`` of the model's patch grid (VIP-LLaVA: 24 x 24).
-        prompt_template: Conversation template with a ``{question}`` field.
+        prompt_template: Conversation template with a ``{question}`` field and the model's
+            image placeholder (:func:`chat_prompt_template` for other model families).
         easy_prompt: Easy question template with ``{question}``, ``{phrase}``, ``{box}``
             (used with ``easy_prompt_box="append"``).
         smoothing: Blur of the attention target, e.g.

@@ -6,6 +6,8 @@
   chain-of-thought generation, with its key-slice images (the demo's input).
 * :func:`build_tiny_family`: a tiny model of each supported vision-language family
   (LLaVA, LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, Gemma 3) with a batch of inputs.
+* :func:`build_family_processor`: tiny processors of the other model families
+  (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision), built offline.
 * :func:`build_tiny_vlm` and friends: tiny random-initialised vision-language models
   and tokenizers built offline, for tests, demos and smoke runs.
 
@@ -22,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "BundledSample": "medcurric.testing.sample",
     "ExpectedHost": "medcurric.testing.phantom",
     "FAMILIES": "medcurric.testing.families",
+    "PROCESSOR_FAMILIES": "medcurric.testing.processors",
     "Phantom": "medcurric.testing.phantom",
     "TINY_CORPUS": "medcurric.testing.tiny",
     "TinyVLM": "medcurric.testing.tiny",
@@ -29,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "build_tiny_tokenizer": "medcurric.testing.tiny",
     "build_tiny_vlm": "medcurric.testing.tiny",
     "build_tiny_family": "medcurric.testing.families",
+    "build_family_processor": "medcurric.testing.processors",
+    "build_family_tokenizer": "medcurric.testing.processors",
     "bundled_sample": "medcurric.testing.sample",
     "make_phantom": "medcurric.testing.phantom",
     "phantom_dataset": "medcurric.testing.phantom",
@@ -53,6 +58,11 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from medcurric.testing.families import FAMILIES, build_tiny_family
     from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom, phantom_dataset
+    from medcurric.testing.processors import (
+        PROCESSOR_FAMILIES,
+        build_family_processor,
+        build_family_tokenizer,
+    )
     from medcurric.testing.sample import BundledSample, bundled_sample
     from medcurric.testing.tiny import (
         TINY_CORPUS,
