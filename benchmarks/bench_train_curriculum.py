@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     render_times: dict[str, list[float]] = {"easy": [], "medium": []}
     original: Callable[..., dict[str, torch.Tensor]] = trainer.render_batch
 
-    def timed_render(stage: Stage, picked: Any) -> dict[str, torch.Tensor]:
+    def timed_render(stage: Stage, picked: Any, stages: Any = None) -> dict[str, torch.Tensor]:
         t0 = time.perf_counter()
-        out = original(stage, picked)
+        out = original(stage, picked, stages)
         render_times[Stage(stage).value].append(time.perf_counter() - t0)
         return out
 

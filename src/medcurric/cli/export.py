@@ -15,7 +15,6 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("samples", type=Path, help="samples JSONL as `medcurric generate` writes it")
     parser.add_argument("--out", required=True, type=Path, help="export folder (created)")
     parser.add_argument(
