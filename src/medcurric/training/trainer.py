@@ -784,6 +784,9 @@ class CurriculumTrainer:
             if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
                 written.append(str(self.save_checkpoint(out / f"checkpoint-{self.step}")))
         self._drop_prefetch()
+        if self._executor is not None:  # no render thread outlives the run (or the process group)
+            self._executor.shutdown(wait=True)
+            self._executor = None
         seconds = time.perf_counter() - start
         return TrainResult(
             steps=self.step,
