@@ -1024,4 +1024,5 @@ class CurriculumTrainer:
         inner = self.accelerator.unwrap_model(self.model)
         if self.accelerator.is_main_process:
             inner.save_pretrained(str(path), safe_serialization=True)
+        self.accelerator.wait_for_everyone()  # no rank tears the process group down while another saves
         return path
