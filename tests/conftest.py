@@ -35,3 +35,21 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def run_python():
+    """Run ``python -c SCRIPT ARGS...`` in a fresh process; returns the completed process.
+
+    For hostile-input tests that set their own ``RLIMIT_AS`` or need a hang guard: the
+    timeout bounds a hang, it is never a timing assertion.
+    """
+    import subprocess
+    import sys
+
+    def run(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    return run

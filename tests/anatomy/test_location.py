@@ -293,19 +293,11 @@ except MemoryError:
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RLIMIT_AS is Linux")
-def test_a_stray_huge_label_is_described_in_bounded_memory() -> None:
+def test_a_stray_huge_label_is_described_in_bounded_memory(run_python) -> None:
     """One voxel labelled 2e7 or 5e8 in an int32/int64 map: extents and location come out
     right under an address-space limit far below per-label tables."""
-    import subprocess
-    import sys
 
-    run = subprocess.run(
-        [sys.executable, "-c", _MEMORY_BOUND_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_python(_MEMORY_BOUND_SCRIPT, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("described") == 4, run.stdout
     assert "the limit bites" in run.stdout

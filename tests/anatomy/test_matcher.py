@@ -477,19 +477,11 @@ except MemoryError:
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="RLIMIT_AS is Linux")
-def test_a_stray_huge_label_matches_in_bounded_memory() -> None:
+def test_a_stray_huge_label_matches_in_bounded_memory(run_python) -> None:
     """One voxel labelled 2e7 or 5e8 in an int32/int64 map: matched as background (with the
     warning naming the label) under an address-space limit far below per-label tables."""
-    import subprocess
-    import sys
 
-    run = subprocess.run(
-        [sys.executable, "-c", _MEMORY_BOUND_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_python(_MEMORY_BOUND_SCRIPT, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("matched") == 8, run.stdout
     assert "the limit bites" in run.stdout

@@ -553,18 +553,11 @@ except MemoryError:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux")
-def test_a_huge_label_value_is_refused_in_bounded_memory() -> None:
+def test_a_huge_label_value_is_refused_in_bounded_memory(run_python) -> None:
     """One voxel labelled 2e7 or 5e8 in a tiny int32/int64 map: refused with an error naming
     the value and MAX_LABEL, under an address-space limit far below the dense tables."""
-    import subprocess
 
-    run = subprocess.run(
-        [sys.executable, "-c", _MEMORY_BOUND_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_python(_MEMORY_BOUND_SCRIPT, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("refused") == 16, run.stdout
     assert "the limit bites" in run.stdout
