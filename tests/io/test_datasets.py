@@ -118,3 +118,14 @@ def test_the_phantom_as_a_dataset() -> None:
     np.testing.assert_array_equal(loaded.label_map.array, ph.labels)
     assert [r.id for r in loaded.records] == [f"phantom1/{r.id}" for r in ph.key_slice_lesions]
     assert {r.image for r in loaded.records} == {"phantom1"}
+
+
+def test_iter_cases_detects_the_format_when_asked(tmp_path) -> None:
+    import json
+
+    from medcurric.io import iter_cases
+
+    (tmp_path / "masks").mkdir()
+    coco = tmp_path / "det.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": []}))
+    assert list(iter_cases(coco, tmp_path / "masks", fmt="auto")) == []

@@ -426,7 +426,7 @@ def iter_cases(
     detections: str | os.PathLike[str],
     masks: str | os.PathLike[str],
     *,
-    fmt: DetectionFormat | str = DetectionFormat.DEEPLESION,
+    fmt: DetectionFormat | str | None = DetectionFormat.DEEPLESION,
     slice_order: SliceOrder | str = SliceOrder.CANONICAL,
     class_map: ClassMap | None = None,
     slices_only: bool = False,
@@ -438,7 +438,7 @@ def iter_cases(
     Args:
         detections: The detection file (see :func:`read_detections`).
         masks: The folder of organ masks (see :func:`find_cases`).
-        fmt: The detection format.
+        fmt: The detection format; ``"auto"`` detects it (:func:`detect_detection_format`).
         slice_order: What ``slice_index`` counts for ``coco`` / ``csv`` records.
         class_map: Names of the labels (see :func:`load_case`).
         slices_only: Read only the slab of slices holding the key slices.
@@ -453,6 +453,8 @@ def iter_cases(
     Raises:
         MissingFileError: When a mask is missing and ``skip_missing`` is false.
     """
+    if fmt is None or str(fmt).lower() == "auto":  # as read_detections does
+        fmt = detect_detection_format(detections)
     for case in find_cases(
         read_detections(detections, fmt, rejects=rejects), masks, fmt=fmt, slice_order=slice_order
     ):
@@ -470,7 +472,7 @@ def load_dataset(
     detections: str | os.PathLike[str],
     masks: str | os.PathLike[str],
     *,
-    fmt: DetectionFormat | str = DetectionFormat.DEEPLESION,
+    fmt: DetectionFormat | str | None = DetectionFormat.DEEPLESION,
     slice_order: SliceOrder | str = SliceOrder.CANONICAL,
     class_map: ClassMap | None = None,
     slices_only: bool = False,
