@@ -296,7 +296,7 @@ def step_train(ctx: DemoContext) -> None:
 
 def step_evaluate(ctx: DemoContext) -> None:
     """Score the trained model: VQA on the Hard questions, attention grounding before/after, heatmaps."""
-    from medcurric.eval import VQAItem, score_grounding, score_vqa
+    from medcurric.eval import VQAItem, attention_in_box, score_grounding, score_vqa
 
     samples: list[Any] = ctx.state["samples"]  # type: ignore[assignment]
     hard = [s for s in samples if s.stage == "hard"]
@@ -324,7 +324,7 @@ def step_evaluate(ctx: DemoContext) -> None:
         png = folder / f"{s.id}.png"
         _plot_before_after(ctx.state["rgb"][s.image], before[i], after[i], grid, s.box_norm, png, vmax)  # type: ignore[index]
         heatmaps.append({"image": png, "id": f"{s.seed_id} ({s.question_type} question)", "question": s.question, "organ": s.organ,
-                         "mass": [_mass_in_box(m, grid, s.box_norm) for m in (before[i], after[i])]})
+                         "mass": [float(attention_in_box(m, s.box_norm, grid)) for m in (before[i], after[i])]})
     colorbar = _plot_colorbar(folder / "colorbar.png", vmax)
     kl: dict[str, float] = ctx.state["held_out_kl"]  # type: ignore[assignment]
     held_out = {"lesions": list(ctx.held_out), "n": len(medium), "attention_kl": kl}
@@ -340,13 +340,6 @@ def step_evaluate(ctx: DemoContext) -> None:
           f"{vqa['default'].get('closed_accuracy')}; held-out Medium samples: attention KL "
           f"{kl['before']:.3f} -> {kl['after']:.3f}, attention mass in box "
           f"{grounding['before']['mean_mass_in_box']:.4f} -> {grounding['after']['mean_mass_in_box']:.4f}")
-
-
-def _mass_in_box(attention: np.ndarray, grid: tuple[int, int], box: Sequence[float]) -> float:
-    """Share of one map's attention on the box, as :func:`medcurric.eval.score_grounding` weighs patches."""
-    from medcurric.eval import box_patch_weights
-
-    return float((np.asarray(attention) * np.asarray(box_patch_weights(box, grid)).ravel()).sum())
 
 
 def _plot_before_after(
