@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from medcurric.errors import MissingDependencyError
 
@@ -75,3 +77,28 @@ def require(module: str, *, feature: str) -> ModuleType:
         raise MissingDependencyError(
             f"`{feature}` needs {top}, which is not installed: {hint}"
         ) from exc
+
+
+def lazy_exports(
+    module: str, exports: dict[str, str], namespace: dict[str, Any]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Module-level ``__getattr__`` and ``__dir__`` that import each exported name on first use.
+
+    Args:
+        module: The package's dotted name (for the error message).
+        exports: Public name -> the module that defines it.
+        namespace: The package's ``globals()``; a name is cached there once imported.
+    """
+
+    def __getattr__(name: str) -> Any:
+        source = exports.get(name)
+        if source is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(source), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

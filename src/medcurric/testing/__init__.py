@@ -17,8 +17,9 @@ tiny models only need transformers when they are used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medcurric._optional import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "BundledSample": "medcurric.testing.sample",
@@ -42,17 +43,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medcurric.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports("medcurric.testing", _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover
