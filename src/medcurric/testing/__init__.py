@@ -51,7 +51,12 @@ __getattr__, __dir__ = lazy_exports("medcurric.testing", _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medcurric.testing.families import FAMILIES, VLM_FAMILIES, build_family_vlm, build_tiny_family
+    from medcurric.testing.families import (
+        FAMILIES,
+        VLM_FAMILIES,
+        build_family_vlm,
+        build_tiny_family,
+    )
     from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom, phantom_dataset
     from medcurric.testing.processors import (
         PROCESSOR_FAMILIES,
