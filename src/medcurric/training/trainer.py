@@ -708,13 +708,14 @@ class CurriculumTrainer:
         index = {s.id: i for i, s in enumerate(self.samples)}
         inner = self.accelerator.unwrap_model(self.model)
         dtype = next(p.dtype for p in inner.parameters() if p.is_floating_point())
+        device = next(inner.parameters()).device
         layers = list(self.config.attention_layers)
         maps = []
         was_training = inner.training
         inner.eval()
         try:
             for s in samples:
-                batch = self.render_batch(Stage.MEDIUM, [(index[s.id], 0)])
+                batch = {k: v.to(device) for k, v in self.render_batch(Stage.MEDIUM, [(index[s.id], 0)]).items()}
                 with torch.no_grad(), AttentionCapture(inner, layers=layers, query_mask=batch["supervised_mask"]) as cap:
                     inner(**self._model_inputs(batch, dtype))
                     rows = torch.stack([cap.attentions[layer] for layer in layers])  # [K, B, H, Q, P]
