@@ -161,3 +161,51 @@ def test_an_unsupported_model_is_refused_naming_the_supported_ones(tmp_path: Pat
                                                    r"but got Qwen2VLForConditionalGeneration"):
         CurriculumTrainer(_config(tmp_path), samples, model=model, processor=build_family_processor("qwen2_vl"),
                           images=images)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_checkpointing_leaves_the_medium_steps_unchanged(family: str, tmp_path: Path) -> None:
+    """Non-reentrant checkpointing recomputes the layers the capture hooks: same losses and KL per step."""
+    torch.set_num_threads(1)
+    logs = []
+    for checkpointing in (False, True):
+        config = _config(tmp_path / str(checkpointing), max_steps=3, stages=("medium",),
+                         gradient_checkpointing=checkpointing, prefetch=False)
+        logs.append(_trainer(family, config).train().log)
+    plain, checkpointed = logs
+    assert all(r["attention_kl"] is not None for r in plain)
+    for key in ("loss", "lm_loss", "attention_kl"):
+        np.testing.assert_allclose([r[key] for r in checkpointed], [r[key] for r in plain], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "gemma3"])
+def test_per_domain_batches_mix_stages_of_a_layout_family(family: str, tmp_path: Path) -> None:
+    """Per-domain: Easy, Medium and Hard samples share a batch; only Medium rows carry an attention target."""
+    torch.set_num_threads(1)
+    config = _config(tmp_path / "run", max_steps=4, batch_size=4, policy="per_domain", mixing_start_epoch=0,
+                     mixing_ramp_epochs=1, hard_start_epoch=0, prefetch=False)
+    trainer = _trainer(family, config)
+    picked = [(i, 0) for i in range(4)]
+    stages = [Stage.EASY, Stage.MEDIUM, Stage.HARD, Stage.MEDIUM]
+    batch = trainer.render_batch(Stage.EASY, picked, stages)
+    assert batch["has_attention_target"].tolist() == [False, True, False, True]
+    assert batch["supervised_mask"].any(dim=1).tolist() == [False, True, False, True]
+    loss, info = trainer.compute_loss(batch, None)
+    assert torch.isfinite(loss) and info["attention_kl"] is not None and info["sample_losses"].shape == (4,)
+    result = trainer.train()
+    assert result.steps == 4 and all(np.isfinite(r["lm_loss"]) for r in result.log)
+
+
+def test_default_lora_targets_mean_the_family_targets(tmp_path: Path) -> None:
+    from medcurric.training import DEFAULT_LORA_TARGETS, FAMILY_DEFAULTS
+
+    trainer = _trainer("gemma3", _config(tmp_path / "a", max_steps=1, prefetch=False))
+    assert trainer.config.lora_targets == DEFAULT_LORA_TARGETS
+    peft_config = trainer.accelerator.unwrap_model(trainer.model).peft_config["default"]
+    assert peft_config.target_modules == FAMILY_DEFAULTS["gemma3"].lora_targets
+    own = r".*language_model\.layers\.0\.self_attn\.q_proj"
+    trainer = _trainer("gemma3", _config(tmp_path / "b", max_steps=1, prefetch=False, lora_targets=own))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    assert model.peft_config["default"].target_modules == own
+    assert {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n} == {
+        "base_model.model.model.language_model.layers.0.self_attn.q_proj"}
