@@ -1,4 +1,10 @@
-"""Reference trainer: VIP-LLaVA + LoRA through the Easy -> Medium (-> Hard) curriculum.
+"""Reference trainer: a vision-language model + LoRA through the Easy -> Medium (-> Hard) curriculum.
+
+``--model`` takes a checkpoint of any supported family (:data:`medcurric.training.FAMILY_DEFAULTS`):
+LLaVA, VIP-LLaVA (the default, ``llava-hf/vip-llava-7b-hf``), LLaVA-OneVision, Qwen2.5-VL,
+Qwen3-VL and Gemma 3 (MedGemma); the model and processor classes come from the
+checkpoint's ``config.model_type`` through transformers' Auto classes, and LoRA goes
+on the family's language-model projections unless ``--lora-targets`` says otherwise.
 
 The loop is :class:`medcurric.training.CurriculumTrainer`: the scheduler switches
 stages on a loss plateau (``--policy global``, the paper's rule) or draws a stage per
@@ -13,12 +19,25 @@ and FSDP::
     # the bundled sample with a tiny random model, on CPU, in seconds
     python examples/train_vip_llava.py --tiny --out runs/tiny
 
+    # the same with a tiny model of another family (its real processor class, offline)
+    python examples/train_vip_llava.py --tiny --family qwen2_5_vl --out runs/tiny-qwen
+
     # a real checkpoint on one GPU
     python examples/train_vip_llava.py --model llava-hf/vip-llava-7b-hf \\
         --samples samples.jsonl --images /data/deeplesion/Images_png --bf16 \\
         --gradient-checkpointing --batch-size 4 --grad-accum 4 --out runs/vip7b
 
-    # 8 GPUs, DDP or FSDP (an accelerate config file)
+    # Qwen2.5-VL
+    python examples/train_vip_llava.py --model Qwen/Qwen2.5-VL-7B-Instruct \\
+        --samples samples.jsonl --images /data/deeplesion/Images_png --bf16 \\
+        --gradient-checkpointing --batch-size 4 --grad-accum 4 --out runs/qwen25vl-7b
+
+    # MedGemma (Gemma 3)
+    python examples/train_vip_llava.py --model google/medgemma-4b-it \\
+        --samples samples.jsonl --images /data/deeplesion/Images_png --bf16 \\
+        --gradient-checkpointing --batch-size 4 --grad-accum 4 --out runs/medgemma-4b
+
+    # 8 GPUs, DDP or FSDP (an accelerate config file; wrap classes per family in FAMILY_DEFAULTS)
     accelerate launch --num_processes 8 examples/train_vip_llava.py ...
     accelerate launch --config_file fsdp.yaml examples/train_vip_llava.py ...
 
@@ -46,16 +65,20 @@ from typing import Any
 
 import torch
 
-from medcurric.testing import bundled_sample
-from medcurric.training import DEFAULT_LORA_TARGETS, CurriculumTrainer, TrainConfig
+from medcurric.testing import VLM_FAMILIES, bundled_sample
+from medcurric.training import DEFAULT_LORA_TARGETS, CurriculumTrainer, TrainConfig, family_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options (each maps onto a :class:`TrainConfig` field)."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     src = p.add_argument_group("model and data")
-    src.add_argument("--model", default="llava-hf/vip-llava-7b-hf", help="Llava/VipLlava checkpoint (name or path)")
+    src.add_argument("--model", default="llava-hf/vip-llava-7b-hf",
+                     help="checkpoint (name or path) of a supported family: LLaVA, VIP-LLaVA, LLaVA-OneVision, "
+                          "Qwen2.5-VL, Qwen3-VL, Gemma 3 / MedGemma")
     src.add_argument("--tiny", action="store_true", help="tiny random model + the bundled sample, offline, CPU")
+    src.add_argument("--family", default="vip_llava", choices=VLM_FAMILIES,
+                     help="--tiny: the family of the tiny model and its processor (default vip_llava)")
     src.add_argument("--samples", type=Path, default=None, help="CoT samples JSONL (medcurric generate)")
     src.add_argument("--images", type=Path, default=None, help="folder the samples' image paths are relative to")
     src.add_argument("--window", type=float, nargs=2, default=(-160.0, 240.0), metavar=("LOW", "HIGH"),
@@ -106,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--lora-r", type=int, default=None, help="0 trains every parameter")
     lora.add_argument("--lora-alpha", type=int, default=32)
     lora.add_argument("--lora-dropout", type=float, default=0.05)
-    lora.add_argument("--lora-targets", default=DEFAULT_LORA_TARGETS)
+    lora.add_argument("--lora-targets", default=DEFAULT_LORA_TARGETS,
+                      help="regex of the modules that get adapters (default: the family's language-model "
+                           "attention and MLP projections, FAMILY_DEFAULTS)")
     ck = p.add_argument_group("checkpoints and logs")
     ck.add_argument("--save-every", type=int, default=0, help="optimizer steps between checkpoints (0: at the end)")
     ck.add_argument("--keep-checkpoints", type=int, default=0)
@@ -170,9 +195,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def load_model(name: str, *, bf16: bool) -> tuple[Any, Any]:
-    """Load a Llava/VipLlava checkpoint and its processor (fast tokenizer)."""
+    """Load a checkpoint of a supported family and its processor (fast tokenizer).
+
+    The family is read from the checkpoint's ``config.model_type`` before any weights
+    are loaded (an unsupported one raises ``UnsupportedModelError`` naming the supported
+    families); ``AutoModelForImageTextToText`` and ``AutoProcessor`` pick the classes.
+    """
     import transformers
 
+    family_defaults(transformers.AutoConfig.from_pretrained(name))
     dtype = torch.bfloat16 if bf16 else torch.float32
     model = transformers.AutoModelForImageTextToText.from_pretrained(name, dtype=dtype, attn_implementation="sdpa")
     processor = transformers.AutoProcessor.from_pretrained(name, use_fast=True)
@@ -181,16 +212,18 @@ def load_model(name: str, *, bf16: bool) -> tuple[Any, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the trainer; return the summary that is printed as JSON."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.family != "vip_llava" and not args.tiny:
+        parser.error("--family picks the --tiny model; a --model checkpoint's family comes from its config")
     config = config_from_args(args)
     torch.manual_seed(config.seed)
     images = None
     if args.tiny:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from medcurric.testing.tiny import build_tiny_vlm
+        from medcurric.testing import build_family_vlm
 
-        vlm = build_tiny_vlm(seed=config.seed)
-        model, processor = vlm.model, vlm.processor
+        model, processor = build_family_vlm(args.family, seed=config.seed)
     else:
         model, processor = load_model(args.model, bf16=config.bf16)
     if args.samples is not None:

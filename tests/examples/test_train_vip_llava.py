@@ -439,3 +439,73 @@ def test_ddp_two_cpu_ranks_per_domain_resume_exactly(samples_file, small_samples
     for domain, emas in da["domains"].items():
         assert db["domains"][domain] == pytest.approx(emas, rel=1e-6)
     assert [r["lm_loss"] for r in sa["log"]] == pytest.approx([r["lm_loss"] for r in sb["log"]], rel=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3"])
+def test_tiny_family_runs_the_curriculum_and_resumes(script, samples_file, tmp_path, family) -> None:
+    """``--tiny --family``: the tiny model of another family and its real processor class train and resume."""
+    torch.set_num_threads(1)
+    args = ["--family", family, "--stages", "easy,medium,hard", "--min-delta", "1", "--no-prefetch"]
+    out = _run(script, samples_file, tmp_path / "a", *args, "--max-steps", "10")
+    assert type(out["trainer"].accelerator.unwrap_model(out["trainer"].model).get_base_model()).__name__ == {
+        "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+        "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+        "qwen3_vl": "Qwen3VLForConditionalGeneration",
+        "gemma3": "Gemma3ForConditionalGeneration",
+    }[family]
+    result = out["result"]
+    # check every 2 steps, patience 1, no check improves: 4 steps a stage
+    assert [r["stage"] for r in result.log] == ["easy"] * 4 + ["medium"] * 4 + ["hard"] * 2
+    assert all((r["attention_kl"] is not None) == (r["stage"] == "medium") for r in result.log)
+    _run(script, samples_file, tmp_path / "b", *args, "--max-steps", "6")
+    again = _run(script, samples_file, tmp_path / "b", *args, "--max-steps", "10", "--resume", "latest")
+    assert [r["lm_loss"] for r in again["result"].log] == [r["lm_loss"] for r in result.log]
+    pa, pb = _trainable(out["trainer"]), _trainable(again["trainer"])
+    assert pa and all(torch.equal(pb[n], pa[n]) for n in pa)
+    assert (tmp_path / "a" / "final" / "adapter_config.json").is_file()
+
+
+def test_family_is_only_for_the_tiny_model(script) -> None:
+    with pytest.raises(SystemExit):
+        script.main(["--family", "gemma3", "--samples", "x.jsonl"])
+
+
+def test_model_loads_a_gemma3_checkpoint_through_the_auto_classes(script, samples_file, tmp_path) -> None:
+    """``--model <folder>``: a saved tiny Gemma 3 (the MedGemma family) is loaded by its model_type and trains."""
+    from medcurric.testing import build_family_vlm
+
+    model, processor = build_family_vlm("gemma3", seed=0)
+    ckpt = tmp_path / "tiny-gemma3"
+    model.save_pretrained(ckpt)
+    processor.save_pretrained(ckpt)
+    argv = [a for a in ARGS if a != "--tiny"]
+    out = script.main([*argv, "--model", str(ckpt), "--samples", str(samples_file / "samples.jsonl"),
+                       "--images", str(samples_file), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                       "--no-prefetch"])
+    trainer = out["trainer"]
+    assert trainer.family.family == "gemma3" and type(trainer.processor).__name__ == "Gemma3Processor"
+    assert out["result"].steps == 2
+    adapted = {n for n, _ in trainer.accelerator.unwrap_model(trainer.model).named_parameters() if "lora_A" in n}
+    assert adapted and all(".language_model.layers." in n for n in adapted)
+
+
+def test_model_of_an_unsupported_family_is_refused_before_loading_weights(script, tmp_path) -> None:
+    import transformers
+
+    from medcurric.errors import UnsupportedModelError
+
+    transformers.Qwen2VLConfig().save_pretrained(tmp_path / "qwen2vl")  # a config only: no weights to load
+    with pytest.raises(UnsupportedModelError, match=r"Gemma3ForConditionalGeneration \(gemma3\).*model_type 'qwen2_vl'"):
+        script.load_model(str(tmp_path / "qwen2vl"), bf16=False)
+
+
+def test_auto_classes_map_each_supported_model_type_to_its_class() -> None:
+    """``load_model`` relies on AutoModelForImageTextToText picking the family's class from model_type."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as names,
+    )
+
+    from medcurric.training import FAMILY_DEFAULTS
+
+    for d in FAMILY_DEFAULTS.values():
+        assert names[d.model_type] == d.model_class

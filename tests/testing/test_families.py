@@ -41,3 +41,26 @@ def test_family_is_deterministic_per_seed() -> None:
 def test_unknown_family_is_refused() -> None:
     with pytest.raises(InvalidOptionError, match="qwen2_5_vl"):
         build_tiny_family("blip")
+
+
+@pytest.mark.parametrize("name", ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3"])
+def test_family_vlm_fits_its_processor(name: str) -> None:
+    """The processor's output (placeholders expanded, pixels cut) runs through the model as is."""
+    import numpy as np
+
+    from medcurric.testing import build_family_vlm
+
+    model, processor = build_family_vlm(name, seed=0)
+    assert model.config.image_token_id == processor.tokenizer.image_token_id
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)
+    image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is the liver normal?"}]}],
+        add_generation_prompt=True,
+    )
+    enc = processor(images=[[image]], text=[text], return_tensors="pt")
+    with torch.no_grad():
+        out = model(**enc)
+    assert out.logits.shape[:2] == enc["input_ids"].shape and torch.isfinite(out.logits).all()
+    with pytest.raises(InvalidOptionError, match="vip_llava"):
+        build_family_vlm("qwen2_vl")

@@ -8,6 +8,8 @@
   (LLaVA, LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, Gemma 3) with a batch of inputs.
 * :func:`build_family_processor`: tiny processors of the other model families
   (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, LLaVA-OneVision), built offline.
+* :func:`build_family_vlm`: a tiny model of each family made for that processor
+  (what the trainer and the reference example run on offline).
 * :func:`build_tiny_vlm` and friends: tiny random-initialised vision-language models
   and tokenizers built offline, for tests, demos and smoke runs.
 
@@ -29,11 +31,13 @@ _EXPORTS: dict[str, str] = {
     "Phantom": "medcurric.testing.phantom",
     "TINY_CORPUS": "medcurric.testing.tiny",
     "TinyVLM": "medcurric.testing.tiny",
+    "VLM_FAMILIES": "medcurric.testing.families",
     "build_tiny_processor": "medcurric.testing.tiny",
     "build_tiny_tokenizer": "medcurric.testing.tiny",
     "build_tiny_vlm": "medcurric.testing.tiny",
     "build_tiny_family": "medcurric.testing.families",
     "build_family_processor": "medcurric.testing.processors",
+    "build_family_vlm": "medcurric.testing.families",
     "build_family_tokenizer": "medcurric.testing.processors",
     "bundled_sample": "medcurric.testing.sample",
     "make_phantom": "medcurric.testing.phantom",
@@ -47,7 +51,12 @@ __getattr__, __dir__ = lazy_exports("medcurric.testing", _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medcurric.testing.families import FAMILIES, build_tiny_family
+    from medcurric.testing.families import (
+        FAMILIES,
+        VLM_FAMILIES,
+        build_family_vlm,
+        build_tiny_family,
+    )
     from medcurric.testing.phantom import ExpectedHost, Phantom, make_phantom, phantom_dataset
     from medcurric.testing.processors import (
         PROCESSOR_FAMILIES,

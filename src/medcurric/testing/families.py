@@ -23,7 +23,7 @@ from typing import Any
 from medcurric._optional import require
 from medcurric.errors import InvalidOptionError
 
-__all__ = ["FAMILIES", "build_tiny_family"]
+__all__ = ["FAMILIES", "VLM_FAMILIES", "build_family_vlm", "build_tiny_family"]
 
 #: Family names accepted by :func:`build_tiny_family`.
 FAMILIES: tuple[str, ...] = ("llava", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3")
@@ -294,3 +294,133 @@ def build_tiny_family(name: str, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     model, inputs = builder(transformers, torch)
     model.set_attn_implementation("sdpa")
     return model.eval(), inputs
+
+
+#: Family names accepted by :func:`build_family_vlm`: VIP-LLaVA and :data:`FAMILIES`.
+VLM_FAMILIES: tuple[str, ...] = ("vip_llava", *FAMILIES)
+
+
+def _vlm_config(transformers: Any, family: str, tokenizer: Any) -> Any:
+    """The config of a tiny ``family`` model that fits ``build_family_processor(family)``.
+
+    Vocabulary, special token ids and vision tower (patch size, merge, pooling) match the processor.
+    """
+    ids = tokenizer.convert_tokens_to_ids
+    text = _text(
+        vocab_size=len(tokenizer),
+        num_hidden_layers=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if family in ("qwen2_5_vl", "qwen3_vl"):
+        qwen3 = family == "qwen3_vl"
+        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+        vision: dict[str, Any] = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_heads": 2,
+            "patch_size": 16 if qwen3 else 14,  # the processor's patches, merged 2 x 2 into one token
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": HIDDEN,
+        }
+        if qwen3:
+            rope["mrope_interleaved"] = True
+            text["head_dim"] = 16
+            vision.update(num_position_embeddings=64, deepstack_visual_indexes=[1])
+        else:
+            vision.update(window_size=56, fullatt_block_indexes=[1])
+        cls = transformers.Qwen3VLConfig if qwen3 else transformers.Qwen2_5_VLConfig
+        return cls(
+            text_config={**text, "rope_parameters": rope},
+            vision_config=vision,
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
+        )
+    if family == "gemma3":
+        # 64 px input, 8 px patches (8 x 8) average-pooled 2 x 2 into the processor's 16 tokens.
+        return transformers.Gemma3Config(
+            text_config={
+                **text,
+                "model_type": "gemma3_text",
+                "head_dim": 16,
+                "query_pre_attn_scalar": 16,
+                "sliding_window": 64,
+                "layer_types": ["sliding_attention", "full_attention"],
+            },
+            vision_config=_siglip(model_type="siglip_vision_model", image_size=64, patch_size=8),
+            mm_tokens_per_image=16,
+            image_token_id=ids("<image_soft_token>"),
+            boi_token_id=ids("<start_of_image>"),
+            eoi_token_id=ids("<end_of_image>"),
+        )
+    # LLaVA-OneVision: 28 px views of 14 px patches (2 x 2 tokens each), the processor's pinpoints.
+    return transformers.LlavaOnevisionConfig(
+        text_config={**text, "model_type": "qwen2"},
+        vision_config=_siglip(model_type="siglip_vision_model", image_size=28, patch_size=14),
+        image_token_id=ids("<image>"),
+        video_token_id=ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        image_grid_pinpoints=[[28, 28], [28, 56], [56, 28], [56, 56]],
+    )
+
+
+def build_family_vlm(family: str, seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random-initialised model of ``family`` with its offline processor, made for each other.
+
+    Unlike :func:`build_tiny_family` (a model with ready-made tensors), the model's
+    vocabulary, special token ids and vision tower fit the processor of
+    :func:`~medcurric.testing.processors.build_family_processor`, so rendered samples
+    go through the processor and the collator into the model: what the trainer and
+    the examples run on where no checkpoint can be downloaded. ``"vip_llava"`` and
+    ``"llava"`` are :func:`~medcurric.testing.tiny.build_tiny_vlm` (48 px, 6 x 6 tokens).
+
+    Args:
+        family: One of :data:`VLM_FAMILIES`.
+        seed: Seed of the weight initialisation.
+
+    Returns:
+        ``(model, processor)``: the model in eval mode with SDPA attention.
+
+    Raises:
+        InvalidOptionError: When ``family`` is not one of :data:`VLM_FAMILIES`.
+
+    Examples:
+        >>> model, processor = build_family_vlm("gemma3", seed=0)
+        >>> type(model).__name__, type(processor).__name__
+        ('Gemma3ForConditionalGeneration', 'Gemma3Processor')
+    """
+    if family not in VLM_FAMILIES:
+        raise InvalidOptionError(f"Expected a family name in {', '.join(VLM_FAMILIES)}, but got {family!r}.")
+    if family in ("vip_llava", "llava"):
+        from medcurric.testing.tiny import build_tiny_vlm
+
+        vlm = build_tiny_vlm(family, seed=seed)
+        return vlm.model, vlm.processor
+    torch = require("torch", feature="build_family_vlm")
+    transformers = require("transformers", feature="build_family_vlm")
+    from medcurric.testing.processors import build_family_processor
+
+    processor = build_family_processor(family)
+    tokenizer = processor.tokenizer
+    config = _vlm_config(transformers, family, tokenizer)
+    cls = {
+        "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration,
+        "qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
+        "gemma3": transformers.Gemma3ForConditionalGeneration,
+        "llava_onevision": transformers.LlavaOnevisionForConditionalGeneration,
+    }[family]
+    torch.manual_seed(seed)
+    model = cls(config)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.set_attn_implementation("sdpa")
+    return model.eval(), processor

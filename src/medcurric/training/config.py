@@ -23,6 +23,8 @@ from medcurric.overlay import StylePreset
 __all__ = ["DEFAULT_LORA_TARGETS", "TrainConfig", "TrainResult"]
 
 #: LoRA targets: the language model's attention and MLP projections (not the vision tower).
+#: Left at this default, :class:`CurriculumTrainer` uses the model family's own targets
+#: (:attr:`medcurric.training.FamilyDefaults.lora_targets`, the same modules, matched strictly).
 DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
 
@@ -54,7 +56,9 @@ class TrainConfig(JsonRecord):
         lora_r: LoRA rank (``0``: train every parameter, no peft).
         lora_alpha: LoRA alpha.
         lora_dropout: LoRA dropout.
-        lora_targets: Regular expression of the module names that get adapters.
+        lora_targets: Regular expression of the module names that get adapters; the default
+            (:data:`DEFAULT_LORA_TARGETS`) means the model family's language-model attention and
+            MLP projections (:data:`~medcurric.training.FAMILY_DEFAULTS`).
         bf16: bf16 mixed precision (and bf16 weights for checkpoints loaded by name).
         gradient_checkpointing: Non-reentrant gradient checkpointing of the model.
         save_every: Optimizer steps between checkpoints (``0``: only at the end).

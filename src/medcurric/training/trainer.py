@@ -69,14 +69,20 @@ import torch
 from medcurric._optional import require
 from medcurric.cot.records import CoTSample
 from medcurric.curriculum import CurriculumCollator, CurriculumScheduler, Policy, Stage, render
-from medcurric.errors import DataFormatError, InvalidOptionError, MissingFileError
+from medcurric.errors import (
+    DataFormatError,
+    InvalidOptionError,
+    MissingFileError,
+    UnsupportedModelError,
+)
 from medcurric.training.checkpoints import (
     STATE_FILE,
     STATE_VERSION,
     checkpoint_step,
     latest_checkpoint,
 )
-from medcurric.training.config import TrainConfig, TrainResult
+from medcurric.training.config import DEFAULT_LORA_TARGETS, TrainConfig, TrainResult
+from medcurric.training.families import family_defaults
 from medcurric.training.order import next_batch, stage_pools
 
 __all__ = ["CurriculumTrainer", "apply_lora", "enable_checkpointing", "sample_domain"]
@@ -189,14 +195,24 @@ def _stable_int(*parts: object) -> int:
 
 
 class CurriculumTrainer:
-    """Train a LLaVA / VIP-LLaVA model through the curriculum (see the module docstring).
+    """Train a vision-language model through the curriculum (see the module docstring).
+
+    Supported families (:data:`~medcurric.training.FAMILY_DEFAULTS`): LLaVA, VIP-LLaVA,
+    LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL and Gemma 3 (MedGemma). Each batch carries the
+    family's own model inputs (Qwen's ``image_grid_thw`` and ``mm_token_type_ids``, Gemma 3's
+    ``token_type_ids``, LLaVA-OneVision's ``image_sizes``); Medium targets follow the
+    family's image-token layout (a fixed patch grid for LLaVA / VIP-LLaVA, an
+    :class:`~medcurric.geometry.ImageTokenLayout` per image for the others). With the
+    default ``config.lora_targets`` the adapters go on the family's language-model
+    projections (:attr:`~medcurric.training.FamilyDefaults.lora_targets`).
 
     Args:
         config: The :class:`TrainConfig`.
         samples: Training samples (accepted :class:`~medcurric.cot.records.CoTSample`).
         model: The model (a peft model, or a bare model that gets LoRA adapters when
             ``config.lora_r > 0``).
-        processor: Its processor (``LlavaProcessor``-style, fast tokenizer).
+        processor: Its processor (fast tokenizer): ``LlavaProcessor``, ``Qwen2_5_VLProcessor``,
+            ``Qwen3VLProcessor``, ``Gemma3Processor`` or ``LlavaOnevisionProcessor``.
         images: Optional ``sample.image -> image`` (PIL or numpy) used instead of files.
         image_root: Folder the samples' image paths are relative to, read with
             :func:`medcurric.io.load_rgb` (16-bit PNGs are DeepLesion slices, HU = value - 32768).
@@ -209,6 +225,8 @@ class CurriculumTrainer:
 
     Raises:
         DataFormatError: When there are no samples.
+        UnsupportedModelError: When the model is not of a supported family, or the
+            processor is not the model's (another image-token layout).
     """
 
     def __init__(
@@ -244,18 +262,33 @@ class CurriculumTrainer:
         self.overlay = overlay
         self.on_log = on_log
         self.processor = processor
-        from medcurric.geometry import Preprocess
-
-        self.preprocess = Preprocess.from_processor(processor)
+        #: The model's :class:`~medcurric.training.FamilyDefaults` (LoRA targets, FSDP classes, layout).
+        self.family = family_defaults(model)
         self.collator = CurriculumCollator(
             processor,
-            preprocess=self.preprocess,
             supervise=config.supervise,
             smoothing=config.target_smoothing,
         )
-        if self.collator.grid is None:
-            raise DataFormatError("Could not read the patch grid from the processor (patch_size, crop_size).")
-        self.grid: tuple[int, int] = (int(self.collator.grid[0]), int(self.collator.grid[1]))
+        if self.collator.family != self.family.layout:
+            raise UnsupportedModelError(
+                f"The model is {self.family.model_class} ({self.family.family}: "
+                f"{self.family.layout or 'fixed patch grid'} image tokens), but the processor "
+                f"{type(processor).__name__} lays images out as "
+                f"{self.collator.family or 'a fixed patch grid'}; pass the model's own processor "
+                "(AutoProcessor.from_pretrained of the same checkpoint)."
+            )
+        #: The image preprocessing of a fixed-grid family (LLaVA, VIP-LLaVA); ``None`` for the others.
+        self.preprocess: Any = None
+        #: ``(rows, cols)`` of a fixed-grid family's patch grid; ``None`` where the layout varies per image.
+        self.grid: tuple[int, int] | None = None
+        if self.family.layout is None:
+            from medcurric.geometry import Preprocess
+
+            self.preprocess = Preprocess.from_processor(processor)
+            self.collator.preprocess = self.preprocess
+            if self.collator.grid is None:
+                raise DataFormatError("Could not read the patch grid from the processor (patch_size, crop_size).")
+            self.grid = (int(self.collator.grid[0]), int(self.collator.grid[1]))
         self.scheduler = CurriculumScheduler(
             stages=config.stages,
             patience=config.patience,
@@ -302,11 +335,13 @@ class CurriculumTrainer:
         is_peft = hasattr(model, "peft_config")
         if cfg.lora_r > 0 and not is_peft:
             peft = require("peft", feature="CurriculumTrainer (LoRA)")
+            # The default targets mean the family's own (language-model projections only).
+            targets = self.family.lora_targets if cfg.lora_targets == DEFAULT_LORA_TARGETS else cfg.lora_targets
             lora = peft.LoraConfig(
                 r=cfg.lora_r,
                 lora_alpha=cfg.lora_alpha,
                 lora_dropout=cfg.lora_dropout,
-                target_modules=cfg.lora_targets,
+                target_modules=targets,
             )
             torch.manual_seed(cfg.seed)
             model = apply_lora(model, lora)
@@ -378,11 +413,23 @@ class CurriculumTrainer:
                     rng=_stable_int(self.config.seed, sample.id, epoch),
                     image_root=self.image_root,
                     image=self._image(sample),
-                    grid=self.grid,
                     smoothing=self.collator.smoothing,
+                    **self._render_options(),
                 )
             )
         return self.collator(features)
+
+    def _render_options(self) -> dict[str, Any]:
+        """:func:`render` options of the family: the patch grid, or the processor's chat prompt."""
+        if self.grid is not None:
+            return {"grid": self.grid}
+        return dict(self.collator.render_options)
+
+    def _model_inputs(self, batch: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The batch's model inputs (the family's extras included), pixels in the model's dtype."""
+        inputs = {k: v for k, v in CurriculumCollator.model_inputs(batch).items() if k != "labels"}
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        return inputs
 
     def _image(self, sample: CoTSample) -> Any:
         """The sample's image: from ``images``, or read under ``image_root`` (through its window)."""
@@ -411,11 +458,7 @@ class CurriculumTrainer:
         batch = {k: v.to(device) for k, v in batch.items()}
         inner = self.accelerator.unwrap_model(self.model)
         dtype = next(p.dtype for p in inner.parameters() if p.is_floating_point())
-        inputs = {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "pixel_values": batch["pixel_values"].to(dtype),
-        }
+        inputs = self._model_inputs(batch, dtype)
         supervised = batch["supervised_mask"]
         # stage None: each sample has its own stage (per-domain); Medium ones carry targets
         want_kl = stage in (Stage.MEDIUM, None) and cfg.attention_weight > 0 and bool(supervised.any())
@@ -656,21 +699,25 @@ class CurriculumTrainer:
         averaged over layers, heads and supervised tokens, normalised to sum 1.
 
         Returns:
-            ``[N, P]`` float array (``P`` image tokens).
+            ``[N, P]`` float array (``P`` image tokens, in sequence order). Where the number
+            of image tokens depends on the image (Qwen, LLaVA-OneVision), rows of images
+            with fewer tokens end in zeros.
         """
         from medcurric.attention import AttentionCapture
 
         index = {s.id: i for i, s in enumerate(self.samples)}
         inner = self.accelerator.unwrap_model(self.model)
+        dtype = next(p.dtype for p in inner.parameters() if p.is_floating_point())
+        device = next(inner.parameters()).device
         layers = list(self.config.attention_layers)
         maps = []
         was_training = inner.training
         inner.eval()
         try:
             for s in samples:
-                batch = self.render_batch(Stage.MEDIUM, [(index[s.id], 0)])
+                batch = {k: v.to(device) for k, v in self.render_batch(Stage.MEDIUM, [(index[s.id], 0)]).items()}
                 with torch.no_grad(), AttentionCapture(inner, layers=layers, query_mask=batch["supervised_mask"]) as cap:
-                    inner(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")})
+                    inner(**self._model_inputs(batch, dtype))
                     rows = torch.stack([cap.attentions[layer] for layer in layers])  # [K, B, H, Q, P]
                     if cap.query_mask is None:
                         raise DataFormatError(f"Sample {s.id!r} has no supervised tokens in its Medium rendering.")
@@ -678,7 +725,12 @@ class CurriculumTrainer:
                 maps.append((att / att.sum()).float().cpu().numpy())
         finally:
             inner.train(was_training)
-        return np.stack(maps) if maps else np.zeros((0, 0), dtype=np.float32)
+        if not maps:
+            return np.zeros((0, 0), dtype=np.float32)
+        out = np.zeros((len(maps), max(m.size for m in maps)), dtype=maps[0].dtype)
+        for row, m in zip(out, maps, strict=True):
+            row[: m.size] = m
+        return out
 
     def answer(self, samples: Sequence[CoTSample], *, max_new_tokens: int = 12) -> dict[str, str]:
         """Greedy answers of the model to the samples' Hard prompts (image and question only).
@@ -687,14 +739,20 @@ class CurriculumTrainer:
             ``{sample id: reply}`` with the ``Answer:`` label removed.
         """
         inner = self.accelerator.unwrap_model(self.model)
+        dtype = next(p.dtype for p in inner.parameters() if p.is_floating_point())
+        device = next(inner.parameters()).device
         tokenizer = self.processor.tokenizer
         out: dict[str, str] = {}
         was_training = inner.training
         inner.eval()
         try:
             for s in samples:
-                r = render(s, Stage.HARD, image=self._image(s))
-                enc = self.processor(images=[r.image], text=[r.prompt], return_tensors="pt")
+                r = render(s, Stage.HARD, image=self._image(s), **self._render_options())
+                # one image per sample: nested for the families that take several (Gemma 3)
+                images = [r.image] if self.collator.family is None else [[r.image]]
+                enc = self.processor(images=images, text=[r.prompt], return_tensors="pt")
+                enc = {k: v.to(device) for k, v in enc.items()}
+                enc["pixel_values"] = enc["pixel_values"].to(dtype)
                 with torch.no_grad():
                     ids = inner.generate(
                         **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
