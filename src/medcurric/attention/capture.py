@@ -101,11 +101,6 @@ def _decoder_layers(model: nn.Module) -> Any:
     return None
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[b, index[b, i]]`` for ``x`` ``[B, L, D]`` and ``index`` ``[B, N]`` -> ``[B, N, D]``."""
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
@@ -444,14 +439,11 @@ class AttentionCapture:
                 f"Decoder layers {missing} did not run their attention during the forward pass; "
                 "AttentionCapture cannot capture them."
             )
-        attentions = {}
         with torch.set_grad_enabled(self._grad_enabled):
             for key in self.layers:
-                parts = stash.pop(key)
-                self._check_gradient(key, parts["k"])
-                attentions[key] = _attention_rows(self._modules[key], parts, positions, self.dtype)
-                del parts
-        self.attentions = attentions
+                self._check_gradient(key, stash[key]["k"])
+            rows = _attention_rows([(self._modules[key], stash.pop(key)) for key in self.layers], positions, self.dtype)
+        self.attentions = dict(zip(self.layers, rows, strict=True))
 
     def _check_gradient(self, key: int, keys: torch.Tensor) -> None:
         if self._warned or not self._grad_enabled or keys.requires_grad:
@@ -469,20 +461,27 @@ class AttentionCapture:
 
 
 class _MaskedSoftmax(torch.autograd.Function):
-    """Softmax over the allowed keys, rows without an allowed key set to 0; saves only its output."""
+    """Softmax of ``scores * scale`` over the allowed keys, rows without an allowed key set to 0.
+
+    The scaling is done in the scores' dtype and the softmax in fp32, as eager attention
+    does; only the output is saved for backward.
+    """
 
     @staticmethod
-    def forward(scores: torch.Tensor, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
-        x = scores.float().masked_fill(~allowed, torch.finfo(torch.float32).min)
+    def forward(  # type: ignore[override]
+        scores: torch.Tensor, scale: float, allowed: torch.Tensor, row_ok: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
+        x = (scores * scale).float().masked_fill_(~allowed, torch.finfo(torch.float32).min)
         probs = torch.softmax(x, dim=-1)
         del x
-        probs.mul_(allowed.any(-1, keepdim=True))
+        probs.mul_(row_ok)
         return probs.to(dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         ctx.save_for_backward(output)
         ctx.scores_dtype = inputs[0].dtype
+        ctx.scale = inputs[1]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
@@ -491,52 +490,83 @@ class _MaskedSoftmax(torch.autograd.Function):
         g = grad.float()
         dot = (g * p).sum(-1, keepdim=True)
         g.sub_(dot).mul_(p)
-        return g.to(ctx.scores_dtype), None, None
+        return g.to(ctx.scores_dtype).mul_(ctx.scale), None, None, None, None
+
+
+def _rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` with ``signed_sin = cat(-sin[:half], sin[half:])``."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def _attention_rows(
-    module: nn.Module,
-    parts: dict[str, torch.Tensor],
+    layers: list[tuple[nn.Module, dict[str, torch.Tensor]]],
     positions: _Positions,
     dtype: torch.dtype,
-) -> torch.Tensor:
-    """Softmax over the image keys of ``q_t . k_p * scaling`` for the supervised queries ``t``."""
-    q_out, k_out, cos, sin = parts["q"], parts["k"], parts["cos"], parts["sin"]
-    b, length, _ = q_out.shape
-    if length != positions.seq_len or k_out.shape[1] != length:
-        raise ShapeError(
-            f"The attention input has {length} positions but input_ids had {positions.seq_len}; "
-            "AttentionCapture does not support a KV cache or sequence packing."
-        )
-    head_dim = int(module.head_dim)  # type: ignore[arg-type]
+) -> list[torch.Tensor]:
+    """Softmax over the image keys of ``q_t . k_p * scaling`` for the supervised queries ``t``.
+
+    One ``[B, H, Q, P]`` tensor per ``(attention module, {q, k, cos, sin})`` of ``layers``.
+    Layers that received the same rotary tensors and share window, scaling and head
+    shapes are computed together (one rotary, one matmul, one softmax), which keeps the
+    number of operations, and their fixed cost, nearly independent of how many layers
+    are supervised.
+    """
     qpos, ipos = positions.query, positions.image
-    n_q, n_p = qpos.shape[1], ipos.shape[1]
-    if n_q == 0 or n_p == 0:  # no supervised token (an Easy batch) or no image: nothing to attend
-        heads = q_out.shape[-1] // head_dim
-        return q_out.new_zeros((b, heads, n_q, n_p), dtype=dtype)
-    q = _gather_rows(q_out, qpos).view(b, n_q, -1, head_dim)
-    k = _gather_rows(k_out, ipos).view(b, n_p, -1, head_dim)
-    q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
-    if q_norm is not None and k_norm is not None:
-        q, k = q_norm(q), k_norm(k)
-    cos = cos.expand(b, length, -1)
-    sin = sin.expand(b, length, -1)
-    q = q.transpose(1, 2)  # [B, H, Q, hd]
-    k = k.transpose(1, 2)  # [B, Hkv, P, hd]
-    cq, sq = _gather_rows(cos, qpos)[:, None], _gather_rows(sin, qpos)[:, None]
-    ck, sk = _gather_rows(cos, ipos)[:, None], _gather_rows(sin, ipos)[:, None]
-    q = q * cq.to(q.dtype) + _rotate_half(q) * sq.to(q.dtype)
-    k = k * ck.to(k.dtype) + _rotate_half(k) * sk.to(k.dtype)
-    heads, kv_heads = q.shape[1], k.shape[1]
-    rep = heads // kv_heads
-    # Query head h uses key head h // rep (transformers' repeat_kv), without expanding k.
-    scores = torch.matmul(q.reshape(b, kv_heads, rep * n_q, head_dim), k.transpose(-1, -2))
-    scores = scores.view(b, heads, n_q, n_p) * float(module.scaling)  # type: ignore[arg-type]
-    allowed = (ipos[:, None, :] <= qpos[:, :, None]) & positions.image_valid[:, None, :]
-    window = getattr(module, "sliding_window", None)
-    if window is None and type(module).__name__ == "MistralAttention":
-        window = getattr(getattr(module, "config", None), "sliding_window", None)
-    if window is not None:
-        allowed = allowed & (qpos[:, :, None] - ipos[:, None, :] < int(window))
-    allowed = allowed & positions.query_mask[:, :, None]
-    return _MaskedSoftmax.apply(scores, allowed[:, None], dtype)
+    b, n_q, n_p = qpos.shape[0], qpos.shape[1], ipos.shape[1]
+    out: list[torch.Tensor | None] = [None] * len(layers)
+    groups: dict[tuple[Any, ...], list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+    for i, (module, parts) in enumerate(layers):
+        q_out, k_out = parts["q"], parts["k"]
+        length = q_out.shape[1]
+        if length != positions.seq_len or k_out.shape[1] != length:
+            raise ShapeError(
+                f"The attention input has {length} positions but input_ids had {positions.seq_len}; "
+                "AttentionCapture does not support a KV cache or sequence packing."
+            )
+        head_dim = int(module.head_dim)  # type: ignore[arg-type]
+        if n_q == 0 or n_p == 0:  # no supervised token (an Easy batch) or no image: nothing to attend
+            out[i] = q_out.new_zeros((b, q_out.shape[-1] // head_dim, n_q, n_p), dtype=dtype)
+            continue
+        q = _gather_rows(q_out, qpos).view(b, n_q, -1, head_dim)
+        k = _gather_rows(k_out, ipos).view(b, n_p, -1, head_dim)
+        q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
+        if q_norm is not None and k_norm is not None:
+            q, k = q_norm(q), k_norm(k)
+        window = getattr(module, "sliding_window", None)
+        if window is None and type(module).__name__ == "MistralAttention":
+            window = getattr(getattr(module, "config", None), "sliding_window", None)
+        cos, sin = parts["cos"], parts["sin"]
+        key = (id(cos), id(sin), None if window is None else int(window), float(module.scaling),  # type: ignore[arg-type]
+               q.shape[2], k.shape[2], head_dim, q.dtype, k.dtype)  # fmt: skip
+        groups.setdefault(key, []).append((i, q, k))
+    allowed_base = (ipos[:, None, :] <= qpos[:, :, None]) & positions.image_valid[:, None, :]
+    allowed_base = allowed_base & positions.query_mask[:, :, None]
+    masks: dict[int | None, tuple[torch.Tensor, torch.Tensor]] = {}
+    for (_, _, window, scaling, heads, kv_heads, head_dim, _, _), members in groups.items():
+        first = layers[members[0][0]][1]
+        cos, sin = first["cos"], first["sin"]
+        # Rotary rows of the queries and the image keys, gathered once for the group.
+        both = torch.cat((qpos, ipos), dim=1)
+        cos = _gather_rows(cos.expand(b, -1, -1), both)[:, :, None]  # [B, Q + P, 1, hd]
+        sin = _gather_rows(sin.expand(b, -1, -1), both)[:, :, None]
+        half = head_dim // 2
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        g = len(members)
+        q = torch.stack([m[1] for m in members]) if g > 1 else members[0][1][None]  # [G, B, Q, H, hd]
+        k = torch.stack([m[2] for m in members]) if g > 1 else members[0][2][None]  # [G, B, P, Hkv, hd]
+        q = _rotary(q, cos[:, :n_q].to(q.dtype), sin[:, :n_q].to(q.dtype))
+        k = _rotary(k, cos[:, n_q:].to(k.dtype), sin[:, n_q:].to(k.dtype))
+        rep = heads // kv_heads
+        # Query head h uses key head h // rep (transformers' repeat_kv), without expanding k.
+        q = q.transpose(2, 3).reshape(g, b, kv_heads, rep * n_q, head_dim)
+        scores = torch.matmul(q, k.permute(0, 1, 3, 4, 2)).view(g, b, heads, n_q, n_p)
+        if window not in masks:
+            allowed = allowed_base
+            if window is not None:
+                allowed = allowed & (qpos[:, :, None] - ipos[:, None, :] < window)
+            masks[window] = (allowed[:, None], allowed.any(-1)[:, None, :, None])
+        allowed, row_ok = masks[window]
+        probs = _MaskedSoftmax.apply(scores, scaling, allowed, row_ok, dtype)
+        for (i, _, _), rows in zip(members, probs.unbind(0), strict=True):
+            out[i] = rows
+    return [rows for rows in out if rows is not None]
