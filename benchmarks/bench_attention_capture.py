@@ -25,7 +25,10 @@ Modes, each a full step (forward, loss, backward, AdamW step on the same adapter
 - ``capture``: LM loss + ``attention_kl_loss`` on ``--supervised-layers`` layers,
   attention rows recomputed by :class:`medcurric.attention.AttentionCapture`, SDPA kept;
 - ``eager``: the same loss from ``output_attentions=True`` with eager attention (rows of
-  the supervised tokens, image columns, renormalised).
+  the supervised tokens, image columns, renormalised);
+- ``capture_no_kl`` (only when named in ``--modes``): the capture with ``0 *`` the sum of
+  its rows instead of the KL, so the rows' backward still runs: the capture's own cost
+  without the loss function's.
 
 The modes alternate within each repeat (round robin, after warm-up), so they see the
 same machine load. Per mode: median step time (and quartiles); peak memory
@@ -57,7 +60,8 @@ from medcurric.training import apply_lora
 
 FAMILIES = ("llava", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3")
 SIZES = ("tiny", "7b", "27b")
-MODES = ("sdpa", "capture", "eager")
+MODES = ("sdpa", "capture", "eager", "capture_no_kl")
+DEFAULT_MODES = MODES[:3]
 _LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 # Text tokens around the image in the default sequence (VIP-LLaVA's 744 = 576 + 168).
 _TEXT_TOKENS = {"tiny": 28, "large": 168}
@@ -212,6 +216,8 @@ class Steps:
             kl = [attention_kl_loss(capture.attentions[k], self.target, token_mask=capture.query_mask,
                                     key_mask=capture.key_mask) for k in self.layers]  # fmt: skip
             loss = loss + self.kl_weight * torch.stack(kl).mean()
+        elif mode == "capture_no_kl":
+            loss = loss + 0.0 * torch.stack([self.capture.attentions[k].sum() for k in self.layers]).sum()
         elif mode == "eager":
             rows = eager_rows(out.attentions, self.layers, self.query_mask, self.image_mask)
             kl = [attention_kl_loss(rows[k], self.target, token_mask=self.token_mask) for k in self.layers]
@@ -227,7 +233,7 @@ class Steps:
         cuda = self.device.type == "cuda"
         base = self.model.get_base_model()
         base.set_attn_implementation("eager" if mode == "eager" else "sdpa")
-        if mode == "capture":
+        if mode.startswith("capture"):
             self.capture.set_query_mask(self.query_mask)
             self.capture.__enter__()
         try:
@@ -322,14 +328,14 @@ def run_family(family: str, args: argparse.Namespace, device: torch.device) -> d
     }
     ratios: dict[str, float | None] = {}
     sdpa = results.get("sdpa", {})
-    for mode in ("capture", "eager"):
-        r = results.get(mode, {})
+    for mode in (m for m in MODES[1:] if m in results):
+        r = results[mode]
         ratios[f"{mode}_over_sdpa_time"] = _ratio(r.get("median_s"), sdpa.get("median_s"))
         ratios[f"{mode}_over_sdpa_memory"] = _ratio(r.get("peak_memory_gib"), sdpa.get("peak_memory_gib"))
         ratios[f"{mode}_over_sdpa_saved_activations"] = _ratio(
             r.get("saved_activations_mib"), sdpa.get("saved_activations_mib")
         )
-    t, m = ratios["capture_over_sdpa_time"], ratios["capture_over_sdpa_memory"]
+    t, m = ratios.get("capture_over_sdpa_time"), ratios.get("capture_over_sdpa_memory")
     if tiny:
         targets = {"capture_within_1.10x_sdpa_time": None if t is None else t <= 1.10}
     else:
@@ -383,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="decoder layers to supervise (default: 8 evenly spaced, or 2 tiny)")
     parser.add_argument("--lora-r", type=int, default=None, help="default 16, or 4 tiny")
     parser.add_argument("--kl-weight", type=float, default=0.1)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=MODES)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")

@@ -64,3 +64,14 @@ def test_bench_attention_capture_every_family(capsys: pytest.CaptureFixture[str]
 def test_bench_attention_capture_refuses_a_large_model_on_cpu() -> None:
     with pytest.raises(SystemExit, match="--size 7b is for a GPU"):
         _bench().main(["--device", "cpu", "--size", "7b", "--family", "qwen3_vl"])
+
+
+def test_bench_attention_capture_without_the_kl(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _bench().main(["--tiny", "--quick", "--family", "gemma3", "--modes", "sdpa", "capture_no_kl"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(result))
+    assert set(result["modes"]) == {"sdpa", "capture_no_kl"}
+    assert set(result["ratios"]) == {
+        f"capture_no_kl_over_sdpa_{what}" for what in ("time", "memory", "saved_activations")
+    }
+    assert result["ratios"]["capture_no_kl_over_sdpa_saved_activations"] > 1.0
+    assert result["targets_met"] == {"capture_within_1.10x_sdpa_time": None}  # no capture mode run
