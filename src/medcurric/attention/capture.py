@@ -487,9 +487,9 @@ class _MaskedSoftmax(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (probs,) = ctx.saved_tensors
         p = probs.float()
-        g = grad.float()
-        dot = (g * p).sum(-1, keepdim=True)
-        g.sub_(dot).mul_(p)
+        # p * (g - sum(g * p)), into a new tensor: autograd's grad may be shared or expanded
+        g = grad.float() * p
+        g.addcmul_(p, g.sum(-1, keepdim=True), value=-1.0)
         return g.to(ctx.scores_dtype).mul_(ctx.scale), None, None, None, None
 
 
