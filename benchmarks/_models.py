@@ -199,6 +199,15 @@ def large_model_name(family: str, size: str) -> str:
     return _LARGE[(family, size)][2]
 
 
+def large_config(family: str, size: str) -> tuple[str, Any]:
+    """The transformers class name and the config of the ``(family, size)`` model."""
+    if (family, size) not in _LARGE:
+        sizes = sorted(s for f, s in _LARGE if f == family)
+        raise SystemExit(f"No {size} model for family {family!r}; sizes for it: {', '.join(sizes) or 'none'}.")
+    cls_name, make_config, _ = _LARGE[(family, size)]
+    return cls_name, make_config()
+
+
 def build_large(family: str, size: str, device: torch.device) -> Any:
     """Random-init ``(family, size)`` model of :data:`LARGE_MODELS` on ``device`` in bf16.
 
@@ -207,8 +216,5 @@ def build_large(family: str, size: str, device: torch.device) -> Any:
     """
     import transformers
 
-    if (family, size) not in _LARGE:
-        sizes = sorted(s for f, s in _LARGE if f == family)
-        raise SystemExit(f"No {size} model for family {family!r}; sizes for it: {', '.join(sizes) or 'none'}.")
-    cls_name, make_config, _ = _LARGE[(family, size)]
-    return _instantiate(getattr(transformers, cls_name), make_config(), device)
+    cls_name, config = large_config(family, size)
+    return _instantiate(getattr(transformers, cls_name), config, device)

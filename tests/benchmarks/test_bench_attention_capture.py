@@ -75,3 +75,59 @@ def test_bench_attention_capture_without_the_kl(capsys: pytest.CaptureFixture[st
     }
     assert result["ratios"]["capture_no_kl_over_sdpa_saved_activations"] > 1.0
     assert result["targets_met"] == {"capture_within_1.10x_sdpa_time": None}  # no capture mode run
+
+
+def _narrow(config: Any) -> Any:
+    """A large-model config with one narrow decoder layer and a narrow vision tower, keeping
+    everything that sets the number of image tokens (image size, patch size, merging, pooling)."""
+    text, vision = config.text_config, config.vision_config
+    for name, value in {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+                        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16}.items():  # fmt: skip
+        setattr(text, name, value)
+    if getattr(text, "layer_types", None) is not None:
+        text.layer_types = text.layer_types[-1:]
+    if "mrope_section" in (getattr(text, "rope_parameters", None) or {}):
+        text.rope_parameters["mrope_section"] = [2, 3, 3]  # sums to head_dim / 2
+    narrow = {"hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "num_attention_heads": 2,
+              "depth": 1, "num_hidden_layers": 1, "out_hidden_size": 32,
+              "fullatt_block_indexes": [0], "deepstack_visual_indexes": [0]}  # fmt: skip
+    for name, value in narrow.items():
+        if hasattr(vision, name):
+            setattr(vision, name, value)
+    if type(config).__name__ == "VipLlavaConfig":
+        vision.num_hidden_layers = 12  # VIP-LLaVA concatenates layers -2, -5, -8, -11 and 6
+    return config
+
+
+# Image tokens per image at the resolution the 7B run uses.
+LARGE_IMAGE_TOKENS = {
+    "llava": 576,  # 336 px, 14 px patches
+    "llava_onevision": 729 + 27 * 28,  # base view + one 384 px tile with a newline per row
+    "qwen2_5_vl": 576,  # 672 px, 28 px per merged token
+    "qwen3_vl": 576,  # 768 px, 32 px per merged token
+    "gemma3": 256,  # 896 px pooled to 16 x 16
+}
+
+
+@pytest.mark.parametrize("family", list(LARGE_IMAGE_TOKENS))
+def test_large_batch_is_what_the_model_expects(family: str) -> None:
+    """The 7B run's inputs (real image resolutions) go through each family's model and every
+    mode's step, on a narrowed copy of the 7B config on CPU: the GPU path without the GPU."""
+    import torch
+    import transformers
+
+    bench = _bench()
+    models = importlib.import_module("_models")
+    cls_name, config = models.large_config(family, "7b")
+    torch.manual_seed(0)
+    model = getattr(transformers, cls_name)(_narrow(config))
+    model.set_attn_implementation("sdpa")
+    cpu = torch.device("cpu")
+    inputs, query_mask, target, image_id = bench.make_batch(family, model, 1, None, 8, "large", cpu, torch.float32)
+    assert int((inputs["input_ids"] == image_id).sum()) == LARGE_IMAGE_TOKENS[family]
+    assert inputs["input_ids"].shape[1] == LARGE_IMAGE_TOKENS[family] + 168
+    peft = pytest.importorskip("peft")
+    model = bench.apply_lora(model, peft.LoraConfig(r=2, target_modules=bench._LORA_TARGETS))
+    model.train()
+    steps = bench.Steps(model, inputs, query_mask, target, image_id, [0], 8, 0.1, cpu)
+    assert steps.timed("capture") > 0 and not steps.oom and steps.peak == {}
