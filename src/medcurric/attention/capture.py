@@ -505,17 +505,20 @@ def _attention_rows(
 ) -> list[torch.Tensor]:
     """Softmax over the image keys of ``q_t . k_p * scaling`` for the supervised queries ``t``.
 
-    One ``[B, H, Q, P]`` tensor per ``(attention module, {q, k, cos, sin})`` of ``layers``.
-    Layers that received the same rotary tensors and share window, scaling and head
-    shapes are computed together (one rotary, one matmul, one softmax), which keeps the
-    number of operations, and their fixed cost, nearly independent of how many layers
-    are supervised.
+    One ``[B, H, Q, P]`` tensor per ``(attention module, {q, k, cos, sin})`` of ``layers``,
+    computed layer by layer (so that only one layer's temporaries exist at a time). The
+    rotary rows are gathered once per rotary tensor the layers received, and the masks
+    built once per sliding window, so the fixed cost per layer is small.
     """
     qpos, ipos = positions.query, positions.image
     b, n_q, n_p = qpos.shape[0], qpos.shape[1], ipos.shape[1]
-    out: list[torch.Tensor | None] = [None] * len(layers)
-    groups: dict[tuple[Any, ...], list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
-    for i, (module, parts) in enumerate(layers):
+    allowed_base = (ipos[:, None, :] <= qpos[:, :, None]) & positions.image_valid[:, None, :]
+    allowed_base = allowed_base & positions.query_mask[:, :, None]
+    both = torch.cat((qpos, ipos), dim=1)
+    rotaries: dict[tuple[int, int, torch.dtype], tuple[torch.Tensor, ...]] = {}
+    masks: dict[int | None, tuple[torch.Tensor, torch.Tensor]] = {}
+    out = []
+    for module, parts in layers:
         q_out, k_out = parts["q"], parts["k"]
         length = q_out.shape[1]
         if length != positions.seq_len or k_out.shape[1] != length:
@@ -525,48 +528,37 @@ def _attention_rows(
             )
         head_dim = int(module.head_dim)  # type: ignore[arg-type]
         if n_q == 0 or n_p == 0:  # no supervised token (an Easy batch) or no image: nothing to attend
-            out[i] = q_out.new_zeros((b, q_out.shape[-1] // head_dim, n_q, n_p), dtype=dtype)
+            out.append(q_out.new_zeros((b, q_out.shape[-1] // head_dim, n_q, n_p), dtype=dtype))
             continue
         q = _gather_rows(q_out, qpos).view(b, n_q, -1, head_dim)
         k = _gather_rows(k_out, ipos).view(b, n_p, -1, head_dim)
         q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
         if q_norm is not None and k_norm is not None:
             q, k = q_norm(q), k_norm(k)
+        cos, sin = parts["cos"], parts["sin"]
+        key = (id(cos), id(sin), q.dtype)
+        if key not in rotaries:  # the rows of the queries and the image keys, [B, Q or P, 1, hd]
+            cos = _gather_rows(cos.expand(b, -1, -1), both)[:, :, None].to(q.dtype)
+            sin = _gather_rows(sin.expand(b, -1, -1), both)[:, :, None].to(q.dtype)
+            half = head_dim // 2
+            sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+            rotaries[key] = (cos[:, :n_q], sin[:, :n_q], cos[:, n_q:], sin[:, n_q:])
+        cos_q, sin_q, cos_k, sin_k = rotaries[key]
+        q = _rotary(q, cos_q, sin_q)
+        k = _rotary(k, cos_k.to(k.dtype), sin_k.to(k.dtype))
+        heads, kv_heads = q.shape[2], k.shape[2]
+        # Query head h uses key head h // rep (transformers' repeat_kv), without expanding k.
+        q = q.transpose(1, 2).reshape(b, kv_heads, heads // kv_heads * n_q, head_dim)
+        scores = torch.matmul(q, k.permute(0, 2, 3, 1)).view(b, heads, n_q, n_p)
         window = getattr(module, "sliding_window", None)
         if window is None and type(module).__name__ == "MistralAttention":
             window = getattr(getattr(module, "config", None), "sliding_window", None)
-        cos, sin = parts["cos"], parts["sin"]
-        key = (id(cos), id(sin), None if window is None else int(window), float(module.scaling),  # type: ignore[arg-type]
-               q.shape[2], k.shape[2], head_dim, q.dtype, k.dtype)  # fmt: skip
-        groups.setdefault(key, []).append((i, q, k))
-    allowed_base = (ipos[:, None, :] <= qpos[:, :, None]) & positions.image_valid[:, None, :]
-    allowed_base = allowed_base & positions.query_mask[:, :, None]
-    masks: dict[int | None, tuple[torch.Tensor, torch.Tensor]] = {}
-    for (_, _, window, scaling, heads, kv_heads, head_dim, _, _), members in groups.items():
-        first = layers[members[0][0]][1]
-        cos, sin = first["cos"], first["sin"]
-        # Rotary rows of the queries and the image keys, gathered once for the group.
-        both = torch.cat((qpos, ipos), dim=1)
-        cos = _gather_rows(cos.expand(b, -1, -1), both)[:, :, None]  # [B, Q + P, 1, hd]
-        sin = _gather_rows(sin.expand(b, -1, -1), both)[:, :, None]
-        half = head_dim // 2
-        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-        g = len(members)
-        q = torch.stack([m[1] for m in members]) if g > 1 else members[0][1][None]  # [G, B, Q, H, hd]
-        k = torch.stack([m[2] for m in members]) if g > 1 else members[0][2][None]  # [G, B, P, Hkv, hd]
-        q = _rotary(q, cos[:, :n_q].to(q.dtype), sin[:, :n_q].to(q.dtype))
-        k = _rotary(k, cos[:, n_q:].to(k.dtype), sin[:, n_q:].to(k.dtype))
-        rep = heads // kv_heads
-        # Query head h uses key head h // rep (transformers' repeat_kv), without expanding k.
-        q = q.transpose(2, 3).reshape(g, b, kv_heads, rep * n_q, head_dim)
-        scores = torch.matmul(q, k.permute(0, 1, 3, 4, 2)).view(g, b, heads, n_q, n_p)
+        window = None if window is None else int(window)
         if window not in masks:
             allowed = allowed_base
             if window is not None:
                 allowed = allowed & (qpos[:, :, None] - ipos[:, None, :] < window)
             masks[window] = (allowed[:, None], allowed.any(-1)[:, None, :, None])
         allowed, row_ok = masks[window]
-        probs = _MaskedSoftmax.apply(scores, scaling, allowed, row_ok, dtype)
-        for (i, _, _), rows in zip(members, probs.unbind(0), strict=True):
-            out[i] = rows
-    return [rows for rows in out if rows is not None]
+        out.append(_MaskedSoftmax.apply(scores, float(module.scaling), allowed, row_ok, dtype))  # type: ignore[arg-type]
+    return out
