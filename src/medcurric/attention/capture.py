@@ -442,7 +442,8 @@ class AttentionCapture:
         with torch.set_grad_enabled(self._grad_enabled):
             for key in self.layers:
                 self._check_gradient(key, stash[key]["k"])
-            rows = _attention_rows([(self._modules[key], stash.pop(key)) for key in self.layers], positions, self.dtype)
+            parts = [(self._modules[key], stash.pop(key)) for key in self.layers]
+            rows = _attention_rows(parts, positions, self.dtype)
         self.attentions = dict(zip(self.layers, rows, strict=True))
 
     def _check_gradient(self, key: int, keys: torch.Tensor) -> None:
