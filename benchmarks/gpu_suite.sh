@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #21's prepared GPU run: every figure only a GPU can give, one JSON file each in $OUT.
-# On the device machine:   bash benchmarks/gpu_suite.sh            (about 10 minutes on one H100/H200)
+# On the device machine:   bash benchmarks/gpu_suite.sh            (about 15 minutes on one H100/H200)
 # Smoke run on a CPU:      SMOKE=1 OUT=/tmp/gpu-smoke bash benchmarks/gpu_suite.sh
 # Each step has its own time limit and a failed step does not stop the others; steps.tsv
 # lists every step with its exit status and seconds.
@@ -39,6 +39,7 @@ if [ "$SMOKE" = 1 ]; then
   step kernels 300 python benchmarks/bench_device_kernels.py --device cpu --quick
   step attention_kl 300 python benchmarks/bench_attention_kl.py --device cpu --quick
   step capture 300 python benchmarks/bench_attention_capture.py --tiny --quick
+  step capture_families 300 python benchmarks/bench_attention_capture.py --tiny --quick --family all
   step train_curriculum 300 python benchmarks/bench_train_curriculum.py --tiny --quick
 else
   # the cheap kernels first, so a short lease still gives figures
@@ -48,5 +49,10 @@ else
   step capture_b4 180 python benchmarks/bench_attention_capture.py --batch 4 --quick
   step capture_b8 180 python benchmarks/bench_attention_capture.py --batch 8 --quick
   step train_curriculum 240 python benchmarks/bench_train_curriculum.py --quick --gradient-checkpointing
+  # the other families' 7B-class shapes (Gemma 3: 4B = MedGemma-4B), batch 4, a suite step each so
+  # that a slow build or an out-of-memory in one does not cost the others
+  for family in qwen2_5_vl qwen3_vl gemma3 llava_onevision; do
+    step "capture_$family" 180 python benchmarks/bench_attention_capture.py --family "$family" --batch 4 --quick
+  done
 fi
 echo "results in $OUT"

@@ -371,3 +371,24 @@ def test_batch_without_supervised_tokens_gives_empty_rows() -> None:
         target = torch.full((2, vlm.num_image_tokens), 1.0 / vlm.num_image_tokens)
         loss = attention_kl_loss(rows, target, token_mask=capture.query_mask)
         assert float(loss) == 0.0
+
+
+def test_masked_softmax_backward_matches_autograd_and_leaves_its_gradient_alone() -> None:
+    """The hand-written softmax backward against torch.softmax's, with an expanded incoming
+    gradient (``out.sum().backward()``), which it must not write into."""
+    from medcurric.attention.capture import _MaskedSoftmax
+
+    torch.manual_seed(0)
+    scores = torch.randn(2, 3, 4, 5, requires_grad=True)
+    blocked = torch.zeros(2, 1, 4, 5, dtype=torch.bool)
+    blocked[0, :, :, 3:] = True
+    blocked[1, :, 2] = True  # a row with no visible key: zeros, no gradient
+    allowed, row_ok = ~blocked, ~blocked.all(-1, keepdim=True)
+    _MaskedSoftmax.apply(scores, 0.5, allowed, row_ok, torch.float32).pow(2).sum().backward()
+    ref_scores = scores.detach().clone().requires_grad_(True)
+    ref = torch.softmax((ref_scores * 0.5).masked_fill(blocked, float("-inf")), -1).nan_to_num(0.0)
+    ref.pow(2).sum().backward()
+    torch.testing.assert_close(scores.grad, ref_scores.grad)
+    scores.grad = None
+    _MaskedSoftmax.apply(scores, 0.5, allowed, row_ok, torch.float32).sum().backward()
+    torch.testing.assert_close(scores.grad, torch.zeros_like(scores), atol=1e-6, rtol=0)  # rows sum to 1 or 0

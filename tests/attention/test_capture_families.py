@@ -160,3 +160,20 @@ def test_families_are_listed_and_bidirectional_gemma_is_refused():
     model.config.text_config.use_bidirectional_attention = True  # the last family is gemma3
     with pytest.raises(UnsupportedModelError, match="use_bidirectional_attention"):
         AttentionCapture(model, layers=[0])
+
+
+@pytest.mark.parametrize("left_pad", [False, True], ids=["right-padded", "left-padded"])
+def test_qwen2_5_vl_rows_are_exact_with_mrope_positions(left_pad):
+    """With ``mm_token_type_ids`` (what the processor returns), transformers computes the 3-D
+    M-RoPE positions of ``get_rope_index``; without it Qwen2.5-VL falls back to 1-D positions."""
+    model, inputs = build_tiny_family("qwen2_5_vl", seed=1)
+    inputs = dict(inputs, mm_token_type_ids=(inputs["input_ids"] == model.config.image_token_id).int())
+    if left_pad:
+        inputs = _left_padded(inputs)
+    plain = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).logits, model(**plain).logits)  # M-RoPE engaged
+    _, got, state = _capture(model, inputs, LAYERS, _query_mask(model, inputs))
+    refs = _eager_rows(model, inputs, state, LAYERS)
+    for key in LAYERS:
+        torch.testing.assert_close(got[key], refs[key], rtol=1e-5, atol=2e-6)

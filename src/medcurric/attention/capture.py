@@ -101,11 +101,6 @@ def _decoder_layers(model: nn.Module) -> Any:
     return None
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[b, index[b, i]]`` for ``x`` ``[B, L, D]`` and ``index`` ``[B, N]`` -> ``[B, N, D]``."""
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
@@ -444,14 +439,12 @@ class AttentionCapture:
                 f"Decoder layers {missing} did not run their attention during the forward pass; "
                 "AttentionCapture cannot capture them."
             )
-        attentions = {}
         with torch.set_grad_enabled(self._grad_enabled):
             for key in self.layers:
-                parts = stash.pop(key)
-                self._check_gradient(key, parts["k"])
-                attentions[key] = _attention_rows(self._modules[key], parts, positions, self.dtype)
-                del parts
-        self.attentions = attentions
+                self._check_gradient(key, stash[key]["k"])
+            parts = [(self._modules[key], stash.pop(key)) for key in self.layers]
+            rows = _attention_rows(parts, positions, self.dtype)
+        self.attentions = dict(zip(self.layers, rows, strict=True))
 
     def _check_gradient(self, key: int, keys: torch.Tensor) -> None:
         if self._warned or not self._grad_enabled or keys.requires_grad:
@@ -469,74 +462,104 @@ class AttentionCapture:
 
 
 class _MaskedSoftmax(torch.autograd.Function):
-    """Softmax over the allowed keys, rows without an allowed key set to 0; saves only its output."""
+    """Softmax of ``scores * scale`` over the allowed keys, rows without an allowed key set to 0.
+
+    The scaling is done in the scores' dtype and the softmax in fp32, as eager attention
+    does; only the output is saved for backward.
+    """
 
     @staticmethod
-    def forward(scores: torch.Tensor, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
-        x = scores.float().masked_fill(~allowed, torch.finfo(torch.float32).min)
+    def forward(  # type: ignore[override]
+        scores: torch.Tensor, scale: float, allowed: torch.Tensor, row_ok: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
+        x = (scores * scale).float().masked_fill_(~allowed, torch.finfo(torch.float32).min)
         probs = torch.softmax(x, dim=-1)
         del x
-        probs.mul_(allowed.any(-1, keepdim=True))
+        probs.mul_(row_ok)
         return probs.to(dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         ctx.save_for_backward(output)
         ctx.scores_dtype = inputs[0].dtype
+        ctx.scale = inputs[1]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (probs,) = ctx.saved_tensors
         p = probs.float()
-        g = grad.float()
-        dot = (g * p).sum(-1, keepdim=True)
-        g.sub_(dot).mul_(p)
-        return g.to(ctx.scores_dtype), None, None
+        # p * (g - sum(g * p)), into a new tensor: autograd's grad may be shared or expanded
+        g = grad.float() * p
+        g.addcmul_(p, g.sum(-1, keepdim=True), value=-1.0)
+        return g.to(ctx.scores_dtype).mul_(ctx.scale), None, None, None, None
+
+
+def _rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` with ``signed_sin = cat(-sin[:half], sin[half:])``."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 def _attention_rows(
-    module: nn.Module,
-    parts: dict[str, torch.Tensor],
+    layers: list[tuple[nn.Module, dict[str, torch.Tensor]]],
     positions: _Positions,
     dtype: torch.dtype,
-) -> torch.Tensor:
-    """Softmax over the image keys of ``q_t . k_p * scaling`` for the supervised queries ``t``."""
-    q_out, k_out, cos, sin = parts["q"], parts["k"], parts["cos"], parts["sin"]
-    b, length, _ = q_out.shape
-    if length != positions.seq_len or k_out.shape[1] != length:
-        raise ShapeError(
-            f"The attention input has {length} positions but input_ids had {positions.seq_len}; "
-            "AttentionCapture does not support a KV cache or sequence packing."
-        )
-    head_dim = int(module.head_dim)  # type: ignore[arg-type]
+) -> list[torch.Tensor]:
+    """Softmax over the image keys of ``q_t . k_p * scaling`` for the supervised queries ``t``.
+
+    One ``[B, H, Q, P]`` tensor per ``(attention module, {q, k, cos, sin})`` of ``layers``,
+    computed layer by layer (so that only one layer's temporaries exist at a time). The
+    rotary rows are gathered once per rotary tensor the layers received, and the masks
+    built once per sliding window, so the fixed cost per layer is small.
+    """
     qpos, ipos = positions.query, positions.image
-    n_q, n_p = qpos.shape[1], ipos.shape[1]
-    if n_q == 0 or n_p == 0:  # no supervised token (an Easy batch) or no image: nothing to attend
-        heads = q_out.shape[-1] // head_dim
-        return q_out.new_zeros((b, heads, n_q, n_p), dtype=dtype)
-    q = _gather_rows(q_out, qpos).view(b, n_q, -1, head_dim)
-    k = _gather_rows(k_out, ipos).view(b, n_p, -1, head_dim)
-    q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
-    if q_norm is not None and k_norm is not None:
-        q, k = q_norm(q), k_norm(k)
-    cos = cos.expand(b, length, -1)
-    sin = sin.expand(b, length, -1)
-    q = q.transpose(1, 2)  # [B, H, Q, hd]
-    k = k.transpose(1, 2)  # [B, Hkv, P, hd]
-    cq, sq = _gather_rows(cos, qpos)[:, None], _gather_rows(sin, qpos)[:, None]
-    ck, sk = _gather_rows(cos, ipos)[:, None], _gather_rows(sin, ipos)[:, None]
-    q = q * cq.to(q.dtype) + _rotate_half(q) * sq.to(q.dtype)
-    k = k * ck.to(k.dtype) + _rotate_half(k) * sk.to(k.dtype)
-    heads, kv_heads = q.shape[1], k.shape[1]
-    rep = heads // kv_heads
-    # Query head h uses key head h // rep (transformers' repeat_kv), without expanding k.
-    scores = torch.matmul(q.reshape(b, kv_heads, rep * n_q, head_dim), k.transpose(-1, -2))
-    scores = scores.view(b, heads, n_q, n_p) * float(module.scaling)  # type: ignore[arg-type]
-    allowed = (ipos[:, None, :] <= qpos[:, :, None]) & positions.image_valid[:, None, :]
-    window = getattr(module, "sliding_window", None)
-    if window is None and type(module).__name__ == "MistralAttention":
-        window = getattr(getattr(module, "config", None), "sliding_window", None)
-    if window is not None:
-        allowed = allowed & (qpos[:, :, None] - ipos[:, None, :] < int(window))
-    allowed = allowed & positions.query_mask[:, :, None]
-    return _MaskedSoftmax.apply(scores, allowed[:, None], dtype)
+    b, n_q, n_p = qpos.shape[0], qpos.shape[1], ipos.shape[1]
+    allowed_base = (ipos[:, None, :] <= qpos[:, :, None]) & positions.image_valid[:, None, :]
+    allowed_base = allowed_base & positions.query_mask[:, :, None]
+    both = torch.cat((qpos, ipos), dim=1)
+    rotaries: dict[tuple[int, int, torch.dtype], tuple[torch.Tensor, ...]] = {}
+    masks: dict[int | None, tuple[torch.Tensor, torch.Tensor]] = {}
+    out = []
+    for module, parts in layers:
+        q_out, k_out = parts["q"], parts["k"]
+        length = q_out.shape[1]
+        if length != positions.seq_len or k_out.shape[1] != length:
+            raise ShapeError(
+                f"The attention input has {length} positions but input_ids had {positions.seq_len}; "
+                "AttentionCapture does not support a KV cache or sequence packing."
+            )
+        head_dim = int(module.head_dim)  # type: ignore[arg-type]
+        if n_q == 0 or n_p == 0:  # no supervised token (an Easy batch) or no image: nothing to attend
+            out.append(q_out.new_zeros((b, q_out.shape[-1] // head_dim, n_q, n_p), dtype=dtype))
+            continue
+        q = _gather_rows(q_out, qpos).view(b, n_q, -1, head_dim)
+        k = _gather_rows(k_out, ipos).view(b, n_p, -1, head_dim)
+        q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
+        if q_norm is not None and k_norm is not None:
+            q, k = q_norm(q), k_norm(k)
+        cos, sin = parts["cos"], parts["sin"]
+        key = (id(cos), id(sin), q.dtype)
+        if key not in rotaries:  # the rows of the queries and the image keys, [B, Q or P, 1, hd]
+            cos = _gather_rows(cos.expand(b, -1, -1), both)[:, :, None].to(q.dtype)
+            sin = _gather_rows(sin.expand(b, -1, -1), both)[:, :, None].to(q.dtype)
+            half = head_dim // 2
+            sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+            rotaries[key] = (cos[:, :n_q], sin[:, :n_q], cos[:, n_q:], sin[:, n_q:])
+        cos_q, sin_q, cos_k, sin_k = rotaries[key]
+        q = _rotary(q, cos_q, sin_q)
+        k = _rotary(k, cos_k.to(k.dtype), sin_k.to(k.dtype))
+        heads, kv_heads = q.shape[2], k.shape[2]
+        # Query head h uses key head h // rep (transformers' repeat_kv), without expanding k.
+        q = q.transpose(1, 2).reshape(b, kv_heads, heads // kv_heads * n_q, head_dim)
+        scores = torch.matmul(q, k.permute(0, 2, 3, 1)).view(b, heads, n_q, n_p)
+        window = getattr(module, "sliding_window", None)
+        if window is None and type(module).__name__ == "MistralAttention":
+            window = getattr(getattr(module, "config", None), "sliding_window", None)
+        window = None if window is None else int(window)
+        if window not in masks:
+            allowed = allowed_base
+            if window is not None:
+                allowed = allowed & (qpos[:, :, None] - ipos[:, None, :] < window)
+            masks[window] = (allowed[:, None], allowed.any(-1)[:, None, :, None])
+        allowed, row_ok = masks[window]
+        out.append(_MaskedSoftmax.apply(scores, float(module.scaling), allowed, row_ok, dtype))  # type: ignore[arg-type]
+    return out
