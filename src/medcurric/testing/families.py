@@ -112,6 +112,8 @@ def _qwen2_5_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
         "attention_mask": attention_mask,
         "pixel_values": pixel_values,
         "image_grid_thw": grid_thw,
+        # without it transformers falls back to 1-D positions and M-RoPE goes untested
+        "mm_token_type_ids": (input_ids == IMAGE_TOKEN_ID).int(),
     }
 
 
