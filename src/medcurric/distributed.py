@@ -154,6 +154,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
             f"Could not join the Ray cluster at {address!r}: {exc}. Start one with "
             "`ray start --head`, or leave the address out to start a local cluster."
         ) from exc
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
