@@ -109,6 +109,8 @@ def _ray() -> Any:
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Join a Ray cluster, or start one on this machine; nothing when Ray is already up.
 
+    A malformed or unreachable ``host:port`` fails here at once, also when Ray is up.
+
     Args:
         address: ``None`` starts a local cluster; ``"auto"`` joins the cluster this
             machine belongs to (``ray start`` ran here); ``"host:port"`` joins that head
@@ -120,8 +122,6 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
         ClusterUnreachableError: When no cluster answers at ``address``.
     """
     ray = _ray()
-    if ray.is_initialized():
-        return
     if address is not None and address not in ("auto", "local") and "://" not in address:
         host, sep, port = address.rpartition(":")
         if not sep or not port.isdigit() or not host:
@@ -137,6 +137,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
                 "`ray start --head` and pass the address it prints, pass 'auto' on a machine of "
                 "the cluster, or leave the address out to start a local cluster."
             ) from exc
+    if ray.is_initialized():
+        return
     options: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.WARNING,
