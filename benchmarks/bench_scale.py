@@ -1,7 +1,8 @@
 """The data stages on Ray (``--engine ray``) against the single-process pipeline, same files.
 
 * ``seeds``: ``write_seeds`` over a folder of ``.nii.gz`` label maps and a CSV of boxes
-  (the files ``bench_seeds.py`` writes), in this process (``local``) and with
+  (the files ``bench_seeds.py`` writes for 4 phantoms, hard-linked to ``--cases``
+  cases), in this process (``local``) and with
   :class:`~medcurric.distributed.RaySeedRunner` on ``--workers`` actors (``ray``); the
   two files are checked byte-identical.
 * ``generate``: the template backend over those seeds, ``CoTGenerator.run`` (``local``)
@@ -53,6 +54,22 @@ from medcurric.seeds import read_seeds, write_seeds
 
 #: Assumed, not measured here: TotalSegmentator on one GPU, seconds per CT volume.
 SEGMENT_S_PER_VOLUME = 60.0
+
+
+def _write_many_cases(
+    root: Path, n_cases: int, n_distinct: int, shape: tuple[int, int, int]
+) -> tuple[Path, Path, int]:
+    """``bench_seeds``' files for ``n_distinct`` phantoms, hard-linked to ``n_cases`` cases."""
+    det, masks, _ = _write_cases(root, n_distinct, n_distinct, shape)
+    header, *rows = det.read_text().splitlines(keepends=True)
+    out = [header]
+    for c in range(n_cases):
+        name, src = f"case{c:03d}", f"case{c % n_distinct:03d}"
+        if c >= n_distinct:
+            os.link(masks / f"{src}.nii.gz", masks / f"{name}.nii.gz")
+        out += [r.replace(src, name) for r in rows if r.startswith(f"{src}/")]
+    det.write_text("".join(out))
+    return det, masks, len(out) - 1
 
 
 def _driver_s_per_line(lines: list[str], root: Path) -> float:
@@ -114,7 +131,8 @@ def format_table(rows: list[dict[str, Any]], driver_s_per_line: float) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small smoke run")
-    parser.add_argument("--cases", type=int, default=48, help="label maps (10 lesions each)")
+    parser.add_argument("--cases", type=int, default=1000, help="label maps (10 lesions each)")
+    parser.add_argument("--shape", type=int, nargs=3, default=(96, 256, 256), help="z y x")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="Ray actors (and cluster CPUs)")
     parser.add_argument("--seeds-copies", type=int, default=10, help="generation: copies of the seeds")
@@ -125,13 +143,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         n_cases, shape, repeats, distinct, copies = 4, (32, 64, 64), 1, 1, 1
     else:
         n_cases, shape, repeats, distinct, copies = (
-            args.cases, (96, 256, 256), args.repeats, 4, args.seeds_copies,
+            args.cases, tuple(args.shape), args.repeats, 4, args.seeds_copies,
         )  # fmt: skip
     import ray
 
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
-        det, masks, lesions = _write_cases(root, n_cases, distinct, shape)
+        det, masks, lesions = _write_many_cases(root, n_cases, distinct, shape)
         cases = find_cases(read_detections(det, "csv"), masks)
         counter = iter(range(10**6))
 

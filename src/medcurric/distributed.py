@@ -456,6 +456,7 @@ def seeds_stage(
     job: Callable[[Case], list[FactualSeed | SeedReject]] | None = None,
     *,
     actors: int = 2,
+    batch_size: int = 1,
     num_cpus: float = 1.0,
 ) -> Any:
     """Map rows ``{"case": index, "json": encode_case(case)}`` to seed and reject rows.
@@ -469,6 +470,8 @@ def seeds_stage(
             :func:`~medcurric.seeds.seed_case` with its defaults; bind options with
             ``functools.partial(seed_case, matcher=..., builder=...)``).
         actors: Actors (one CPU-bound case at a time each).
+        batch_size: Cases per call of an actor (more amortises Ray's cost per call when
+            cases are cheap; one is right for label maps that take seconds).
         num_cpus: CPUs per actor.
 
     Returns:
@@ -479,8 +482,9 @@ def seeds_stage(
 
         job = seed_case
     return _map(
-        ds, _Seeds, {"job": job}, actors=actors, batch_size=1, num_cpus=num_cpus, num_gpus=0.0
-    )
+        ds, _Seeds, {"job": job}, actors=actors, batch_size=batch_size, num_cpus=num_cpus,
+        num_gpus=0.0,
+    )  # fmt: skip
 
 
 def _item(kind: str, data: dict[str, Any]) -> FactualSeed | SeedReject:
@@ -501,11 +505,14 @@ class RaySeedRunner:
         actors: Seed actors (``medcurric seeds --engine ray --workers N``).
         num_cpus: CPUs per actor.
         address: Ray cluster (see :func:`connect`).
+        cases_per_batch: Cases per call of an actor; by default the cases are cut into
+            about four batches per actor (load balance, and little cost per call).
     """
 
     actors: int = 2
     num_cpus: float = 1.0
     address: str | None = None
+    cases_per_batch: int | None = None
 
     def __call__(
         self, job: Callable[[Case], list[FactualSeed | SeedReject]], cases: list[Case]
@@ -516,9 +523,12 @@ class RaySeedRunner:
         connect(self.address)
         ray = _ray()
         rows = [{"case": i, "json": encode_case(c)} for i, c in enumerate(cases)]
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        batch = self.cases_per_batch or max(1, -(-len(rows) // (4 * self.actors)))
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // batch)))
         ds.context.execution_options.preserve_order = True
-        stage = seeds_stage(ds, job, actors=self.actors, num_cpus=self.num_cpus)
+        stage = seeds_stage(
+            ds, job, actors=self.actors, batch_size=batch, num_cpus=self.num_cpus
+        )
         current = -1
         results: list[FactualSeed | SeedReject] = []
         for row in stage.iter_rows():

@@ -234,3 +234,12 @@ def test_ray_address_without_the_ray_engine_warns(tmp_path):
     with pytest.warns(UserWarning, match="--ray-address auto is ignored"):
         main(["seeds", "--phantom", "--phantom-cases", "1", "--out", str(tmp_path / "s.jsonl"),
               "--ray-address", "auto"])  # fmt: skip
+
+
+def test_import_medcurric_never_imports_ray(run_python):
+    done = run_python(
+        "import sys, medcurric, medcurric.distributed, medcurric.cli.generate\n"
+        "print('ray' in sys.modules)"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
