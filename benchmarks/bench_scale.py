@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--shape", type=int, nargs=3, default=(96, 256, 256), help="z y x")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="Ray actors (and cluster CPUs)")
-    parser.add_argument("--seeds-copies", type=int, default=10, help="generation: copies of the seeds")
+    parser.add_argument("--seeds-copies", type=int, default=1, help="generation: copies of the seeds")
     parser.add_argument("--cores-per-node", type=int, default=16, help="for the scaling table")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="for the scaling table")
     args = parser.parse_args(argv)
