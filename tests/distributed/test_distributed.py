@@ -243,3 +243,32 @@ def test_import_medcurric_never_imports_ray(run_python):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_openai_actors_spread_over_the_endpoints_round_robin(cluster, tmp_path):
+    from medcurric.cot import OpenAIBackend
+    from medcurric.distributed import openai_endpoints
+    from medcurric.testing.chat_server import FakeChatServer
+
+    seeds = tmp_path / "seeds.jsonl"
+    write_seeds(phantom_dataset(1), seeds, progress=False)
+    options = {"send_images": False, "max_retries": 0, "concurrency": 4}
+    with FakeChatServer() as one, FakeChatServer() as two:
+        make = openai_endpoints("m", [one.url, two.url], **options)
+        assert [make(i).base_url.rstrip("/") for i in range(3)] == [
+            one.url, two.url, one.url
+        ]  # fmt: skip
+        local = CoTGenerator(OpenAIBackend("m", base_url=one.url, **options)).run(
+            read_seeds(seeds), tmp_path / "local.jsonl", progress=False
+        )
+        before = len(one.hits)
+        on_ray = generate_samples(
+            read_seeds(seeds), tmp_path / "ray.jsonl", backend=make, actors=2, batch_size=2,
+            progress=False,
+        )  # fmt: skip
+        assert len(one.hits) > before and len(two.hits) > 0  # both endpoints served the run
+    assert on_ray.to_dict() == local.to_dict() and local.planned == 60
+    for name in ("local.jsonl", "local.rejects.jsonl"):
+        assert sorted(_lines(tmp_path / name)) == sorted(
+            _lines(tmp_path / name.replace("local", "ray"))
+        )
