@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "seeds": 3,
     "cot": 4,
     "curriculum": 5,
-    "eval": 6, "review": 6, "export": 6,
+    "eval": 6, "review": 6, "export": 6, "distributed": 6,
     "training": 7, "integrations": 7,
     "testing": 8,
     "__init__": 9,  # the package's lazy exports

@@ -27,6 +27,7 @@ EXTRAS: dict[str, str] = {
     "pycocoevalcap": "eval",
     "pyarrow": "export",
     "datasets": "export",
+    "ray": "ray",
 }
 
 

@@ -14,6 +14,7 @@ Examples:
 from __future__ import annotations
 
 __all__ = [
+    "ClusterUnreachableError",
     "DataFormatError",
     "InvalidBoxError",
     "InvalidOptionError",
@@ -91,6 +92,10 @@ class OutputInUseError(MedcurricError, RuntimeError):
 
 class UnwritableOutputError(MedcurricError, PermissionError):
     """An output path cannot be written (a read-only place, a parent path that is a file)."""
+
+
+class ClusterUnreachableError(MedcurricError, ConnectionError):
+    """A compute cluster (Ray) cannot be reached or started at the address given."""
 
 
 class MedcurricWarning(UserWarning):

@@ -11,22 +11,25 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from medcurric._options import StrEnum, look_up_option
 from medcurric.cli._output import ensure_writable
+from medcurric.cli.seeds import add_engine_arguments, ray_address
 from medcurric.cot import (
     Backend,
     CoTGenerator,
     OpenAIBackend,
     QuestionType,
+    RunSummary,
     TemplateBackend,
     TransformersBackend,
     parse_shard,
     read_prompt_templates,
 )
-from medcurric.errors import InvalidOptionError
+from medcurric.errors import InvalidOptionError, MedcurricWarning
 from medcurric.seeds import read_seeds
 from medcurric.stage import Stage
 
@@ -69,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url",
         default="http://127.0.0.1:8000/v1",
-        help="OpenAI-compatible server URL, up to /v1 (openai backend)",
+        help="OpenAI-compatible server URL, up to /v1 (openai backend); with --engine ray, "
+        "a comma-separated list spreads the actors over the servers, round robin",
     )
     parser.add_argument(
         "--api-key-env",
@@ -117,6 +121,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fsync", action="store_true", help="fsync after every line")
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: on a terminal)"
+    )
+    scale = parser.add_argument_group("engine")
+    add_engine_arguments(scale)
+    scale.add_argument(
+        "--workers", type=int, default=1, help="generator actors with --engine ray (default 1)"
+    )
+    scale.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs per actor with --engine ray, e.g. 1 for --backend transformers (default 0.0)",
+    )
+    scale.add_argument(
+        "--seeds-per-batch",
+        type=int,
+        default=16,
+        help="seeds handed to an actor at once with --engine ray (default 16)",
     )
 
 
@@ -170,10 +191,28 @@ def run(args: argparse.Namespace) -> int:
     ]
     seeds = read_seeds(args.seeds)
     templates = read_prompt_templates(args.templates) if args.templates else None
-    backend = build_backend(args)
     kwargs: dict[str, Any] = {}
     if templates is not None:
         kwargs["templates"] = templates
+    address = ray_address(args)
+    if args.engine == "ray":
+        return _run_on_ray(args, seeds, shard, stages, qtypes, address, kwargs)
+    ignored = [
+        f"{o} {v}"
+        for o, v, d in (
+            ("--workers", args.workers, 1),
+            ("--gpus-per-worker", args.gpus_per_worker, 0.0),
+            ("--seeds-per-batch", args.seeds_per_batch, 16),
+        )
+        if v != d
+    ]
+    if ignored:
+        warnings.warn(
+            f"{', '.join(ignored)} only apply with --engine ray; ignored with --engine local.",
+            MedcurricWarning,
+            stacklevel=2,
+        )
+    backend = build_backend(args)
     generator = CoTGenerator(
         backend,
         stages=stages,
@@ -192,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         fsync=args.fsync,
     )
+    return _report(summary)
+
+
+def _report(summary: RunSummary) -> int:
     print(json.dumps(summary.to_dict()))
     print(
         f"medcurric generate: {summary.accepted} accepted, {summary.rejected} rejected, "
@@ -201,3 +244,69 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_INCOMPLETE if summary.failed else 0
+
+
+def _ray_backend(args: argparse.Namespace) -> Any:
+    """The backend for ``--engine ray``: built in each actor (one endpoint each, round robin)."""
+    from medcurric.distributed import openai_endpoints, transformers_backend
+
+    name = look_up_option(args.backend, BackendName, name="--backend")
+    if name is BackendName.TEMPLATE:
+        return TemplateBackend()
+    if not args.model:
+        raise InvalidOptionError(f"Expected --model with --backend {name.value}, but got none.")
+    if name is BackendName.OPENAI:
+        return openai_endpoints(
+            args.model,
+            _split(args.base_url),
+            api_key_env=args.api_key_env,
+            concurrency=args.concurrency,
+            max_retries=args.max_retries,
+            timeout=args.timeout,
+            backoff_base=args.backoff,
+            max_tokens=args.max_tokens,
+            allow_insecure_http=args.allow_insecure_http,
+        )
+    return transformers_backend(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_tokens,
+    )
+
+
+def _run_on_ray(
+    args: argparse.Namespace,
+    seeds: list[Any],
+    shard: tuple[int, int],
+    stages: list[Stage],
+    qtypes: list[QuestionType],
+    address: str | None,
+    kwargs: dict[str, Any],
+) -> int:
+    from medcurric.distributed import connect, generate_samples
+
+    backend = _ray_backend(args)
+    connect(address)
+    summary = generate_samples(
+        seeds,
+        args.out,
+        args.rejects,
+        backend=backend,
+        shard=shard,
+        limit=args.limit,
+        actors=args.workers,
+        batch_size=args.seeds_per_batch,
+        num_gpus=args.gpus_per_worker,
+        address=address,
+        progress=False if args.no_progress else None,
+        fsync=args.fsync,
+        stages=stages,
+        question_types=qtypes,
+        image_root=args.images,
+        max_reasks=args.max_reasks,
+        box_tolerance=args.box_tolerance,
+        **kwargs,
+    )
+    return _report(summary)

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from medcurric.anatomy import BoxOrganMatcher
 from medcurric.cli._output import ensure_writable
-from medcurric.errors import DataFormatError
+from medcurric.errors import DataFormatError, MedcurricWarning
 from medcurric.io import Case, RecordError, detect_detection_format, find_cases, read_detections
 from medcurric.seeds import SeedBuilder, rejects_path, write_seeds
 from medcurric.vocabulary import ClassMap
@@ -32,9 +33,11 @@ __all__ = [
     "LEVEL_HELP",
     "add_arguments",
     "add_dataset_arguments",
+    "add_engine_arguments",
     "class_map_option",
     "dataset_cases",
     "main",
+    "ray_address",
     "run",
 ]
 
@@ -79,6 +82,36 @@ def add_dataset_arguments(group: Any) -> None:
         choices=("canonical", "stored"),
         help="coco/csv slice_index: canonical z (default) or along the file's stored slice axis",
     )
+
+
+def add_engine_arguments(group: Any) -> None:
+    """Declare ``--engine`` and ``--ray-address``, shared by ``seeds`` and ``generate``."""
+    group.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this machine (default); ray: actors on a Ray cluster, this process "
+        "writing the files (pip install 'medcurric[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="auto|HOST:PORT|ray://HOST:PORT",
+        help="with --engine ray: the cluster to join (auto: the one `ray start` made on this "
+        "machine); unset starts a local cluster",
+    )
+
+
+def ray_address(args: argparse.Namespace) -> str | None:
+    """``--ray-address``, with a warning when ``--engine local`` ignores it."""
+    if args.engine != "ray" and args.ray_address is not None:
+        warnings.warn(
+            f"--ray-address {args.ray_address} is ignored with --engine {args.engine}; "
+            "pass --engine ray to run on that cluster.",
+            MedcurricWarning,
+            stacklevel=2,
+        )
+    return args.ray_address if args.engine == "ray" else None
 
 
 def class_map_option(spec: str) -> ClassMap | None:
@@ -162,7 +195,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--out", type=Path, required=True, metavar="FILE.jsonl", help="seeds JSONL (appended)"
     )
-    out.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    out.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, or actors with --engine ray (default 1)",
+    )
+    add_engine_arguments(out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,6 +221,13 @@ def run(args: argparse.Namespace) -> int:
     class_map = class_map_option(str(args.class_map))
     if args.workers < 1:
         raise DataFormatError(f"Expected --workers >= 1, but got {args.workers}.")
+    address = ray_address(args)
+    runner = None
+    if args.engine == "ray":
+        from medcurric.distributed import RaySeedRunner, connect
+
+        connect(address)  # an unreachable cluster fails before any work
+        runner = RaySeedRunner(actors=args.workers, address=address)
     ensure_writable(args.out, rejects_path(args.out))
     unreadable: list[RecordError] = []
     if args.phantom:
@@ -198,8 +244,9 @@ def run(args: argparse.Namespace) -> int:
         class_map=class_map,
         slices_only=args.slices_only,
         clip=args.clip,
-        workers=args.workers,
+        workers=args.workers if runner is None else 1,
         unreadable=unreadable,
+        runner=runner,
     )
     print(result.table())
     print(result.line(), file=sys.stderr)

@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +40,7 @@ from medcurric.vocabulary.classmap import ClassMap
 
 __all__ = [
     "SeedReject",
+    "SeedRunner",
     "SeedsRun",
     "build_seeds",
     "outcome_table",
@@ -344,6 +345,15 @@ def _run_in_worker(case: Case) -> list[FactualSeed | SeedReject]:
     return _WORKER_JOB[0](case)
 
 
+#: Runs the seeds job over cases and yields each case's results, in the cases' order:
+#: ``runner(job, cases)``; ``job`` is a picklable ``Case -> results`` callable (see
+#: :func:`write_seeds`, and :class:`medcurric.distributed.RaySeedRunner` for a Ray cluster).
+SeedRunner = Callable[
+    [Callable[[Case], list[FactualSeed | SeedReject]], list[Case]],
+    Iterable[list[FactualSeed | SeedReject]],
+]
+
+
 def _results(
     job: _Job, cases: list[Case], workers: int
 ) -> Iterator[list[FactualSeed | SeedReject]]:
@@ -369,6 +379,7 @@ def write_seeds(
     workers: int = 1,
     progress: bool | None = None,
     unreadable: Iterable[RecordError] = (),
+    runner: SeedRunner | None = None,
 ) -> SeedsRun:
     """Append the seeds of every case to the JSONL file ``out``; rejects go beside it.
 
@@ -392,6 +403,9 @@ def write_seeds(
         progress: Show a progress bar on stderr (``None``: only on a terminal).
         unreadable: Records the detection reader set aside (the ``rejects`` list of
             :func:`medcurric.io.read_detections`); they are written as rejects.
+        runner: Where the cases run (see :data:`SeedRunner`): ``None`` runs them here or in
+            ``workers`` processes; :class:`medcurric.distributed.RaySeedRunner` on a Ray
+            cluster. This process writes the files either way.
 
     Returns:
         The counts of the run and the outcome counts over the whole file.
@@ -454,7 +468,8 @@ def write_seeds(
         with tqdm(
             total=total, unit="lesion", desc="seeds", file=sys.stderr, disable=disable
         ) as bar:
-            for results in _results(job, todo, workers):
+            results_of = runner(job, todo) if runner is not None else _results(job, todo, workers)
+            for results in results_of:
                 for item in results:
                     if isinstance(item, SeedReject):
                         reject(item)
