@@ -1,7 +1,7 @@
 """Reference trainer: a vision-language model + LoRA through the Easy -> Medium (-> Hard) curriculum.
 
 ``--model`` takes a checkpoint of any supported family (:data:`medcurric.training.FAMILY_DEFAULTS`):
-LLaVA, VIP-LLaVA (the default, ``llava-hf/vip-llava-7b-hf``), LLaVA-OneVision, Qwen2.5-VL,
+LLaVA, VIP-LLaVA (the default, ``llava-hf/vip-llava-7b-hf``), LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL,
 Qwen3-VL and Gemma 3 (MedGemma); the model and processor classes come from the
 checkpoint's ``config.model_type`` through transformers' Auto classes, and LoRA goes
 on the family's language-model projections unless ``--lora-targets`` says otherwise.
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("model and data")
     src.add_argument("--model", default="llava-hf/vip-llava-7b-hf",
                      help="checkpoint (name or path) of a supported family: LLaVA, VIP-LLaVA, LLaVA-OneVision, "
-                          "Qwen2.5-VL, Qwen3-VL, Gemma 3 / MedGemma")
+                          "Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3 / MedGemma")
     src.add_argument("--tiny", action="store_true", help="tiny random model + the bundled sample, offline, CPU")
     src.add_argument("--family", default="vip_llava", choices=VLM_FAMILIES,
                      help="--tiny: the family of the tiny model and its processor (default vip_llava)")

@@ -441,7 +441,7 @@ def test_ddp_two_cpu_ranks_per_domain_resume_exactly(samples_file, small_samples
     assert [r["lm_loss"] for r in sa["log"]] == pytest.approx([r["lm_loss"] for r in sb["log"]], rel=1e-6)
 
 
-@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3"])
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3"])
 def test_tiny_family_runs_the_curriculum_and_resumes(script, samples_file, tmp_path, family) -> None:
     """``--tiny --family``: the tiny model of another family and its real processor class train and resume."""
     torch.set_num_threads(1)
@@ -449,6 +449,7 @@ def test_tiny_family_runs_the_curriculum_and_resumes(script, samples_file, tmp_p
     out = _run(script, samples_file, tmp_path / "a", *args, "--max-steps", "10")
     assert type(out["trainer"].accelerator.unwrap_model(out["trainer"].model).get_base_model()).__name__ == {
         "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+        "qwen2_vl": "Qwen2VLForConditionalGeneration",
         "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
         "qwen3_vl": "Qwen3VLForConditionalGeneration",
         "gemma3": "Gemma3ForConditionalGeneration",
@@ -494,9 +495,9 @@ def test_model_of_an_unsupported_family_is_refused_before_loading_weights(script
 
     from medcurric.errors import UnsupportedModelError
 
-    transformers.Qwen2VLConfig().save_pretrained(tmp_path / "qwen2vl")  # a config only: no weights to load
-    with pytest.raises(UnsupportedModelError, match=r"Gemma3ForConditionalGeneration \(gemma3\).*model_type 'qwen2_vl'"):
-        script.load_model(str(tmp_path / "qwen2vl"), bf16=False)
+    transformers.PaliGemmaConfig().save_pretrained(tmp_path / "paligemma")  # a config only: no weights to load
+    with pytest.raises(UnsupportedModelError, match=r"Gemma3ForConditionalGeneration \(gemma3\).*model_type 'paligemma'"):
+        script.load_model(str(tmp_path / "paligemma"), bf16=False)
 
 
 def test_auto_classes_map_each_supported_model_type_to_its_class() -> None:

@@ -11,6 +11,7 @@ from medcurric.testing.families import FAMILIES, build_tiny_family
 EXPECTED = {
     "llava": "LlavaForConditionalGeneration",
     "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "gemma3": "Gemma3ForConditionalGeneration",
@@ -63,4 +64,4 @@ def test_family_vlm_fits_its_processor(name: str) -> None:
         out = model(**enc)
     assert out.logits.shape[:2] == enc["input_ids"].shape and torch.isfinite(out.logits).all()
     with pytest.raises(InvalidOptionError, match="vip_llava"):
-        build_family_vlm("qwen2_vl")
+        build_family_vlm("paligemma")

@@ -57,10 +57,10 @@ def test_default_lora_targets_are_the_language_model_projections_only(family_mod
     expected = _language_projections(model)
     assert matched == expected
     assert len(expected) == 7 * len(model.model.language_model.layers)
-    # Vision towers reuse some of those leaf names (Qwen3-VL's does not); the regex leaves them alone.
+    # Vision towers reuse some of those leaf names (Qwen2-VL's and Qwen3-VL's do not); the regex leaves them alone.
     leaves = set(FAMILY_DEFAULTS[family].attention_modules + FAMILY_DEFAULTS[family].mlp_modules)
     vision_twins = [n for n in names if n.rsplit(".", 1)[-1] in leaves and n not in expected]
-    assert bool(vision_twins) == (family != "qwen3_vl")
+    assert bool(vision_twins) == (family not in ("qwen2_vl", "qwen3_vl"))
     assert all("vision_tower" in n or "visual" in n for n in vision_twins)
     # The old default regex picks the same modules (so the LLaVA runs are unchanged).
     assert matched == {n for n in names if re.fullmatch(DEFAULT_LORA_TARGETS, n)}

@@ -149,17 +149,18 @@ def test_an_unsupported_model_is_refused_naming_the_supported_ones(tmp_path: Pat
 
     from medcurric.testing import build_family_processor
 
-    config = transformers.Qwen2VLConfig(
-        text_config={"vocab_size": 64, "hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "num_key_value_heads": 1,
-                     "rope_parameters": {"rope_type": "default", "mrope_section": [2, 2, 4]}},
-        vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2},
+    config = transformers.PaliGemmaConfig(
+        text_config={"model_type": "gemma", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 32,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16},
+        vision_config={"model_type": "siglip_vision_model", "hidden_size": 16, "intermediate_size": 16,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+        image_token_id=299,
     )
-    model = transformers.Qwen2VLForConditionalGeneration(config)
+    model = transformers.PaliGemmaForConditionalGeneration(config)
     samples, images = _samples()
     with pytest.raises(UnsupportedModelError, match=r"supported family \(.*Gemma3ForConditionalGeneration.*"
-                                                   r"but got Qwen2VLForConditionalGeneration"):
-        CurriculumTrainer(_config(tmp_path), samples, model=model, processor=build_family_processor("qwen2_vl"),
+                                                   r"but got PaliGemmaForConditionalGeneration"):
+        CurriculumTrainer(_config(tmp_path), samples, model=model, processor=build_family_processor("gemma3"),
                           images=images)
 
 

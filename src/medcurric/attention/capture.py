@@ -44,12 +44,14 @@ SUPPORTED_MODELS: tuple[str, ...] = (
     "LlavaForConditionalGeneration",
     "VipLlavaForConditionalGeneration",
     "LlavaOnevisionForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration",
     "Gemma3ForConditionalGeneration",
     "LlavaModel",
     "VipLlavaModel",
     "LlavaOnevisionModel",
+    "Qwen2VLModel",
     "Qwen2_5_VLModel",
     "Qwen3VLModel",
     "Gemma3Model",
@@ -63,6 +65,7 @@ SUPPORTED_ATTENTION: tuple[str, ...] = (
     "MistralAttention",
     "Qwen2Attention",
     "Qwen3Attention",
+    "Qwen2VLAttention",
     "Qwen2_5_VLAttention",
     "Qwen3VLTextAttention",
     "Gemma3Attention",
@@ -151,7 +154,7 @@ class AttentionCapture:
     so the rows carry no gradient; a :class:`MedcurricWarning` says so.
 
     Supported: the classes in :data:`SUPPORTED_MODELS` (LLaVA, VIP-LLaVA,
-    LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL, Gemma 3, or their ``*Model`` bases), bare or
+    LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3, or their ``*Model`` bases), bare or
     wrapped by peft, whose language model uses one of :data:`SUPPORTED_ATTENTION`,
     called with ``input_ids`` and without a KV cache: training and scoring passes, not
     ``generate``. The rotary cos/sin are the ones the layer receives, so Qwen's M-RoPE

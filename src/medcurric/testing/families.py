@@ -26,7 +26,7 @@ from medcurric.errors import InvalidOptionError
 __all__ = ["FAMILIES", "VLM_FAMILIES", "build_family_vlm", "build_tiny_family"]
 
 #: Family names accepted by :func:`build_tiny_family`.
-FAMILIES: tuple[str, ...] = ("llava", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3")
+FAMILIES: tuple[str, ...] = ("llava", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3")
 
 VOCAB = 128
 IMAGE_TOKEN_ID = 100
@@ -81,6 +81,37 @@ def _qwen_pixels(torch: Any, grids: list[tuple[int, int, int]], patch: int, temp
     n = sum(t * h * w for t, h, w in grids)
     pixel_values = torch.randn(n, 3 * temporal * patch * patch, generator=gen)
     return pixel_values, torch.tensor(grids, dtype=torch.long)
+
+
+def _qwen2_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
+    config = transformers.Qwen2VLConfig(
+        text_config=_text(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}),
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": HIDDEN,  # the merger's output: the language model's width
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=IMAGE_TOKEN_ID,
+        video_token_id=VIDEO_TOKEN_ID,
+        vision_start_token_id=VISION_START_ID,
+        vision_end_token_id=VISION_END_ID,
+    )
+    model = transformers.Qwen2VLForConditionalGeneration(config)
+    grids = [(1, 4, 6), (1, 4, 4)]  # 6 and 4 merged image tokens
+    pixel_values, grid_thw = _qwen_pixels(torch, grids, 4, 2)
+    input_ids, attention_mask = _sequences(torch, [[6], [4]])
+    return model, {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": pixel_values,
+        "image_grid_thw": grid_thw,
+        "mm_token_type_ids": (input_ids == IMAGE_TOKEN_ID).int(),  # 3-D M-RoPE positions
+    }
 
 
 def _qwen2_5_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
@@ -263,6 +294,7 @@ def _onevision_tokens(model: Any, height: int, width: int) -> int:
 _BUILDERS: dict[str, Callable[[Any, Any], tuple[Any, dict[str, Any]]]] = {
     "llava": _llava,
     "llava_onevision": _llava_onevision,
+    "qwen2_vl": _qwen2_vl,
     "qwen2_5_vl": _qwen2_5_vl,
     "qwen3_vl": _qwen3_vl,
     "gemma3": _gemma3,
@@ -316,6 +348,27 @@ def _vlm_config(transformers: Any, family: str, tokenizer: Any) -> Any:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    if family == "qwen2_vl":
+        return transformers.Qwen2VLConfig(
+            text_config={
+                **text,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            },
+            vision_config={
+                "depth": 2,
+                "embed_dim": 32,
+                "hidden_size": HIDDEN,
+                "mlp_ratio": 2,
+                "num_heads": 2,
+                "patch_size": 14,  # the processor's patches, merged 2 x 2 into one token
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
+        )
     if family in ("qwen2_5_vl", "qwen3_vl"):
         qwen3 = family == "qwen3_vl"
         rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
@@ -414,6 +467,7 @@ def build_family_vlm(family: str, seed: int = 0) -> tuple[Any, Any]:
     tokenizer = processor.tokenizer
     config = _vlm_config(transformers, family, tokenizer)
     cls = {
+        "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
         "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration,
         "qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
         "gemma3": transformers.Gemma3ForConditionalGeneration,

@@ -110,6 +110,15 @@ _TABLE = (
         vision_layer="SiglipEncoderLayer",
     ),
     FamilyDefaults(
+        family="qwen2_vl",
+        model_type="qwen2_vl",
+        model_class="Qwen2VLForConditionalGeneration",
+        checkpoint="Qwen/Qwen2-VL-7B-Instruct",
+        layout="qwen2_vl",
+        decoder_layer="Qwen2VLDecoderLayer",
+        vision_layer="Qwen2VLVisionBlock",
+    ),
+    FamilyDefaults(
         family="qwen2_5_vl",
         model_type="qwen2_5_vl",
         model_class="Qwen2_5_VLForConditionalGeneration",

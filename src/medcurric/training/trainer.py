@@ -198,7 +198,7 @@ class CurriculumTrainer:
     """Train a vision-language model through the curriculum (see the module docstring).
 
     Supported families (:data:`~medcurric.training.FAMILY_DEFAULTS`): LLaVA, VIP-LLaVA,
-    LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL and Gemma 3 (MedGemma). Each batch carries the
+    LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Gemma 3 (MedGemma). Each batch carries the
     family's own model inputs (Qwen's ``image_grid_thw`` and ``mm_token_type_ids``, Gemma 3's
     ``token_type_ids``, LLaVA-OneVision's ``image_sizes``); Medium targets follow the
     family's image-token layout (a fixed patch grid for LLaVA / VIP-LLaVA, an
