@@ -8,6 +8,11 @@
 * ``generate``: the template backend over those seeds, ``CoTGenerator.run`` (``local``)
   against :func:`~medcurric.distributed.generate_samples` on ``--workers`` actors; the
   two sets of lines are checked equal.
+* ``generate_model_bound``: the same, over ``--model-seeds`` seeds, with a stand-in for
+  a model: the template backend's replies after ``--request-ms`` of CPU work per
+  request (:class:`CostlyTemplate`), so the per-item cost is that of compute, as with a
+  transformers model in each actor, rather than the template's fraction of a
+  millisecond. The lines are the template stage's and are checked equal too.
 
 Ray's start-up is reported apart: ``ray.init`` of a local cluster with ``--workers``
 CPUs, a first small run (worker processes started, the library imported in them), and
@@ -40,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +54,37 @@ from bench_seeds import _write_cases
 
 from medcurric._jsonl import JsonlWriter
 from medcurric.cot import CoTGenerator, TemplateBackend
+from medcurric.cot.backends import Completion, GenerationRequest
 from medcurric.distributed import RaySeedRunner, connect, generate_samples
 from medcurric.io import find_cases, read_detections
 from medcurric.seeds import read_seeds, write_seeds
 
 #: Assumed, not measured here: TotalSegmentator on one GPU, seconds per CT volume.
 SEGMENT_S_PER_VOLUME = 60.0
+
+
+def _burn(seconds: float) -> None:
+    """Keep one core busy for ``seconds`` (what a model's forward passes would do)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class CostlyTemplate(TemplateBackend):
+    """The template backend's replies after a fixed CPU cost per request: a model stand-in.
+
+    Args:
+        request_ms: CPU milliseconds spent on each request before its reply.
+    """
+
+    def __init__(self, request_ms: float) -> None:
+        self.request_ms = float(request_ms)
+
+    def complete(self, requests: Sequence[GenerationRequest]) -> Iterator[Completion]:
+        """The template replies, each after ``request_ms`` of work."""
+        for completion in super().complete(requests):
+            _burn(self.request_ms / 1000.0)
+            yield completion
 
 
 def _write_many_cases(
@@ -136,6 +167,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="Ray actors (and cluster CPUs)")
     parser.add_argument("--seeds-copies", type=int, default=1, help="generation: copies of the seeds")
+    parser.add_argument("--model-seeds", type=int, default=100, help="model-bound generation: seeds")
+    parser.add_argument("--request-ms", type=float, default=20.0,
+                        help="model-bound generation: CPU milliseconds per request")
     parser.add_argument("--cores-per-node", type=int, default=16, help="for the scaling table")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="for the scaling table")
     args = parser.parse_args(argv)
@@ -147,6 +181,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )  # fmt: skip
     import ray
 
+    # the actors unpickle CostlyTemplate by value: benchmarks/ is not on their path
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    model_seeds = 2 if args.quick else args.model_seeds
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
         det, masks, lesions = _write_many_cases(root, n_cases, distinct, shape)
@@ -206,6 +243,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         same_samples = len({tuple(sorted(p.read_text().splitlines())) for p in gouts}) == 1
         samples = len(gouts[0].read_text().splitlines())
         driver = _driver_s_per_line(gouts[0].read_text().splitlines(), root)
+
+        costly = CostlyTemplate(args.request_ms)
+        model_part = seeds[:model_seeds]
+        mbatch = max(1, len(model_part) // (4 * args.workers))
+        small_model = model_part[: args.workers * mbatch]
+
+        def model_local(part: list[Any] = model_part, tag: str = "mlocal") -> None:
+            CoTGenerator(costly).run(part, root / f"{tag}{next(counter)}.jsonl", progress=False)
+
+        def model_ray(part: list[Any] = model_part, tag: str = "mray") -> None:
+            out = root / f"{tag}{next(counter)}.jsonl"
+            generate_samples(part, out, backend=costly, actors=args.workers, batch_size=mbatch, progress=False)
+
+        model_fns = {"local": model_local, "ray": model_ray}
+        if not args.quick:
+            model_fns["local_small"] = lambda: model_local(small_model, "small-mlocal")
+            model_fns["ray_small"] = lambda: model_ray(small_model, "small-mray")
+        model_times = round_robin(model_fns, repeats, warmup=0)
+        mouts = [p for p in root.glob("m*.jsonl") if "rejects" not in p.name]
+        same_model = len({tuple(sorted(p.read_text().splitlines())) for p in mouts}) == 1
+        model_samples = len(mouts[0].read_text().splitlines())
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
@@ -234,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_sample = samples / max(len(seeds), 1)
     seeds_stage = stage(seeds_times, lesions, small_lesions)
     gen_stage = stage(gen_times, samples, round(len(small_seeds) * per_sample))
+    model_stage = stage(model_times, model_samples, round(len(small_model) * per_sample))
     costs = {
         "segmentation (assumed)": (SEGMENT_S_PER_VOLUME, float(args.gpus_per_node), "1 GPU"),
         "seeds": (
@@ -241,6 +300,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
         "generate (template)": (
             1.0 / gen_stage["local_marginal_items_per_s"], float(args.cores_per_node), "1 CPU"
+        ),
+        f"generate (model stand-in, {args.request_ms:g} ms)": (
+            1.0 / model_stage["local_marginal_items_per_s"], float(args.cores_per_node), "1 CPU"
         ),
     }
     rows = scaling_table(costs, driver)
@@ -257,6 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "startup": {"ray_init_s": ray_init_s, "first_run_s": ray_first_run_s},
         "seeds": {**seeds_stage, "identical_files": same_seeds},
         "generate": {**gen_stage, "identical_lines": same_samples},
+        "generate_model_bound": {**model_stage, "request_ms": args.request_ms, "identical_lines": same_model},
         "driver_s_per_line": driver,
         "scaling": rows,
     }
