@@ -218,3 +218,60 @@ def build_large(family: str, size: str, device: torch.device) -> Any:
 
     cls_name, config = large_config(family, size)
     return _instantiate(getattr(transformers, cls_name), config, device)
+
+
+# ``--size small`` (CPU): each family's 7B config with its image processing kept (image
+# size, patch size, merging, pooling: the real image-token counts) and the rest narrowed.
+SMALL_TEXT = {"num_hidden_layers": 4, "hidden_size": 256, "intermediate_size": 1024,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64}  # fmt: skip
+SMALL_VISION = {"hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "num_attention_heads": 2,
+                "depth": 2, "num_hidden_layers": 2, "fullatt_block_indexes": [1],
+                "deepstack_visual_indexes": [1]}  # fmt: skip
+SMALL_VOCAB = 8192
+# M-RoPE sections for head_dim 64: the 7B's proportions halved (they sum to head_dim / 2).
+_SMALL_MROPE = {"qwen2_5_vl": [8, 12, 12], "qwen3_vl": [12, 10, 10]}
+
+
+def small_config(family: str) -> tuple[str, Any]:
+    """The transformers class name and the ``--size small`` config of ``family``.
+
+    Text: 4 layers, hidden 256, 4 query and 2 key/value heads of 64, vocabulary 8192 (the
+    special token ids moved to its end); Gemma 3 alternates sliding-window and global
+    layers. Vision: the 7B tower's image and patch sizes at width 64 and 2 layers
+    (VIP-LLaVA: 12, it reads layer 6 and the 11th from the end), so each image gives the
+    7B model's number of image tokens.
+    """
+    cls_name, config = large_config(family, "7b")
+    text, vision = config.text_config, config.vision_config
+    for name, value in SMALL_TEXT.items():
+        setattr(text, name, value)
+    kinds = sorted(set(getattr(text, "layer_types", None) or []), reverse=True)  # sliding first
+    if kinds:
+        text.layer_types = [kinds[i % len(kinds)] for i in range(SMALL_TEXT["num_hidden_layers"])]
+    if family in _SMALL_MROPE:
+        text.rope_parameters["mrope_section"] = list(_SMALL_MROPE[family])
+    for name, value in SMALL_VISION.items():
+        if hasattr(vision, name):
+            setattr(vision, name, value)
+    if hasattr(vision, "out_hidden_size"):  # Qwen's merger projects straight to the text width
+        vision.out_hidden_size = SMALL_TEXT["hidden_size"]
+    if cls_name == "VipLlavaForConditionalGeneration":
+        vision.num_hidden_layers = 12
+    # special token ids past the new vocabulary move to its end, in order of their old ids
+    holders = [(obj, name) for obj in (config, text) for name in list(vars(obj))
+               if name.endswith(("token_id", "token_index")) and isinstance(getattr(obj, name), int)]  # fmt: skip
+    old_ids = sorted({getattr(obj, name) for obj, name in holders if getattr(obj, name) >= SMALL_VOCAB})
+    new_id = {old: SMALL_VOCAB - len(old_ids) + i for i, old in enumerate(old_ids)}
+    for obj, name in holders:
+        setattr(obj, name, new_id.get(getattr(obj, name), getattr(obj, name)))
+    text.vocab_size = SMALL_VOCAB
+    return cls_name, config
+
+
+def build_small(family: str, device: torch.device) -> Any:
+    """Random-init ``--size small`` model of ``family`` (see :func:`small_config`) in fp32."""
+    import transformers
+
+    cls_name, config = small_config(family)
+    with torch.device(device):
+        return getattr(transformers, cls_name)(config)

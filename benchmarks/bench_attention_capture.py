@@ -6,12 +6,18 @@ Families (``--family``, ``all`` runs each in turn): ``llava`` (VIP-LLaVA, the de
 - ``tiny`` (with ``--device cpu``; ``--tiny`` is short for both): the tiny VIP-LLaVA of
   :mod:`medcurric.testing.tiny` for ``llava``, the tiny random-initialised model of
   :func:`medcurric.testing.build_tiny_family` for the others, in fp32;
+- ``small`` (with ``--device cpu``): each family's 7B config narrowed to 4 text layers of
+  width 256 (vocabulary 8192) and a narrow vision tower that keeps the image processing,
+  so the images give the family's real image-token counts (VIP-LLaVA 336 px: 576;
+  LLaVA-OneVision 384 px, base view and one tile: 1485; Qwen2.5-VL 448 px and Qwen3-VL
+  512 px: 256; Gemma 3: 256), in fp32 (see ``_models.small_config``): whether the fixed
+  cost per step that dominates ``tiny`` fades as the model grows;
 - ``7b`` (the default, with ``--device cuda``): each family's 7B-class checkpoint shape,
   random-initialised from config objects directly on the GPU in bf16 (see ``_models.py``:
   VIP-LLaVA-7B, LLaVA-OneVision-Qwen2-7B, Qwen2.5-VL-7B, Qwen3-VL-8B, and Gemma 3 4B,
   which MedGemma-4B shares); ``27b``: Gemma 3 27B / MedGemma-27B.
 
-peft LoRA (rank 16 by default, 4 tiny) sits on the language model's q/k/v/o projections.
+peft LoRA (rank 16 by default, 8 small, 4 tiny) sits on the language model's q/k/v/o projections.
 Batch: ``--batch`` samples, each one image at the family's own resolution (VIP-LLaVA
 336 px: 576 tokens; Qwen2.5-VL 672 px and Qwen3-VL 768 px: 576 merged tokens; Gemma 3
 896 px: 256 tokens; LLaVA-OneVision 384 px: base view plus one tile) between the family's
@@ -51,7 +57,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from _models import build_large, large_model_name
+from _models import build_large, build_small, large_model_name
 from _timing import round_robin
 
 from medcurric.attention import AttentionCapture
@@ -59,19 +65,25 @@ from medcurric.losses import attention_kl_loss
 from medcurric.training import apply_lora
 
 FAMILIES = ("llava", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3")
-SIZES = ("tiny", "7b", "27b")
+SIZES = ("tiny", "small", "7b", "27b")
 MODES = ("sdpa", "capture", "eager", "capture_no_kl")
 DEFAULT_MODES = MODES[:3]
 _LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 # Text tokens around the image in the default sequence (VIP-LLaVA's 744 = 576 + 168).
-_TEXT_TOKENS = {"tiny": 28, "large": 168}
+_TEXT_TOKENS = {"tiny": 28, "small": 168, "large": 168}
 # Qwen families: merged image tokens per side of the square test image.
-_QWEN_SIDE = {"tiny": 6, "large": 24}
+_QWEN_SIDE = {"tiny": 6, "small": 16, "large": 24}
+# Defaults per size: batch, supervised queries, LoRA rank, supervised layers.
+_DEFAULTS = {"tiny": (2, 8, 4, 2), "small": (2, 32, 8, 2), "large": (8, 64, 16, 8)}
 _PREFIX = 5  # tokens before the image run
 
 
 def build_model(family: str, size: str, device: torch.device) -> tuple[Any, str]:
     """The bare model (SDPA attention) and a line describing it."""
+    if size == "small":
+        model = build_small(family, device)
+        model.set_attn_implementation("sdpa")
+        return model, f"random-init {large_model_name(family, '7b')} shape narrowed to 4 layers of 256, fp32"
     if size != "tiny":
         model = build_large(family, size, device)
         model.set_attn_implementation("sdpa")
@@ -211,17 +223,17 @@ class Steps:
     def _step(self, mode: str) -> None:
         out = self.model(**self.inputs, output_attentions=mode == "eager")
         loss = out.loss
-        if mode == "capture":
+        if mode == "capture":  # the mean over the layers of their KLs, in one call as the trainer does
             capture = self.capture
-            kl = [attention_kl_loss(capture.attentions[k], self.target, token_mask=capture.query_mask,
-                                    key_mask=capture.key_mask) for k in self.layers]  # fmt: skip
-            loss = loss + self.kl_weight * torch.stack(kl).mean()
+            kl = attention_kl_loss([capture.attentions[k] for k in self.layers], self.target,
+                                   token_mask=capture.query_mask, key_mask=capture.key_mask)  # fmt: skip
+            loss = loss + self.kl_weight * kl
         elif mode == "capture_no_kl":
             loss = loss + 0.0 * torch.stack([self.capture.attentions[k].sum() for k in self.layers]).sum()
         elif mode == "eager":
             rows = eager_rows(out.attentions, self.layers, self.query_mask, self.image_mask)
-            kl = [attention_kl_loss(rows[k], self.target, token_mask=self.token_mask) for k in self.layers]
-            loss = loss + self.kl_weight * torch.stack(kl).mean()
+            kl = attention_kl_loss([rows[k] for k in self.layers], self.target, token_mask=self.token_mask)
+            loss = loss + self.kl_weight * kl
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -299,18 +311,18 @@ def run_family(family: str, args: argparse.Namespace, device: torch.device) -> d
     import peft
     import transformers
 
-    tiny = args.size == "tiny"
-    scale = "tiny" if tiny else "large"
-    dtype = torch.float32 if tiny else torch.bfloat16
-    batch_size = args.batch or (2 if tiny else 8)
-    queries = args.queries or (8 if tiny else 64)
-    lora_r = args.lora_r or (4 if tiny else 16)
+    cpu_size = args.size in ("tiny", "small")
+    scale = args.size if cpu_size else "large"
+    dtype = torch.float32 if cpu_size else torch.bfloat16
+    default_batch, default_queries, default_r, k = _DEFAULTS[scale]
+    batch_size = args.batch or default_batch
+    queries = args.queries or default_queries
+    lora_r = args.lora_r or default_r
     torch.manual_seed(0)
     model, description = build_model(family, args.size, device)
     n_layers = model.config.text_config.num_hidden_layers
     layers = args.supervised_layers
     if layers is None:
-        k = 2 if tiny else 8
         layers = [round((i + 1) * n_layers / k) - 1 for i in range(k)]
     inputs, query_mask, target, image_id = make_batch(
         family, model, batch_size, args.seq, queries, scale, device, dtype
@@ -336,7 +348,7 @@ def run_family(family: str, args: argparse.Namespace, device: torch.device) -> d
             r.get("saved_activations_mib"), sdpa.get("saved_activations_mib")
         )
     t, m = ratios.get("capture_over_sdpa_time"), ratios.get("capture_over_sdpa_memory")
-    if tiny:
+    if cpu_size:
         targets = {"capture_within_1.10x_sdpa_time": None if t is None else t <= 1.10}
     else:
         targets = {
@@ -346,7 +358,7 @@ def run_family(family: str, args: argparse.Namespace, device: torch.device) -> d
     report = {
         "benchmark": "attention_capture",
         "family": family,
-        "device": _device_name(device, tiny),
+        "device": _device_name(device, args.size),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
@@ -370,10 +382,10 @@ def run_family(family: str, args: argparse.Namespace, device: torch.device) -> d
     return report
 
 
-def _device_name(device: torch.device, tiny: bool) -> str:
+def _device_name(device: torch.device, size: str) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return "cpu (tiny model)" if tiny else "cpu"
+    return f"cpu ({size} model)"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -382,12 +394,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--size", default="7b", choices=SIZES, help="27b: Gemma 3 only")
     parser.add_argument("--tiny", action="store_true", help="same as --device cpu --size tiny (smoke test)")
-    parser.add_argument("--batch", type=int, default=None, help="default 8, or 2 tiny")
+    parser.add_argument("--batch", type=int, default=None, help="default 8, or 2 tiny and small")
     parser.add_argument("--seq", type=int, default=None, help="default: image tokens + 168, or + 28 tiny")
-    parser.add_argument("--queries", type=int, default=None, help="supervised tokens per sample (64, 8 tiny)")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="supervised tokens per sample (64, 32 small, 8 tiny)")
     parser.add_argument("--supervised-layers", type=int, nargs="+", default=None,
-                        help="decoder layers to supervise (default: 8 evenly spaced, or 2 tiny)")
-    parser.add_argument("--lora-r", type=int, default=None, help="default 16, or 4 tiny")
+                        help="decoder layers to supervise (default: 8 evenly spaced, or 2 tiny and small)")
+    parser.add_argument("--lora-r", type=int, default=None, help="default 16, 8 small, or 4 tiny")
     parser.add_argument("--kl-weight", type=float, default=0.1)
     parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=MODES)
     parser.add_argument("--repeats", type=int, default=10)
@@ -400,9 +413,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.repeats, args.warmup = 2, 1
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA device; use --tiny (--device cpu --size tiny) on CPU.")
-    if args.device == "cpu" and args.size != "tiny":
-        raise SystemExit(f"--size {args.size} is for a GPU (--device cuda); use --size tiny on CPU.")
-    if args.size == "tiny":
+    if args.device == "cpu" and args.size not in ("tiny", "small"):
+        raise SystemExit(f"--size {args.size} is for a GPU (--device cuda); use --size tiny or small on CPU.")
+    if args.device == "cpu":
         torch.set_num_threads(1)
     device = torch.device(args.device)
     families = FAMILIES if args.family == "all" else (args.family,)

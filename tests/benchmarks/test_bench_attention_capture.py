@@ -131,3 +131,57 @@ def test_large_batch_is_what_the_model_expects(family: str) -> None:
     model.train()
     steps = bench.Steps(model, inputs, query_mask, target, image_id, [0], 8, 0.1, cpu)
     assert steps.timed("capture") > 0 and not steps.oom and steps.peak == {}
+
+
+# Image tokens per image of the --size small run (the family's own image processing).
+SMALL_IMAGE_TOKENS = {
+    "llava": 576,  # 336 px, 14 px patches
+    "llava_onevision": 729 + 27 * 28,  # base view + one 384 px tile with a newline per row
+    "qwen2_5_vl": 256,  # 448 px, 28 px per merged token
+    "qwen3_vl": 256,  # 512 px, 32 px per merged token
+    "gemma3": 256,  # 896 px pooled to 16 x 16
+}
+
+
+def test_bench_attention_capture_small_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _bench().main(["--device", "cpu", "--size", "small", "--family", "qwen2_5_vl", "--quick"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(result))
+    assert printed["family"] == "qwen2_5_vl" and printed["device"] == "cpu (small model)"
+    assert "narrowed to 4 layers of 256" in printed["model"]
+    assert (printed["batch"], printed["image_tokens"], printed["queries"], printed["lora_r"]) == (2, 256, 32, 8)
+    assert printed["seq"] == 256 + 168 and printed["supervised_layers"] == [1, 3]
+    assert set(printed["modes"]) == {"sdpa", "capture", "eager"}
+    for mode in printed["modes"].values():
+        assert mode["oom"] is False and mode["median_s"] > 0 and mode["saved_activations_mib"] > 0
+    assert set(printed["ratios"]) == RATIOS and printed["ratios"]["capture_over_sdpa_time"] > 0
+    assert printed["ratios"]["capture_over_sdpa_saved_activations"] > 1.0
+    assert set(printed["targets_met"]) == {"capture_within_1.10x_sdpa_time"}
+
+
+@pytest.mark.parametrize("family", list(SMALL_IMAGE_TOKENS))
+def test_small_models_keep_the_real_image_tokens(family: str) -> None:
+    """--size small: the narrowed text model, the vocabulary with every special id inside it,
+    and the family's real image-token count, captured exactly where the image tokens are."""
+    import torch
+
+    from medcurric.attention import AttentionCapture
+
+    bench, models = _bench(), importlib.import_module("_models")
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model, _ = bench.build_model(family, "small", cpu)
+    text = model.config.text_config
+    assert {name: getattr(text, name) for name in models.SMALL_TEXT} == models.SMALL_TEXT
+    assert text.vocab_size == models.SMALL_VOCAB == model.get_input_embeddings().num_embeddings
+    inputs, query_mask, target, image_id = bench.make_batch(family, model, 1, None, 32, "small", cpu, torch.float32)
+    assert image_id < models.SMALL_VOCAB and int(inputs["input_ids"].max()) < models.SMALL_VOCAB
+    assert int((inputs["input_ids"] == image_id).sum()) == SMALL_IMAGE_TOKENS[family] == target.shape[1]
+    inputs.pop("labels")
+    with torch.no_grad(), AttentionCapture(model, layers=[1, 3], query_mask=query_mask) as capture:
+        model(**inputs)
+        rows = capture.attentions[3]
+        image_positions = capture.image_positions
+    assert rows.shape == (1, 4, 32, SMALL_IMAGE_TOKENS[family])
+    torch.testing.assert_close(rows.sum(-1), torch.ones(1, 4, 32))
+    assert torch.equal(inputs["input_ids"].gather(1, image_positions), torch.full_like(image_positions, image_id))

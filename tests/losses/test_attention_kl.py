@@ -436,3 +436,48 @@ def test_key_mask_errors():
     none = attention_kl_loss(att.requires_grad_(True), target, key_mask=torch.zeros(3, 7, dtype=torch.bool))
     assert float(none.detach()) == 0.0
     none.backward()  # no image token anywhere: a zero loss that still backpropagates
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("masked", ["none", "all_true", "padded"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sequence_of_layers_is_the_mean_of_per_layer_calls(direction, aggregate, reduction, masked, dtype):
+    """One call over three layers equals the mean of three calls (the trainer's old loop),
+    values and gradients, on every path: plain, all-true key mask, padded keys, fp32 kernel."""
+    layers, target, mask, key_mask = [], None, None, None
+    for seed in range(3):
+        if masked == "padded":
+            att, target, mask, key_mask = _key_masked_inputs(seed=seed, dtype=dtype)
+        else:
+            att, target, mask = _inputs(seed=seed, dtype=dtype)
+            key_mask = torch.ones(target.shape, dtype=torch.bool) if masked == "all_true" else None
+        layers.append(att.requires_grad_(True))
+    options = {"direction": direction, "aggregate": aggregate, "reduction": reduction, "token_mask": mask,
+               "key_mask": key_mask, "has_target": torch.ones(target.shape[0], dtype=torch.bool)}  # fmt: skip
+    got = attention_kl_loss(layers, target, **options)
+    refs = [a.detach().clone().requires_grad_(True) for a in layers]
+    want = torch.stack([attention_kl_loss(a, target, **options) for a in refs]).mean(0)
+    tol = {"rtol": 0.0, "atol": 0.0}  # the same arithmetic as the loop: equal bit for bit
+    torch.testing.assert_close(got, want, **tol)
+    weights = torch.linspace(-1.0, 2.0, target.shape[0], dtype=got.dtype)
+    ((got * weights).sum() if reduction == "none" else got).backward()
+    ((want * weights).sum() if reduction == "none" else want).backward()
+    for a, ref in zip(layers, refs, strict=True):
+        torch.testing.assert_close(a.grad, ref.grad, **tol)
+    # a tuple is a sequence too, and one layer in a list is the tensor itself
+    assert torch.equal(attention_kl_loss(tuple(refs), target, **options), got.detach())
+    assert torch.equal(attention_kl_loss(refs[:1], target, **options), attention_kl_loss(refs[0], target, **options))
+
+
+def test_sequence_of_layers_errors():
+    att, target, _ = _inputs()
+    with pytest.raises(ShapeError, match="at least one attention tensor"):
+        attention_kl_loss([], target)
+    with pytest.raises(WrongTypeError, match="item 1 is list"):
+        attention_kl_loss([att, [0.5]], target)
+    with pytest.raises(ShapeError, match=r"item 1 is \(3, 2, 4, 7\)"):
+        attention_kl_loss([att, att[:, :, :4]], target)
+    with pytest.raises(ShapeError, match=r"item 1 is .* torch.float32"):
+        attention_kl_loss([att, att.float()], target)

@@ -196,3 +196,28 @@ def test_hold_out_attention_maps_and_answers(tmp_path: Path) -> None:
     trainer.train()
     with pytest.raises(DataFormatError, match="before training"):
         trainer.hold_out(lambda s: True)
+
+
+def test_medium_kl_is_the_mean_of_one_call_per_layer(tmp_path: Path) -> None:
+    """compute_loss takes the KL of all attention layers in one call: the mean of per-layer calls."""
+    import torch
+
+    from medcurric.attention import AttentionCapture
+    from medcurric.losses import attention_kl_loss
+
+    trainer, _ = _tiny_trainer(tmp_path)
+    picked = [(i, 0) for i in trainer.pools[Stage.MEDIUM][:2]]
+    batch = trainer.render_batch(Stage.MEDIUM, picked)
+    inner = trainer.accelerator.unwrap_model(trainer.model)
+    inner.eval()  # no dropout: both forward passes see the same weights and inputs
+    with torch.no_grad():
+        _, info = trainer.compute_loss(batch, Stage.MEDIUM)
+        with AttentionCapture(inner, layers=[0, 1], query_mask=batch["supervised_mask"]) as cap:
+            inner(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")})
+            per_layer = [
+                attention_kl_loss(cap.attentions[k], batch["attention_target"], token_mask=cap.query_mask,
+                                  has_target=batch["has_attention_target"], key_mask=cap.key_mask)
+                for k in (0, 1)
+            ]  # fmt: skip
+    assert abs(float(per_layer[0]) - float(per_layer[1])) > 1e-4  # the layers differ
+    torch.testing.assert_close(info["attention_kl"], torch.stack(per_layer).mean(), rtol=1e-6, atol=1e-7)

@@ -25,6 +25,7 @@ Shape:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -365,7 +366,7 @@ def _divergence(log_a: torch.Tensor, target: torch.Tensor, direction: KLDirectio
 
 
 def attention_kl_loss(
-    attention: torch.Tensor,
+    attention: torch.Tensor | Sequence[torch.Tensor],
     target: torch.Tensor,
     *,
     direction: str | KLDirection = KLDirection.TARGET_TO_ATTENTION,
@@ -400,9 +401,16 @@ def attention_kl_loss(
     sample. Everything is computed
     in fp32 whatever the input dtype; the gradient has the attention's dtype.
 
+    Several layers at once: pass a list (or tuple) of attention tensors of one shape,
+    dtype and device, for example ``[capture.attentions[k] for k in layers]``; the
+    result is the mean over them of their losses (per sample with ``reduction="none"``),
+    ``torch.stack([one call per layer]).mean(0)`` computed the same way, with the target,
+    masks and options prepared once instead of once per layer.
+
     Args:
         attention: Probabilities over the ``P`` image tokens, ``[B, H, Q, P]``, ``[B, Q, P]``
-            or ``[B, P]``. Rows need not sum to 1 (they are renormalised).
+            or ``[B, P]``, or a sequence of such tensors (one per layer, see above). Rows
+            need not sum to 1 (they are renormalised).
         target: Target distribution over the image tokens, ``[B, P]`` (normalised here;
             an all-zero row means "no box").
         direction: ``"target_to_attention"`` (``KL(target || attention)``, default, as the
@@ -427,7 +435,7 @@ def attention_kl_loss(
         InvalidOptionError: For an unknown option or a non-positive ``eps``.
 
     Shape:
-        - attention: ``[B, H, Q, P]``, ``[B, Q, P]`` or ``[B, P]``
+        - attention: ``[B, H, Q, P]``, ``[B, Q, P]`` or ``[B, P]`` (or a sequence of them)
         - target: ``[B, P]``; token_mask: ``[B, Q]``; has_target: ``[B]``; key_mask: ``[B, P]``
         - output: ``[]`` or ``[B]``
 
@@ -444,7 +452,13 @@ def attention_kl_loss(
         0.6931
         >>> loss.backward(); att.grad.shape
         torch.Size([2, 4, 3, 4])
+        >>> layers = [torch.rand(2, 4, 3, 4), torch.rand(2, 4, 3, 4)]  # two layers in one call
+        >>> both = attention_kl_loss(layers, target)
+        >>> torch.allclose(both, (attention_kl_loss(layers[0], target) + attention_kl_loss(layers[1], target)) / 2)
+        True
     """
+    layers = _check_layers(attention)
+    attention = layers[0]
     attention, target, token_mask, has_target = _check_inputs(attention, target, token_mask, has_target)
     direction = look_up_option(direction, KLDirection, name="direction")
     aggregate = look_up_option(aggregate, AttentionAggregate, name="aggregate")
@@ -455,12 +469,37 @@ def attention_kl_loss(
     if key_mask is not None:
         key_mask = _check_key_mask(key_mask, attention.shape[0], attention.shape[-1], attention.device)
         if not bool(key_mask.all()):
-            per_sample, valid = _per_sample_masked_keys(
-                attention, target, token_mask, has_target, key_mask, direction, aggregate, eps
+            losses = [
+                _reduce(*_per_sample_masked_keys(a, target, token_mask, has_target, key_mask, direction, aggregate, eps),
+                        reduction)
+                for a in layers
+            ]  # fmt: skip
+            return losses[0] if len(losses) == 1 else torch.stack(losses).mean(0)
+    per_layer, valid = _per_sample(layers, target, token_mask, has_target, direction, aggregate, reduction, eps)
+    # each layer reduced, then the mean over layers: the arithmetic of one call per layer
+    losses = [_reduce(per_sample, valid, reduction) for per_sample in per_layer]
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean(0)
+
+
+def _check_layers(attention: Any) -> list[torch.Tensor]:
+    """The attention tensor as a one-element list, or the layers of a sequence, checked alike."""
+    if not isinstance(attention, (list, tuple)):
+        return [attention]
+    if not attention:
+        raise ShapeError("Expected at least one attention tensor in the sequence of layers, but got none.")
+    first = attention[0]
+    for i, a in enumerate(attention):
+        if not isinstance(a, torch.Tensor):
+            raise WrongTypeError(
+                f"Expected a sequence of torch.Tensor (one per layer), but item {i} is {type(a).__name__}."
             )
-            return _reduce(per_sample, valid, reduction)
-    per_sample, valid = _per_sample(attention, target, token_mask, has_target, direction, aggregate, reduction, eps)
-    return _reduce(per_sample, valid, reduction)
+        if (a.shape, a.dtype, a.device) != (first.shape, first.dtype, first.device):
+            raise ShapeError(
+                f"Expected every layer's attention like the first, {tuple(first.shape)} {first.dtype} on "
+                f"{first.device}, but item {i} is {tuple(a.shape)} {a.dtype} on {a.device}. "
+                "Call attention_kl_loss once per layer for different shapes."
+            )
+    return list(attention)
 
 
 def _reduce(per_sample: torch.Tensor, valid: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -500,8 +539,8 @@ def _per_sample_masked_keys(
         a = attention[rows]
         a = a.gather(-1, cols.view(len(rows), *([1] * (a.ndim - 2)), n).expand(*a.shape[:-1], n))
         t = target[rows].gather(-1, cols.to(target.device))
-        group, group_valid = _per_sample(
-            a,
+        (group,), group_valid = _per_sample(
+            [a],
             t,
             None if token_mask is None else token_mask[rows],
             None if has_target is None else has_target[rows],
@@ -516,7 +555,7 @@ def _per_sample_masked_keys(
 
 
 def _per_sample(
-    attention: torch.Tensor,
+    attentions: list[torch.Tensor],
     target: torch.Tensor,
     token_mask: torch.Tensor | None,
     has_target: torch.Tensor | None,
@@ -524,16 +563,20 @@ def _per_sample(
     aggregate: AttentionAggregate,
     reduction: Reduction,
     eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B]`` loss per sample (0 where not valid) and which samples count for the mean."""
-    a4 = attention
-    if a4.ndim == 2:
-        a4 = a4[:, None, None, :]
-    elif a4.ndim == 3:
-        a4 = a4[:, None, :, :]
-    b, h, q, p = a4.shape
-    device = a4.device
-    work = torch.promote_types(a4.dtype, torch.float32)  # fp32, or fp64 for fp64 input
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``[B]`` loss per sample for each of the layers ``attentions``, and which samples count.
+
+    Samples that do not count get 0. The target and row weights are built once for all layers.
+    """
+    attention = attentions[0]
+    shape = tuple(attention.shape)
+    if attention.ndim == 2:
+        shape = (shape[0], 1, 1, shape[1])
+    elif attention.ndim == 3:
+        shape = (shape[0], 1, *shape[1:])
+    b, h, q, p = shape
+    device = attention.device
+    work = torch.promote_types(attention.dtype, torch.float32)  # fp32, or fp64 for fp64 input
 
     # Target: normalised to sum 1; "no box" samples become all zero and contribute nothing.
     t = target.detach().to(device=device, dtype=work)
@@ -552,45 +595,61 @@ def _per_sample(
     valid = valid & (n_tok > 0)
     m = m * (valid.to(work) / (n_tok.clamp_min(1.0) * h))[:, None]  # [B, Q], sums to 1/h per valid sample
 
-    if b == 0 or p == 0:
-        per_sample = attention.to(work).sum(tuple(range(1, attention.ndim))) * 0.0
-    elif aggregate is AttentionAggregate.KL_PER_ROW or (h == 1 and q == 1):
-        a3 = a4.reshape(b, h * q, p)
-        if (
-            direction is KLDirection.TARGET_TO_ATTENTION
-            and a3.device.type == "cpu"
-            and a3.dtype in _KERNEL_DTYPES
-            and a3.dtype in (work, torch.bfloat16)
-        ):
-            # One compiled sweep: loss terms and the gradient for the usual upstream gradient.
-            w = m[:, None, :].expand(b, h, q).reshape(b, h * q)
-            n_valid = valid.sum().clamp_min(1).to(work)
-            unit = torch.ones((), dtype=work) if reduction is not Reduction.MEAN else 1.0 / n_valid
-            expected = torch.where(valid, unit, 0.0).to(work)
-            need_grad = bool(a3.requires_grad and torch.is_grad_enabled())
-            neg_entropy = torch.xlogy(t, t).sum(-1)  # [B]
-            per_sample = neg_entropy * w.sum(-1) + _KLPerRowCPU.apply(a3, t, w, expected, eps, need_grad)
+    out = []
+    for a in attentions:
+        a3 = a.reshape(b, h * q, p)
+        if b == 0 or p == 0:
+            per_sample = a.to(work).sum(tuple(range(1, a.ndim))) * 0.0
+        elif aggregate is AttentionAggregate.KL_PER_ROW or (h == 1 and q == 1):
+            per_sample = _per_row(a3, t, m, valid, direction, reduction, eps, h, q)
         else:
-            if direction is KLDirection.TARGET_TO_ATTENTION:
-                s, c = _RowStats.apply(a3, t, eps)
-                neg_entropy = torch.xlogy(t, t).sum(-1)  # [B]
-                t_mass = valid.to(work)  # sum of the normalised target: 1 or 0
-                row = neg_entropy[:, None] - c + t_mass[:, None] * torch.log(s + p * eps)
-            else:
-                row = _divergence(_smoothed_log(a3, eps, work), t, direction, eps)
-            row = row.view(b, h, q)
-            per_sample = (row * m[:, None, :]).sum((1, 2))
+            a3w = a3.to(work)  # no copy for fp32 input
+            s = a3w.sum(-1)
+            # Each row smoothed and renormalised, (a + eps) / (s + P eps), then averaged with weights m.
+            w = (m[:, None, :] / (s.view(b, h, q) + p * eps)).reshape(b, h * q)
+            mean_map = torch.bmm(w[:, None, :], a3w)[:, 0, :] + eps * w.sum(-1, keepdim=True)  # [B, P]
+            log_map = torch.log(torch.where(valid[:, None], mean_map, 1.0))
+            per_sample = _divergence(log_map[:, None, :], t, direction, eps)[:, 0]
+        out.append(torch.where(valid, per_sample, per_sample * 0.0))
+    return out, valid
+
+
+def _per_row(
+    a3: torch.Tensor,
+    t: torch.Tensor,
+    m: torch.Tensor,
+    valid: torch.Tensor,
+    direction: KLDirection,
+    reduction: Reduction,
+    eps: float,
+    h: int,
+    q: int,
+) -> torch.Tensor:
+    """``[B]`` weighted mean over the rows of ``a3`` ``[B, H * Q, P]`` of their divergences."""
+    b, _, p = a3.shape
+    work = t.dtype
+    if (
+        direction is KLDirection.TARGET_TO_ATTENTION
+        and a3.device.type == "cpu"
+        and a3.dtype in _KERNEL_DTYPES
+        and a3.dtype in (work, torch.bfloat16)
+    ):
+        # One compiled sweep: loss terms and the gradient for the usual upstream gradient.
+        w = m[:, None, :].expand(b, h, q).reshape(b, h * q)
+        n_valid = valid.sum().clamp_min(1).to(work)
+        unit = torch.ones((), dtype=work) if reduction is not Reduction.MEAN else 1.0 / n_valid
+        expected = torch.where(valid, unit, 0.0).to(work)
+        need_grad = bool(a3.requires_grad and torch.is_grad_enabled())
+        neg_entropy = torch.xlogy(t, t).sum(-1)  # [B]
+        return neg_entropy * w.sum(-1) + _KLPerRowCPU.apply(a3, t, w, expected, eps, need_grad)
+    if direction is KLDirection.TARGET_TO_ATTENTION:
+        s, c = _RowStats.apply(a3, t, eps)
+        neg_entropy = torch.xlogy(t, t).sum(-1)  # [B]
+        t_mass = valid.to(work)  # sum of the normalised target: 1 or 0
+        row = neg_entropy[:, None] - c + t_mass[:, None] * torch.log(s + p * eps)
     else:
-        a3 = a4.reshape(b, h * q, p)
-        a3w = a3.to(work)  # no copy for fp32 input
-        s = a3w.sum(-1)
-        # Each row smoothed and renormalised, (a + eps) / (s + P eps), then averaged with weights m.
-        w = (m[:, None, :] / (s.view(b, h, q) + p * eps)).reshape(b, h * q)
-        mean_map = torch.bmm(w[:, None, :], a3w)[:, 0, :] + eps * w.sum(-1, keepdim=True)  # [B, P]
-        log_map = torch.log(torch.where(valid[:, None], mean_map, 1.0))
-        per_sample = _divergence(log_map[:, None, :], t, direction, eps)[:, 0]
-    per_sample = torch.where(valid, per_sample, per_sample * 0.0)
-    return per_sample, valid
+        row = _divergence(_smoothed_log(a3, eps, work), t, direction, eps)
+    return (row.view(b, h, q) * m[:, None, :]).sum((1, 2))
 
 
 class AttentionKLLoss(nn.Module):
