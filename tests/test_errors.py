@@ -15,7 +15,7 @@ def test_every_error_is_a_medcurric_error_and_a_builtin() -> None:
         if issubclass(c, errors.MedcurricError) and c is not errors.MedcurricError
     ]
     assert classes
-    builtins = (ValueError, TypeError, FileNotFoundError, ImportError, PermissionError, RuntimeError)
+    builtins = (ValueError, TypeError, FileNotFoundError, ImportError, PermissionError, RuntimeError, ConnectionError)
     for cls in classes:
         assert issubclass(cls, builtins), cls
 
