@@ -83,6 +83,20 @@ def _qwen_pixels(torch: Any, grids: list[tuple[int, int, int]], patch: int, temp
     return pixel_values, torch.tensor(grids, dtype=torch.long)
 
 
+def _qwen_inputs(torch: Any) -> dict[str, Any]:
+    """Two samples with 6 and 4 merged image tokens (4 px patches, temporal 2), for the Qwen families."""
+    pixel_values, grid_thw = _qwen_pixels(torch, [(1, 4, 6), (1, 4, 4)], 4, 2)
+    input_ids, attention_mask = _sequences(torch, [[6], [4]])
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": pixel_values,
+        "image_grid_thw": grid_thw,
+        # text 0, image 1: without it transformers falls back to 1-D positions, and M-RoPE goes untested
+        "mm_token_type_ids": (input_ids == IMAGE_TOKEN_ID).int(),
+    }
+
+
 def _qwen2_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
     config = transformers.Qwen2VLConfig(
         text_config=_text(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}),
@@ -101,17 +115,7 @@ def _qwen2_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
         vision_start_token_id=VISION_START_ID,
         vision_end_token_id=VISION_END_ID,
     )
-    model = transformers.Qwen2VLForConditionalGeneration(config)
-    grids = [(1, 4, 6), (1, 4, 4)]  # 6 and 4 merged image tokens
-    pixel_values, grid_thw = _qwen_pixels(torch, grids, 4, 2)
-    input_ids, attention_mask = _sequences(torch, [[6], [4]])
-    return model, {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "pixel_values": pixel_values,
-        "image_grid_thw": grid_thw,
-        "mm_token_type_ids": (input_ids == IMAGE_TOKEN_ID).int(),  # 3-D M-RoPE positions
-    }
+    return transformers.Qwen2VLForConditionalGeneration(config), _qwen_inputs(torch)
 
 
 def _qwen2_5_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
@@ -134,18 +138,7 @@ def _qwen2_5_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
         vision_start_token_id=VISION_START_ID,
         vision_end_token_id=VISION_END_ID,
     )
-    model = transformers.Qwen2_5_VLForConditionalGeneration(config)
-    grids = [(1, 4, 6), (1, 4, 4)]  # 6 and 4 merged image tokens
-    pixel_values, grid_thw = _qwen_pixels(torch, grids, 4, 2)
-    input_ids, attention_mask = _sequences(torch, [[6], [4]])
-    return model, {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "pixel_values": pixel_values,
-        "image_grid_thw": grid_thw,
-        # without it transformers falls back to 1-D positions and M-RoPE goes untested
-        "mm_token_type_ids": (input_ids == IMAGE_TOKEN_ID).int(),
-    }
+    return transformers.Qwen2_5_VLForConditionalGeneration(config), _qwen_inputs(torch)
 
 
 def _qwen3_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
@@ -176,17 +169,7 @@ def _qwen3_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
         vision_start_token_id=VISION_START_ID,
         vision_end_token_id=VISION_END_ID,
     )
-    model = transformers.Qwen3VLForConditionalGeneration(config)
-    grids = [(1, 4, 6), (1, 4, 4)]
-    pixel_values, grid_thw = _qwen_pixels(torch, grids, 4, 2)
-    input_ids, attention_mask = _sequences(torch, [[6], [4]])
-    return model, {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "pixel_values": pixel_values,
-        "image_grid_thw": grid_thw,
-        "mm_token_type_ids": (input_ids == IMAGE_TOKEN_ID).int(),  # text 0, image 1
-    }
+    return transformers.Qwen3VLForConditionalGeneration(config), _qwen_inputs(torch)
 
 
 def _siglip(**extra: Any) -> dict[str, Any]:
