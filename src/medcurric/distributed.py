@@ -67,7 +67,7 @@ import numpy as np
 from medcurric._optional import require
 from medcurric._paths import safe_join
 from medcurric.cot.backends import Backend, OpenAIBackend, TemplateBackend
-from medcurric.cot.generator import CoTGenerator, RunSummary, _Failure, parse_shard, shard_of
+from medcurric.cot.generator import CoTGenerator, RunSummary, _Failure, seeds_of_shard
 from medcurric.errors import (
     ClusterUnreachableError,
     DataFormatError,
@@ -77,6 +77,7 @@ from medcurric.errors import (
 from medcurric.io.datasets import Case, DetectionFormat, _stem
 from medcurric.io.records import LabelMap, LesionRecord
 from medcurric.seeds.pipeline import SeedReject
+from medcurric.seeds.pipeline import rejects_path as default_rejects_path
 from medcurric.seeds.records import FactualSeed
 from medcurric.vocabulary.classmap import ClassMap
 
@@ -796,20 +797,9 @@ def generate_samples(
 
     from medcurric._jsonl import JsonlWriter
 
-    index, count = parse_shard(shard) if isinstance(shard, str) else (int(shard[0]), int(shard[1]))
-    if count < 1 or not 0 <= index < count:
-        raise InvalidOptionError(f"Expected shard (i, n) with 0 <= i < n, but got {(index, count)}.")
-    if limit is not None and limit < 0:
-        raise InvalidOptionError(f"Expected limit >= 0, but got {limit}.")
+    mine = seeds_of_shard(seeds, shard, limit)
     samples = Path(samples_path)
-    rejects = (
-        Path(rejects_path)
-        if rejects_path is not None
-        else samples.with_name(samples.name.removesuffix(".jsonl") + ".rejects.jsonl")
-    )
-    mine = [s for s in seeds if shard_of(s.id, count) == index]
-    if limit is not None:
-        mine = mine[:limit]
+    rejects = Path(rejects_path) if rejects_path is not None else default_rejects_path(samples)
     # the options fail here, before the cluster; the lexicon is built once from every seed
     vocabulary = options.pop("vocabulary", None)
     planner = CoTGenerator(TemplateBackend(), vocabulary=vocabulary, **options)

@@ -64,11 +64,12 @@ from medcurric.errors import (
     WrongTypeError,
 )
 from medcurric.io.images import MAX_PIXELS
+from medcurric.seeds.pipeline import rejects_path as default_rejects_path
 from medcurric.seeds.records import FactualSeed
 from medcurric.seeds.templates import lesion_at
 from medcurric.stage import Stage
 
-__all__ = ["CoTGenerator", "RunSummary", "parse_shard", "sample_id", "shard_of"]
+__all__ = ["CoTGenerator", "RunSummary", "parse_shard", "sample_id", "seeds_of_shard", "shard_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,37 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise InvalidOptionError(f"Expected --shard as 'i/n' with 0 <= i < n, but got {text!r}.")
     return i, n
+
+
+def seeds_of_shard(
+    seeds: Iterable[FactualSeed], shard: tuple[int, int] | str = (0, 1), limit: int | None = None
+) -> list[FactualSeed]:
+    """The seeds one worker of a sharded run takes: ``shard_of(seed.id, n) == i``, at most ``limit``.
+
+    Args:
+        seeds: All the seeds, in their order.
+        shard: ``(i, n)`` or ``"i/n"``.
+        limit: At most this many seeds of the shard.
+
+    Raises:
+        InvalidOptionError: When ``shard`` is not ``0 <= i < n`` or ``limit`` is negative.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> seeds = [SimpleNamespace(id=f"s{k}") for k in range(10)]
+        >>> halves = [seeds_of_shard(seeds, (i, 2)) for i in range(2)]
+        >>> sorted(s.id for half in halves for s in half) == sorted(s.id for s in seeds)
+        True
+        >>> len(seeds_of_shard(seeds, "0/1", limit=3))
+        3
+    """
+    index, count = parse_shard(shard) if isinstance(shard, str) else (int(shard[0]), int(shard[1]))
+    if count < 1 or not 0 <= index < count:
+        raise InvalidOptionError(f"Expected shard (i, n) with 0 <= i < n, but got {(index, count)}.")
+    if limit is not None and limit < 0:
+        raise InvalidOptionError(f"Expected limit >= 0, but got {limit}.")
+    mine = [s for s in seeds if shard_of(s.id, count) == index]
+    return mine if limit is None else mine[:limit]
 
 
 @dataclass
@@ -758,23 +790,10 @@ class CoTGenerator:
         Returns:
             The :class:`RunSummary`.
         """
-        index, count = (
-            parse_shard(shard) if isinstance(shard, str) else (int(shard[0]), int(shard[1]))
-        )
-        if count < 1 or not 0 <= index < count:
-            raise InvalidOptionError(
-                f"Expected shard (i, n) with 0 <= i < n, but got {(index, count)}."
-            )
-        if limit is not None and limit < 0:
-            raise InvalidOptionError(f"Expected limit >= 0, but got {limit}.")
+        mine = seeds_of_shard(seeds, shard, limit)
         samples_path = Path(samples_path)
         if rejects_path is None:
-            rejects_path = samples_path.with_name(
-                samples_path.name.removesuffix(".jsonl") + ".rejects.jsonl"
-            )
-        mine = [s for s in seeds if shard_of(s.id, count) == index]
-        if limit is not None:
-            mine = mine[:limit]
+            rejects_path = default_rejects_path(samples_path)
         lexicon = self.lexicon(mine)
         summary = RunSummary()
         from tqdm.auto import tqdm

@@ -229,7 +229,7 @@ def _naming(case: Case, exc: BaseException) -> str:
 
 
 def rejects_path(out: str | os.PathLike[str]) -> Path:
-    """The rejects file beside a seeds file: ``seeds.jsonl`` -> ``seeds.rejects.jsonl``.
+    """The rejects file beside a seeds or samples file: ``seeds.jsonl`` -> ``seeds.rejects.jsonl``.
 
     Examples:
         >>> rejects_path("run/seeds.jsonl").as_posix()
