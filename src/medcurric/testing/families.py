@@ -83,6 +83,15 @@ def _qwen_pixels(torch: Any, grids: list[tuple[int, int, int]], patch: int, temp
     return pixel_values, torch.tensor(grids, dtype=torch.long)
 
 
+#: The Qwen families' placeholder token ids in the tiny inputs.
+_QWEN_TOKEN_IDS = {
+    "image_token_id": IMAGE_TOKEN_ID,
+    "video_token_id": VIDEO_TOKEN_ID,
+    "vision_start_token_id": VISION_START_ID,
+    "vision_end_token_id": VISION_END_ID,
+}
+
+
 def _qwen_inputs(torch: Any) -> dict[str, Any]:
     """Two samples with 6 and 4 merged image tokens (4 px patches, temporal 2), for the Qwen families."""
     pixel_values, grid_thw = _qwen_pixels(torch, [(1, 4, 6), (1, 4, 4)], 4, 2)
@@ -110,10 +119,7 @@ def _qwen2_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
         },
-        image_token_id=IMAGE_TOKEN_ID,
-        video_token_id=VIDEO_TOKEN_ID,
-        vision_start_token_id=VISION_START_ID,
-        vision_end_token_id=VISION_END_ID,
+        **_QWEN_TOKEN_IDS,
     )
     return transformers.Qwen2VLForConditionalGeneration(config), _qwen_inputs(torch)
 
@@ -133,10 +139,7 @@ def _qwen2_5_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
             "out_hidden_size": HIDDEN,
             "fullatt_block_indexes": [1],
         },
-        image_token_id=IMAGE_TOKEN_ID,
-        video_token_id=VIDEO_TOKEN_ID,
-        vision_start_token_id=VISION_START_ID,
-        vision_end_token_id=VISION_END_ID,
+        **_QWEN_TOKEN_IDS,
     )
     return transformers.Qwen2_5_VLForConditionalGeneration(config), _qwen_inputs(torch)
 
@@ -164,10 +167,7 @@ def _qwen3_vl(transformers: Any, torch: Any) -> tuple[Any, dict[str, Any]]:
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [1],
         },
-        image_token_id=IMAGE_TOKEN_ID,
-        video_token_id=VIDEO_TOKEN_ID,
-        vision_start_token_id=VISION_START_ID,
-        vision_end_token_id=VISION_END_ID,
+        **_QWEN_TOKEN_IDS,
     )
     return transformers.Qwen3VLForConditionalGeneration(config), _qwen_inputs(torch)
 

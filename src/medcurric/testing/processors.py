@@ -161,25 +161,14 @@ def build_family_tokenizer(family: str, vocab_size: int = 384) -> Any:
         tok = build_tiny_tokenizer(vocab_size)
         tok.chat_template = CHAT_TEMPLATE
         return tok
-    tokenizers = require("tokenizers", feature="build_family_tokenizer")
     transformers = require("transformers", feature="build_family_tokenizer")
-    from medcurric.testing.tiny import TINY_CORPUS
+    from medcurric.testing.tiny import _train_tiny_bpe
 
     spec = _TOKENS[family]
     named = [spec["pad"], spec["eos"]] + ([spec["bos"]] if "bos" in spec else [])
     specials = list(dict.fromkeys(named + list(spec["extra"].values()) + spec["other"]))
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(TINY_CORPUS), trainer=trainer)
     fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=_train_tiny_bpe(specials, vocab_size),
         pad_token=spec["pad"],
         eos_token=spec["eos"],
         bos_token=spec.get("bos"),

@@ -90,19 +90,19 @@ class TinyVLM:
         return int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
 
 
-def build_tiny_tokenizer(vocab_size: int = 384) -> Any:
-    """Train a byte-level BPE tokenizer on :data:`TINY_CORPUS` and wrap it for transformers.
+def _train_tiny_bpe(specials: list[str], vocab_size: int, *, unk_token: str | None = None) -> Any:
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on :data:`TINY_CORPUS`.
 
     Args:
+        specials: Special tokens, given the first ids in this order.
         vocab_size: Target vocabulary size (special tokens included).
+        unk_token: The BPE model's unknown token, if any.
 
     Returns:
-        A ``PreTrainedTokenizerFast`` with ``<image>``, ``<pad>``, ``<s>``, ``</s>``, ``<unk>``.
+        The trained tokenizer (wrap it in ``PreTrainedTokenizerFast``).
     """
     tokenizers = require("tokenizers", feature="build_tiny_tokenizer")
-    transformers = require("transformers", feature="build_tiny_tokenizer")
-    specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, IMAGE_TOKEN]
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=UNK_TOKEN))
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=unk_token))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tokenizers.decoders.ByteLevel()
     trainer = tokenizers.trainers.BpeTrainer(
@@ -112,8 +112,22 @@ def build_tiny_tokenizer(vocab_size: int = 384) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(list(TINY_CORPUS), trainer=trainer)
+    return tok
+
+
+def build_tiny_tokenizer(vocab_size: int = 384) -> Any:
+    """Train a byte-level BPE tokenizer on :data:`TINY_CORPUS` and wrap it for transformers.
+
+    Args:
+        vocab_size: Target vocabulary size (special tokens included).
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with ``<image>``, ``<pad>``, ``<s>``, ``</s>``, ``<unk>``.
+    """
+    transformers = require("transformers", feature="build_tiny_tokenizer")
+    specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, IMAGE_TOKEN]
     fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=_train_tiny_bpe(specials, vocab_size, unk_token=UNK_TOKEN),
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         unk_token=UNK_TOKEN,
