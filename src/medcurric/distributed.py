@@ -490,7 +490,7 @@ def seeds_stage(
 
 def _item(kind: str, data: dict[str, Any]) -> FactualSeed | SeedReject:
     if kind == "reject":
-        return SeedReject(LesionRecord.from_dict(data["record"]), data["error"], data["reason"])
+        return SeedReject.from_dict(data)
     return FactualSeed.from_dict(data)
 
 

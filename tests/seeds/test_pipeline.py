@@ -54,6 +54,7 @@ def test_rejects_missing_masks_and_bad_records(tmp_path: Path) -> None:
     results = seed_case(case)
     assert [type(r).__name__ for r in results] == ["FactualSeed"] * 10 + ["SeedReject"]
     assert results[-1] == SeedReject(bad, "InvalidBoxError", results[-1].reason)
+    assert SeedReject.from_dict(json.loads(json.dumps(results[-1].to_dict()))) == results[-1]
     out = tmp_path / "s.jsonl"
     run = write_seeds([case, lost], out, progress=False)
     assert (run.written, run.rejected) == (10, 2) and run.rejects == rejects_path(out)

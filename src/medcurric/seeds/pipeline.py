@@ -150,6 +150,11 @@ class SeedReject:
             "record": r.to_dict(),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeedReject:
+        """The reject a rejects-file line (:meth:`to_dict`) holds."""
+        return cls(LesionRecord.from_dict(data["record"]), str(data["error"]), str(data["reason"]))
+
 
 def seed_case(
     case: Case,
